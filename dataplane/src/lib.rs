@@ -1,1 +1,25 @@
-//! placeholder
+//! tapwire's userspace forwarder.
+//!
+//! A pod's frame arrives on a TAP queue a worker owns ([`worker`]), is parsed with the
+//! views in [`packet`], decided by [`forward`] against one immutable version of the
+//! [`tables`] (routes in the lock-free [`fib`]), and written to a pod queue or an
+//! underlay socket ([`io`]). [`state`] turns control's messages into new table versions;
+//! [`daemon`] runs the threads and the control socket; [`resolver`] finds peers'
+//! underlay MACs for unencapsulated routes; [`counters`] are per worker, summed on read.
+//!
+//! Only [`io`] holds `unsafe` code.
+#![deny(unsafe_code)]
+
+pub mod counters;
+pub mod daemon;
+pub mod fib;
+#[cfg(any(test, feature = "fixtures"))]
+#[allow(clippy::expect_used)]
+pub mod fixtures;
+pub mod forward;
+pub mod io;
+pub mod packet;
+pub mod resolver;
+pub mod state;
+pub mod tables;
+pub mod worker;

@@ -1,1 +1,58 @@
-fn main() {}
+//! `tapwire-dataplane --socket PATH [--workers N]`: the forwarder of one node. Run it in
+//! the node's network namespace; control connects to the socket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tapwire_dataplane::daemon::{self, Options};
+
+/// tapwire's userspace pod-network forwarder.
+#[derive(Debug, Parser)]
+#[command(name = "tapwire-dataplane", version)]
+struct Args {
+    /// Unix socket control connects to (created with mode 0600).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Worker threads (each holds one queue of every pod TAP). Default: one per core.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// The node's underlay interface.
+    #[arg(long, default_value = "eth0")]
+    underlay_interface: String,
+    /// UDP port for VXLAN.
+    #[arg(long, default_value_t = 4789)]
+    vxlan_port: u16,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TAPWIRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let workers = match args.workers {
+        Some(0) => {
+            eprintln!("tapwire-dataplane: --workers must be at least 1");
+            return ExitCode::from(2);
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let opts = Options {
+        socket: args.socket,
+        workers,
+        underlay_interface: args.underlay_interface,
+        vxlan_port: args.vxlan_port,
+    };
+    match daemon::run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tapwire-dataplane: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

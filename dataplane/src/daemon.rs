@@ -1,0 +1,620 @@
+//! The dataplane process: starts the workers, serves the control socket, applies messages
+//! to the desired state, attaches pod queues and publishes new table versions.
+//!
+//! Threads: N workers (the packet path), one acceptor + one reader per control connection
+//! (decode frames, hand messages over a channel), one resolver (ARP for peers' underlay
+//! MACs), and this state thread, the only writer of tables. Control messages never touch
+//! the packet path directly: the state thread builds a new [`Snapshot`] and swaps it in.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tapwire_proto::{
+    frame, from_dataplane, DataplaneInSync, EndpointStatus, FrameDecoder, FromDataplane,
+    ProcessStatusUpdate, ToDataplane, WorkloadEndpointStatusRemove, WorkloadEndpointStatusUpdate,
+};
+use tapwire_sys::{link, netns, tap};
+
+use crate::counters::{named_totals, EndpointCounters, WorkerCounters};
+use crate::io::{IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver};
+use crate::resolver::{self, Resolved};
+use crate::state::{build_tables, Applied, AttachedEndpoint, Desired, EndpointSpec, Underlay};
+use crate::tables::Tables;
+use crate::worker::{PodQueues, Snapshot, Worker, WorkerHandle, WorkerSockets};
+
+/// How often the dataplane tells control it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Command-line options of `tapwire-dataplane`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub socket: PathBuf,
+    pub workers: usize,
+    pub underlay_interface: String,
+    pub vxlan_port: u16,
+}
+
+/// Why the dataplane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("underlay interface {name}: {source}")]
+    Underlay { name: String, source: io::Error },
+    #[error("opening {what} for worker {worker}: {source}")]
+    Socket {
+        what: &'static str,
+        worker: usize,
+        source: io::Error,
+    },
+    #[error("control socket {path}: {source}")]
+    ControlSocket { path: PathBuf, source: io::Error },
+    #[error("starting a thread: {0}")]
+    Thread(io::Error),
+}
+
+/// What connection threads tell the state thread.
+enum Event {
+    Connected(u64, UnixStream),
+    Message(u64, Box<ToDataplane>),
+    /// A frame that does not decode: the connection is closed, state is kept.
+    Malformed(u64, String),
+    Disconnected(u64),
+    Resolved(Resolved),
+}
+
+/// A pod whose queues are attached.
+struct Attachment {
+    spec: EndpointSpec,
+    info: AttachedEndpoint,
+    pod: Arc<PodQueues>,
+}
+
+/// The state thread's world.
+struct Dataplane {
+    underlay: Underlay,
+    workers: Vec<Arc<WorkerHandle>>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The state that is being forwarded on.
+    live: Desired,
+    /// A snapshot being received on a new connection, applied at its InSync.
+    pending: Option<Desired>,
+    attached: BTreeMap<String, Attachment>,
+    free_slots: Vec<u32>,
+    next_slot: u32,
+    next_generation: u32,
+    neighbors: HashMap<Ipv4Addr, [u8; 6]>,
+    resolver: Sender<Vec<Ipv4Addr>>,
+    conn: Option<(u64, UnixStream)>,
+    sequence: u64,
+    started: Instant,
+}
+
+/// Runs the dataplane until the process is killed.
+pub fn run(opts: Options) -> Result<(), StartError> {
+    let ul = &opts.underlay_interface;
+    let underlay_err = |source| StartError::Underlay {
+        name: ul.clone(),
+        source,
+    };
+    let ifindex = link::ifindex(ul).map_err(underlay_err)?;
+    let underlay = Underlay {
+        ip: link::ipv4_addr(ul).map_err(underlay_err)?,
+        mac: link::hwaddr(ul).map_err(underlay_err)?,
+        mtu_bytes: link::mtu(ul).map_err(underlay_err)?,
+        vxlan_port: opts.vxlan_port,
+    };
+    tracing::info!(
+        interface = %ul, ip = %underlay.ip, mtu = underlay.mtu_bytes,
+        workers = opts.workers, "starting"
+    );
+
+    let desired = Desired::default();
+    let first = build_tables(&desired, &underlay, &BTreeMap::new(), &HashMap::new());
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot {
+        tables: first,
+        pods: Vec::new(),
+    }));
+
+    let workers = opts.workers.max(1);
+    let fanout_group = (std::process::id() & 0xffff) as u16;
+    let mut handles = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let sock_err = |what| {
+            move |source| StartError::Socket {
+                what,
+                worker: w,
+                source,
+            }
+        };
+        let handle = Arc::new(WorkerHandle {
+            poller: Poller::new().map_err(sock_err("epoll"))?,
+            counters: WorkerCounters::default(),
+        });
+        let sockets = WorkerSockets {
+            raw: RawIpSender::open().map_err(sock_err("raw IP socket"))?,
+            vxlan: UdpReceiver::bind(opts.vxlan_port).map_err(sock_err("VXLAN UDP socket"))?,
+            underlay: PacketSocket::open(ifindex, fanout_group, underlay.ip)
+                .map_err(sock_err("underlay packet socket"))?,
+            ipip: if w == 0 {
+                Some(IpipReceiver::open().map_err(sock_err("IPIP raw socket"))?)
+            } else {
+                None
+            },
+        };
+        let worker = Worker::new(w, Arc::clone(&handle), sockets, Arc::clone(&snapshot))
+            .map_err(sock_err("epoll registration"))?;
+        std::thread::Builder::new()
+            .name(format!("tapwire-w{w}"))
+            .spawn(move || worker.run())
+            .map_err(StartError::Thread)?;
+        handles.push(handle);
+    }
+
+    let (events_tx, events_rx) = mpsc::channel();
+    let resolver_tx = resolver::spawn(ifindex, underlay.ip, underlay.mac, {
+        let events = events_tx.clone();
+        move |r| events.send(Event::Resolved(r)).is_ok()
+    })
+    .map_err(StartError::Thread)?;
+    let listener = bind_control_socket(&opts.socket)?;
+    std::thread::Builder::new()
+        .name("tapwire-accept".into())
+        .spawn(move || accept_loop(listener, events_tx))
+        .map_err(StartError::Thread)?;
+
+    let mut dataplane = Dataplane {
+        underlay,
+        workers: handles,
+        snapshot,
+        live: desired,
+        pending: None,
+        attached: BTreeMap::new(),
+        free_slots: Vec::new(),
+        next_slot: 0,
+        next_generation: 1,
+        neighbors: HashMap::new(),
+        resolver: resolver_tx,
+        conn: None,
+        sequence: 0,
+        started: Instant::now(),
+    };
+    dataplane.run(events_rx);
+    Ok(())
+}
+
+fn bind_control_socket(path: &Path) -> Result<UnixListener, StartError> {
+    let err = |source| StartError::ControlSocket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    // A stale socket from a previous run would make bind fail.
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+fn accept_loop(listener: UnixListener, events: Sender<Event>) {
+    let mut next_id = 1u64;
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(%err, "accept failed");
+                continue;
+            }
+        };
+        let id = next_id;
+        next_id += 1;
+        let reader = match stream.try_clone() {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!(%err, "cloning control connection failed");
+                continue;
+            }
+        };
+        if events.send(Event::Connected(id, stream)).is_err() {
+            return;
+        }
+        let events = events.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("tapwire-conn{id}"))
+            .spawn(move || read_loop(id, reader, events));
+        if let Err(err) = spawned {
+            tracing::warn!(%err, "starting a connection reader failed");
+        }
+    }
+}
+
+fn read_loop(id: u64, mut stream: UnixStream, events: Sender<Event>) {
+    use std::io::Read;
+    let mut decoder = FrameDecoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        decoder.push(&buf[..n]);
+        loop {
+            match decoder.next::<ToDataplane>() {
+                Ok(Some(msg)) => {
+                    if events.send(Event::Message(id, Box::new(msg))).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    let _ = events.send(Event::Malformed(id, err.to_string()));
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+            }
+        }
+    }
+    let _ = events.send(Event::Disconnected(id));
+}
+
+impl Dataplane {
+    fn run(&mut self, events: Receiver<Event>) {
+        let mut last_heartbeat = Instant::now();
+        loop {
+            let first = match events.recv_timeout(HEARTBEAT) {
+                Ok(event) => Some(event),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            // Apply everything that is waiting, then publish once.
+            let mut dirty = false;
+            let mut next = first;
+            while let Some(event) = next {
+                dirty |= self.handle(event);
+                next = events.try_recv().ok();
+            }
+            if dirty {
+                self.publish();
+            }
+            if last_heartbeat.elapsed() >= HEARTBEAT {
+                self.send_heartbeat();
+                last_heartbeat = Instant::now();
+            }
+        }
+    }
+
+    /// Handles one event; true if the live tables must be rebuilt.
+    fn handle(&mut self, event: Event) -> bool {
+        match event {
+            Event::Connected(id, stream) => {
+                if let Some((old, old_stream)) = self.conn.take() {
+                    tracing::info!(
+                        old,
+                        new = id,
+                        "control reconnected; closing the old connection"
+                    );
+                    let _ = old_stream.shutdown(std::net::Shutdown::Both);
+                }
+                tracing::info!(id, "control connected");
+                self.conn = Some((id, stream));
+                self.pending = Some(Desired::default());
+                self.send_heartbeat();
+                false
+            }
+            Event::Disconnected(id) => {
+                if self.is_current(id) {
+                    tracing::info!(id, "control disconnected; forwarding on the last state");
+                    self.conn = None;
+                    self.pending = None;
+                }
+                false
+            }
+            Event::Malformed(id, err) => {
+                if self.is_current(id) {
+                    tracing::error!(id, %err, "malformed frame from control; closing the connection");
+                    self.conn = None;
+                    self.pending = None;
+                }
+                false
+            }
+            Event::Message(id, msg) => self.is_current(id) && self.apply(*msg),
+            Event::Resolved(resolved) => {
+                let changed = self.neighbors.get(&resolved.ip) != Some(&resolved.mac);
+                self.neighbors.insert(resolved.ip, resolved.mac);
+                changed
+            }
+        }
+    }
+
+    fn is_current(&self, id: u64) -> bool {
+        self.conn.as_ref().is_some_and(|(c, _)| *c == id)
+    }
+
+    /// Applies a control message; true if the live tables must be rebuilt.
+    fn apply(&mut self, msg: ToDataplane) -> bool {
+        let Some(payload) = msg.payload else {
+            return false; // a message type tapwire does not implement: skipped
+        };
+        let target = self.pending.as_mut().unwrap_or(&mut self.live);
+        let applied = match target.apply(payload) {
+            Ok(applied) => applied,
+            Err(err) => {
+                tracing::warn!(seq = msg.sequence_number, %err, "rejected control message");
+                return false;
+            }
+        };
+        match applied {
+            Applied::InSync => match self.pending.take() {
+                Some(snapshot) => {
+                    self.live = snapshot;
+                    self.reconcile_endpoints();
+                    self.send(from_dataplane::Payload::DataplaneInSync(DataplaneInSync {}));
+                    true
+                }
+                None => false,
+            },
+            Applied::CountersRequested => {
+                self.send_counters();
+                false
+            }
+            // While a snapshot is arriving, nothing changes what is forwarded.
+            _ if self.pending.is_some() => false,
+            Applied::EndpointChanged(key) => {
+                self.attach(&key);
+                true
+            }
+            Applied::EndpointRemoved(key) => {
+                self.detach(&key);
+                true
+            }
+            Applied::Changed => true,
+            Applied::Nothing => false,
+        }
+    }
+
+    /// After a new snapshot: keep what is still wanted, attach what is new, detach the rest.
+    fn reconcile_endpoints(&mut self) {
+        let gone: Vec<String> = self
+            .attached
+            .keys()
+            .filter(|k| !self.live.endpoints.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.detach(&key);
+        }
+        let keys: Vec<String> = self.live.endpoints.keys().cloned().collect();
+        for key in keys {
+            self.attach(&key);
+        }
+    }
+
+    /// Attaches (or re-attaches, if its namespace or interface changed) an endpoint's
+    /// queues, then reports its status.
+    fn attach(&mut self, key: &str) {
+        let Some(spec) = self.live.endpoints.get(key).cloned() else {
+            return;
+        };
+        if let Some(existing) = self.attached.get_mut(key) {
+            if existing.spec.netns == spec.netns && existing.spec.ifname == spec.ifname {
+                existing.spec = spec.clone();
+                self.send_endpoint_status(&spec, "up");
+                return;
+            }
+            self.detach(key);
+        }
+        match self.open_queues(&spec) {
+            Ok((queues, mac, mtu_bytes)) => {
+                let slot = self.free_slots.pop().unwrap_or_else(|| {
+                    self.next_slot += 1;
+                    self.next_slot - 1
+                });
+                let generation = self.next_generation;
+                self.next_generation = self.next_generation.wrapping_add(1).max(1);
+                let pod = Arc::new(PodQueues {
+                    generation,
+                    queues,
+                    counters: EndpointCounters::new(self.workers.len()),
+                });
+                for (w, worker) in self.workers.iter().enumerate() {
+                    let fd = pod.queues[w].as_raw_fd();
+                    if let Err(err) = worker.poller.add(fd, Token::Pod { slot, generation }) {
+                        tracing::error!(%key, worker = w, %err, "registering pod queue failed");
+                    }
+                }
+                tracing::info!(%key, slot, netns = %spec.netns.display(), "endpoint attached");
+                self.attached.insert(
+                    key.to_string(),
+                    Attachment {
+                        spec: spec.clone(),
+                        info: AttachedEndpoint {
+                            slot,
+                            mac,
+                            mtu_bytes,
+                        },
+                        pod,
+                    },
+                );
+                self.send_endpoint_status(&spec, "up");
+            }
+            Err(err) => {
+                tracing::error!(%key, netns = %spec.netns.display(), %err, "attaching endpoint failed");
+                self.send_endpoint_status(&spec, "down");
+            }
+        }
+    }
+
+    /// Opens one queue per worker on the pod's TAP, inside the pod's namespace, and reads
+    /// the interface's MAC and MTU there.
+    fn open_queues(
+        &self,
+        spec: &EndpointSpec,
+    ) -> io::Result<(Vec<tapwire_sys::tap::TapQueue>, [u8; 6], u32)> {
+        let workers = self.workers.len();
+        netns::run_in_netns(&spec.netns, || {
+            let queues = (0..workers)
+                .map(|_| tap::attach_queue(&spec.ifname))
+                .collect::<io::Result<Vec<_>>>()?;
+            Ok((
+                queues,
+                link::hwaddr(&spec.ifname)?,
+                link::mtu(&spec.ifname)?,
+            ))
+        })
+    }
+
+    fn detach(&mut self, key: &str) {
+        let Some(att) = self.attached.remove(key) else {
+            return;
+        };
+        for (w, worker) in self.workers.iter().enumerate() {
+            if let Some(queue) = att.pod.queues.get(w) {
+                let _ = worker.poller.remove(queue.as_raw_fd());
+            }
+        }
+        self.free_slots.push(att.info.slot);
+        tracing::info!(%key, "endpoint detached");
+        self.send(from_dataplane::Payload::WorkloadEndpointStatusRemove(
+            WorkloadEndpointStatusRemove {
+                id: Some(att.spec.id.clone()),
+            },
+        ));
+        // The queues close when the last snapshot naming them is dropped by the workers.
+    }
+
+    /// Builds and publishes a new snapshot from the live state.
+    fn publish(&mut self) {
+        let infos: BTreeMap<String, AttachedEndpoint> = self
+            .attached
+            .iter()
+            .map(|(k, a)| (k.clone(), a.info.clone()))
+            .collect();
+        let tables: Tables = build_tables(&self.live, &self.underlay, &infos, &self.neighbors);
+        let mut pods = vec![None; tables.endpoints.len()];
+        for att in self.attached.values() {
+            if let Some(slot) = pods.get_mut(att.info.slot as usize) {
+                *slot = Some(Arc::clone(&att.pod));
+            }
+        }
+        // Peers reached unencapsulated need their underlay MAC: ask the resolver.
+        let wanted: HashSet<Ipv4Addr> = tables.peers.iter().map(|p| p.underlay_ip).collect();
+        let _ = self.resolver.send(wanted.into_iter().collect());
+        self.snapshot.store(Arc::new(Snapshot { tables, pods }));
+    }
+
+    fn next_sequence(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    fn send(&mut self, payload: from_dataplane::Payload) {
+        let sequence_number = self.next_sequence();
+        let Some((id, stream)) = self.conn.as_mut() else {
+            return;
+        };
+        let msg = FromDataplane {
+            sequence_number,
+            payload: Some(payload),
+        };
+        let mut wire = Vec::new();
+        frame::encode(&msg, &mut wire);
+        if let Err(err) = stream.write_all(&wire) {
+            tracing::info!(id = *id, %err, "writing to control failed; dropping the connection");
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            self.conn = None;
+            self.pending = None;
+        }
+    }
+
+    fn send_heartbeat(&mut self) {
+        let uptime = self.started.elapsed().as_secs_f64();
+        self.send(from_dataplane::Payload::ProcessStatusUpdate(
+            ProcessStatusUpdate {
+                iso_timestamp: iso_timestamp(),
+                uptime,
+            },
+        ));
+    }
+
+    fn send_endpoint_status(&mut self, spec: &EndpointSpec, status: &str) {
+        self.send(from_dataplane::Payload::WorkloadEndpointStatusUpdate(
+            WorkloadEndpointStatusUpdate {
+                id: Some(spec.id.clone()),
+                status: Some(EndpointStatus {
+                    status: status.to_string(),
+                }),
+                endpoint: None,
+            },
+        ));
+    }
+
+    fn send_counters(&mut self) {
+        let mut values = named_totals(self.workers.iter().map(|w| &w.counters));
+        for (key, att) in &self.attached {
+            let [rxp, rxb, txp, txb, drops] = att.pod.counters.totals();
+            for (name, value) in [
+                ("rx_packets", rxp),
+                ("rx_bytes", rxb),
+                ("tx_packets", txp),
+                ("tx_bytes", txb),
+                ("drops", drops),
+            ] {
+                values.push((format!("endpoint.{key}.{name}"), value));
+            }
+        }
+        let counters = values
+            .into_iter()
+            .map(|(name, value)| tapwire_proto::Counter { name, value })
+            .collect();
+        self.send(from_dataplane::Payload::CountersReply(
+            tapwire_proto::CountersReply { counters },
+        ));
+    }
+}
+
+/// Seconds since the epoch in RFC 3339 form (UTC), without a date library.
+fn iso_timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso_timestamp_is_rfc3339_shaped() {
+        let ts = super::iso_timestamp();
+        assert_eq!(ts.len(), 20, "{ts}");
+        assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+    }
+}

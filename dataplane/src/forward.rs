@@ -1,0 +1,619 @@
+//! The forwarding decision, sans-IO: a frame plus the read-only [`Tables`] in, one
+//! [`Action`] out. Nothing here touches a file descriptor, allocates or locks; the worker
+//! performs the action and does the counting.
+//!
+//! Frames sit in a [`PacketBuf`] with headroom in front, so encapsulation prepends its
+//! headers in place and decapsulation writes the inner Ethernet header over the outer
+//! one: no packet byte is copied on any path.
+
+use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use crate::packet::{
+    self, emit_arp, emit_ethernet, emit_icmp_error, emit_udp, emit_vxlan, ArpPacket, EthernetFrame,
+    IcmpError, Ipv4Packet, Ipv4Repr, Mac, ARP_IPV4_LEN, ARP_REPLY, ARP_REQUEST, ETHERTYPE_ARP,
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HEADER_LEN, GATEWAY_MAC, IPPROTO_IPIP, IPPROTO_UDP,
+    UDP_HEADER_LEN, VXLAN_HEADER_LEN,
+};
+use crate::tables::{Encap, EndpointIdx, RouteTarget, Tables};
+
+/// Bytes reserved in front of every received frame: enough for an outer IPv4 + UDP +
+/// VXLAN header in front of the pod's Ethernet header.
+pub const HEADROOM: usize = 64;
+/// Largest frame a buffer holds (a 64 KiB IPv4 packet plus Ethernet header).
+pub const MAX_FRAME: usize = 65536 + ETH_HEADER_LEN;
+/// Size of the scratch area replies (ARP, ICMP errors) are built in.
+pub const SCRATCH_LEN: usize = 128;
+
+const OUTER_VXLAN_LEN: usize = Ipv4Repr::HEADER_LEN + UDP_HEADER_LEN + VXLAN_HEADER_LEN;
+
+/// A frame with headroom. `data[start..end]` is the frame.
+#[derive(Debug)]
+pub struct PacketBuf {
+    data: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Default for PacketBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PacketBuf {
+    pub fn new() -> Self {
+        Self {
+            data: vec![0; HEADROOM + MAX_FRAME].into_boxed_slice(),
+            start: HEADROOM,
+            end: HEADROOM,
+        }
+    }
+
+    /// The area a receive call writes into (after the headroom).
+    pub fn receive_area(&mut self) -> &mut [u8] {
+        &mut self.data[HEADROOM..]
+    }
+
+    /// Marks `len` bytes at the start of the receive area as the frame.
+    pub fn set_received(&mut self, len: usize) {
+        self.start = HEADROOM;
+        self.end = HEADROOM + len.min(MAX_FRAME);
+    }
+
+    pub fn frame(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    /// The bytes an action refers to.
+    pub fn slice(&self, range: Range<usize>) -> &[u8] {
+        &self.data[range]
+    }
+}
+
+/// Why a packet was dropped. Each has a counter named `drop.<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    MalformedEthernet,
+    /// An IPv4 header that fails its checks (length, version, IHL, total length).
+    MalformedIpv4,
+    /// The IPv4 header checksum is wrong.
+    BadChecksum,
+    /// An ARP packet that is not Ethernet/IPv4 or is truncated.
+    MalformedArp,
+    /// An ARP reply, gratuitous ARP or probe for the pod's own address: nothing to answer.
+    ArpIgnored,
+    /// IPv6 is not forwarded yet.
+    Ipv6,
+    /// Any other ethertype.
+    UnsupportedEthertype,
+    /// An IPv4 frame not addressed to the gateway MAC.
+    NotForGateway,
+    /// Longer than the pod's MTU allows.
+    Oversize,
+    /// The source address is not one the pod owns.
+    SpoofedSource,
+    /// TTL would reach zero (an ICMP time-exceeded goes back to pods).
+    TtlExceeded,
+    /// Destination is an unused address of a local block.
+    Blackhole,
+    /// No route (an ICMP net-unreachable goes back to pods).
+    NoRoute,
+    /// DF set and larger than the route's MTU (an ICMP fragmentation-needed goes back).
+    FragmentationNeeded,
+    /// Larger than the route's MTU without DF: tapwire does not fragment.
+    TooBigToForward,
+    /// The peer's underlay MAC is not resolved yet (unencapsulated route).
+    NeighborUnresolved,
+    /// The peer has no VTEP yet (VXLAN route).
+    VtepUnknown,
+    /// The ingress pod queue belongs to no endpoint in this table version.
+    UnknownEndpoint,
+    /// Tunnel traffic from an address that is not a known node or VTEP.
+    UnknownTunnelSource,
+    /// A VXLAN header without the I flag or too short.
+    MalformedVxlan,
+    /// A VXLAN frame with a VNI other than ours.
+    WrongVni,
+    /// A decapsulated frame whose inner MAC is not our VTEP's.
+    NotForVtep,
+    /// Traffic from the underlay to somewhere other than a local pod (no transit).
+    NotLocal,
+    /// A write to a pod queue or underlay socket failed (queue full, device gone).
+    TxFailed,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 24] = [
+        DropReason::MalformedEthernet,
+        DropReason::MalformedIpv4,
+        DropReason::BadChecksum,
+        DropReason::MalformedArp,
+        DropReason::ArpIgnored,
+        DropReason::Ipv6,
+        DropReason::UnsupportedEthertype,
+        DropReason::NotForGateway,
+        DropReason::Oversize,
+        DropReason::SpoofedSource,
+        DropReason::TtlExceeded,
+        DropReason::Blackhole,
+        DropReason::NoRoute,
+        DropReason::FragmentationNeeded,
+        DropReason::TooBigToForward,
+        DropReason::NeighborUnresolved,
+        DropReason::VtepUnknown,
+        DropReason::UnknownEndpoint,
+        DropReason::UnknownTunnelSource,
+        DropReason::MalformedVxlan,
+        DropReason::WrongVni,
+        DropReason::NotForVtep,
+        DropReason::NotLocal,
+        DropReason::TxFailed,
+    ];
+
+    /// The counter name (snake case).
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::MalformedEthernet => "malformed_ethernet",
+            DropReason::MalformedIpv4 => "malformed_ipv4",
+            DropReason::BadChecksum => "bad_checksum",
+            DropReason::MalformedArp => "malformed_arp",
+            DropReason::ArpIgnored => "arp_ignored",
+            DropReason::Ipv6 => "ipv6",
+            DropReason::UnsupportedEthertype => "unsupported_ethertype",
+            DropReason::NotForGateway => "not_for_gateway",
+            DropReason::Oversize => "oversize",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::Blackhole => "blackhole",
+            DropReason::NoRoute => "no_route",
+            DropReason::FragmentationNeeded => "fragmentation_needed",
+            DropReason::TooBigToForward => "too_big_to_forward",
+            DropReason::NeighborUnresolved => "neighbor_unresolved",
+            DropReason::VtepUnknown => "vtep_unknown",
+            DropReason::UnknownEndpoint => "unknown_endpoint",
+            DropReason::UnknownTunnelSource => "unknown_tunnel_source",
+            DropReason::MalformedVxlan => "malformed_vxlan",
+            DropReason::WrongVni => "wrong_vni",
+            DropReason::NotForVtep => "not_for_vtep",
+            DropReason::NotLocal => "not_local",
+            DropReason::TxFailed => "tx_failed",
+        }
+    }
+}
+
+/// What the worker should do with a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Drop and count.
+    Drop(DropReason),
+    /// Drop and count, and write `scratch[..reply_len]` (an ICMP error) back to the
+    /// ingress pod.
+    DropWithIcmp {
+        reason: DropReason,
+        reply_len: usize,
+    },
+    /// Write `scratch[..len]` (an ARP reply) back to the ingress pod.
+    Reply { len: usize },
+    /// Write the frame to a local pod.
+    ToPod {
+        endpoint: EndpointIdx,
+        frame: Range<usize>,
+    },
+    /// Send a complete IPv4 packet (outer header included) to a peer through the raw IP
+    /// socket.
+    ToPeerIp {
+        dst: Ipv4Addr,
+        encap: Encap,
+        packet: Range<usize>,
+    },
+    /// Send an Ethernet frame on the underlay interface (unencapsulated routes).
+    ToPeerEthernet { frame: Range<usize> },
+    /// Underlay traffic that is not ours to handle (the kernel sees it too).
+    Ignore,
+}
+
+/// Where an IPv4 packet entered: a pod (with its MAC, to address replies) or a tunnel.
+#[derive(Debug, Clone, Copy)]
+enum Ingress {
+    Pod { mac: Mac },
+    Underlay,
+}
+
+/// A frame a pod wrote to its TAP queue.
+pub fn from_pod(
+    tables: &Tables,
+    ingress: EndpointIdx,
+    buf: &mut PacketBuf,
+    scratch: &mut [u8; SCRATCH_LEN],
+) -> Action {
+    let Some(endpoint) = tables.endpoint(ingress) else {
+        return Action::Drop(DropReason::UnknownEndpoint);
+    };
+    let frame = &buf.data[buf.start..buf.end];
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return Action::Drop(DropReason::MalformedEthernet);
+    };
+    match eth.ethertype() {
+        ETHERTYPE_ARP => answer_arp(tables, endpoint.may_send_from_fn(), &eth, scratch),
+        ETHERTYPE_IPV4 => {
+            if eth.dst() != GATEWAY_MAC {
+                return Action::Drop(DropReason::NotForGateway);
+            }
+            if frame.len() > ETH_HEADER_LEN + endpoint.mtu_bytes as usize {
+                return Action::Drop(DropReason::Oversize);
+            }
+            let ip = match Ipv4Packet::new_checked(eth.payload()) {
+                Ok(ip) => ip,
+                Err(_) => return Action::Drop(DropReason::MalformedIpv4),
+            };
+            if !ip.checksum_ok() {
+                return Action::Drop(DropReason::BadChecksum);
+            }
+            if !endpoint.may_send_from(ip.src()) {
+                return Action::Drop(DropReason::SpoofedSource);
+            }
+            let ingress = Ingress::Pod { mac: eth.src() };
+            let eth_start = buf.start;
+            route_ipv4(tables, buf, eth_start, ingress, scratch)
+        }
+        ETHERTYPE_IPV6 => Action::Drop(DropReason::Ipv6),
+        _ => Action::Drop(DropReason::UnsupportedEthertype),
+    }
+}
+
+/// Proxy-ARP: answer every request with the gateway MAC, except for the pod's own
+/// address (duplicate-address probes and gratuitous ARP must go unanswered).
+fn answer_arp(
+    _tables: &Tables,
+    owns: impl Fn(Ipv4Addr) -> bool,
+    eth: &EthernetFrame<&[u8]>,
+    scratch: &mut [u8; SCRATCH_LEN],
+) -> Action {
+    let Ok(arp) = ArpPacket::new_checked(eth.payload()) else {
+        return Action::Drop(DropReason::MalformedArp);
+    };
+    let target = arp.target_ip();
+    if arp.operation() != ARP_REQUEST || target == arp.sender_ip() || owns(target) {
+        return Action::Drop(DropReason::ArpIgnored);
+    }
+    let requester = (arp.sender_mac(), arp.sender_ip());
+    emit_ethernet(&mut scratch[..], requester.0, GATEWAY_MAC, ETHERTYPE_ARP);
+    emit_arp(
+        &mut scratch[ETH_HEADER_LEN..],
+        ARP_REPLY,
+        (GATEWAY_MAC, target),
+        requester,
+    );
+    Action::Reply {
+        len: ETH_HEADER_LEN + ARP_IPV4_LEN,
+    }
+}
+
+impl crate::tables::EndpointEntry {
+    fn may_send_from_fn(&self) -> impl Fn(Ipv4Addr) -> bool + '_ {
+        move |addr| self.may_send_from(addr)
+    }
+}
+
+/// Routes the IPv4 packet behind the Ethernet header at `eth_start` (already validated
+/// by the caller). The Ethernet header is rewritten or replaced as the route needs.
+fn route_ipv4(
+    tables: &Tables,
+    buf: &mut PacketBuf,
+    eth_start: usize,
+    ingress: Ingress,
+    scratch: &mut [u8; SCRATCH_LEN],
+) -> Action {
+    let ip_start = eth_start + ETH_HEADER_LEN;
+    let (dst, ttl, total_len, dont_fragment, flow) = {
+        let Ok(ip) = Ipv4Packet::new_checked(&buf.data[ip_start..buf.end]) else {
+            return Action::Drop(DropReason::MalformedIpv4);
+        };
+        (
+            ip.dst(),
+            ip.ttl(),
+            ip.total_len(),
+            ip.dont_fragment(),
+            flow_hash(&ip),
+        )
+    };
+    let packet_end = ip_start + total_len;
+    let icmp = |buf: &PacketBuf, scratch: &mut [u8; SCRATCH_LEN], reason, kind| {
+        icmp_error(
+            tables, buf, ip_start, packet_end, ingress, scratch, reason, kind,
+        )
+    };
+
+    let target = match tables.fib.lookup(dst) {
+        None => return icmp(buf, scratch, DropReason::NoRoute, IcmpError::NetUnreachable),
+        Some(RouteTarget::Blackhole) => return Action::Drop(DropReason::Blackhole),
+        Some(target) => *target,
+    };
+    if matches!(ingress, Ingress::Underlay) && !matches!(target, RouteTarget::LocalEndpoint(_)) {
+        return Action::Drop(DropReason::NotLocal);
+    }
+    if ttl <= 1 {
+        return icmp(
+            buf,
+            scratch,
+            DropReason::TtlExceeded,
+            IcmpError::TimeExceeded,
+        );
+    }
+    let mtu = match target {
+        RouteTarget::LocalEndpoint(idx) => match tables.endpoint(idx) {
+            Some(ep) => ep.mtu_bytes,
+            None => return Action::Drop(DropReason::UnknownEndpoint),
+        },
+        RouteTarget::RemoteNode { encap, .. } => tables
+            .local
+            .underlay_mtu_bytes
+            .saturating_sub(encap.overhead_bytes()),
+        RouteTarget::Blackhole => return Action::Drop(DropReason::Blackhole),
+    };
+    if total_len > mtu as usize {
+        if dont_fragment {
+            let kind = IcmpError::FragmentationNeeded {
+                mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+            };
+            return icmp(buf, scratch, DropReason::FragmentationNeeded, kind);
+        }
+        return Action::Drop(DropReason::TooBigToForward);
+    }
+    if let Ok(mut ip) = Ipv4Packet::new_checked(&mut buf.data[ip_start..packet_end]) {
+        ip.decrement_ttl();
+    }
+
+    match target {
+        RouteTarget::LocalEndpoint(idx) => {
+            let Some(ep) = tables.endpoint(idx) else {
+                return Action::Drop(DropReason::UnknownEndpoint);
+            };
+            emit_ethernet(
+                &mut buf.data[eth_start..],
+                ep.mac,
+                GATEWAY_MAC,
+                ETHERTYPE_IPV4,
+            );
+            Action::ToPod {
+                endpoint: idx,
+                frame: eth_start..packet_end,
+            }
+        }
+        RouteTarget::RemoteNode { peer, encap } => {
+            let Some(peer) = tables.peer(peer) else {
+                return Action::Drop(DropReason::NoRoute);
+            };
+            let local = &tables.local;
+            match encap {
+                Encap::None => {
+                    let Some(peer_mac) = peer.underlay_mac else {
+                        return Action::Drop(DropReason::NeighborUnresolved);
+                    };
+                    emit_ethernet(
+                        &mut buf.data[eth_start..],
+                        peer_mac,
+                        local.underlay_mac,
+                        ETHERTYPE_IPV4,
+                    );
+                    Action::ToPeerEthernet {
+                        frame: eth_start..packet_end,
+                    }
+                }
+                Encap::Ipip => {
+                    let outer_start = ip_start - Ipv4Repr::HEADER_LEN;
+                    let outer = Ipv4Repr {
+                        src: local.underlay_ip,
+                        dst: peer.underlay_ip,
+                        protocol: IPPROTO_IPIP,
+                        ttl: 64,
+                        dont_fragment,
+                        payload_len: total_len,
+                    };
+                    outer.emit(&mut buf.data[outer_start..]);
+                    Action::ToPeerIp {
+                        dst: peer.underlay_ip,
+                        encap,
+                        packet: outer_start..packet_end,
+                    }
+                }
+                Encap::Vxlan => {
+                    let Some(peer_vtep) = peer.vtep_mac else {
+                        return Action::Drop(DropReason::VtepUnknown);
+                    };
+                    if eth_start < OUTER_VXLAN_LEN {
+                        return Action::Drop(DropReason::TooBigToForward);
+                    }
+                    emit_ethernet(
+                        &mut buf.data[eth_start..],
+                        peer_vtep,
+                        local.vtep_mac,
+                        ETHERTYPE_IPV4,
+                    );
+                    let vxlan_start = eth_start - VXLAN_HEADER_LEN;
+                    emit_vxlan(&mut buf.data[vxlan_start..], local.vni);
+                    let udp_start = vxlan_start - UDP_HEADER_LEN;
+                    let udp_payload = packet_end - vxlan_start;
+                    emit_udp(
+                        &mut buf.data[udp_start..packet_end],
+                        local.underlay_ip,
+                        peer.underlay_ip,
+                        (vxlan_source_port(flow), local.vxlan_port),
+                        udp_payload,
+                    );
+                    let outer_start = udp_start - Ipv4Repr::HEADER_LEN;
+                    let outer = Ipv4Repr {
+                        src: local.underlay_ip,
+                        dst: peer.underlay_ip,
+                        protocol: IPPROTO_UDP,
+                        ttl: 64,
+                        dont_fragment,
+                        payload_len: packet_end - udp_start,
+                    };
+                    outer.emit(&mut buf.data[outer_start..]);
+                    Action::ToPeerIp {
+                        dst: peer.underlay_ip,
+                        encap,
+                        packet: outer_start..packet_end,
+                    }
+                }
+            }
+        }
+        RouteTarget::Blackhole => Action::Drop(DropReason::Blackhole),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn icmp_error(
+    tables: &Tables,
+    buf: &PacketBuf,
+    ip_start: usize,
+    packet_end: usize,
+    ingress: Ingress,
+    scratch: &mut [u8; SCRATCH_LEN],
+    reason: DropReason,
+    kind: IcmpError,
+) -> Action {
+    // Errors go back only to pods: the sender of decapsulated traffic is behind a tunnel.
+    let Ingress::Pod { mac } = ingress else {
+        return Action::Drop(reason);
+    };
+    let Ok(offender) = Ipv4Packet::new_checked(&buf.data[ip_start..packet_end]) else {
+        return Action::Drop(reason);
+    };
+    match emit_icmp_error(
+        &mut scratch[..],
+        (mac, GATEWAY_MAC),
+        tables.local.underlay_ip,
+        &offender,
+        kind,
+    ) {
+        Some(reply_len) => Action::DropWithIcmp { reason, reply_len },
+        None => Action::Drop(reason),
+    }
+}
+
+/// A VXLAN frame received on the UDP socket: `buf` holds the UDP payload (VXLAN header
+/// and inner Ethernet frame), `outer_src` the sender's underlay address.
+pub fn from_vxlan(tables: &Tables, outer_src: Ipv4Addr, buf: &mut PacketBuf) -> Action {
+    let known_vtep = tables
+        .peer_by_underlay
+        .get(&outer_src)
+        .and_then(|&p| tables.peer(p))
+        .is_some_and(|p| p.vtep_mac.is_some());
+    if !known_vtep {
+        return Action::Drop(DropReason::UnknownTunnelSource);
+    }
+    let Some(vni) = packet::parse_vxlan(buf.frame()) else {
+        return Action::Drop(DropReason::MalformedVxlan);
+    };
+    if vni != tables.local.vni {
+        return Action::Drop(DropReason::WrongVni);
+    }
+    let eth_start = buf.start + VXLAN_HEADER_LEN;
+    let Ok(inner) = EthernetFrame::new_checked(&buf.data[eth_start..buf.end]) else {
+        return Action::Drop(DropReason::MalformedEthernet);
+    };
+    if inner.dst() != tables.local.vtep_mac {
+        return Action::Drop(DropReason::NotForVtep);
+    }
+    if inner.ethertype() != ETHERTYPE_IPV4 {
+        return Action::Drop(drop_for_ethertype(inner.ethertype()));
+    }
+    decapsulated(tables, buf, eth_start)
+}
+
+/// An IPIP packet from the raw socket: `buf` holds the outer IPv4 header and the inner
+/// packet.
+pub fn from_ipip(tables: &Tables, buf: &mut PacketBuf) -> Action {
+    let (outer_src, inner_start) = match Ipv4Packet::new_checked(buf.frame()) {
+        Ok(outer) if outer.protocol() == IPPROTO_IPIP => (outer.src(), outer.header_len()),
+        Ok(_) => return Action::Ignore,
+        Err(_) => return Action::Drop(DropReason::MalformedIpv4),
+    };
+    if !tables.peer_by_underlay.contains_key(&outer_src) {
+        return Action::Drop(DropReason::UnknownTunnelSource);
+    }
+    // The outer header (>= 20 bytes) has been read: its tail becomes the inner frame's
+    // Ethernet header, and the headroom covers the rest.
+    let eth_start = buf.start + inner_start - ETH_HEADER_LEN;
+    emit_ethernet(&mut buf.data[eth_start..], [0; 6], [0; 6], ETHERTYPE_IPV4);
+    decapsulated(tables, buf, eth_start)
+}
+
+/// A frame seen on the underlay interface's packet socket: unencapsulated pod traffic
+/// from a peer, or anything else the kernel also receives (which we ignore).
+pub fn from_underlay_ethernet(tables: &Tables, buf: &mut PacketBuf) -> Action {
+    let dst = {
+        let Ok(eth) = EthernetFrame::new_checked(buf.frame()) else {
+            return Action::Ignore;
+        };
+        if eth.ethertype() != ETHERTYPE_IPV4 || eth.dst() != tables.local.underlay_mac {
+            return Action::Ignore;
+        }
+        match Ipv4Packet::new_checked(eth.payload()) {
+            Ok(ip) => ip.dst(),
+            Err(_) => return Action::Ignore,
+        }
+    };
+    if !matches!(tables.fib.lookup(dst), Some(RouteTarget::LocalEndpoint(_))) {
+        return Action::Ignore;
+    }
+    let eth_start = buf.start;
+    decapsulated(tables, buf, eth_start)
+}
+
+/// Validates the inner IPv4 packet of tunnel or underlay traffic and routes it to a pod.
+fn decapsulated(tables: &Tables, buf: &mut PacketBuf, eth_start: usize) -> Action {
+    match Ipv4Packet::new_checked(&buf.data[eth_start + ETH_HEADER_LEN..buf.end]) {
+        Ok(ip) if ip.checksum_ok() => {}
+        Ok(_) => return Action::Drop(DropReason::BadChecksum),
+        Err(_) => return Action::Drop(DropReason::MalformedIpv4),
+    }
+    let mut scratch = [0u8; SCRATCH_LEN];
+    route_ipv4(tables, buf, eth_start, Ingress::Underlay, &mut scratch)
+}
+
+fn drop_for_ethertype(ethertype: u16) -> DropReason {
+    match ethertype {
+        ETHERTYPE_IPV6 => DropReason::Ipv6,
+        _ => DropReason::UnsupportedEthertype,
+    }
+}
+
+/// A hash of the flow's addresses, protocol and ports (when present), so that every
+/// packet of a flow takes the same VXLAN source port and ECMP path.
+fn flow_hash(ip: &Ipv4Packet<&[u8]>) -> u32 {
+    let (sport, dport) = packet::transport_ports(ip).unwrap_or((0, 0));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for word in [
+        u64::from(u32::from(ip.src())),
+        u64::from(u32::from(ip.dst())),
+        u64::from(ip.protocol()) << 32 | u64::from(sport) << 16 | u64::from(dport),
+    ] {
+        h = (h ^ word).wrapping_mul(0x0000_0100_0000_01b3);
+        h ^= h >> 29;
+    }
+    (h ^ (h >> 32)) as u32
+}
+
+/// Linux's default ephemeral range, which the kernel's VXLAN device also draws from.
+fn vxlan_source_port(flow: u32) -> u16 {
+    const LOW: u32 = 32768;
+    const SPAN: u32 = 60999 - 32768 + 1;
+    (LOW + flow % SPAN) as u16
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,392 @@
+//! Decision tests: real frames in, actions out, no devices.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::fixtures::*;
+use crate::packet::{checksum, IPPROTO_ICMP};
+
+fn from_pod_a(tables: &Tables, frame: &[u8]) -> (Action, PacketBuf, [u8; SCRATCH_LEN]) {
+    let mut buf = PacketBuf::new();
+    buf.receive_area()[..frame.len()].copy_from_slice(frame);
+    buf.set_received(frame.len());
+    let mut scratch = [0u8; SCRATCH_LEN];
+    let action = from_pod(tables, 0, &mut buf, &mut scratch);
+    (action, buf, scratch)
+}
+
+#[test]
+fn arp_for_the_gateway_is_answered_with_the_gateway_mac() {
+    let mut arp = [0u8; ARP_IPV4_LEN];
+    emit_arp(
+        &mut arp,
+        ARP_REQUEST,
+        (POD_A_MAC, ip("10.65.1.2")),
+        ([0; 6], packet::POD_GATEWAY),
+    );
+    let frame = eth_frame(packet::BROADCAST_MAC, POD_A_MAC, ETHERTYPE_ARP, &arp);
+    let (action, _, scratch) = from_pod_a(&tables(Encap::Vxlan), &frame);
+    let Action::Reply { len } = action else {
+        panic!("expected a reply, got {action:?}");
+    };
+    let eth = EthernetFrame::new_checked(&scratch[..len]).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (POD_A_MAC, GATEWAY_MAC));
+    let reply = ArpPacket::new_checked(eth.payload()).unwrap();
+    assert_eq!(reply.operation(), ARP_REPLY);
+    assert_eq!(reply.sender_mac(), GATEWAY_MAC);
+    assert_eq!(reply.sender_ip(), packet::POD_GATEWAY);
+    assert_eq!(reply.target_ip(), ip("10.65.1.2"));
+}
+
+#[test]
+fn arp_for_any_other_address_is_answered_but_not_for_the_pods_own() {
+    let ask = |target: &str| {
+        let mut arp = [0u8; ARP_IPV4_LEN];
+        emit_arp(
+            &mut arp,
+            ARP_REQUEST,
+            (POD_A_MAC, ip("10.65.1.2")),
+            ([0; 6], ip(target)),
+        );
+        let frame = eth_frame(packet::BROADCAST_MAC, POD_A_MAC, ETHERTYPE_ARP, &arp);
+        from_pod_a(&tables(Encap::Vxlan), &frame).0
+    };
+    assert!(matches!(ask("10.65.2.9"), Action::Reply { .. }));
+    assert_eq!(ask("10.65.1.2"), Action::Drop(DropReason::ArpIgnored));
+}
+
+#[test]
+fn local_delivery_rewrites_macs_and_decrements_ttl() {
+    let frame = pod_a_sends("10.65.1.3", 64, true, 100);
+    let (action, buf, _) = from_pod_a(&tables(Encap::Vxlan), &frame);
+    let Action::ToPod { endpoint: 1, frame } = action else {
+        panic!("expected delivery to pod b, got {action:?}");
+    };
+    let out = buf.slice(frame);
+    let eth = EthernetFrame::new_checked(out).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (POD_B_MAC, GATEWAY_MAC));
+    let inner = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(inner.ttl(), 63);
+    assert!(inner.checksum_ok());
+}
+
+#[test]
+fn ipip_prepends_an_outer_header_between_the_nodes() {
+    let frame = pod_a_sends("10.65.2.7", 64, true, 1000);
+    let (action, buf, _) = from_pod_a(&tables(Encap::Ipip), &frame);
+    let Action::ToPeerIp {
+        dst,
+        encap: Encap::Ipip,
+        packet,
+    } = action
+    else {
+        panic!("expected IPIP, got {action:?}");
+    };
+    assert_eq!(dst, ip("192.168.0.2"));
+    let outer = Ipv4Packet::new_checked(buf.slice(packet)).unwrap();
+    assert!(outer.checksum_ok());
+    assert_eq!(outer.protocol(), IPPROTO_IPIP);
+    assert_eq!(
+        (outer.src(), outer.dst()),
+        (ip("192.168.0.1"), ip("192.168.0.2"))
+    );
+    assert_eq!(outer.total_len(), 20 + 1040);
+    let inner = Ipv4Packet::new_checked(outer.payload()).unwrap();
+    assert_eq!(
+        (inner.src(), inner.dst()),
+        (ip("10.65.1.2"), ip("10.65.2.7"))
+    );
+    assert_eq!(inner.ttl(), 63);
+}
+
+#[test]
+fn vxlan_wraps_the_frame_between_vteps_with_a_flow_hashed_port() {
+    let t = tables(Encap::Vxlan);
+    let frame = pod_a_sends("10.65.2.7", 64, true, 1000);
+    let (action, buf, _) = from_pod_a(&t, &frame);
+    let Action::ToPeerIp {
+        encap: Encap::Vxlan,
+        packet,
+        ..
+    } = action
+    else {
+        panic!("expected VXLAN, got {action:?}");
+    };
+    let outer = Ipv4Packet::new_checked(buf.slice(packet)).unwrap();
+    assert!(outer.checksum_ok());
+    assert_eq!(outer.protocol(), IPPROTO_UDP);
+    let udp = outer.payload();
+    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4789);
+    assert!((32768..=60999).contains(&sport));
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&outer.src().octets());
+    pseudo.extend_from_slice(&outer.dst().octets());
+    pseudo.extend_from_slice(&[0, IPPROTO_UDP]);
+    pseudo.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(udp);
+    assert_eq!(checksum(&pseudo), 0, "UDP checksum");
+    assert_eq!(packet::parse_vxlan(&udp[8..]), Some(4096));
+    let inner = EthernetFrame::new_checked(&udp[16..]).unwrap();
+    assert_eq!((inner.dst(), inner.src()), (PEER_VTEP, OUR_VTEP));
+    assert_eq!(outer.total_len(), 14 + 1040 + 36);
+
+    // Same flow, same port; the route's MTU is the underlay's minus 50.
+    let (again, buf2, _) = from_pod_a(&t, &frame);
+    let Action::ToPeerIp { packet: p2, .. } = again else {
+        panic!("{again:?}");
+    };
+    assert_eq!(&buf2.slice(p2)[20..22], &udp[..2]);
+}
+
+#[test]
+fn unencapsulated_goes_to_the_peers_underlay_mac_once_resolved() {
+    let frame = pod_a_sends("10.65.2.7", 64, true, 10);
+    let (action, buf, _) = from_pod_a(&tables(Encap::None), &frame);
+    let Action::ToPeerEthernet { frame } = action else {
+        panic!("expected an underlay frame, got {action:?}");
+    };
+    let eth = EthernetFrame::new_checked(buf.slice(frame)).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (PEER_MAC, NODE_MAC));
+
+    let unresolved = pod_a_sends("10.65.3.7", 64, true, 10);
+    let (action, _, _) = from_pod_a(&tables(Encap::None), &unresolved);
+    assert_eq!(action, Action::Drop(DropReason::NeighborUnresolved));
+}
+
+#[test]
+fn a_pod_may_only_send_from_its_own_address() {
+    let pkt = ipv4_packet("10.65.1.3", "10.65.2.7", 64, true, 10);
+    let frame = eth_frame(GATEWAY_MAC, POD_A_MAC, ETHERTYPE_IPV4, &pkt);
+    let (action, _, _) = from_pod_a(&tables(Encap::Vxlan), &frame);
+    assert_eq!(action, Action::Drop(DropReason::SpoofedSource));
+}
+
+fn icmp_reply(action: &Action, scratch: &[u8]) -> (DropReason, u8, u8, u32) {
+    let Action::DropWithIcmp { reason, reply_len } = *action else {
+        panic!("expected an ICMP error, got {action:?}");
+    };
+    let eth = EthernetFrame::new_checked(&scratch[..reply_len]).unwrap();
+    assert_eq!(eth.dst(), POD_A_MAC);
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert!(ip.checksum_ok());
+    assert_eq!(ip.protocol(), IPPROTO_ICMP);
+    assert_eq!(ip.dst(), self::ip("10.65.1.2"));
+    let icmp = ip.payload();
+    assert_eq!(checksum(icmp), 0);
+    let rest = u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]);
+    (reason, icmp[0], icmp[1], rest)
+}
+
+#[test]
+fn ttl_expiry_answers_time_exceeded() {
+    let (action, _, scratch) = from_pod_a(
+        &tables(Encap::Vxlan),
+        &pod_a_sends("10.65.2.7", 1, true, 10),
+    );
+    assert_eq!(
+        icmp_reply(&action, &scratch),
+        (DropReason::TtlExceeded, 11, 0, 0)
+    );
+}
+
+#[test]
+fn no_route_answers_net_unreachable_and_blackhole_drops_silently() {
+    let t = tables(Encap::Vxlan);
+    let (action, _, scratch) = from_pod_a(&t, &pod_a_sends("8.8.8.8", 64, true, 10));
+    assert_eq!(
+        icmp_reply(&action, &scratch),
+        (DropReason::NoRoute, 3, 0, 0)
+    );
+    let (action, _, _) = from_pod_a(&t, &pod_a_sends("10.65.1.40", 64, true, 10));
+    assert_eq!(action, Action::Drop(DropReason::Blackhole));
+}
+
+#[test]
+fn df_packets_over_the_route_mtu_get_fragmentation_needed() {
+    // A pod MTU above the route's (a misconfigured pod): 1500 bytes of IP do not fit
+    // VXLAN's 1450.
+    let mut t = tables(Encap::Vxlan);
+    t.endpoints[0].as_mut().unwrap().mtu_bytes = 1500;
+    let frame = pod_a_sends("10.65.2.7", 64, true, 1500 - 40);
+    let (action, _, scratch) = from_pod_a(&t, &frame);
+    assert_eq!(
+        icmp_reply(&action, &scratch),
+        (DropReason::FragmentationNeeded, 3, 4, 1450)
+    );
+    let no_df = pod_a_sends("10.65.2.7", 64, false, 1500 - 40);
+    assert_eq!(
+        from_pod_a(&t, &no_df).0,
+        Action::Drop(DropReason::TooBigToForward)
+    );
+}
+
+#[test]
+fn unsupported_and_malformed_frames_are_named_drops() {
+    let t = tables(Encap::Vxlan);
+    let ipv6 = eth_frame(
+        [0x33, 0x33, 0, 0, 0, 1],
+        POD_A_MAC,
+        ETHERTYPE_IPV6,
+        &[0x60; 40],
+    );
+    assert_eq!(from_pod_a(&t, &ipv6).0, Action::Drop(DropReason::Ipv6));
+    assert_eq!(
+        from_pod_a(&t, &[0u8; 10]).0,
+        Action::Drop(DropReason::MalformedEthernet)
+    );
+    let mut bad_ihl = pod_a_sends("10.65.2.7", 64, true, 10);
+    bad_ihl[14] = 0x44;
+    assert_eq!(
+        from_pod_a(&t, &bad_ihl).0,
+        Action::Drop(DropReason::MalformedIpv4)
+    );
+    let mut bad_len = pod_a_sends("10.65.2.7", 64, true, 10);
+    bad_len[16..18].copy_from_slice(&9000u16.to_be_bytes());
+    assert_eq!(
+        from_pod_a(&t, &bad_len).0,
+        Action::Drop(DropReason::MalformedIpv4)
+    );
+    let mut bad_sum = pod_a_sends("10.65.2.7", 64, true, 10);
+    bad_sum[24] ^= 0xff;
+    assert_eq!(
+        from_pod_a(&t, &bad_sum).0,
+        Action::Drop(DropReason::BadChecksum)
+    );
+    let garbage_arp = eth_frame(packet::BROADCAST_MAC, POD_A_MAC, ETHERTYPE_ARP, &[0xab; 28]);
+    assert_eq!(
+        from_pod_a(&t, &garbage_arp).0,
+        Action::Drop(DropReason::MalformedArp)
+    );
+    let oversize = pod_a_sends("10.65.2.7", 64, true, 1500);
+    assert_eq!(
+        from_pod_a(&t, &oversize).0,
+        Action::Drop(DropReason::Oversize)
+    );
+}
+
+/// The UDP payload a peer's VXLAN sends for a packet to pod a.
+fn vxlan_payload(vni: u32, inner_dst_mac: Mac) -> Vec<u8> {
+    let pkt = ipv4_packet("10.65.2.7", "10.65.1.2", 63, true, 100);
+    let mut out = vec![0u8; VXLAN_HEADER_LEN];
+    emit_vxlan(&mut out, vni);
+    out.extend(eth_frame(inner_dst_mac, PEER_VTEP, ETHERTYPE_IPV4, &pkt));
+    out
+}
+
+#[test]
+fn vxlan_is_accepted_only_from_known_vteps_on_our_vni() {
+    let t = tables(Encap::Vxlan);
+    let good = vxlan_payload(4096, OUR_VTEP);
+    let mut buf = received(&good);
+    let action = from_vxlan(&t, ip("192.168.0.2"), &mut buf);
+    let Action::ToPod { endpoint: 0, frame } = action else {
+        panic!("expected delivery to pod a, got {action:?}");
+    };
+    let eth = EthernetFrame::new_checked(buf.slice(frame)).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (POD_A_MAC, GATEWAY_MAC));
+    assert_eq!(Ipv4Packet::new_checked(eth.payload()).unwrap().ttl(), 62);
+
+    let mut stranger = received(&good);
+    assert_eq!(
+        from_vxlan(&t, ip("192.168.0.99"), &mut stranger),
+        Action::Drop(DropReason::UnknownTunnelSource)
+    );
+    // node-c is a known host but has no VTEP.
+    let mut no_vtep = received(&good);
+    assert_eq!(
+        from_vxlan(&t, ip("192.168.0.3"), &mut no_vtep),
+        Action::Drop(DropReason::UnknownTunnelSource)
+    );
+    let mut wrong_vni = received(&vxlan_payload(7, OUR_VTEP));
+    assert_eq!(
+        from_vxlan(&t, ip("192.168.0.2"), &mut wrong_vni),
+        Action::Drop(DropReason::WrongVni)
+    );
+    let mut wrong_mac = received(&vxlan_payload(4096, PEER_VTEP));
+    assert_eq!(
+        from_vxlan(&t, ip("192.168.0.2"), &mut wrong_mac),
+        Action::Drop(DropReason::NotForVtep)
+    );
+}
+
+#[test]
+fn ipip_from_a_known_node_is_delivered_and_transit_is_refused() {
+    let t = tables(Encap::Ipip);
+    let encapsulated = |inner_dst: &str, outer_src: &str| {
+        let inner = ipv4_packet("10.65.2.7", inner_dst, 63, true, 100);
+        let mut pkt = vec![0u8; 20];
+        Ipv4Repr {
+            src: ip(outer_src),
+            dst: ip("192.168.0.1"),
+            protocol: IPPROTO_IPIP,
+            ttl: 64,
+            dont_fragment: true,
+            payload_len: inner.len(),
+        }
+        .emit(&mut pkt);
+        pkt.extend(inner);
+        received(&pkt)
+    };
+    let mut buf = encapsulated("10.65.1.3", "192.168.0.2");
+    let action = from_ipip(&t, &mut buf);
+    let Action::ToPod { endpoint: 1, frame } = action else {
+        panic!("expected delivery to pod b, got {action:?}");
+    };
+    let eth = EthernetFrame::new_checked(buf.slice(frame)).unwrap();
+    assert_eq!(
+        (eth.dst(), eth.src(), eth.ethertype()),
+        (POD_B_MAC, GATEWAY_MAC, ETHERTYPE_IPV4)
+    );
+    let inner = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!((inner.src(), inner.ttl()), (ip("10.65.2.7"), 62));
+
+    let mut stranger = encapsulated("10.65.1.3", "192.168.0.77");
+    assert_eq!(
+        from_ipip(&t, &mut stranger),
+        Action::Drop(DropReason::UnknownTunnelSource)
+    );
+    let mut transit = encapsulated("10.65.3.9", "192.168.0.2");
+    assert_eq!(
+        from_ipip(&t, &mut transit),
+        Action::Drop(DropReason::NotLocal)
+    );
+}
+
+#[test]
+fn unencapsulated_underlay_traffic_for_a_local_pod_is_delivered_else_ignored() {
+    let t = tables(Encap::None);
+    let to_pod = ipv4_packet("10.65.2.7", "10.65.1.2", 63, true, 10);
+    let mut buf = received(&eth_frame(NODE_MAC, PEER_MAC, ETHERTYPE_IPV4, &to_pod));
+    assert!(matches!(
+        from_underlay_ethernet(&t, &mut buf),
+        Action::ToPod { endpoint: 0, .. }
+    ));
+    let elsewhere = ipv4_packet("10.65.2.7", "192.168.0.1", 63, true, 10);
+    let mut buf = received(&eth_frame(NODE_MAC, PEER_MAC, ETHERTYPE_IPV4, &elsewhere));
+    assert_eq!(from_underlay_ethernet(&t, &mut buf), Action::Ignore);
+}
+
+proptest! {
+    /// No frame, however mangled, panics any entry point.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), src in any::<u32>()) {
+        let t = tables(Encap::Vxlan);
+        let mut scratch = [0u8; SCRATCH_LEN];
+        let _ = from_pod(&t, 0, &mut received(&bytes), &mut scratch);
+        let _ = from_vxlan(&t, Ipv4Addr::from(src), &mut received(&bytes));
+        let _ = from_vxlan(&t, ip("192.168.0.2"), &mut received(&bytes));
+        let _ = from_ipip(&t, &mut received(&bytes));
+        let _ = from_underlay_ethernet(&t, &mut received(&bytes));
+    }
+
+    /// Mangling any one byte of a valid pod frame never panics either.
+    #[test]
+    fn mutated_valid_frames_never_panic(at in 0usize..114, value in any::<u8>(), encap in 0usize..3) {
+        let t = tables(Encap::ALL[encap]);
+        let mut frame = pod_a_sends("10.65.2.7", 64, true, 60);
+        frame[at] = value;
+        let mut scratch = [0u8; SCRATCH_LEN];
+        let _ = from_pod(&t, 0, &mut received(&frame), &mut scratch);
+    }
+}

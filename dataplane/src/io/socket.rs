@@ -1,0 +1,335 @@
+//! Underlay sockets.
+//!
+//! - [`RawIpSender`]: an `IPPROTO_RAW` socket. We build the outer IPv4 header ourselves
+//!   (IPIP and VXLAN alike, see `forward`), so one send-only socket serves both; being
+//!   send-only it receives no copies of inbound traffic.
+//! - [`UdpReceiver`]: the VXLAN port, one `SO_REUSEPORT` socket per worker.
+//! - [`IpipReceiver`]: a raw protocol-4 socket. Every raw socket of a protocol gets a copy
+//!   of each packet, so only one worker opens it.
+//! - [`PacketSocket`]: `AF_PACKET` on the underlay interface for unencapsulated traffic,
+//!   one per worker in a fanout group, with a BPF filter that skips frames for the node
+//!   itself (tunnel traffic, which the sockets above receive).
+//! - [`ArpSocket`]: `AF_PACKET`/ARP for resolving peers' underlay MACs ourselves.
+
+use std::io;
+use std::mem::{size_of, size_of_val, zeroed};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::{cvt, cvt_size};
+
+fn socket(domain: libc::c_int, kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: socket() has no memory arguments; the result is checked.
+    let fd = cvt(unsafe { libc::socket(domain, kind | flags, protocol) })?;
+    // SAFETY: fd is a freshly created descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live T and its size is passed alongside.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+fn sockaddr_in(addr: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_in = unsafe { zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = port.to_be();
+    sa.sin_addr.s_addr = u32::from(addr).to_be();
+    sa
+}
+
+fn sendto_in(fd: RawFd, buf: &[u8], addr: Ipv4Addr, port: u16) -> io::Result<usize> {
+    let sa = sockaddr_in(addr, port);
+    // SAFETY: buf and sa are valid for the lengths passed.
+    cvt_size(unsafe {
+        libc::sendto(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            0,
+            (&sa as *const libc::sockaddr_in).cast(),
+            size_of_val(&sa) as libc::socklen_t,
+        )
+    })
+}
+
+fn recvfrom_in(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4)> {
+    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_in = unsafe { zeroed() };
+    let mut sa_len = size_of_val(&sa) as libc::socklen_t;
+    // SAFETY: buf, sa and sa_len are valid and writable for the lengths passed.
+    let n = cvt_size(unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            0,
+            (&mut sa as *mut libc::sockaddr_in).cast(),
+            &mut sa_len,
+        )
+    })?;
+    let addr = Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
+    Ok((n, SocketAddrV4::new(addr, u16::from_be(sa.sin_port))))
+}
+
+fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is valid and writable for its length.
+    cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) })
+}
+
+/// Sends complete IPv4 packets (header included) on the underlay.
+#[derive(Debug)]
+pub struct RawIpSender {
+    fd: OwnedFd,
+}
+
+impl RawIpSender {
+    pub fn open() -> io::Result<Self> {
+        Ok(Self {
+            fd: socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?,
+        })
+    }
+
+    /// Sends `packet` (which starts with its IPv4 header) towards `dst`.
+    pub fn send(&self, packet: &[u8], dst: Ipv4Addr) -> io::Result<usize> {
+        sendto_in(self.fd.as_raw_fd(), packet, dst, 0)
+    }
+}
+
+/// The VXLAN UDP port, shared by workers through `SO_REUSEPORT`.
+#[derive(Debug)]
+pub struct UdpReceiver {
+    fd: OwnedFd,
+}
+
+impl UdpReceiver {
+    pub fn bind(port: u16) -> io::Result<Self> {
+        let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+        setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, &1i32)?;
+        setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &(4i32 << 20),
+        )?;
+        let sa = sockaddr_in(Ipv4Addr::UNSPECIFIED, port);
+        // SAFETY: sa is a valid sockaddr_in for the length passed.
+        cvt(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in).cast(),
+                size_of_val(&sa) as libc::socklen_t,
+            )
+        })
+        .map_err(|e| io::Error::new(e.kind(), format!("binding UDP port {port}: {e}")))?;
+        Ok(Self { fd })
+    }
+
+    /// Receives one datagram (the UDP payload) and its sender.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4)> {
+        recvfrom_in(self.fd.as_raw_fd(), buf)
+    }
+}
+
+impl AsRawFd for UdpReceiver {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Receives IPIP packets (outer header included). Its existence also stops the kernel
+/// from answering IPIP with ICMP protocol-unreachable.
+#[derive(Debug)]
+pub struct IpipReceiver {
+    fd: OwnedFd,
+}
+
+impl IpipReceiver {
+    pub fn open() -> io::Result<Self> {
+        let fd = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_IPIP)?;
+        setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &(4i32 << 20),
+        )?;
+        Ok(Self { fd })
+    }
+
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        recv(self.fd.as_raw_fd(), buf)
+    }
+}
+
+impl AsRawFd for IpipReceiver {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn bind_packet(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = protocol.to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: sll is a valid sockaddr_ll for the length passed.
+    cvt(unsafe {
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            size_of_val(&sll) as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Receives a frame from a packet socket, skipping frames this host sent itself.
+/// Returns `Ok(None)` for a skipped frame.
+fn recv_incoming(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+    let mut len = size_of_val(&sll) as libc::socklen_t;
+    // SAFETY: buf, sll and len are valid and writable for the lengths passed.
+    let n = cvt_size(unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            0,
+            (&mut sll as *mut libc::sockaddr_ll).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((sll.sll_pkttype != libc::PACKET_OUTGOING).then_some(n))
+}
+
+fn send_frame(fd: RawFd, frame: &[u8]) -> io::Result<usize> {
+    // SAFETY: frame is valid for its length; the socket is bound, so no address is needed.
+    cvt_size(unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), 0) })
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
+
+/// `AF_PACKET` socket for IPv4 frames on the underlay interface.
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: OwnedFd,
+}
+
+impl PacketSocket {
+    /// Opens a socket on `ifindex` that joins fanout group `group` (hashing flows across
+    /// the workers' sockets) and ignores frames addressed to `node_ip` (tunnel traffic,
+    /// which the UDP and IPIP sockets handle).
+    pub fn open(ifindex: u32, group: u16, node_ip: Ipv4Addr) -> io::Result<Self> {
+        let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(ETH_P_IP.to_be()))?;
+        attach_skip_dst_filter(fd.as_raw_fd(), node_ip)?;
+        bind_packet(fd.as_raw_fd(), ifindex, ETH_P_IP)?;
+        setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &(4i32 << 20),
+        )?;
+        let fanout = u32::from(group) | (libc::PACKET_FANOUT_HASH << 16);
+        setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT,
+            &fanout,
+        )?;
+        Ok(Self { fd })
+    }
+
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        recv_incoming(self.fd.as_raw_fd(), buf)
+    }
+
+    pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
+        send_frame(self.fd.as_raw_fd(), frame)
+    }
+}
+
+impl AsRawFd for PacketSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Classic BPF: accept a frame unless its IPv4 destination (offset 30) is `node_ip`.
+fn attach_skip_dst_filter(fd: RawFd, node_ip: Ipv4Addr) -> io::Result<()> {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let mut program = [
+        // ldw [30]
+        op(
+            (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            0,
+            0,
+            30,
+        ),
+        // jeq #node_ip, drop, accept
+        op(
+            (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            0,
+            1,
+            u32::from(node_ip),
+        ),
+        op((libc::BPF_RET | libc::BPF_K) as u16, 0, 0, 0),
+        op((libc::BPF_RET | libc::BPF_K) as u16, 0, 0, u32::MAX),
+    ];
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
+}
+
+/// `AF_PACKET` socket for ARP on the underlay interface (peer MAC resolution).
+#[derive(Debug)]
+pub struct ArpSocket {
+    fd: OwnedFd,
+}
+
+impl ArpSocket {
+    pub fn open(ifindex: u32) -> io::Result<Self> {
+        let fd = socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            i32::from(ETH_P_ARP.to_be()),
+        )?;
+        bind_packet(fd.as_raw_fd(), ifindex, ETH_P_ARP)?;
+        Ok(Self { fd })
+    }
+
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        recv_incoming(self.fd.as_raw_fd(), buf)
+    }
+
+    pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
+        send_frame(self.fd.as_raw_fd(), frame)
+    }
+
+    /// Waits until the socket is readable or `timeout_ms` passes; true if readable.
+    pub fn wait_readable(&self, timeout_ms: i32) -> io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: pfd is one valid pollfd.
+        let n = cvt(unsafe { libc::poll(&mut pfd, 1, timeout_ms) })?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,487 @@
+//! The desired state, as control described it, and the pure function that turns it into
+//! forwarding [`Tables`].
+//!
+//! `Desired` holds plain data parsed from proto messages (addresses validated here, once,
+//! so the hot path never sees a string). [`build_tables`] is a function of the desired
+//! state, the attached endpoints and the resolved neighbours: it performs no I/O, which
+//! keeps route computation testable without devices.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use tapwire_proto::{
+    self as proto, config, to_dataplane::Payload, IpPoolType, RouteType, NETNS_ANNOTATION,
+};
+
+use crate::fib::{Fib, Prefix, PrefixError};
+use crate::packet::Mac;
+use crate::tables::{Encap, EndpointEntry, EndpointIdx, LocalNode, Peer, RouteTarget, Tables};
+
+/// A message that could not be applied. The message is skipped; state is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{what}: bad prefix {value:?}: {source}")]
+    BadPrefix {
+        what: &'static str,
+        value: String,
+        source: PrefixError,
+    },
+    #[error("{what}: bad IPv4 address {value:?}")]
+    BadAddress { what: &'static str, value: String },
+    #[error("{what}: bad MAC address {value:?}")]
+    BadMac { what: &'static str, value: String },
+    #[error("{what}: missing field {field}")]
+    Missing {
+        what: &'static str,
+        field: &'static str,
+    },
+    #[error(
+        "workload endpoint {key}: no {NETNS_ANNOTATION:?} annotation naming the pod namespace"
+    )]
+    NoNetns { key: String },
+    #[error("config {key}: bad value {value:?}")]
+    BadConfig { key: String, value: String },
+}
+
+/// How an IP pool wants its blocks reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncapMode {
+    #[default]
+    Never,
+    Always,
+    CrossSubnet,
+}
+
+impl EncapMode {
+    fn parse(value: &str) -> EncapMode {
+        match value.to_ascii_lowercase().as_str() {
+            "always" => EncapMode::Always,
+            "cross-subnet" | "crosssubnet" => EncapMode::CrossSubnet,
+            _ => EncapMode::Never,
+        }
+    }
+
+    fn applies(self, same_subnet: bool) -> bool {
+        match self {
+            EncapMode::Never => false,
+            EncapMode::Always => true,
+            EncapMode::CrossSubnet => !same_subnet,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    pub cidr: Prefix,
+    pub ipip: EncapMode,
+    pub vxlan: EncapMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    pub key: String,
+    pub id: proto::WorkloadEndpointId,
+    pub netns: PathBuf,
+    /// The TAP's name inside the pod namespace.
+    pub ifname: String,
+    pub mac: Option<Mac>,
+    pub nets: Vec<Prefix>,
+    pub allowed_sources: Vec<Prefix>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub local_workload: bool,
+    pub pool_type: IpPoolType,
+    pub node: String,
+    pub node_ip: Option<Ipv4Addr>,
+    pub same_subnet: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VtepSpec {
+    pub mac: Mac,
+    pub underlay_ip: Ipv4Addr,
+}
+
+/// Everything control asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub hostname: String,
+    pub vni: Option<u32>,
+    pub hosts: BTreeMap<String, Ipv4Addr>,
+    pub pools: BTreeMap<String, PoolSpec>,
+    pub endpoints: BTreeMap<String, EndpointSpec>,
+    pub routes: BTreeMap<Prefix, RouteSpec>,
+    pub vteps: BTreeMap<String, VtepSpec>,
+    pub encapsulation: proto::Encapsulation,
+}
+
+/// What applying one message changed, so the caller knows what to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Tables need rebuilding.
+    Changed,
+    /// An endpoint was added or changed: attach its queues.
+    EndpointChanged(String),
+    /// An endpoint was removed: detach its queues.
+    EndpointRemoved(String),
+    /// The snapshot is complete.
+    InSync,
+    /// Control asks for counters.
+    CountersRequested,
+    /// Nothing to do.
+    Nothing,
+}
+
+fn parse_prefix(what: &'static str, value: &str) -> Result<Prefix, StateError> {
+    value.parse().map_err(|source| StateError::BadPrefix {
+        what,
+        value: value.to_string(),
+        source,
+    })
+}
+
+fn parse_addr(what: &'static str, value: &str) -> Result<Ipv4Addr, StateError> {
+    // Felix sends node addresses either bare or as /32 CIDRs.
+    let bare = value.split('/').next().unwrap_or(value);
+    bare.parse().map_err(|_| StateError::BadAddress {
+        what,
+        value: value.to_string(),
+    })
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(what: &'static str, value: &str) -> Result<Mac, StateError> {
+    let bad = || StateError::BadMac {
+        what,
+        value: value.to_string(),
+    };
+    let mut mac = [0u8; 6];
+    let mut parts = value.split(':');
+    for byte in &mut mac {
+        let part = parts.next().ok_or_else(bad)?;
+        if part.len() != 2 {
+            return Err(bad());
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(mac)
+}
+
+/// `orchestrator/workload/endpoint`: how endpoints are keyed and named in counters.
+pub fn endpoint_key(id: &proto::WorkloadEndpointId) -> String {
+    format!(
+        "{}/{}/{}",
+        id.orchestrator_id, id.workload_id, id.endpoint_id
+    )
+}
+
+impl Desired {
+    /// Applies one message. On error nothing has changed.
+    pub fn apply(&mut self, payload: Payload) -> Result<Applied, StateError> {
+        Ok(match payload {
+            Payload::InSync(_) => Applied::InSync,
+            Payload::CountersRequest(_) => Applied::CountersRequested,
+            Payload::ConfigUpdate(update) => {
+                if let Some(name) = update.config.get(config::HOSTNAME) {
+                    self.hostname = name.clone();
+                }
+                if let Some(value) = update.config.get(config::VXLAN_VNI) {
+                    let vni = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|v| *v < 1 << 24)
+                        .ok_or_else(|| StateError::BadConfig {
+                            key: config::VXLAN_VNI.into(),
+                            value: value.clone(),
+                        })?;
+                    self.vni = Some(vni);
+                }
+                Applied::Changed
+            }
+            Payload::HostMetadataUpdate(update) => {
+                let addr = parse_addr("host metadata", &update.ipv4_addr)?;
+                self.hosts.insert(update.hostname, addr);
+                Applied::Changed
+            }
+            Payload::HostMetadataRemove(remove) => {
+                self.hosts.remove(&remove.hostname);
+                Applied::Changed
+            }
+            Payload::IpamPoolUpdate(update) => {
+                let pool = update.pool.ok_or(StateError::Missing {
+                    what: "IPAM pool update",
+                    field: "pool",
+                })?;
+                let spec = PoolSpec {
+                    cidr: parse_prefix("IPAM pool", &pool.cidr)?,
+                    ipip: EncapMode::parse(&pool.ipip_mode),
+                    vxlan: EncapMode::parse(&pool.vxlan_mode),
+                };
+                self.pools.insert(update.id, spec);
+                Applied::Changed
+            }
+            Payload::IpamPoolRemove(remove) => {
+                self.pools.remove(&remove.id);
+                Applied::Changed
+            }
+            Payload::WorkloadEndpointUpdate(update) => {
+                let spec = endpoint_spec(update)?;
+                let key = spec.key.clone();
+                if self.endpoints.get(&key) == Some(&spec) {
+                    return Ok(Applied::Nothing);
+                }
+                self.endpoints.insert(key.clone(), spec);
+                Applied::EndpointChanged(key)
+            }
+            Payload::WorkloadEndpointRemove(remove) => {
+                let id = remove.id.ok_or(StateError::Missing {
+                    what: "workload endpoint remove",
+                    field: "id",
+                })?;
+                let key = endpoint_key(&id);
+                match self.endpoints.remove(&key) {
+                    Some(_) => Applied::EndpointRemoved(key),
+                    None => Applied::Nothing,
+                }
+            }
+            Payload::RouteUpdate(update) => {
+                let dst = parse_prefix("route", &update.dst)?;
+                let node_ip = match update.dst_node_ip.as_str() {
+                    "" => None,
+                    ip => Some(parse_addr("route dst_node_ip", ip)?),
+                };
+                let spec = RouteSpec {
+                    local_workload: update.local_workload
+                        || (update.has_type(RouteType::LocalWorkload) && dst.len() == 32),
+                    pool_type: IpPoolType::try_from(update.ip_pool_type).unwrap_or_default(),
+                    node: update.dst_node_name,
+                    node_ip,
+                    same_subnet: update.same_subnet,
+                };
+                self.routes.insert(dst, spec);
+                Applied::Changed
+            }
+            Payload::RouteRemove(remove) => {
+                let dst = parse_prefix("route remove", &remove.dst)?;
+                self.routes.remove(&dst);
+                Applied::Changed
+            }
+            Payload::VtepUpdate(update) => {
+                let spec = VtepSpec {
+                    mac: parse_mac("VTEP", &update.mac)?,
+                    underlay_ip: parse_addr("VTEP parent_device_ip", &update.parent_device_ip)?,
+                };
+                self.vteps.insert(update.node, spec);
+                Applied::Changed
+            }
+            Payload::VtepRemove(remove) => {
+                self.vteps.remove(&remove.node);
+                Applied::Changed
+            }
+            Payload::Encapsulation(encapsulation) => {
+                self.encapsulation = encapsulation;
+                Applied::Changed
+            }
+        })
+    }
+
+    /// The encapsulation a remote route gets: its pool's mode for the pool type the
+    /// route names (Always, or CrossSubnet when the peer is in another subnet).
+    fn encap_for(&self, dst: &Prefix, route: &RouteSpec) -> Encap {
+        let pool = self
+            .pools
+            .values()
+            .filter(|p| p.cidr.len() <= dst.len() && p.cidr.contains(dst.addr()))
+            .max_by_key(|p| p.cidr.len());
+        let (ipip, vxlan) = match pool {
+            Some(pool) => (pool.ipip, pool.vxlan),
+            // No pool known: the route's own pool type stands for "always".
+            None => (EncapMode::Always, EncapMode::Always),
+        };
+        match route.pool_type {
+            IpPoolType::Ipip if ipip.applies(route.same_subnet) => Encap::Ipip,
+            IpPoolType::Vxlan if vxlan.applies(route.same_subnet) => Encap::Vxlan,
+            _ => Encap::None,
+        }
+    }
+
+    /// This node's VTEP MAC: the one control announced, else Calico's derivation.
+    pub fn own_vtep_mac(&self) -> Mac {
+        self.vteps
+            .get(&self.hostname)
+            .map(|v| v.mac)
+            .unwrap_or_else(|| derive_vtep_mac(&self.hostname))
+    }
+}
+
+fn endpoint_spec(update: proto::WorkloadEndpointUpdate) -> Result<EndpointSpec, StateError> {
+    let what = "workload endpoint";
+    let id = update.id.ok_or(StateError::Missing { what, field: "id" })?;
+    let endpoint = update.endpoint.ok_or(StateError::Missing {
+        what,
+        field: "endpoint",
+    })?;
+    let key = endpoint_key(&id);
+    let netns = endpoint
+        .netns()
+        .map(PathBuf::from)
+        .ok_or_else(|| StateError::NoNetns { key: key.clone() })?;
+    let nets = endpoint
+        .ipv4_nets
+        .iter()
+        .map(|n| parse_prefix("workload endpoint ipv4_nets", n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut allowed_sources = nets.clone();
+    for p in &endpoint.allow_spoofed_source_prefixes {
+        // IPv6 prefixes are allowed by Felix but irrelevant to an IPv4-only forwarder.
+        if !p.contains(':') {
+            allowed_sources.push(parse_prefix("allow_spoofed_source_prefixes", p)?);
+        }
+    }
+    let mac = match endpoint.mac.as_str() {
+        "" => None,
+        mac => Some(parse_mac("workload endpoint mac", mac)?),
+    };
+    Ok(EndpointSpec {
+        key,
+        id,
+        netns,
+        ifname: if endpoint.name.is_empty() {
+            "eth0".to_string()
+        } else {
+            endpoint.name
+        },
+        mac,
+        nets,
+        allowed_sources,
+    })
+}
+
+/// Calico's VTEP MAC for a node without one configured: 0x66, then the first five bytes
+/// of SHA-1 of the node name.
+pub fn derive_vtep_mac(node: &str) -> Mac {
+    let digest = sha1_smol::Sha1::from(node.as_bytes()).digest().bytes();
+    [0x66, digest[0], digest[1], digest[2], digest[3], digest[4]]
+}
+
+/// An attached endpoint as the tables need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedEndpoint {
+    pub slot: EndpointIdx,
+    pub mac: Mac,
+    pub mtu_bytes: u32,
+}
+
+/// The node facts that do not come from control: read from the underlay interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Underlay {
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    pub mtu_bytes: u32,
+    pub vxlan_port: u16,
+}
+
+/// Builds one version of the forwarding tables. Pure: same inputs, same tables.
+pub fn build_tables(
+    desired: &Desired,
+    underlay: &Underlay,
+    attached: &BTreeMap<String, AttachedEndpoint>,
+    neighbors: &HashMap<Ipv4Addr, Mac>,
+) -> Tables {
+    let local = LocalNode {
+        underlay_ip: underlay.ip,
+        underlay_mac: underlay.mac,
+        underlay_mtu_bytes: underlay.mtu_bytes,
+        vtep_mac: desired.own_vtep_mac(),
+        vni: desired.vni.unwrap_or(config::DEFAULT_VXLAN_VNI),
+        vxlan_port: underlay.vxlan_port,
+    };
+
+    // Peers: every other node named by host metadata, a VTEP or a route.
+    let mut peer_ips: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
+    for (name, ip) in &desired.hosts {
+        peer_ips.insert(name, *ip);
+    }
+    for (name, vtep) in &desired.vteps {
+        peer_ips.entry(name).or_insert(vtep.underlay_ip);
+    }
+    for route in desired.routes.values() {
+        if let Some(ip) = route.node_ip {
+            peer_ips.entry(&route.node).or_insert(ip);
+        }
+    }
+    peer_ips.remove(desired.hostname.as_str());
+    let mut peers = Vec::with_capacity(peer_ips.len());
+    let mut peer_by_name = HashMap::new();
+    let mut peer_by_underlay = HashMap::new();
+    for (name, ip) in peer_ips {
+        let idx = peers.len() as u32;
+        peers.push(Peer {
+            name: name.to_string(),
+            underlay_ip: ip,
+            vtep_mac: desired.vteps.get(name).map(|v| v.mac),
+            underlay_mac: neighbors.get(&ip).copied(),
+        });
+        peer_by_name.insert(name, idx);
+        peer_by_underlay.insert(ip, idx);
+        if let Some(vtep) = desired.vteps.get(name) {
+            peer_by_underlay.insert(vtep.underlay_ip, idx);
+        }
+    }
+
+    let mut fib = Fib::new();
+    for (dst, route) in &desired.routes {
+        if route.local_workload {
+            continue; // served by the endpoint's own /32s below
+        }
+        let target = if route.node == desired.hostname {
+            RouteTarget::Blackhole
+        } else if let Some(&peer) = peer_by_name.get(route.node.as_str()) {
+            RouteTarget::RemoteNode {
+                peer,
+                encap: desired.encap_for(dst, route),
+            }
+        } else {
+            continue; // a remote block of a node we know nothing about
+        };
+        fib.insert(*dst, target);
+    }
+
+    let slots = attached
+        .values()
+        .map(|a| a.slot as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut endpoints = vec![None; slots];
+    for (key, att) in attached {
+        let Some(spec) = desired.endpoints.get(key) else {
+            continue;
+        };
+        for net in &spec.nets {
+            fib.insert(*net, RouteTarget::LocalEndpoint(att.slot));
+        }
+        endpoints[att.slot as usize] = Some(EndpointEntry {
+            key: key.clone(),
+            mac: spec.mac.unwrap_or(att.mac),
+            mtu_bytes: att.mtu_bytes,
+            allowed_sources: spec.allowed_sources.clone(),
+        });
+    }
+
+    Tables {
+        local,
+        fib,
+        endpoints,
+        peers,
+        peer_by_underlay,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,271 @@
+//! Route computation tests: messages in, tables out.
+
+use tapwire_proto::{
+    ConfigUpdate, HostMetadataUpdate, IpamPool, IpamPoolUpdate, RouteRemove, RouteUpdate,
+    VxlanTunnelEndpointUpdate, WorkloadEndpoint, WorkloadEndpointId, WorkloadEndpointRemove,
+    WorkloadEndpointUpdate,
+};
+
+use super::*;
+
+fn underlay() -> Underlay {
+    Underlay {
+        ip: "192.168.0.1".parse().unwrap(),
+        mac: [2, 0, 0, 0, 1, 1],
+        mtu_bytes: 1500,
+        vxlan_port: 4789,
+    }
+}
+
+fn pool(ipip: &str, vxlan: &str) -> Payload {
+    Payload::IpamPoolUpdate(IpamPoolUpdate {
+        id: "default".into(),
+        pool: Some(IpamPool {
+            cidr: "10.65.0.0/16".into(),
+            ipip_mode: ipip.into(),
+            vxlan_mode: vxlan.into(),
+            ..Default::default()
+        }),
+    })
+}
+
+fn block(
+    dst: &str,
+    node: &str,
+    node_ip: &str,
+    pool_type: IpPoolType,
+    same_subnet: bool,
+) -> Payload {
+    let mut update = RouteUpdate {
+        dst: dst.into(),
+        dst_node_name: node.into(),
+        dst_node_ip: node_ip.into(),
+        same_subnet,
+        ..Default::default()
+    };
+    update.set_ip_pool_type(pool_type);
+    update.add_type(if node == "node-a" {
+        RouteType::LocalWorkload
+    } else {
+        RouteType::RemoteWorkload
+    });
+    Payload::RouteUpdate(update)
+}
+
+fn endpoint_update(workload: &str, addr: &str) -> Payload {
+    Payload::WorkloadEndpointUpdate(WorkloadEndpointUpdate {
+        id: Some(WorkloadEndpointId {
+            orchestrator_id: "k8s".into(),
+            workload_id: workload.into(),
+            endpoint_id: "eth0".into(),
+        }),
+        endpoint: Some(WorkloadEndpoint {
+            name: "eth0".into(),
+            ipv4_nets: vec![addr.into()],
+            annotations: [(
+                NETNS_ANNOTATION.to_string(),
+                format!("/var/run/netns/{workload}"),
+            )]
+            .into(),
+            ..Default::default()
+        }),
+    })
+}
+
+/// node-a (us) with block 10.65.1.0/26 and pod-1; node-b owns 10.65.2.0/26.
+fn cluster(ipip: &str, vxlan: &str, pool_type: IpPoolType, same_subnet: bool) -> Desired {
+    let mut d = Desired::default();
+    let messages = [
+        Payload::ConfigUpdate(ConfigUpdate {
+            config: [(config::HOSTNAME.to_string(), "node-a".to_string())].into(),
+            ..Default::default()
+        }),
+        Payload::HostMetadataUpdate(HostMetadataUpdate {
+            hostname: "node-b".into(),
+            ipv4_addr: "192.168.0.2".into(),
+            ..Default::default()
+        }),
+        Payload::VtepUpdate(VxlanTunnelEndpointUpdate {
+            node: "node-b".into(),
+            mac: "66:00:00:00:00:02".into(),
+            ipv4_addr: "10.65.2.0".into(),
+            parent_device_ip: "192.168.0.2".into(),
+            ..Default::default()
+        }),
+        pool(ipip, vxlan),
+        block("10.65.1.0/26", "node-a", "192.168.0.1", pool_type, true),
+        block(
+            "10.65.2.0/26",
+            "node-b",
+            "192.168.0.2",
+            pool_type,
+            same_subnet,
+        ),
+        endpoint_update("pod-1", "10.65.1.2/32"),
+    ];
+    for m in messages {
+        d.apply(m).unwrap();
+    }
+    d
+}
+
+fn attached_pod_1() -> BTreeMap<String, AttachedEndpoint> {
+    BTreeMap::from([(
+        "k8s/pod-1/eth0".to_string(),
+        AttachedEndpoint {
+            slot: 0,
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu_bytes: 1450,
+        },
+    )])
+}
+
+fn target(t: &Tables, addr: &str) -> Option<RouteTarget> {
+    t.fib.lookup(addr.parse().unwrap()).copied()
+}
+
+fn remote_encap(d: &Desired) -> Option<Encap> {
+    let t = build_tables(d, &underlay(), &attached_pod_1(), &HashMap::new());
+    match target(&t, "10.65.2.9") {
+        Some(RouteTarget::RemoteNode { encap, .. }) => Some(encap),
+        _ => None,
+    }
+}
+
+#[test]
+fn local_pods_blackholed_blocks_and_remote_blocks() {
+    let d = cluster("", "Always", IpPoolType::Vxlan, true);
+    let t = build_tables(&d, &underlay(), &attached_pod_1(), &HashMap::new());
+    assert_eq!(target(&t, "10.65.1.2"), Some(RouteTarget::LocalEndpoint(0)));
+    assert_eq!(target(&t, "10.65.1.3"), Some(RouteTarget::Blackhole));
+    assert_eq!(target(&t, "10.66.0.1"), None);
+    let Some(RouteTarget::RemoteNode { peer, encap }) = target(&t, "10.65.2.9") else {
+        panic!("no remote route");
+    };
+    assert_eq!(encap, Encap::Vxlan);
+    let peer = t.peer(peer).unwrap();
+    assert_eq!(peer.name, "node-b");
+    assert_eq!(peer.vtep_mac, Some([0x66, 0, 0, 0, 0, 2]));
+    assert_eq!(t.local.vni, 4096);
+    assert_eq!(t.local.vtep_mac, derive_vtep_mac("node-a"));
+    let ep = t.endpoint(0).unwrap();
+    assert!(ep.may_send_from("10.65.1.2".parse().unwrap()));
+    assert!(!ep.may_send_from("10.65.1.3".parse().unwrap()));
+}
+
+#[test]
+fn pool_modes_pick_the_encapsulation() {
+    assert_eq!(
+        remote_encap(&cluster("Always", "", IpPoolType::Ipip, true)),
+        Some(Encap::Ipip)
+    );
+    assert_eq!(
+        remote_encap(&cluster("Never", "", IpPoolType::NoEncap, true)),
+        Some(Encap::None)
+    );
+    assert_eq!(
+        remote_encap(&cluster("CrossSubnet", "", IpPoolType::Ipip, true)),
+        Some(Encap::None)
+    );
+    assert_eq!(
+        remote_encap(&cluster("CrossSubnet", "", IpPoolType::Ipip, false)),
+        Some(Encap::Ipip)
+    );
+    assert_eq!(
+        remote_encap(&cluster("", "cross-subnet", IpPoolType::Vxlan, false)),
+        Some(Encap::Vxlan)
+    );
+}
+
+#[test]
+fn calico_vtep_mac_derivation() {
+    // 0x66 then the first five bytes of SHA-1("node-a") = 0f0b8bbe1b...
+    let digest = sha1_smol::Sha1::from("node-a").digest().bytes();
+    assert_eq!(
+        derive_vtep_mac("node-a"),
+        [0x66, digest[0], digest[1], digest[2], digest[3], digest[4]]
+    );
+    assert_eq!(derive_vtep_mac("node-a")[0], 0x66);
+    assert_ne!(derive_vtep_mac("node-a"), derive_vtep_mac("node-b"));
+}
+
+#[test]
+fn bad_messages_are_rejected_without_changing_state() {
+    let mut d = cluster("", "Always", IpPoolType::Vxlan, true);
+    let before = d.clone();
+    let bad = [
+        block(
+            "10.65.9.0/33",
+            "node-b",
+            "192.168.0.2",
+            IpPoolType::Vxlan,
+            true,
+        ),
+        block(
+            "not-a-cidr",
+            "node-b",
+            "192.168.0.2",
+            IpPoolType::Vxlan,
+            true,
+        ),
+        block(
+            "10.65.9.0/26",
+            "node-b",
+            "192.168.0.300",
+            IpPoolType::Vxlan,
+            true,
+        ),
+        Payload::VtepUpdate(VxlanTunnelEndpointUpdate {
+            node: "node-c".into(),
+            mac: "66:00:00:00:00".into(),
+            parent_device_ip: "192.168.0.3".into(),
+            ..Default::default()
+        }),
+        Payload::WorkloadEndpointUpdate(WorkloadEndpointUpdate {
+            id: Some(WorkloadEndpointId::default()),
+            endpoint: Some(WorkloadEndpoint::default()),
+        }),
+        Payload::ConfigUpdate(ConfigUpdate {
+            config: [(config::VXLAN_VNI.to_string(), "99999999".to_string())].into(),
+            ..Default::default()
+        }),
+    ];
+    for message in bad {
+        let err = d.apply(message).unwrap_err();
+        assert!(!err.to_string().is_empty());
+        assert_eq!(d, before, "state changed after: {err}");
+    }
+}
+
+#[test]
+fn removals_take_effect() {
+    let mut d = cluster("", "Always", IpPoolType::Vxlan, true);
+    assert_eq!(
+        d.apply(Payload::RouteRemove(RouteRemove {
+            dst: "10.65.2.0/26".into()
+        }))
+        .unwrap(),
+        Applied::Changed
+    );
+    assert_eq!(remote_encap(&d), None);
+    let removed = d
+        .apply(Payload::WorkloadEndpointRemove(WorkloadEndpointRemove {
+            id: Some(WorkloadEndpointId {
+                orchestrator_id: "k8s".into(),
+                workload_id: "pod-1".into(),
+                endpoint_id: "eth0".into(),
+            }),
+        }))
+        .unwrap();
+    assert_eq!(removed, Applied::EndpointRemoved("k8s/pod-1/eth0".into()));
+    let t = build_tables(&d, &underlay(), &attached_pod_1(), &HashMap::new());
+    assert_eq!(target(&t, "10.65.1.2"), Some(RouteTarget::Blackhole));
+}
+
+#[test]
+fn resolved_neighbours_fill_in_peer_macs() {
+    let d = cluster("Never", "", IpPoolType::NoEncap, true);
+    let neighbors = HashMap::from([("192.168.0.2".parse().unwrap(), [2, 0, 0, 0, 1, 2])]);
+    let t = build_tables(&d, &underlay(), &attached_pod_1(), &neighbors);
+    assert_eq!(t.peers[0].underlay_mac, Some([2, 0, 0, 0, 1, 2]));
+}

@@ -1,0 +1,133 @@
+//! The read-only tables a worker forwards with: one immutable version per publish.
+//!
+//! The state thread builds a new [`Tables`] from the desired state and publishes it;
+//! workers take one snapshot per batch. Nothing here changes after publication, so the
+//! hot path reads it without locks. Endpoint slots are stable across versions: slot *i*
+//! names the same pod for as long as the pod exists, so queues registered with a worker's
+//! poller can be matched to the snapshot by slot.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use crate::fib::{Fib, Prefix};
+use crate::packet::Mac;
+
+/// A slot in [`Tables::endpoints`].
+pub type EndpointIdx = u32;
+/// An index into [`Tables::peers`].
+pub type PeerIdx = u32;
+
+/// How packets to a remote block travel on the underlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encap {
+    /// The pod packet itself, sent to the peer's underlay MAC.
+    None,
+    /// IP-in-IP (IP protocol 4).
+    Ipip,
+    /// VXLAN over UDP.
+    Vxlan,
+}
+
+impl Encap {
+    pub const ALL: [Encap; 3] = [Encap::None, Encap::Ipip, Encap::Vxlan];
+
+    /// Bytes the encapsulation adds to each pod packet on an IPv4 underlay.
+    pub fn overhead_bytes(self) -> u32 {
+        match self {
+            Encap::None => 0,
+            Encap::Ipip => 20,
+            Encap::Vxlan => 50,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Encap::None => "none",
+            Encap::Ipip => "ipip",
+            Encap::Vxlan => "vxlan",
+        }
+    }
+}
+
+/// Where a route sends a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// A pod on this node.
+    LocalEndpoint(EndpointIdx),
+    /// One of this node's blocks with no pod at that address: drop silently, as the
+    /// kernel's blackhole route does.
+    Blackhole,
+    /// A block owned by another node.
+    RemoteNode { peer: PeerIdx, encap: Encap },
+}
+
+/// This node's own underlay and tunnel identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalNode {
+    pub underlay_ip: Ipv4Addr,
+    pub underlay_mac: Mac,
+    pub underlay_mtu_bytes: u32,
+    pub vtep_mac: Mac,
+    pub vni: u32,
+    pub vxlan_port: u16,
+}
+
+/// Another node, as far as the forwarder needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    pub underlay_ip: Ipv4Addr,
+    /// Set once a VXLANTunnelEndpointUpdate names this node.
+    pub vtep_mac: Option<Mac>,
+    /// Resolved by the dataplane's own ARP on the underlay (unencapsulated routes need it).
+    pub underlay_mac: Option<Mac>,
+}
+
+/// A local pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointEntry {
+    /// `orchestrator/workload/endpoint`, as the counters name it.
+    pub key: String,
+    pub mac: Mac,
+    pub mtu_bytes: u32,
+    /// Addresses the pod may send from: its own nets plus any allowed spoofed prefixes.
+    pub allowed_sources: Vec<Prefix>,
+}
+
+impl EndpointEntry {
+    pub fn may_send_from(&self, src: Ipv4Addr) -> bool {
+        self.allowed_sources.iter().any(|p| p.contains(src))
+    }
+}
+
+/// One published version of everything the workers read.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub local: LocalNode,
+    pub fib: Fib<RouteTarget>,
+    pub endpoints: Vec<Option<EndpointEntry>>,
+    pub peers: Vec<Peer>,
+    /// Underlay address → peer, for accepting tunnel traffic only from known nodes.
+    pub peer_by_underlay: HashMap<Ipv4Addr, PeerIdx>,
+}
+
+impl Tables {
+    pub fn endpoint(&self, idx: EndpointIdx) -> Option<&EndpointEntry> {
+        self.endpoints.get(idx as usize).and_then(Option::as_ref)
+    }
+
+    pub fn peer(&self, idx: PeerIdx) -> Option<&Peer> {
+        self.peers.get(idx as usize)
+    }
+
+    /// An empty table set for a node that has not been configured yet.
+    pub fn empty(local: LocalNode) -> Self {
+        Self {
+            local,
+            fib: Fib::new(),
+            endpoints: Vec::new(),
+            peers: Vec::new(),
+            peer_by_underlay: HashMap::new(),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine, then runs every test:
+# formatting, lints, unit and property tests, and the network-namespace end-to-end tests
+# (which need root: they create namespaces, veths and TAP devices, and clean them up).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v tcpdump >/dev/null || need+=(tcpdump)
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v bridge >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> build (binaries the end-to-end tests run)"
+cargo build --workspace --bins --locked
+
+echo "==> tests"
+# The namespace tests each build a small cluster; on a 2-core machine running them one
+# at a time keeps throughput measurements and timeouts meaningful.
+cargo test --workspace --locked -- --test-threads=1
