@@ -6,7 +6,7 @@
 //! MACs), and this state thread, the only writer of tables. Control messages never touch
 //! the packet path directly: the state thread builds a new [`Snapshot`] and swaps it in.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -32,6 +32,9 @@ use crate::worker::{PodQueues, Snapshot, Worker, WorkerHandle, WorkerSockets};
 
 /// How often the dataplane tells control it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often endpoints whose queues could not be attached are tried again (the pod's
+/// TAP may not exist yet when control announces it).
+const RETRY: Duration = Duration::from_secs(1);
 
 /// Command-line options of `tapwire-dataplane`.
 #[derive(Debug, Clone)]
@@ -86,6 +89,8 @@ struct Dataplane {
     /// A snapshot being received on a new connection, applied at its InSync.
     pending: Option<Desired>,
     attached: BTreeMap<String, Attachment>,
+    /// Wanted endpoints whose queues could not be attached yet.
+    unattached: BTreeSet<String>,
     free_slots: Vec<u32>,
     next_slot: u32,
     next_generation: u32,
@@ -176,6 +181,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         live: desired,
         pending: None,
         attached: BTreeMap::new(),
+        unattached: BTreeSet::new(),
         free_slots: Vec::new(),
         next_slot: 0,
         next_generation: 1,
@@ -273,7 +279,7 @@ impl Dataplane {
     fn run(&mut self, events: Receiver<Event>) {
         let mut last_heartbeat = Instant::now();
         loop {
-            let first = match events.recv_timeout(HEARTBEAT) {
+            let first = match events.recv_timeout(RETRY) {
                 Ok(event) => Some(event),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -285,6 +291,7 @@ impl Dataplane {
                 dirty |= self.handle(event);
                 next = events.try_recv().ok();
             }
+            dirty |= self.retry_unattached();
             if dirty {
                 self.publish();
             }
@@ -384,6 +391,15 @@ impl Dataplane {
         }
     }
 
+    /// Tries again to attach endpoints that failed; true if any succeeded.
+    fn retry_unattached(&mut self) -> bool {
+        let keys: Vec<String> = self.unattached.iter().cloned().collect();
+        for key in &keys {
+            self.attach(key);
+        }
+        self.unattached.len() < keys.len()
+    }
+
     /// After a new snapshot: keep what is still wanted, attach what is new, detach the rest.
     fn reconcile_endpoints(&mut self) {
         let gone: Vec<String> = self
@@ -405,6 +421,7 @@ impl Dataplane {
     /// queues, then reports its status.
     fn attach(&mut self, key: &str) {
         let Some(spec) = self.live.endpoints.get(key).cloned() else {
+            self.unattached.remove(key);
             return;
         };
         if let Some(existing) = self.attached.get_mut(key) {
@@ -435,6 +452,7 @@ impl Dataplane {
                     }
                 }
                 tracing::info!(%key, slot, netns = %spec.netns.display(), "endpoint attached");
+                self.unattached.remove(key);
                 self.attached.insert(
                     key.to_string(),
                     Attachment {
@@ -450,8 +468,11 @@ impl Dataplane {
                 self.send_endpoint_status(&spec, "up");
             }
             Err(err) => {
-                tracing::error!(%key, netns = %spec.netns.display(), %err, "attaching endpoint failed");
-                self.send_endpoint_status(&spec, "down");
+                // Report once, then retry quietly every RETRY.
+                if self.unattached.insert(key.to_string()) {
+                    tracing::warn!(%key, netns = %spec.netns.display(), %err, "attaching endpoint failed; will retry");
+                    self.send_endpoint_status(&spec, "down");
+                }
             }
         }
     }
@@ -476,6 +497,7 @@ impl Dataplane {
     }
 
     fn detach(&mut self, key: &str) {
+        self.unattached.remove(key);
         let Some(att) = self.attached.remove(key) else {
             return;
         };
