@@ -26,6 +26,8 @@ pub const MAX_FRAME: usize = 65536 + ETH_HEADER_LEN;
 pub const SCRATCH_LEN: usize = 128;
 
 const OUTER_VXLAN_LEN: usize = Ipv4Repr::HEADER_LEN + UDP_HEADER_LEN + VXLAN_HEADER_LEN;
+// Pod frames start at HEADROOM, so every encapsulation fits in front of them.
+const _: () = assert!(HEADROOM >= OUTER_VXLAN_LEN);
 
 /// A frame with headroom. `data[start..end]` is the frame.
 #[derive(Debug)]
@@ -413,28 +415,24 @@ fn route_ipv4(
                 }
                 Encap::Ipip => {
                     let outer_start = ip_start - Ipv4Repr::HEADER_LEN;
-                    let outer = Ipv4Repr {
-                        src: local.underlay_ip,
-                        dst: peer.underlay_ip,
-                        protocol: IPPROTO_IPIP,
-                        ttl: 64,
+                    let packet = prepend_outer_ipv4(
+                        buf,
+                        outer_start..packet_end,
+                        tables,
+                        peer.underlay_ip,
+                        IPPROTO_IPIP,
                         dont_fragment,
-                        payload_len: total_len,
-                    };
-                    outer.emit(&mut buf.data[outer_start..]);
+                    );
                     Action::ToPeerIp {
                         dst: peer.underlay_ip,
                         encap,
-                        packet: outer_start..packet_end,
+                        packet,
                     }
                 }
                 Encap::Vxlan => {
                     let Some(peer_vtep) = peer.vtep_mac else {
                         return Action::Drop(DropReason::VtepUnknown);
                     };
-                    if eth_start < OUTER_VXLAN_LEN {
-                        return Action::Drop(DropReason::TooBigToForward);
-                    }
                     emit_ethernet(
                         &mut buf.data[eth_start..],
                         peer_vtep,
@@ -452,26 +450,46 @@ fn route_ipv4(
                         (vxlan_source_port(flow), local.vxlan_port),
                         udp_payload,
                     );
-                    let outer_start = udp_start - Ipv4Repr::HEADER_LEN;
-                    let outer = Ipv4Repr {
-                        src: local.underlay_ip,
-                        dst: peer.underlay_ip,
-                        protocol: IPPROTO_UDP,
-                        ttl: 64,
+                    let packet = prepend_outer_ipv4(
+                        buf,
+                        udp_start - Ipv4Repr::HEADER_LEN..packet_end,
+                        tables,
+                        peer.underlay_ip,
+                        IPPROTO_UDP,
                         dont_fragment,
-                        payload_len: packet_end - udp_start,
-                    };
-                    outer.emit(&mut buf.data[outer_start..]);
+                    );
                     Action::ToPeerIp {
                         dst: peer.underlay_ip,
                         encap,
-                        packet: outer_start..packet_end,
+                        packet,
                     }
                 }
             }
         }
         RouteTarget::Blackhole => Action::Drop(DropReason::Blackhole),
     }
+}
+
+/// Writes the outer IPv4 header (this node to `dst`) at the start of `packet`, whose
+/// payload is already in place behind it. One function for IPIP and VXLAN alike.
+fn prepend_outer_ipv4(
+    buf: &mut PacketBuf,
+    packet: Range<usize>,
+    tables: &Tables,
+    dst: Ipv4Addr,
+    protocol: u8,
+    dont_fragment: bool,
+) -> Range<usize> {
+    let outer = Ipv4Repr {
+        src: tables.local.underlay_ip,
+        dst,
+        protocol,
+        ttl: 64,
+        dont_fragment,
+        payload_len: packet.len() - Ipv4Repr::HEADER_LEN,
+    };
+    outer.emit(&mut buf.data[packet.start..]);
+    packet
 }
 
 #[allow(clippy::too_many_arguments)]

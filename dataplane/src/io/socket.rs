@@ -64,21 +64,27 @@ fn sendto_in(fd: RawFd, buf: &[u8], addr: Ipv4Addr, port: u16) -> io::Result<usi
     })
 }
 
-fn recvfrom_in(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4)> {
-    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_in = unsafe { zeroed() };
-    let mut sa_len = size_of_val(&sa) as libc::socklen_t;
-    // SAFETY: buf, sa and sa_len are valid and writable for the lengths passed.
+/// `recvfrom` with a source address of type `A` (a libc sockaddr struct).
+fn recvfrom_addr<A>(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, A)> {
+    // SAFETY: A is a libc sockaddr struct: plain old data for which all-zero is valid.
+    let mut addr: A = unsafe { zeroed() };
+    let mut len = size_of::<A>() as libc::socklen_t;
+    // SAFETY: buf, addr and len are valid and writable for the lengths passed.
     let n = cvt_size(unsafe {
         libc::recvfrom(
             fd,
             buf.as_mut_ptr().cast(),
             buf.len(),
             0,
-            (&mut sa as *mut libc::sockaddr_in).cast(),
-            &mut sa_len,
+            (&mut addr as *mut A).cast(),
+            &mut len,
         )
     })?;
+    Ok((n, addr))
+}
+
+fn recvfrom_in(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4)> {
+    let (n, sa) = recvfrom_addr::<libc::sockaddr_in>(fd, buf)?;
     let addr = Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
     Ok((n, SocketAddrV4::new(addr, u16::from_be(sa.sin_port))))
 }
@@ -198,20 +204,7 @@ fn bind_packet(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
 /// Receives a frame from a packet socket, skipping frames this host sent itself.
 /// Returns `Ok(None)` for a skipped frame.
 fn recv_incoming(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-    let mut len = size_of_val(&sll) as libc::socklen_t;
-    // SAFETY: buf, sll and len are valid and writable for the lengths passed.
-    let n = cvt_size(unsafe {
-        libc::recvfrom(
-            fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            0,
-            (&mut sll as *mut libc::sockaddr_ll).cast(),
-            &mut len,
-        )
-    })?;
+    let (n, sll) = recvfrom_addr::<libc::sockaddr_ll>(fd, buf)?;
     Ok((sll.sll_pkttype != libc::PACKET_OUTGOING).then_some(n))
 }
 
