@@ -1,0 +1,239 @@
+//! Nodes that use the kernel's dataplane the way Calico's Linux dataplane programs it, as
+//! interoperability peers and performance baselines for tapwire:
+//!
+//! - a VXLAN device `vxlan.calico` (VNI 4096, port 4789, on `eth0`) with the node's VTEP
+//!   MAC and its tunnel address as a /32;
+//! - per remote block: `ip route replace BLOCK via TUNNEL_IP dev vxlan.calico onlink`,
+//!   a permanent neighbour entry for the tunnel address and an FDB entry pointing the
+//!   peer's VTEP MAC at its underlay address;
+//! - pods on veths: the pod end is `eth0` with the pod's /32 and Calico's two routes, the
+//!   host end has MAC `ee:ee:ee:ee:ee:ee`, `proxy_arp=1`, `proxy_delay=0` and a /32 route
+//!   to the pod; forwarding is on.
+//!
+//! Checksum offload: on a virtual underlay (veths), a kernel VXLAN device that offloads
+//! transmit checksums sends inner TCP/UDP packets whose checksum was never filled in
+//! (no NIC exists to fill it), which a userspace receiver such as tapwire rightly rejects
+//! as corrupt (the kernel on the other end trusts the offload flag it received). Calico's
+//! Felix turns transmit checksum offload off on `vxlan.calico` for a similar kernel bug;
+//! [`setup_vxlan_device`] can do the same.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use tapwire_sys::link;
+
+use crate::desired::VNI;
+use crate::error::Result;
+use crate::lab::{format_mac, Lab, Node, Pod};
+
+/// The name Calico gives its VXLAN device.
+pub const VXLAN_DEVICE: &str = "vxlan.calico";
+
+/// Turns on forwarding on `node` (needed for veth pods to reach anything).
+pub fn enable_forwarding(node: &Node) -> Result<()> {
+    node.netns().sysctl("net.ipv4.ip_forward", "1")
+}
+
+/// Whether `vxlan.calico` keeps transmit checksum offload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxChecksum {
+    /// Offload on (the kernel default): fine between kernel nodes.
+    Offload,
+    /// Checksums computed before encapsulation (Felix's setting): needed when the peer
+    /// is a userspace dataplane on a virtual underlay.
+    Software,
+}
+
+/// Creates `vxlan.calico` on `node` with the node's VTEP MAC and tunnel address.
+pub fn setup_vxlan_device(node: &Node, tx_checksum: TxChecksum) -> Result<()> {
+    enable_forwarding(node)?;
+    let ns = node.netns();
+    ns.ip(&[
+        "link",
+        "add",
+        VXLAN_DEVICE,
+        "address",
+        &format_mac(node.vtep_mac),
+        "type",
+        "vxlan",
+        "id",
+        &VNI.to_string(),
+        "dstport",
+        "4789",
+        "dev",
+        "eth0",
+        "local",
+        &node.underlay_ip.to_string(),
+    ])?;
+    ns.ip(&[
+        "addr",
+        "add",
+        &format!("{}/32", node.tunnel_ip),
+        "dev",
+        VXLAN_DEVICE,
+    ])?;
+    if tx_checksum == TxChecksum::Software {
+        ns.run(|| set_tx_checksum_offload(VXLAN_DEVICE, false))?;
+    }
+    ns.ip(&["link", "set", VXLAN_DEVICE, "up"])?;
+    Ok(())
+}
+
+/// `ethtool -K IFNAME tx on|off` in the calling thread's namespace, through the
+/// `SIOCETHTOOL` ioctl (`ETHTOOL_STXCSUM`), so the lab does not need ethtool installed.
+fn set_tx_checksum_offload(ifname: &str, on: bool) -> io::Result<()> {
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let name = ifname.as_bytes();
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {ifname:?} too long"),
+        ));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: u32::from(on),
+    };
+    req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+    // SAFETY: socket() has no memory arguments; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket() and nothing else owns it.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `req` is a valid ifreq naming the interface, and its data pointer refers to
+    // `value`, a live ethtool_value, for the duration of the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCETHTOOL as _, &mut req) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!(
+                "turning tx checksum offload {} on {ifname}: {err}",
+                if on { "on" } else { "off" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Programs `node`'s kernel to reach `peer`'s block through VXLAN, as Calico does.
+pub fn add_vxlan_peer(node: &Node, peer: &Node) -> Result<()> {
+    let ns = node.netns();
+    let tunnel = peer.tunnel_ip.to_string();
+    let mac = format_mac(peer.vtep_mac);
+    ns.ip(&[
+        "route",
+        "replace",
+        &peer.block.to_string(),
+        "via",
+        &tunnel,
+        "dev",
+        VXLAN_DEVICE,
+        "onlink",
+    ])?;
+    ns.ip(&[
+        "neigh",
+        "replace",
+        &tunnel,
+        "lladdr",
+        &mac,
+        "dev",
+        VXLAN_DEVICE,
+        "nud",
+        "permanent",
+    ])?;
+    ns.exec(&[
+        "bridge",
+        "fdb",
+        "append",
+        &mac,
+        "dev",
+        VXLAN_DEVICE,
+        "dst",
+        &peer.underlay_ip.to_string(),
+    ])?;
+    Ok(())
+}
+
+/// Adds a pod on a kernel node, wired like Calico's CNI plugin wires a veth pod.
+pub fn add_veth_pod(
+    lab: &Lab,
+    node: &Node,
+    name: &str,
+    ip: Ipv4Addr,
+    mtu_bytes: u32,
+) -> Result<Pod> {
+    let pod_ns = lab.create_netns(name)?;
+    let host_if: String = format!("cali{name}").chars().take(15).collect();
+    let ns = node.netns();
+    let mtu = mtu_bytes.to_string();
+    ns.ip(&[
+        "link",
+        "add",
+        &host_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        pod_ns.name(),
+    ])?;
+    ns.ip(&[
+        "link",
+        "set",
+        &host_if,
+        "address",
+        "ee:ee:ee:ee:ee:ee",
+        "mtu",
+        &mtu,
+        "up",
+    ])?;
+    ns.sysctl(&format!("net.ipv4.conf.{host_if}.proxy_arp"), "1")?;
+    ns.sysctl(&format!("net.ipv4.neigh.{host_if}.proxy_delay"), "0")?;
+    ns.ip(&[
+        "route",
+        "add",
+        &format!("{ip}/32"),
+        "dev",
+        &host_if,
+        "scope",
+        "link",
+    ])?;
+
+    pod_ns.ip(&["link", "set", "eth0", "mtu", &mtu, "up"])?;
+    pod_ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
+    pod_ns.ip(&[
+        "route",
+        "add",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ])?;
+    pod_ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+    ])?;
+    let mac = pod_ns.run(|| link::hwaddr("eth0"))?;
+    Ok(Pod::new(name, node, ip, mac, mtu_bytes, pod_ns))
+}
