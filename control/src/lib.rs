@@ -5,12 +5,30 @@
 //! for the CNI plugin. It never forwards packets and never holds TAP queues; that is the
 //! dataplane's job.
 //!
-//! This first slice holds [`podnet`]: building, reading back and deleting a pod's `eth0`
-//! (a persistent multi-queue TAP) inside the pod's network namespace, the way Calico's CNI
-//! plugin builds a veth. Datastore, IPAM, route computation and the CNI plugin follow.
+//! Modules, from data to decisions:
 //!
-//! No `unsafe` here: every syscall goes through `tapwire_sys`.
+//! - [`model`]: the documents (calicoctl-shaped `IPPool`, `Node`, `WorkloadEndpoint`, the
+//!   IPAM documents) and the node's TOML configuration; parsing and validation only.
+//! - [`datastore`]: where documents live — the [`datastore::Datastore`] trait with
+//!   compare-and-swap updates and a global revision, the embedded [`datastore::FileStore`]
+//!   (several processes share one directory), an in-memory store, and change polling.
+//! - [`ipam`]: one address per pod from the pools' blocks, safe under concurrent
+//!   assignments on several nodes.
+//! - [`routes`]: a pure function from cluster state to one node's desired dataplane state,
+//!   and its Felix-shaped messages (full snapshot or diff).
+//! - [`podnet`]: building, reading back and deleting a pod's `eth0` (a persistent
+//!   multi-queue TAP) inside the pod's network namespace, the way Calico's CNI plugin builds
+//!   a veth.
+//!
+//! No `unsafe` here: every syscall goes through `tapwire_sys` (or `rustix`'s safe API for
+//! the file store's `flock`).
 
 #![deny(unsafe_code)]
 
+pub mod agent;
+pub mod api;
+pub mod datastore;
+pub mod ipam;
+pub mod model;
 pub mod podnet;
+pub mod routes;

@@ -96,10 +96,30 @@ pub fn hwaddr(name: &str) -> io::Result<[u8; 6]> {
 ///
 /// Errors: `EADDRNOTAVAIL` from the kernel when the interface has no IPv4 address.
 pub fn ipv4_addr(name: &str) -> io::Result<Ipv4Addr> {
+    ipv4_ioctl(name, libc::SIOCGIFADDR)
+}
+
+/// The prefix length of interface `name`'s primary IPv4 address (`SIOCGIFNETMASK`).
+pub fn ipv4_prefix_len(name: &str) -> io::Result<u8> {
+    let mask = u32::from(ipv4_ioctl(name, libc::SIOCGIFNETMASK)?);
+    if mask.leading_ones() + mask.trailing_zeros() != 32 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{name} has a non-contiguous netmask {}",
+                Ipv4Addr::from(mask)
+            ),
+        ));
+    }
+    Ok(mask.leading_ones() as u8)
+}
+
+/// Issues an ioctl that returns an `AF_INET` address in `ifru_addr` (address or netmask).
+fn ipv4_ioctl(name: &str, request: libc::c_ulong) -> io::Result<Ipv4Addr> {
     let mut req = ifname::ifreq(name)?;
-    ioctl(libc::SIOCGIFADDR, &mut req)?;
-    // SAFETY: SIOCGIFADDR succeeded, so the kernel wrote an AF_INET address into the
-    // `ifru_addr` member.
+    ioctl(request, &mut req)?;
+    // SAFETY: the ioctl succeeded, so the kernel wrote an address into the `ifru_addr`
+    // member (SIOCGIFNETMASK uses the same union member as SIOCGIFADDR).
     let addr = unsafe { req.ifr_ifru.ifru_addr };
     if addr.sa_family != libc::AF_INET as libc::sa_family_t {
         return Err(io::Error::new(

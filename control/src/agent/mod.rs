@@ -1,0 +1,275 @@
+//! The node agent, `tapwire-control`: registers its node, watches the datastore,
+//! recomputes this node's desired dataplane state when anything changes, streams it to
+//! the dataplane ([`sync`]) and serves the local API for the CNI plugin and the CLI
+//! ([`server`]).
+//!
+//! Threads: the watch loop here (the only caller of route computation), the sync thread,
+//! and one thread per API connection. The desired state is shared through a mutex that
+//! is held only to copy it.
+
+mod server;
+pub mod sync;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use ipnet::Ipv4Net;
+use tapwire_sys::link;
+
+use crate::datastore::{
+    self, read_cluster_state, Datastore, DatastoreError, DatastoreExt, Watcher,
+};
+use crate::model::{format_rfc3339, Node, NodeBgpSpec, NodeConfig, TapwireNodeStatus};
+use crate::routes::{desired_state, DesiredDataplane, LocalNode};
+use sync::Sync;
+
+/// How often the node's status (heartbeat) is written.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How often the datastore's revision is looked at.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("underlay interface {interface}: {source}")]
+    Underlay {
+        interface: String,
+        source: std::io::Error,
+    },
+    #[error("datastore: {0}")]
+    Datastore(#[from] DatastoreError),
+    #[error("registering node {node}: {reason}")]
+    Register { node: String, reason: String },
+    #[error("API socket {}: {source}", path.display())]
+    ApiSocket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("starting a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What this node knows about itself from its own interfaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Underlay {
+    pub interface: String,
+    pub address: Ipv4Net,
+    pub mtu_bytes: u32,
+}
+
+impl Underlay {
+    /// Reads the underlay interface (in the current network namespace).
+    pub fn read(interface: &str) -> Result<Underlay, AgentError> {
+        let err = |source| AgentError::Underlay {
+            interface: interface.to_string(),
+            source,
+        };
+        let addr = link::ipv4_addr(interface).map_err(err)?;
+        let len = link::ipv4_prefix_len(interface).map_err(err)?;
+        let address = Ipv4Net::new(addr, len).map_err(|e| err(std::io::Error::other(e)))?;
+        Ok(Underlay {
+            interface: interface.to_string(),
+            address,
+            mtu_bytes: link::mtu(interface).map_err(err)?,
+        })
+    }
+}
+
+/// State shared by the watch loop and the API handlers.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: NodeConfig,
+    pub underlay: Underlay,
+    pub store: Box<dyn Datastore>,
+    pub sync: Sync,
+    /// The last computed desired state (None until the first computation succeeds).
+    pub desired: Mutex<Option<DesiredDataplane>>,
+    /// Nudges the watch loop to recompute now (after an API write).
+    pub recompute: Mutex<Sender<()>>,
+    pub started: SystemTime,
+}
+
+impl Shared {
+    /// A copy of the current desired state.
+    pub fn desired(&self) -> Option<DesiredDataplane> {
+        match self.desired.lock() {
+            Ok(d) => d.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Asks the watch loop to recompute at once.
+    pub fn nudge(&self) {
+        if let Ok(tx) = self.recompute.lock() {
+            let _ = tx.send(());
+        }
+    }
+
+    fn local(&self) -> LocalNode {
+        LocalNode {
+            name: self.config.node.clone(),
+            underlay_mtu_bytes: self.underlay.mtu_bytes,
+        }
+    }
+}
+
+/// Runs the agent until the process is killed.
+pub fn run(config: NodeConfig) -> Result<(), AgentError> {
+    let underlay = Underlay::read(&config.underlay_interface)?;
+    let store = datastore::open(&config.datastore)?;
+    register_node(store.as_ref(), &config, &underlay, false)?;
+    tracing::info!(node = %config.node, underlay = %underlay.address, "node registered");
+
+    let sync = Sync::start(config.dataplane_socket.clone()).map_err(AgentError::Thread)?;
+    let (tx, rx) = mpsc::channel();
+    let listener = bind_api_socket(&config.api_socket)?;
+    let shared = Arc::new(Shared {
+        config,
+        underlay,
+        store,
+        sync,
+        desired: Mutex::new(None),
+        recompute: Mutex::new(tx),
+        started: SystemTime::now(),
+    });
+    recompute(&shared);
+    {
+        let shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("tapwire-api".into())
+            .spawn(move || server::serve(listener, shared))
+            .map_err(AgentError::Thread)?;
+    }
+    watch_loop(&shared, rx);
+    Ok(())
+}
+
+fn bind_api_socket(path: &Path) -> Result<UnixListener, AgentError> {
+    let err = |source| AgentError::ApiSocket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Creates or refreshes this node's `Node` document: its underlay address and the
+/// tapwire status; everything else a user set (VTEP MAC, tunnel address) is kept.
+fn register_node(
+    store: &dyn Datastore,
+    config: &NodeConfig,
+    underlay: &Underlay,
+    in_sync: bool,
+) -> Result<(), AgentError> {
+    let failed = |reason: String| AgentError::Register {
+        node: config.node.clone(),
+        reason,
+    };
+    let status = TapwireNodeStatus {
+        last_heartbeat: format_rfc3339(SystemTime::now()),
+        underlay_interface: underlay.interface.clone(),
+        dataplane_in_sync: in_sync,
+    };
+    for _ in 0..8 {
+        let result = match store.get_as::<Node>(&config.node)? {
+            None => {
+                let mut node = Node::new(config.node.clone(), underlay.address);
+                node.status.tapwire = Some(status.clone());
+                node.validate().map_err(|e| failed(e.to_string()))?;
+                store.create_as(&node).map(|_| ())
+            }
+            Some(mut node) => {
+                let bgp = node.spec.bgp.get_or_insert(NodeBgpSpec {
+                    ipv4_address: underlay.address,
+                    ipv4_ipip_tunnel_addr: None,
+                    as_number: None,
+                });
+                bgp.ipv4_address = underlay.address;
+                node.status.tapwire = Some(status.clone());
+                store.update_as(&node).map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(DatastoreError::Conflict { .. } | DatastoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(failed(
+        "too many concurrent updates of the Node document".into(),
+    ))
+}
+
+/// Recomputes the desired state from the datastore and hands it to the sync thread.
+fn recompute(shared: &Shared) {
+    let state = match read_cluster_state(shared.store.as_ref()) {
+        Ok(state) => state,
+        Err(err) => {
+            tracing::error!(%err, "reading the datastore failed; keeping the last state");
+            return;
+        }
+    };
+    match desired_state(&state, &shared.local()) {
+        Ok(desired) => {
+            for skipped in &desired.skipped {
+                tracing::warn!(%skipped, "document left out of the dataplane state");
+            }
+            let changed = shared.desired().as_ref() != Some(&desired);
+            if changed {
+                shared.sync.set_desired(desired.clone());
+                if let Ok(mut slot) = shared.desired.lock() {
+                    *slot = Some(desired);
+                }
+            }
+        }
+        Err(err) => tracing::error!(%err, "computing routes failed; keeping the last state"),
+    }
+}
+
+/// Watches the datastore (and API nudges), recomputing on every change; refreshes the
+/// node's heartbeat.
+fn watch_loop(shared: &Shared, nudges: Receiver<()>) {
+    let store = shared.store.as_ref();
+    let mut watcher = Watcher::from_revision(0);
+    let mut last_heartbeat = Instant::now();
+    let mut reported_in_sync = false;
+    loop {
+        let nudged = match nudges.recv_timeout(POLL) {
+            Ok(()) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        while nudges.try_recv().is_ok() {}
+        let changed = match watcher.poll(store) {
+            Ok(rev) => rev.is_some(),
+            Err(err) => {
+                tracing::error!(%err, "polling the datastore failed");
+                false
+            }
+        };
+        if nudged || changed {
+            recompute(shared);
+        }
+        let in_sync = shared.sync.status.read(|s| s.in_sync);
+        if last_heartbeat.elapsed() >= HEARTBEAT || in_sync != reported_in_sync {
+            match register_node(store, &shared.config, &shared.underlay, in_sync) {
+                Ok(()) => reported_in_sync = in_sync,
+                Err(err) => tracing::warn!(%err, "refreshing the node status failed"),
+            }
+            last_heartbeat = Instant::now();
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! The local API: one thread per connection, one request per connection (see
+//! [`crate::api`]). CNI calls build and tear down pod interfaces and addresses; CLI calls
+//! read and write documents and ask the dataplane for counters.
+//!
+//! Every CNI ADD undoes what it did when a later step fails, so a failed ADD leaves no
+//! interface, address or endpoint behind.
+
+use std::net::Ipv4Addr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+use super::Shared;
+use crate::api::{
+    codes, read_request, write_response, ApiError, CniAddReply, CniRequest, CniRoute,
+    NodeStatusReply, PeerRow, Reply, Request, ResourceKind, Response, RouteRow,
+};
+use crate::datastore::{DatastoreError, DatastoreExt};
+use crate::ipam::{Ipam, IpamError};
+use crate::model::{
+    check_batch, format_rfc3339, parse_documents, to_document_value, Document, IpPool, IpamBlock,
+    Metadata, Node, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
+};
+use crate::podnet::{self, PodInterfaceSpec, POD_GATEWAY};
+use crate::routes::{encap_name, RouteKind};
+
+/// How long a CNI ADD waits for the dataplane to attach the new pod's queues.
+const ATTACH_WAIT: Duration = Duration::from_secs(5);
+/// How long `stats` waits for the dataplane's counters.
+const COUNTERS_WAIT: Duration = Duration::from_secs(3);
+
+pub(super) fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(%err, "accepting an API connection failed");
+                continue;
+            }
+        };
+        let shared = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("tapwire-api-conn".into())
+            .spawn(move || handle_connection(&mut stream, &shared));
+        if let Err(err) = spawned {
+            tracing::warn!(%err, "starting an API handler failed");
+        }
+    }
+}
+
+fn handle_connection(stream: &mut UnixStream, shared: &Shared) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let response = match read_request(stream) {
+        Ok(request) => match handle(shared, request) {
+            Ok(reply) => Response::Ok(reply),
+            Err(err) => Response::Error(err),
+        },
+        Err(err) => Response::Error(err),
+    };
+    if let Response::Error(err) = &response {
+        tracing::info!(code = err.code, msg = %err.msg, details = %err.details, "API request failed");
+    }
+    let _ = write_response(stream, &response);
+}
+
+fn handle(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
+    match request {
+        Request::CniAdd(req) => cni_add(shared, &req).map(Reply::CniAdd),
+        Request::CniDel(req) => cni_del(shared, &req).map(|()| Reply::Done),
+        Request::CniCheck(req) => cni_check(shared, &req).map(|()| Reply::Done),
+        Request::CniStatus => cni_status(shared).map(|()| Reply::Done),
+        Request::NodeStatus => Ok(Reply::NodeStatus(node_status(shared)?)),
+        Request::Get { kind, name } => get(shared, kind, name.as_deref()),
+        Request::Apply { documents } => apply(shared, &documents),
+        Request::Delete { kind, name } => delete(shared, kind, &name),
+        Request::Routes => Ok(Reply::Routes {
+            routes: routes(shared),
+        }),
+        Request::Stats => match shared.sync.counters(COUNTERS_WAIT) {
+            Some(counters) => Ok(Reply::Stats { counters }),
+            None => Err(ApiError::new(
+                codes::TRY_AGAIN_LATER,
+                "the dataplane did not answer",
+                format!(
+                    "no counters from {} within {COUNTERS_WAIT:?}",
+                    shared.config.dataplane_socket.display()
+                ),
+            )),
+        },
+    }
+}
+
+fn datastore_error(what: &str, err: DatastoreError) -> ApiError {
+    ApiError::new(codes::DATASTORE, what, err.to_string())
+}
+
+fn ipam_error(err: IpamError) -> ApiError {
+    match err {
+        IpamError::NoPool { .. } | IpamError::ExhaustedPool { .. } => ApiError::new(
+            codes::POOL_EXHAUSTED,
+            "no free pod address",
+            err.to_string(),
+        ),
+        IpamError::Contention { .. } => {
+            ApiError::new(codes::TRY_AGAIN_LATER, "IPAM is busy", err.to_string())
+        }
+        other => ApiError::new(codes::DATASTORE, "IPAM failed", other.to_string()),
+    }
+}
+
+/// The IPAM handle of a pod interface: one per (network, container, interface).
+fn handle_id(req: &CniRequest) -> String {
+    let network = if req.network.is_empty() {
+        "tapwire"
+    } else {
+        &req.network
+    };
+    format!("{network}.{}.{}", req.container_id, req.ifname)
+}
+
+fn check_cni_request(req: &CniRequest, need_netns: bool) -> Result<(), ApiError> {
+    let invalid = |msg: &str| Err(ApiError::new(codes::INVALID_ENVIRONMENT, msg, ""));
+    if req.container_id.is_empty() {
+        return invalid("CNI_CONTAINERID is empty");
+    }
+    if req.ifname.is_empty() {
+        return invalid("CNI_IFNAME is empty");
+    }
+    if need_netns && req.netns.is_empty() {
+        return invalid("CNI_NETNS is empty");
+    }
+    Ok(())
+}
+
+/// Orchestrator, workload and namespace of the pod: Kubernetes names when the runtime
+/// passed them, else the container id.
+fn workload_of(req: &CniRequest) -> (&'static str, String, Option<String>) {
+    match (&req.pod_namespace, &req.pod_name) {
+        (Some(ns), Some(name)) if !name.is_empty() => ("k8s", name.clone(), Some(ns.clone())),
+        _ => ("cni", req.container_id.clone(), None),
+    }
+}
+
+fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
+    check_cni_request(req, true)?;
+    let netns = Path::new(&req.netns);
+    if !netns.exists() {
+        return Err(ApiError::new(
+            codes::UNKNOWN_CONTAINER,
+            "the container's network namespace does not exist",
+            format!("CNI_NETNS={}", req.netns),
+        ));
+    }
+    let node = &shared.config.node;
+    let store = shared.store.as_ref();
+    let ipam = Ipam::new(store);
+    let handle = handle_id(req);
+    let address = ipam.assign(node, &handle).map_err(ipam_error)?;
+    let release = || {
+        if let Err(err) = ipam.release(&handle) {
+            tracing::error!(%handle, %err, "releasing the address of a failed ADD failed");
+        }
+    };
+
+    let mtu_bytes = shared
+        .desired()
+        .map(|d| d.pod_mtu_bytes)
+        .filter(|m| *m > 0)
+        .unwrap_or(shared.underlay.mtu_bytes);
+    let spec = PodInterfaceSpec {
+        netns_path: netns.to_path_buf(),
+        ifname: req.ifname.clone(),
+        address,
+        mtu_bytes,
+    };
+    let interface = match podnet::create_pod_interface(&spec) {
+        Ok(i) => i,
+        Err(err) => {
+            release();
+            return Err(ApiError::new(
+                codes::INTERFACE,
+                "building the pod interface failed",
+                err.to_string(),
+            ));
+        }
+    };
+
+    let (orchestrator, workload, namespace) = workload_of(req);
+    let mac = crate::model::MacAddr(interface.mac);
+    let mut metadata = Metadata::named(WorkloadEndpoint::calico_name(
+        node,
+        orchestrator,
+        &workload,
+        &req.ifname,
+    ));
+    metadata.namespace = namespace;
+    let endpoint = WorkloadEndpoint {
+        metadata,
+        spec: WorkloadEndpointSpec {
+            node: node.clone(),
+            orchestrator: orchestrator.to_string(),
+            workload,
+            endpoint: req.ifname.clone(),
+            interface_name: req.ifname.clone(),
+            ip_networks: vec![Ipv4Net::from(address)],
+            mac: Some(mac),
+            netns: Some(req.netns.clone()),
+            container_id: Some(req.container_id.clone()),
+            profiles: Vec::new(),
+        },
+    };
+    if let Err(err) = store.apply_as(&endpoint) {
+        let _ = podnet::delete_pod_interface(netns, &req.ifname);
+        release();
+        return Err(datastore_error(
+            "recording the workload endpoint failed",
+            err,
+        ));
+    }
+
+    // Let the dataplane attach the pod before answering, so the pod can send at once.
+    shared.nudge();
+    let key = endpoint_key(&endpoint);
+    let attached = shared.sync.status.wait_for(ATTACH_WAIT, |s| {
+        s.endpoints.get(&key).is_some_and(|state| state == "up")
+    });
+    if !attached {
+        tracing::warn!(%key, "the dataplane has not attached the pod yet; answering anyway");
+    }
+    Ok(CniAddReply {
+        interface: req.ifname.clone(),
+        mac: mac.to_string(),
+        sandbox: req.netns.clone(),
+        address: format!("{address}/32"),
+        gateway: POD_GATEWAY.to_string(),
+        mtu: interface.mtu_bytes,
+        routes: vec![CniRoute {
+            dst: "0.0.0.0/0".into(),
+            gw: Some(POD_GATEWAY.to_string()),
+        }],
+    })
+}
+
+/// The dataplane's key for an endpoint (`orchestrator/workload/endpoint`).
+fn endpoint_key(endpoint: &WorkloadEndpoint) -> String {
+    format!(
+        "{}/{}/{}",
+        endpoint.spec.orchestrator,
+        endpoint.workload_id(),
+        endpoint.spec.endpoint
+    )
+}
+
+/// This node's endpoint for the CNI call, if recorded.
+fn find_endpoint(shared: &Shared, req: &CniRequest) -> Result<Option<WorkloadEndpoint>, ApiError> {
+    let endpoints = shared
+        .store
+        .list_as::<WorkloadEndpoint>()
+        .map_err(|e| datastore_error("reading workload endpoints failed", e))?;
+    Ok(endpoints.into_iter().find(|ep| {
+        ep.spec.node == shared.config.node
+            && ep.spec.container_id.as_deref() == Some(req.container_id.as_str())
+            && ep.spec.endpoint == req.ifname
+    }))
+}
+
+fn cni_del(shared: &Shared, req: &CniRequest) -> Result<(), ApiError> {
+    check_cni_request(req, false)?;
+    let store = shared.store.as_ref();
+    let endpoint = find_endpoint(shared, req)?;
+    // The interface first: the netns from the call, else the one recorded at ADD.
+    let netns = if req.netns.is_empty() {
+        endpoint.as_ref().and_then(|ep| ep.spec.netns.clone())
+    } else {
+        Some(req.netns.clone())
+    };
+    if let Some(netns) = netns {
+        podnet::delete_pod_interface(Path::new(&netns), &req.ifname).map_err(|e| {
+            ApiError::new(
+                codes::INTERFACE,
+                "removing the pod interface failed",
+                e.to_string(),
+            )
+        })?;
+    }
+    if let Some(ep) = &endpoint {
+        match store.delete_as::<WorkloadEndpoint>(ep.name(), None) {
+            Ok(()) | Err(DatastoreError::NotFound { .. }) => {}
+            Err(e) => return Err(datastore_error("removing the workload endpoint failed", e)),
+        }
+    }
+    Ipam::new(store)
+        .release(&handle_id(req))
+        .map_err(ipam_error)?;
+    shared.nudge();
+    Ok(())
+}
+
+fn cni_check(shared: &Shared, req: &CniRequest) -> Result<(), ApiError> {
+    check_cni_request(req, true)?;
+    let Some(endpoint) = find_endpoint(shared, req)? else {
+        return Err(ApiError::new(
+            codes::UNKNOWN_CONTAINER,
+            "no workload endpoint for this container",
+            format!("container {} interface {}", req.container_id, req.ifname),
+        ));
+    };
+    let interface = podnet::pod_interface(Path::new(&req.netns), &req.ifname).map_err(|e| {
+        ApiError::new(
+            codes::INTERFACE,
+            "the pod interface is not as ADD left it",
+            e.to_string(),
+        )
+    })?;
+    let want: Vec<Ipv4Addr> = endpoint.spec.ip_networks.iter().map(|n| n.addr()).collect();
+    if !want.contains(&interface.address) {
+        return Err(ApiError::new(
+            codes::INTERFACE,
+            "the pod interface has the wrong address",
+            format!(
+                "{} has {}, expected {:?}",
+                req.ifname, interface.address, want
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn cni_status(shared: &Shared) -> Result<(), ApiError> {
+    let pools = shared
+        .store
+        .list_as::<IpPool>()
+        .map_err(|e| datastore_error("reading IP pools failed", e))?;
+    if !pools.iter().any(|p| !p.spec.disabled) {
+        return Err(ApiError::new(
+            codes::PLUGIN_NOT_AVAILABLE,
+            "no enabled IP pool",
+            "apply an IPPool with tapwirectl apply -f",
+        ));
+    }
+    if !shared.sync.status.read(|s| s.connected) {
+        return Err(ApiError::new(
+            codes::PLUGIN_NOT_AVAILABLE,
+            "the dataplane is not connected",
+            format!("{}", shared.config.dataplane_socket.display()),
+        ));
+    }
+    Ok(())
+}
+
+fn node_status(shared: &Shared) -> Result<NodeStatusReply, ApiError> {
+    let nodes = shared
+        .store
+        .list_as::<Node>()
+        .map_err(|e| datastore_error("reading nodes failed", e))?;
+    let (connected, in_sync, heartbeat, since) = shared.sync.status.read(|s| {
+        (
+            s.connected,
+            s.in_sync,
+            s.last_heartbeat.map(|t| t.elapsed().as_secs()),
+            s.since,
+        )
+    });
+    let desired = shared.desired();
+    let since = since.map(format_rfc3339).unwrap_or_default();
+    let peers = nodes
+        .iter()
+        .filter(|n| n.name() != shared.config.node)
+        .filter_map(|n| {
+            let address = n.underlay()?.addr().to_string();
+            let programmed = desired
+                .as_ref()
+                .is_some_and(|d| d.hosts.contains_key(n.name()));
+            let up = programmed && in_sync;
+            Some(PeerRow {
+                address,
+                peer_type: if n.is_managed() {
+                    "node-to-node mesh".into()
+                } else {
+                    "declared host".into()
+                },
+                state: if up { "up" } else { "down" }.into(),
+                since: since.clone(),
+                info: if up {
+                    "Established".into()
+                } else if !connected {
+                    "Dataplane not connected".into()
+                } else {
+                    "Routes not programmed".into()
+                },
+            })
+        })
+        .collect();
+    Ok(NodeStatusReply {
+        node: shared.config.node.clone(),
+        underlay_address: shared.underlay.address.to_string(),
+        dataplane_connected: connected,
+        dataplane_in_sync: in_sync,
+        last_heartbeat_secs: heartbeat,
+        peers,
+    })
+}
+
+fn list_values<T: Resource>(shared: &Shared, name: Option<&str>) -> Result<Reply, ApiError> {
+    let store = shared.store.as_ref();
+    let items = match name {
+        Some(name) => match store.get_as::<T>(name) {
+            Ok(Some(doc)) => vec![to_document_value(&doc)],
+            Ok(None) => {
+                return Err(ApiError::new(
+                    codes::BAD_REQUEST,
+                    format!("{} {name:?} not found", T::KIND),
+                    "",
+                ))
+            }
+            Err(e) => return Err(datastore_error("reading the datastore failed", e)),
+        },
+        None => store
+            .list_as::<T>()
+            .map_err(|e| datastore_error("reading the datastore failed", e))?
+            .iter()
+            .map(to_document_value)
+            .collect(),
+    };
+    Ok(Reply::Documents { items })
+}
+
+fn get(shared: &Shared, kind: ResourceKind, name: Option<&str>) -> Result<Reply, ApiError> {
+    match kind {
+        ResourceKind::Ippools => list_values::<IpPool>(shared, name),
+        ResourceKind::Nodes => list_values::<Node>(shared, name),
+        ResourceKind::Workloadendpoints => list_values::<WorkloadEndpoint>(shared, name),
+    }
+}
+
+fn apply(shared: &Shared, text: &str) -> Result<Reply, ApiError> {
+    let invalid = |e: crate::model::ModelError| {
+        ApiError::new(codes::INVALID_DOCUMENT, "invalid document", e.to_string())
+    };
+    let docs = parse_documents(text).map_err(invalid)?;
+    if docs.is_empty() {
+        return Err(ApiError::new(
+            codes::INVALID_DOCUMENT,
+            "no documents to apply",
+            "",
+        ));
+    }
+    let store = shared.store.as_ref();
+    let pools = store
+        .list_as::<IpPool>()
+        .map_err(|e| datastore_error("reading IP pools failed", e))?;
+    // Everything is checked before anything is written.
+    check_batch(&docs, &pools).map_err(invalid)?;
+    let mut results = Vec::new();
+    for doc in docs {
+        let written = match &doc {
+            Document::IpPool(pool) => store.apply_as(pool).map(|_| ()),
+            Document::Node(node) => apply_node(store, node),
+        };
+        written.map_err(|e| {
+            datastore_error(
+                &format!("writing {} {:?} failed", doc.kind(), doc.name()),
+                e,
+            )
+        })?;
+        results.push(format!("{} {}", doc.kind(), doc.name()));
+    }
+    shared.nudge();
+    Ok(Reply::Changed { results })
+}
+
+/// A user's Node document replaces the spec; the status a tapwire control keeps (and
+/// its underlay address) is its own and survives.
+fn apply_node(store: &dyn crate::datastore::Datastore, node: &Node) -> Result<(), DatastoreError> {
+    let mut node = node.clone();
+    if let Some(existing) = store.get_as::<Node>(node.name())? {
+        if existing.is_managed() {
+            node.status = existing.status;
+            if node.spec.bgp.is_none() {
+                node.spec.bgp = existing.spec.bgp;
+            }
+        }
+    }
+    store.apply_as(&node).map(|_| ())
+}
+
+fn delete(shared: &Shared, kind: ResourceKind, name: &str) -> Result<Reply, ApiError> {
+    let store = shared.store.as_ref();
+    let missing = |kind: &str| {
+        Err(ApiError::new(
+            codes::BAD_REQUEST,
+            format!("{kind} {name:?} not found"),
+            "",
+        ))
+    };
+    let result = match kind {
+        ResourceKind::Ippools => {
+            let Some(pool) = store
+                .get_as::<IpPool>(name)
+                .map_err(|e| datastore_error("reading IP pools failed", e))?
+            else {
+                return missing(IpPool::KIND);
+            };
+            let blocks = store
+                .list_as::<IpamBlock>()
+                .map_err(|e| datastore_error("reading IPAM blocks failed", e))?;
+            let in_use: usize = blocks
+                .iter()
+                .filter(|b| pool.spec.cidr.contains(&b.spec.cidr))
+                .map(|b| b.spec.allocations.len())
+                .sum();
+            if in_use > 0 {
+                return Err(ApiError::new(
+                    codes::INVALID_DOCUMENT,
+                    format!("IPPool {name:?} is in use"),
+                    format!(
+                        "{in_use} pod address(es) are allocated from it; remove those pods first"
+                    ),
+                ));
+            }
+            store.delete_as::<IpPool>(name, None)
+        }
+        ResourceKind::Nodes => store.delete_as::<Node>(name, None),
+        ResourceKind::Workloadendpoints => {
+            return Err(ApiError::new(
+                codes::BAD_REQUEST,
+                "workload endpoints are removed by the CNI plugin (DEL), not by hand",
+                "",
+            ))
+        }
+    };
+    match result {
+        Ok(()) => {}
+        Err(DatastoreError::NotFound { kind, .. }) => return missing(&kind),
+        Err(e) => return Err(datastore_error("deleting failed", e)),
+    }
+    shared.nudge();
+    let kind_name = match kind {
+        ResourceKind::Ippools => IpPool::KIND,
+        ResourceKind::Nodes => Node::KIND,
+        ResourceKind::Workloadendpoints => WorkloadEndpoint::KIND,
+    };
+    Ok(Reply::Changed {
+        results: vec![format!("{kind_name} {name}")],
+    })
+}
+
+fn routes(shared: &Shared) -> Vec<RouteRow> {
+    let Some(desired) = shared.desired() else {
+        return Vec::new();
+    };
+    desired
+        .routes
+        .iter()
+        .map(|(dst, route)| match route.kind {
+            RouteKind::LocalBlock => RouteRow {
+                dst: dst.to_string(),
+                kind: "blackhole".into(),
+                node: None,
+                via: None,
+                encap: None,
+                mtu: None,
+            },
+            RouteKind::LocalWorkload => {
+                let endpoint = desired
+                    .endpoints
+                    .values()
+                    .find(|ep| ep.ipv4_nets.contains(dst));
+                RouteRow {
+                    dst: dst.to_string(),
+                    kind: "local".into(),
+                    node: endpoint.map(|ep| format!("{}/{}", ep.orchestrator, ep.workload_id)),
+                    via: None,
+                    encap: endpoint.map(|ep| ep.interface_name.clone()),
+                    mtu: Some(desired.pod_mtu_bytes),
+                }
+            }
+            RouteKind::RemoteBlock => RouteRow {
+                dst: dst.to_string(),
+                kind: "remote".into(),
+                node: Some(route.node.clone()),
+                via: Some(route.node_ip.to_string()),
+                encap: Some(encap_name(route.encap).into()),
+                mtu: Some(podnet::pod_mtu(shared.underlay.mtu_bytes, route.encap)),
+            },
+        })
+        .collect()
+}

@@ -1,0 +1,384 @@
+//! Streams the desired state to the dataplane: a full snapshot and `InSync` on every
+//! (re)connect, then only diffs. Keeps what the dataplane reports (in sync, endpoint
+//! status, heartbeats) for the API, and relays counter requests.
+//!
+//! One thread owns the connection; a reader thread per connection decodes the
+//! dataplane's messages. Everything reaches the owner through one channel, so the state
+//! here has a single writer and needs no lock except the [`SyncStatus`] the API reads.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tapwire_proto::{
+    frame, from_dataplane, to_dataplane::Payload, CountersRequest, FrameDecoder, FromDataplane,
+    ToDataplane,
+};
+
+use crate::routes::{diff, to_messages, DesiredDataplane};
+
+/// How often a lost dataplane connection is retried.
+const RECONNECT: Duration = Duration::from_millis(250);
+
+/// What the dataplane has told us, shared with the API.
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    pub connected: bool,
+    /// The dataplane applied the current connection's snapshot.
+    pub in_sync: bool,
+    pub last_heartbeat: Option<Instant>,
+    /// `orchestrator/workload/endpoint` → "up" / "down" (removed when the dataplane
+    /// reports the endpoint gone).
+    pub endpoints: HashMap<String, String>,
+    /// When each peer's routes were last (re)programmed, for `node status`.
+    pub since: Option<std::time::SystemTime>,
+}
+
+/// The shared status and a condition variable signalled on every change.
+#[derive(Debug, Default)]
+pub struct StatusCell {
+    status: Mutex<SyncStatus>,
+    changed: Condvar,
+}
+
+impl StatusCell {
+    /// Reads the status.
+    pub fn read<T>(&self, f: impl FnOnce(&SyncStatus) -> T) -> T {
+        match self.status.lock() {
+            Ok(s) => f(&s),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SyncStatus)) {
+        match self.status.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits until `ready` holds or `timeout` passes; returns whether it holds.
+    pub fn wait_for(&self, timeout: Duration, ready: impl Fn(&SyncStatus) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let Ok(mut status) = self.status.lock() else {
+            return false;
+        };
+        loop {
+            if ready(&status) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            status = match self.changed.wait_timeout(status, left) {
+                Ok((s, _)) => s,
+                Err(_) => return false,
+            };
+        }
+    }
+}
+
+enum Command {
+    Desired(Box<DesiredDataplane>),
+    Counters(Sender<Vec<(String, u64)>>),
+    FromDataplane(u64, Box<FromDataplane>),
+    Disconnected(u64),
+}
+
+/// The handle the rest of the agent uses.
+#[derive(Debug, Clone)]
+pub struct Sync {
+    commands: Sender<Command>,
+    pub status: Arc<StatusCell>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Desired(_) => "Desired",
+            Command::Counters(_) => "Counters",
+            Command::FromDataplane(..) => "FromDataplane",
+            Command::Disconnected(_) => "Disconnected",
+        })
+    }
+}
+
+impl Sync {
+    /// Starts the sync thread for the dataplane socket at `socket`.
+    pub fn start(socket: PathBuf) -> std::io::Result<Sync> {
+        let (tx, rx) = mpsc::channel();
+        let status = Arc::new(StatusCell::default());
+        let worker = Syncer {
+            socket,
+            commands: tx.clone(),
+            status: Arc::clone(&status),
+            desired: None,
+            conn: None,
+            next_conn: 1,
+            sequence: 0,
+            counter_waiters: Vec::new(),
+        };
+        std::thread::Builder::new()
+            .name("tapwire-sync".into())
+            .spawn(move || worker.run(rx))?;
+        Ok(Sync {
+            commands: tx,
+            status,
+        })
+    }
+
+    /// Hands over a new desired state; the dataplane gets the difference.
+    pub fn set_desired(&self, desired: DesiredDataplane) {
+        let _ = self.commands.send(Command::Desired(Box::new(desired)));
+    }
+
+    /// Asks the dataplane for its counters; `None` if it does not answer in time.
+    pub fn counters(&self, timeout: Duration) -> Option<Vec<(String, u64)>> {
+        let (tx, rx) = mpsc::channel();
+        self.commands.send(Command::Counters(tx)).ok()?;
+        rx.recv_timeout(timeout).ok()
+    }
+}
+
+struct Connection {
+    id: u64,
+    stream: UnixStream,
+    /// What the dataplane holds (as far as we have sent it).
+    sent: DesiredDataplane,
+}
+
+struct Syncer {
+    socket: PathBuf,
+    commands: Sender<Command>,
+    status: Arc<StatusCell>,
+    desired: Option<DesiredDataplane>,
+    conn: Option<Connection>,
+    next_conn: u64,
+    sequence: u64,
+    counter_waiters: Vec<Sender<Vec<(String, u64)>>>,
+}
+
+impl Syncer {
+    fn run(mut self, commands: Receiver<Command>) {
+        loop {
+            if self.conn.is_none() && self.desired.is_some() {
+                self.connect();
+            }
+            let wait = if self.conn.is_none() {
+                RECONNECT
+            } else {
+                Duration::from_secs(3600)
+            };
+            match commands.recv_timeout(wait) {
+                Ok(command) => self.handle(command),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Desired(desired) => {
+                let desired = *desired;
+                if let Some(conn) = &mut self.conn {
+                    let changes = diff(&conn.sent, &desired);
+                    if !changes.is_empty() {
+                        tracing::debug!(
+                            messages = changes.len(),
+                            "sending changes to the dataplane"
+                        );
+                        let ok = send_all(&mut conn.stream, &mut self.sequence, changes);
+                        conn.sent = desired.clone();
+                        if !ok {
+                            self.drop_connection("write failed");
+                        }
+                    }
+                }
+                self.desired = Some(desired);
+            }
+            Command::Counters(reply) => {
+                let Some(conn) = &mut self.conn else {
+                    return; // dropping `reply` tells the caller there is no answer
+                };
+                let request = vec![Payload::CountersRequest(CountersRequest {})];
+                if send_all(&mut conn.stream, &mut self.sequence, request) {
+                    self.counter_waiters.push(reply);
+                } else {
+                    self.drop_connection("write failed");
+                }
+            }
+            Command::FromDataplane(id, msg) => {
+                if self.conn.as_ref().is_some_and(|c| c.id == id) {
+                    self.on_message(*msg);
+                }
+            }
+            Command::Disconnected(id) => {
+                if self.conn.as_ref().is_some_and(|c| c.id == id) {
+                    self.drop_connection("dataplane closed the connection");
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, msg: FromDataplane) {
+        use from_dataplane::Payload as P;
+        match msg.payload {
+            Some(P::ProcessStatusUpdate(_)) => {
+                self.status
+                    .update(|s| s.last_heartbeat = Some(Instant::now()));
+            }
+            Some(P::DataplaneInSync(_)) => {
+                tracing::info!("dataplane in sync");
+                self.status.update(|s| {
+                    s.in_sync = true;
+                    s.since = Some(std::time::SystemTime::now());
+                });
+            }
+            Some(P::WorkloadEndpointStatusUpdate(update)) => {
+                if let Some(id) = update.id {
+                    let key = format!(
+                        "{}/{}/{}",
+                        id.orchestrator_id, id.workload_id, id.endpoint_id
+                    );
+                    let state = update.status.map(|s| s.status).unwrap_or_default();
+                    self.status.update(|s| {
+                        s.endpoints.insert(key, state);
+                    });
+                }
+            }
+            Some(P::WorkloadEndpointStatusRemove(remove)) => {
+                if let Some(id) = remove.id {
+                    let key = format!(
+                        "{}/{}/{}",
+                        id.orchestrator_id, id.workload_id, id.endpoint_id
+                    );
+                    self.status.update(|s| {
+                        s.endpoints.remove(&key);
+                    });
+                }
+            }
+            Some(P::CountersReply(reply)) => {
+                let counters: Vec<(String, u64)> = reply
+                    .counters
+                    .into_iter()
+                    .map(|c| (c.name, c.value))
+                    .collect();
+                for waiter in self.counter_waiters.drain(..) {
+                    let _ = waiter.send(counters.clone());
+                }
+            }
+            None => {} // a message this agent does not know: skipped
+        }
+    }
+
+    fn connect(&mut self) {
+        let Some(desired) = self.desired.clone() else {
+            return;
+        };
+        let mut stream = match UnixStream::connect(&self.socket) {
+            Ok(s) => s,
+            Err(_) => return, // not up yet; retried every RECONNECT
+        };
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let reader = match stream.try_clone() {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!(%err, "cloning the dataplane connection failed");
+                return;
+            }
+        };
+        let events = self.commands.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("tapwire-dp{id}"))
+            .spawn(move || read_loop(id, reader, events));
+        if let Err(err) = spawned {
+            tracing::warn!(%err, "starting the dataplane reader failed");
+            return;
+        }
+        self.status.update(|s| {
+            s.connected = true;
+            s.in_sync = false;
+            s.endpoints.clear();
+        });
+        tracing::info!(socket = %self.socket.display(), "connected to the dataplane; sending the full state");
+        if send_all(&mut stream, &mut self.sequence, to_messages(&desired)) {
+            self.conn = Some(Connection {
+                id,
+                stream,
+                sent: desired,
+            });
+        } else {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            self.status.update(|s| s.connected = false);
+        }
+    }
+
+    fn drop_connection(&mut self, why: &str) {
+        if let Some(conn) = self.conn.take() {
+            tracing::warn!(
+                why,
+                "lost the dataplane connection; it keeps forwarding, reconnecting"
+            );
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        }
+        self.counter_waiters.clear();
+        self.status.update(|s| {
+            s.connected = false;
+            s.in_sync = false;
+        });
+    }
+}
+
+/// Writes `payloads` as framed messages; false if the connection failed.
+fn send_all(stream: &mut UnixStream, sequence: &mut u64, payloads: Vec<Payload>) -> bool {
+    let mut wire = Vec::new();
+    for payload in payloads {
+        *sequence += 1;
+        let msg = ToDataplane {
+            sequence_number: *sequence,
+            payload: Some(payload),
+        };
+        frame::encode(&msg, &mut wire);
+    }
+    stream.write_all(&wire).is_ok()
+}
+
+fn read_loop(id: u64, mut stream: UnixStream, events: Sender<Command>) {
+    let mut decoder = FrameDecoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        decoder.push(&buf[..n]);
+        loop {
+            match decoder.next::<FromDataplane>() {
+                Ok(Some(msg)) => {
+                    if events
+                        .send(Command::FromDataplane(id, Box::new(msg)))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::error!(%err, "malformed frame from the dataplane");
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    let _ = events.send(Command::Disconnected(id));
+                    return;
+                }
+            }
+        }
+    }
+    let _ = events.send(Command::Disconnected(id));
+}

@@ -1,0 +1,365 @@
+//! The node agent's local API, spoken by the CNI plugin (`tapwire`) and the CLI
+//! (`tapwirectl`) over a Unix stream socket (`api_socket` in the node config).
+//!
+//! One request per connection: the client writes one JSON [`Request`] followed by a
+//! newline (or closes its write side), the server answers one JSON [`Response`] and
+//! closes. JSON keeps the socket inspectable with `socat` and the types plain serde data.
+//! Requests and replies are capped at [`MAX_MESSAGE_BYTES`].
+//!
+//! This module holds the types and the blocking client helper; the server lives in the
+//! control daemon.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The largest request or response, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// The default API socket path.
+pub const DEFAULT_API_SOCKET: &str = "/run/tapwire/api.sock";
+
+/// What a client asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// CNI ADD: assign an address, build the pod's interface, record the endpoint.
+    CniAdd(CniRequest),
+    /// CNI DEL: remove the endpoint, its interface and its address (idempotent).
+    CniDel(CniRequest),
+    /// CNI CHECK: verify the interface, address and routes are as ADD left them.
+    CniCheck(CniRequest),
+    /// CNI STATUS: is this node ready to add pods (a pool with free space, dataplane up)?
+    CniStatus,
+    /// `tapwirectl node status`.
+    NodeStatus,
+    /// `tapwirectl get KIND [NAME]`.
+    Get {
+        kind: ResourceKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// `tapwirectl apply -f`: the text of one or more YAML/JSON documents.
+    Apply { documents: String },
+    /// `tapwirectl delete KIND NAME`.
+    Delete { kind: ResourceKind, name: String },
+    /// `tapwirectl routes`: this node's computed routes.
+    Routes,
+    /// `tapwirectl stats`: the dataplane's counters.
+    Stats,
+}
+
+/// The kinds the CLI reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceKind {
+    #[serde(alias = "ippool", alias = "IPPool")]
+    Ippools,
+    #[serde(alias = "node", alias = "Node")]
+    Nodes,
+    #[serde(alias = "workloadendpoint", alias = "WorkloadEndpoint", alias = "wep")]
+    Workloadendpoints,
+}
+
+/// The CNI call as the plugin received it (environment + network config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CniRequest {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_NETNS` (may be empty on DEL).
+    pub netns: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// From `CNI_ARGS` (`K8S_POD_NAMESPACE`), when a Kubernetes runtime calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    /// From `CNI_ARGS` (`K8S_POD_NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// The network name from the config (`name`).
+    #[serde(default)]
+    pub network: String,
+}
+
+/// The server's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Ok(Reply),
+    Error(ApiError),
+}
+
+/// A failure, shaped like a CNI error object so the plugin can pass it on unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{msg}{}", if details.is_empty() { String::new() } else { format!(": {details}") })]
+pub struct ApiError {
+    /// A CNI error code: 1–99 are the spec's (e.g. 7 invalid network config, 11 try again
+    /// later), 100+ tapwire's (see [`codes`]).
+    pub code: u32,
+    pub msg: String,
+    #[serde(default)]
+    pub details: String,
+}
+
+/// Error codes (CNI's well-known ones, plus tapwire's from 100).
+pub mod codes {
+    /// CNI: incompatible CNI version.
+    pub const INCOMPATIBLE_VERSION: u32 = 1;
+    /// CNI: unsupported field in network configuration.
+    pub const UNSUPPORTED_FIELD: u32 = 2;
+    /// CNI: container unknown or does not exist.
+    pub const UNKNOWN_CONTAINER: u32 = 3;
+    /// CNI: invalid necessary environment variables.
+    pub const INVALID_ENVIRONMENT: u32 = 4;
+    /// CNI: I/O failure.
+    pub const IO_FAILURE: u32 = 5;
+    /// CNI: failed to decode content.
+    pub const DECODE_FAILURE: u32 = 6;
+    /// CNI: invalid network config.
+    pub const INVALID_NETWORK_CONFIG: u32 = 7;
+    /// CNI: try again later.
+    pub const TRY_AGAIN_LATER: u32 = 11;
+    /// CNI STATUS: the plugin is not available.
+    pub const PLUGIN_NOT_AVAILABLE: u32 = 50;
+    /// tapwire: no free address in any enabled pool.
+    pub const POOL_EXHAUSTED: u32 = 100;
+    /// tapwire: the request is malformed or names something that does not exist.
+    pub const BAD_REQUEST: u32 = 101;
+    /// tapwire: a document failed validation.
+    pub const INVALID_DOCUMENT: u32 = 102;
+    /// tapwire: the datastore failed.
+    pub const DATASTORE: u32 = 103;
+    /// tapwire: building or removing the pod interface failed.
+    pub const INTERFACE: u32 = 104;
+    /// tapwire: the agent could not be reached.
+    pub const UNREACHABLE: u32 = 105;
+}
+
+impl ApiError {
+    pub fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            msg: msg.into(),
+            details: details.into(),
+        }
+    }
+}
+
+/// A successful answer; which variant depends on the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    CniAdd(CniAddReply),
+    /// DEL, CHECK and STATUS carry nothing.
+    Done,
+    NodeStatus(NodeStatusReply),
+    /// Documents as JSON values (IPPool, Node or WorkloadEndpoint), sorted by name.
+    Documents {
+        items: Vec<serde_json::Value>,
+    },
+    /// What `apply` or `delete` did, one line per document (`ippool/default configured`).
+    Changed {
+        results: Vec<String>,
+    },
+    Routes {
+        routes: Vec<RouteRow>,
+    },
+    Stats {
+        counters: Vec<(String, u64)>,
+    },
+}
+
+/// What the plugin turns into a CNI result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniAddReply {
+    /// The interface inside the pod.
+    pub interface: String,
+    pub mac: String,
+    /// The pod's network namespace path (the CNI result's `sandbox`).
+    pub sandbox: String,
+    /// The pod's address with its prefix (`10.65.1.2/32`).
+    pub address: String,
+    /// The pod's gateway (169.254.1.1).
+    pub gateway: String,
+    pub mtu: u32,
+    /// Routes the pod has (`0.0.0.0/0` via the gateway).
+    pub routes: Vec<CniRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniRoute {
+    pub dst: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<String>,
+}
+
+/// `tapwirectl node status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatusReply {
+    pub node: String,
+    pub underlay_address: String,
+    pub dataplane_connected: bool,
+    pub dataplane_in_sync: bool,
+    /// Seconds since the dataplane's last heartbeat, if any.
+    pub last_heartbeat_secs: Option<u64>,
+    pub peers: Vec<PeerRow>,
+}
+
+/// One peer in `node status`, in calicoctl's columns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRow {
+    pub address: String,
+    /// `node-to-node mesh`, or `declared host` for nodes not running tapwire.
+    pub peer_type: String,
+    /// `up` or `down`.
+    pub state: String,
+    /// When the state last changed (RFC 3339), as far as this node knows.
+    pub since: String,
+    /// `Established` when the peer's routes are programmed, else why not.
+    pub info: String,
+}
+
+/// One line of `tapwirectl routes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRow {
+    pub dst: String,
+    /// `local`, `blackhole` or `remote`.
+    pub kind: String,
+    /// For remote routes: the owning node and its underlay address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// `none`, `ipip` or `vxlan` for remote routes; the interface for local ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encap: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// Sends one request and waits up to `timeout` for the answer. Connection and decoding
+/// failures come back as an [`ApiError`] with code [`codes::UNREACHABLE`] or
+/// [`codes::DECODE_FAILURE`], so callers have one error type to report.
+pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply, ApiError> {
+    let unreachable = |e: io::Error| {
+        ApiError::new(
+            codes::UNREACHABLE,
+            format!("cannot reach tapwire-control at {}", socket.display()),
+            e.to_string(),
+        )
+    };
+    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(unreachable)?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(unreachable)?;
+    let mut body = serde_json::to_vec(request)
+        .map_err(|e| ApiError::new(codes::DECODE_FAILURE, "encoding the request", e.to_string()))?;
+    body.push(b'\n');
+    stream.write_all(&body).map_err(unreachable)?;
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(unreachable)?;
+    let mut answer = Vec::new();
+    stream
+        .take(MAX_MESSAGE_BYTES as u64 + 1)
+        .read_to_end(&mut answer)
+        .map_err(unreachable)?;
+    if answer.len() > MAX_MESSAGE_BYTES {
+        return Err(ApiError::new(
+            codes::DECODE_FAILURE,
+            "answer from tapwire-control too large",
+            format!("more than {MAX_MESSAGE_BYTES} bytes"),
+        ));
+    }
+    match serde_json::from_slice::<Response>(&answer) {
+        Ok(Response::Ok(reply)) => Ok(reply),
+        Ok(Response::Error(err)) => Err(err),
+        Err(e) => Err(ApiError::new(
+            codes::DECODE_FAILURE,
+            "cannot decode the answer from tapwire-control",
+            e.to_string(),
+        )),
+    }
+}
+
+/// Reads one request from a server-side connection: one line of JSON (or everything up to
+/// the client's end of stream), at most [`MAX_MESSAGE_BYTES`].
+pub fn read_request(stream: &mut UnixStream) -> Result<Request, ApiError> {
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(stream.take(MAX_MESSAGE_BYTES as u64 + 1));
+    reader
+        .read_until(b'\n', &mut line)
+        .map_err(|e| ApiError::new(codes::IO_FAILURE, "reading the request", e.to_string()))?;
+    if line.len() > MAX_MESSAGE_BYTES {
+        return Err(ApiError::new(
+            codes::BAD_REQUEST,
+            "request too large",
+            format!("more than {MAX_MESSAGE_BYTES} bytes"),
+        ));
+    }
+    serde_json::from_slice(&line)
+        .map_err(|e| ApiError::new(codes::DECODE_FAILURE, "invalid request", e.to_string()))
+}
+
+/// Writes the answer to a server-side connection.
+pub fn write_response(stream: &mut UnixStream, response: &Response) -> io::Result<()> {
+    let mut body = serde_json::to_vec(response).map_err(io::Error::other)?;
+    body.push(b'\n');
+    stream.write_all(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_json() {
+        let req = Request::Get {
+            kind: ResourceKind::Ippools,
+            name: None,
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(json, r#"{"op":"get","kind":"ippools"}"#);
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+        let alias: Request = serde_json::from_str(r#"{"op":"get","kind":"ippool"}"#).unwrap();
+        assert_eq!(alias, req);
+        assert!(serde_json::from_str::<Request>(r#"{"op":"get","kind":"ippools","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn a_round_trip_over_a_socket_pair() {
+        let (mut client, mut server) = UnixStream::pair().unwrap();
+        let req = Request::CniDel(CniRequest {
+            container_id: "abc".into(),
+            netns: String::new(),
+            ifname: "eth0".into(),
+            pod_namespace: None,
+            pod_name: None,
+            network: "k8s-pod-network".into(),
+        });
+        let mut body = serde_json::to_vec(&req).unwrap();
+        body.push(b'\n');
+        client.write_all(&body).unwrap();
+        assert_eq!(read_request(&mut server).unwrap(), req);
+        let err = ApiError::new(
+            codes::POOL_EXHAUSTED,
+            "no free address",
+            "pool default is full",
+        );
+        write_response(&mut server, &Response::Error(err.clone())).unwrap();
+        drop(server);
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Response>(&answer).unwrap(),
+            Response::Error(err)
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! `tapwire-control --config node.toml`: the node agent. Registers the node, keeps the
+//! dataplane in step with the datastore, and serves the CNI plugin and the CLI.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tapwire_control::agent;
+use tapwire_control::model::NodeConfig;
+
+/// tapwire's node agent.
+#[derive(Debug, Parser)]
+#[command(name = "tapwire-control", version)]
+struct Args {
+    /// The node configuration (TOML).
+    #[arg(long, default_value = "/etc/tapwire/node.toml")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TAPWIRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match NodeConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("tapwire-control: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match agent::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tapwire-control: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

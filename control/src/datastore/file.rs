@@ -1,0 +1,376 @@
+//! The embedded file store: one directory that every control on a host and the CLI share.
+//!
+//! Layout: `<dir>/<kind>/<name>.json`, one pretty-printed document per object, plus
+//! `<dir>/.revision` (the global revision, decimal) and `<dir>/.lock`.
+//!
+//! Safety between processes: every mutation holds an exclusive `flock(2)` on `.lock`
+//! (reads hold a shared one, so a list is a consistent snapshot). Each lock is taken on a
+//! freshly opened file, so threads of one process exclude each other too. Every write goes
+//! to a temporary file that is fsynced and renamed over the target, then the directory is
+//! fsynced: a crash leaves either the old or the new document, never a torn one. The
+//! global revision is bumped *before* the object is written, so a crash between the two
+//! can only skip a revision, never hand the same revision to two versions of an object.
+//! Files that do not parse are reported with their path.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::FlockOperation;
+use serde_json::Value;
+
+use super::{
+    check_kind, check_name, stamp, stamped_revision, Datastore, DatastoreError, RawObject,
+};
+
+const LOCK_FILE: &str = ".lock";
+const REVISION_FILE: &str = ".revision";
+const OBJECT_SUFFIX: &str = ".json";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// A [`Datastore`] in a directory (see the module docs for the layout and guarantees).
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    dir: PathBuf,
+}
+
+/// Holds a `flock` until dropped (closing the file releases it).
+struct Lock {
+    _file: File,
+}
+
+fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DatastoreError + 'a {
+    move |source| DatastoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the store in `dir`, and removes temporary files a
+    /// crashed writer may have left.
+    pub fn open(dir: impl AsRef<Path>) -> Result<FileStore, DatastoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_error("creating directory", &dir))?;
+        let store = FileStore { dir };
+        let _lock = store.lock(FlockOperation::LockExclusive)?;
+        store.remove_temp_files()?;
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self, operation: FlockOperation) -> Result<Lock, DatastoreError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_error("opening lock file", &path))?;
+        loop {
+            match rustix::fs::flock(&file, operation) {
+                Ok(()) => return Ok(Lock { _file: file }),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(errno) => return Err(io_error("locking", &path)(errno.into())),
+            }
+        }
+    }
+
+    fn kind_dir(&self, kind: &str) -> Result<PathBuf, DatastoreError> {
+        check_kind(kind)?;
+        Ok(self.dir.join(kind))
+    }
+
+    fn object_path(&self, kind: &str, name: &str) -> Result<PathBuf, DatastoreError> {
+        check_name(name)?;
+        Ok(self.kind_dir(kind)?.join(format!("{name}{OBJECT_SUFFIX}")))
+    }
+
+    /// Reads one object file; `None` if it does not exist.
+    fn read_object(
+        path: &Path,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<RawObject>, DatastoreError> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("reading", path)(e)),
+        };
+        let corrupt = |reason: String| DatastoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+        let revision = stamped_revision(&value)
+            .ok_or_else(|| corrupt("no numeric metadata.resourceVersion".into()))?;
+        Ok(Some(RawObject {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            revision,
+            value,
+        }))
+    }
+
+    /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the
+    /// directory.
+    fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DatastoreError> {
+        let parent = path.parent().unwrap_or(Path::new("."));
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = parent.join(format!(".{file_name}{TEMP_SUFFIX}"));
+        let mut file = File::create(&temp).map_err(io_error("creating", &temp))?;
+        file.write_all(bytes).map_err(io_error("writing", &temp))?;
+        file.sync_all().map_err(io_error("syncing", &temp))?;
+        drop(file);
+        fs::rename(&temp, path).map_err(io_error("renaming into place", path))?;
+        sync_dir(parent)
+    }
+
+    /// The revision file's value; `None` when it does not exist. Lock-free: the file is
+    /// only ever replaced by rename, so a read sees a whole old or new value.
+    fn revision_file(&self) -> Result<Option<u64>, DatastoreError> {
+        let path = self.dir.join(REVISION_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| DatastoreError::Corrupt {
+                    path: path.clone(),
+                    reason: format!("expected a revision number, found {:?}", text.trim()),
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("reading", &path)(e)),
+        }
+    }
+
+    /// The global revision before a mutation; when the file is missing (a fresh store, or
+    /// one whose file was removed), the highest revision of any object, so revisions never
+    /// go backwards.
+    fn read_revision(&self) -> Result<u64, DatastoreError> {
+        match self.revision_file()? {
+            Some(revision) => Ok(revision),
+            None => self.highest_object_revision(),
+        }
+    }
+
+    fn highest_object_revision(&self) -> Result<u64, DatastoreError> {
+        let mut highest = 0;
+        for kind_dir in self.kind_dirs()? {
+            for (path, name) in object_files(&kind_dir)? {
+                // Unreadable files are reported when they are read as objects; here only
+                // the readable revisions matter.
+                if let Ok(Some(obj)) = Self::read_object(&path, "", &name) {
+                    highest = highest.max(obj.revision);
+                }
+            }
+        }
+        Ok(highest)
+    }
+
+    fn write_revision(&self, revision: u64) -> Result<(), DatastoreError> {
+        Self::write_atomic(
+            &self.dir.join(REVISION_FILE),
+            format!("{revision}\n").as_bytes(),
+        )
+    }
+
+    fn kind_dirs(&self) -> Result<Vec<PathBuf>, DatastoreError> {
+        let mut dirs = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(io_error("listing", &self.dir))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error("listing", &self.dir))?;
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if !hidden && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(entry.path());
+            }
+        }
+        Ok(dirs)
+    }
+
+    fn remove_temp_files(&self) -> Result<(), DatastoreError> {
+        let mut dirs = self.kind_dirs()?;
+        dirs.push(self.dir.clone());
+        for dir in dirs {
+            let entries = fs::read_dir(&dir).map_err(io_error("listing", &dir))?;
+            for entry in entries {
+                let entry = entry.map_err(io_error("listing", &dir))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
+                    let path = entry.path();
+                    fs::remove_file(&path).map_err(io_error("removing", &path))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `value` as the new version of an object: bumps the revision, stamps it, writes
+    /// the file. Called with the exclusive lock held.
+    fn write_object(
+        &self,
+        kind: &str,
+        name: &str,
+        path: &Path,
+        value: Value,
+    ) -> Result<RawObject, DatastoreError> {
+        let revision = self.read_revision()? + 1;
+        // Stamping also checks the value: a bad one fails before anything is written.
+        let value = stamp(kind, name, value, revision)?;
+        let mut bytes =
+            serde_json::to_vec_pretty(&value).map_err(|e| DatastoreError::InvalidObject {
+                kind: kind.to_string(),
+                name: name.to_string(),
+                reason: e.to_string(),
+            })?;
+        bytes.push(b'\n');
+        let kind_dir = path.parent().unwrap_or(&self.dir);
+        if !kind_dir.is_dir() {
+            fs::create_dir_all(kind_dir).map_err(io_error("creating directory", kind_dir))?;
+            sync_dir(&self.dir)?;
+        }
+        self.write_revision(revision)?;
+        Self::write_atomic(path, &bytes)?;
+        Ok(RawObject {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            revision,
+            value,
+        })
+    }
+}
+
+/// The `(path, name)` of every object file in a kind directory.
+fn object_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, DatastoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("listing", dir)(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error("listing", dir))?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if file_name.starts_with('.') {
+            continue;
+        }
+        if let Some(name) = file_name.strip_suffix(OBJECT_SUFFIX) {
+            files.push((entry.path(), name.to_string()));
+        }
+    }
+    files.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(files)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), DatastoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("syncing directory", dir))
+}
+
+impl Datastore for FileStore {
+    fn get(&self, kind: &str, name: &str) -> Result<Option<RawObject>, DatastoreError> {
+        let path = self.object_path(kind, name)?;
+        let _lock = self.lock(FlockOperation::LockShared)?;
+        Self::read_object(&path, kind, name)
+    }
+
+    fn list(&self, kind: &str) -> Result<Vec<RawObject>, DatastoreError> {
+        let dir = self.kind_dir(kind)?;
+        let _lock = self.lock(FlockOperation::LockShared)?;
+        let mut objects = Vec::new();
+        for (path, name) in object_files(&dir)? {
+            if let Some(obj) = Self::read_object(&path, kind, &name)? {
+                objects.push(obj);
+            }
+        }
+        Ok(objects)
+    }
+
+    fn create(&self, kind: &str, name: &str, value: Value) -> Result<RawObject, DatastoreError> {
+        let path = self.object_path(kind, name)?;
+        let _lock = self.lock(FlockOperation::LockExclusive)?;
+        if path.symlink_metadata().is_ok() {
+            return Err(DatastoreError::AlreadyExists {
+                kind: kind.to_string(),
+                name: name.to_string(),
+            });
+        }
+        self.write_object(kind, name, &path, value)
+    }
+
+    fn update(
+        &self,
+        kind: &str,
+        name: &str,
+        value: Value,
+        expected_revision: u64,
+    ) -> Result<RawObject, DatastoreError> {
+        let path = self.object_path(kind, name)?;
+        let _lock = self.lock(FlockOperation::LockExclusive)?;
+        let current =
+            Self::read_object(&path, kind, name)?.ok_or_else(|| DatastoreError::NotFound {
+                kind: kind.to_string(),
+                name: name.to_string(),
+            })?;
+        if current.revision != expected_revision {
+            return Err(DatastoreError::Conflict {
+                kind: kind.to_string(),
+                name: name.to_string(),
+                expected: expected_revision,
+                found: current.revision,
+            });
+        }
+        self.write_object(kind, name, &path, value)
+    }
+
+    fn delete(
+        &self,
+        kind: &str,
+        name: &str,
+        expected_revision: Option<u64>,
+    ) -> Result<(), DatastoreError> {
+        let path = self.object_path(kind, name)?;
+        let _lock = self.lock(FlockOperation::LockExclusive)?;
+        let not_found = || DatastoreError::NotFound {
+            kind: kind.to_string(),
+            name: name.to_string(),
+        };
+        match expected_revision {
+            Some(expected) => {
+                let current = Self::read_object(&path, kind, name)?.ok_or_else(not_found)?;
+                if current.revision != expected {
+                    return Err(DatastoreError::Conflict {
+                        kind: kind.to_string(),
+                        name: name.to_string(),
+                        expected,
+                        found: current.revision,
+                    });
+                }
+            }
+            // An unconditional delete does not read the file, so it also removes a
+            // corrupt one.
+            None if path.symlink_metadata().is_err() => return Err(not_found()),
+            None => {}
+        }
+        let revision = self.read_revision()? + 1;
+        self.write_revision(revision)?;
+        fs::remove_file(&path).map_err(io_error("removing", &path))?;
+        sync_dir(path.parent().unwrap_or(&self.dir))
+    }
+
+    fn revision(&self) -> Result<u64, DatastoreError> {
+        // A missing file is a store nobody has written to yet.
+        Ok(self.revision_file()?.unwrap_or(0))
+    }
+}

@@ -1,0 +1,422 @@
+//! Where cluster state lives: the [`Datastore`] trait, its backends and the helpers every
+//! backend shares.
+//!
+//! Objects are JSON documents keyed by (kind, name). Every mutation bumps a global
+//! revision counter and stamps the new revision into the object's
+//! `metadata.resourceVersion`; that revision is the compare-and-swap token of
+//! [`Datastore::update`] and [`Datastore::delete`], which is how several writers (nodes'
+//! controls, the CLI, concurrent CNI ADDs) change shared documents without losing each
+//! other's writes. [`Datastore::revision`] is cheap, so a [`Watcher`] polls it and the
+//! caller re-reads what it needs when it moves.
+//!
+//! Backends: [`FileStore`] (one directory, safe for several processes) and [`MemStore`]
+//! (tests). [`DatastoreExt`] adds typed access over [`crate::model`] documents.
+//! This module knows nothing of IPAM or routes.
+
+mod file;
+mod mem;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::model::{self, DatastoreConfig, IpPool, IpamBlock, ModelError, Node, Resource};
+use crate::routes::ClusterState;
+
+pub use file::FileStore;
+pub use mem::MemStore;
+
+/// Object names longer than this are rejected (the file store adds a suffix and must stay
+/// under the file-name limit of 255 bytes).
+pub const MAX_KEY_BYTES: usize = 240;
+
+/// How often a [`Watcher`] looks at the revision while waiting.
+pub const WATCH_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why a datastore operation failed. Nothing was changed when an operation fails.
+#[derive(Debug, thiserror::Error)]
+pub enum DatastoreError {
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: String, name: String },
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists { kind: String, name: String },
+    /// The compare-and-swap failed: someone else changed the object first.
+    #[error(
+        "{kind} {name:?} was changed by someone else (expected revision {expected}, found {found}); read it again and retry"
+    )]
+    Conflict {
+        kind: String,
+        name: String,
+        expected: u64,
+        found: u64,
+    },
+    /// A kind or name that cannot be a key (empty, a path separator, `..`, …).
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidKey {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// The value handed to the store is not a storable document.
+    #[error("{kind} {name:?}: {reason}")]
+    InvalidObject {
+        kind: String,
+        name: String,
+        reason: String,
+    },
+    /// A typed update needs the revision it read (`metadata.resourceVersion`).
+    #[error("{kind} {name:?}: an update needs metadata.resourceVersion (read the object first)")]
+    MissingRevision { kind: String, name: String },
+    /// A stored document exists but is not of its kind's shape.
+    #[error("stored {kind} {name:?} is unreadable: {}", error.detail())]
+    Decode {
+        kind: String,
+        name: String,
+        error: Box<ModelError>,
+    },
+    /// A file of the store is not what the store wrote.
+    #[error("corrupt datastore file {}: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} datastore not implemented yet")]
+    NotImplemented(&'static str),
+}
+
+/// One stored object: its key, revision and document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawObject {
+    pub kind: String,
+    pub name: String,
+    /// The global revision of the object's last write (also in `metadata.resourceVersion`).
+    pub revision: u64,
+    pub value: Value,
+}
+
+/// A store of documents keyed by (kind, name), with compare-and-swap updates and a global
+/// revision. Implementations are safe to share between threads; the file store is also
+/// safe to share between processes.
+pub trait Datastore: Send + Sync + fmt::Debug {
+    /// The object, or `None` when there is none.
+    fn get(&self, kind: &str, name: &str) -> Result<Option<RawObject>, DatastoreError>;
+
+    /// Every object of `kind`, sorted by name.
+    fn list(&self, kind: &str) -> Result<Vec<RawObject>, DatastoreError>;
+
+    /// Stores a new object; [`DatastoreError::AlreadyExists`] if the key is taken.
+    /// `value` must be a JSON object; its `metadata.name` (added if absent) must be `name`.
+    fn create(&self, kind: &str, name: &str, value: Value) -> Result<RawObject, DatastoreError>;
+
+    /// Replaces an object if its revision is still `expected_revision`, else
+    /// [`DatastoreError::Conflict`]; [`DatastoreError::NotFound`] if it is gone.
+    fn update(
+        &self,
+        kind: &str,
+        name: &str,
+        value: Value,
+        expected_revision: u64,
+    ) -> Result<RawObject, DatastoreError>;
+
+    /// Deletes an object, if its revision is still `expected_revision` when one is given.
+    fn delete(
+        &self,
+        kind: &str,
+        name: &str,
+        expected_revision: Option<u64>,
+    ) -> Result<(), DatastoreError>;
+
+    /// The global revision: it increases with every successful mutation of any object.
+    fn revision(&self) -> Result<u64, DatastoreError>;
+}
+
+/// Opens the datastore a node configuration names.
+pub fn open(config: &DatastoreConfig) -> Result<Box<dyn Datastore>, DatastoreError> {
+    match config {
+        DatastoreConfig::File { path } => Ok(Box::new(FileStore::open(path)?)),
+        DatastoreConfig::Etcd { .. } => Err(DatastoreError::NotImplemented("etcd")),
+    }
+}
+
+/// Checks a kind: ASCII letters and digits (it becomes a directory name).
+pub fn check_kind(kind: &str) -> Result<(), DatastoreError> {
+    let bad = |reason: &str| DatastoreError::InvalidKey {
+        what: "kind",
+        value: kind.to_string(),
+        reason: reason.to_string(),
+    };
+    if kind.is_empty() || kind.len() > 64 {
+        return Err(bad("must be 1 to 64 characters"));
+    }
+    if !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(bad("only ASCII letters and digits are allowed"));
+    }
+    Ok(())
+}
+
+/// Checks a name: it becomes a file name, so no `/`, no NUL or control characters, no
+/// leading `.` (which also rules out `.` and `..`) and at most [`MAX_KEY_BYTES`].
+pub fn check_name(name: &str) -> Result<(), DatastoreError> {
+    let bad = |reason: String| DatastoreError::InvalidKey {
+        what: "name",
+        value: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(bad("must not be empty".into()));
+    }
+    if name.len() > MAX_KEY_BYTES {
+        return Err(bad(format!("longer than {MAX_KEY_BYTES} bytes")));
+    }
+    if name.starts_with('.') {
+        return Err(bad("must not start with '.'".into()));
+    }
+    if let Some(c) = name.chars().find(|c| *c == '/' || c.is_control()) {
+        return Err(bad(format!("{c:?} is not allowed")));
+    }
+    Ok(())
+}
+
+/// Checks a value about to be stored and stamps its name and revision into `metadata`.
+fn stamp(kind: &str, name: &str, mut value: Value, revision: u64) -> Result<Value, DatastoreError> {
+    let invalid = |reason: String| DatastoreError::InvalidObject {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        reason,
+    };
+    let Value::Object(map) = &mut value else {
+        return Err(invalid("a document must be a JSON object".into()));
+    };
+    let metadata = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    let Value::Object(metadata) = metadata else {
+        return Err(invalid("metadata must be an object".into()));
+    };
+    match metadata.get("name") {
+        None => {
+            metadata.insert("name".into(), Value::String(name.to_string()));
+        }
+        Some(Value::String(n)) if n == name => {}
+        Some(other) => {
+            return Err(invalid(format!(
+                "metadata.name {other} does not match the key {name:?}"
+            )))
+        }
+    }
+    metadata.insert(
+        "resourceVersion".into(),
+        Value::String(revision.to_string()),
+    );
+    Ok(value)
+}
+
+/// The revision stamped in a stored value.
+fn stamped_revision(value: &Value) -> Option<u64> {
+    value
+        .get("metadata")?
+        .get("resourceVersion")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+/// Typed access over any [`Datastore`]: documents of [`crate::model`] in and out, with
+/// `metadata.resourceVersion` carrying the revision.
+pub trait DatastoreExt: Datastore {
+    /// The document, if stored.
+    fn get_as<T: Resource>(&self, name: &str) -> Result<Option<T>, DatastoreError> {
+        self.get(T::KIND, name)?.map(decode).transpose()
+    }
+
+    /// Every stored document of the kind, sorted by name.
+    fn list_as<T: Resource>(&self) -> Result<Vec<T>, DatastoreError> {
+        self.list(T::KIND)?.into_iter().map(decode).collect()
+    }
+
+    /// Stores a new document; returns it with its revision.
+    fn create_as<T: Resource>(&self, doc: &T) -> Result<T, DatastoreError> {
+        decode(self.create(T::KIND, doc.name(), model::to_document_value(doc))?)
+    }
+
+    /// Replaces a document if it has not changed since it was read (its
+    /// `metadata.resourceVersion` is the expected revision).
+    fn update_as<T: Resource>(&self, doc: &T) -> Result<T, DatastoreError> {
+        let expected =
+            doc.metadata()
+                .revision()
+                .ok_or_else(|| DatastoreError::MissingRevision {
+                    kind: T::KIND.to_string(),
+                    name: doc.name().to_string(),
+                })?;
+        decode(self.update(T::KIND, doc.name(), model::to_document_value(doc), expected)?)
+    }
+
+    /// Creates the document or replaces whatever is stored under its name (last writer
+    /// wins, as `calicoctl apply`); retries a few times if it races with another writer.
+    fn apply_as<T: Resource>(&self, doc: &T) -> Result<T, DatastoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match self.get(T::KIND, doc.name())? {
+                None => self.create(T::KIND, doc.name(), model::to_document_value(doc)),
+                Some(current) => self.update(
+                    T::KIND,
+                    doc.name(),
+                    model::to_document_value(doc),
+                    current.revision,
+                ),
+            };
+            match result {
+                Ok(raw) => return decode(raw),
+                // Someone else wrote (or deleted) it between our read and write: read again.
+                Err(
+                    DatastoreError::Conflict { .. }
+                    | DatastoreError::AlreadyExists { .. }
+                    | DatastoreError::NotFound { .. },
+                ) if attempt < 8 => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Deletes a document (if its revision is still `expected_revision`, when given).
+    fn delete_as<T: Resource>(
+        &self,
+        name: &str,
+        expected_revision: Option<u64>,
+    ) -> Result<(), DatastoreError> {
+        self.delete(T::KIND, name, expected_revision)
+    }
+}
+
+impl<D: Datastore + ?Sized> DatastoreExt for D {}
+
+/// Decodes a stored object into its typed document, with `resourceVersion` set.
+pub fn decode<T: Resource>(raw: RawObject) -> Result<T, DatastoreError> {
+    let mut doc: T =
+        model::from_document_value(raw.value).map_err(|error| DatastoreError::Decode {
+            kind: raw.kind.clone(),
+            name: raw.name.clone(),
+            error: Box::new(error),
+        })?;
+    doc.metadata_mut().resource_version = Some(raw.revision.to_string());
+    Ok(doc)
+}
+
+/// Everything route computation needs, read from the store: nodes, pools, block owners
+/// and workload endpoints.
+pub fn read_cluster_state(store: &dyn Datastore) -> Result<ClusterState, DatastoreError> {
+    let blocks: BTreeMap<_, _> = store
+        .list_as::<IpamBlock>()?
+        .into_iter()
+        .filter_map(|b| Some((b.spec.cidr, b.node()?.to_string())))
+        .collect();
+    Ok(ClusterState {
+        nodes: store.list_as::<Node>()?,
+        pools: store.list_as::<IpPool>()?,
+        blocks,
+        endpoints: store.list_as()?,
+    })
+}
+
+/// Notices changes to a store by polling its global revision (cheap for every backend),
+/// so changes made by any process reach a watcher within [`WATCH_POLL_INTERVAL`].
+#[derive(Debug, Clone)]
+pub struct Watcher {
+    seen: u64,
+}
+
+impl Watcher {
+    /// A watcher that has seen the store as it is now.
+    pub fn new(store: &dyn Datastore) -> Result<Watcher, DatastoreError> {
+        Ok(Watcher {
+            seen: store.revision()?,
+        })
+    }
+
+    /// A watcher that has seen revision `seen` (0: nothing yet).
+    pub fn from_revision(seen: u64) -> Watcher {
+        Watcher { seen }
+    }
+
+    /// The last revision reported.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// The new revision if the store changed since the last report, without waiting.
+    pub fn poll(&mut self, store: &dyn Datastore) -> Result<Option<u64>, DatastoreError> {
+        let now = store.revision()?;
+        if now != self.seen {
+            self.seen = now;
+            return Ok(Some(now));
+        }
+        Ok(None)
+    }
+
+    /// Waits up to `timeout` for a change; the new revision, or `None` on timeout.
+    pub fn wait(
+        &mut self,
+        store: &dyn Datastore,
+        timeout: Duration,
+    ) -> Result<Option<u64>, DatastoreError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(rev) = self.poll(store)? {
+                return Ok(Some(rev));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            std::thread::sleep(left.min(WATCH_POLL_INTERVAL));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_cannot_be_files_are_rejected() {
+        for bad in ["", ".", "..", ".hidden", "a/b", "../etc", "a\0b", "a\nb"] {
+            assert!(check_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_name(&"x".repeat(MAX_KEY_BYTES + 1)).is_err());
+        for good in [
+            "default-ipv4-ippool",
+            "10-65-0-0-26",
+            "k8s-pod-network.abc123",
+            "a..b",
+        ] {
+            assert!(check_name(good).is_ok(), "{good:?} rejected");
+        }
+        assert!(check_kind("IPPool").is_ok());
+        assert!(check_kind("../x").is_err());
+        assert!(check_kind("").is_err());
+    }
+
+    #[test]
+    fn stamp_sets_name_and_revision_and_rejects_mismatches() {
+        let v = stamp("IPPool", "p", serde_json::json!({"spec": {}}), 7).unwrap();
+        assert_eq!(v["metadata"]["name"], "p");
+        assert_eq!(stamped_revision(&v), Some(7));
+        let err = stamp(
+            "IPPool",
+            "p",
+            serde_json::json!({"metadata": {"name": "q"}}),
+            1,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        assert!(stamp("IPPool", "p", serde_json::json!([1]), 1).is_err());
+    }
+}

@@ -1,0 +1,790 @@
+//! IP address management: one address per pod from the cluster's IP pools, never the same
+//! address twice, however many CNI ADDs run at once on however many nodes.
+//!
+//! Pools are cut into blocks (`spec.blockSize`, /26 by default). A node claims a free
+//! block on demand by *creating* its [`IpamBlock`] document: the datastore's create is a
+//! compare-and-swap, so exactly one claimer wins. Addresses are then taken from the
+//! node's own blocks, lowest free ordinal first, by a compare-and-swap update of the
+//! block; a conflict means someone else changed the block first, and the operation reads
+//! again and retries (bounded, with jittered backoff). Every address of a block is used,
+//! including its first and last, as Calico does: pod addresses are /32 routes, so there is
+//! no network or broadcast address to avoid. Blocks are never borrowed from other nodes:
+//! when no block is free, assignment fails with [`IpamError::ExhaustedPool`].
+//!
+//! Each allocation is recorded under a handle id (one per pod, e.g. the CNI container
+//! id), which makes [`Ipam::assign`] and [`Ipam::release`] idempotent. When a release
+//! empties a block, the block and its affinity are deleted, so nothing leaks.
+//!
+//! Write order, so that a crash at any point leaves a state the next call repairs: claim =
+//! block (with the first allocation) → [`BlockAffinity`] → [`IpamHandle`]; assign = block
+//! → handle; release = block → (block delete → affinity delete) → handle. The block is the
+//! source of truth; affinities and handles are indexes ([`Ipam::repair`] rebuilds them).
+//! Addresses inside a [`Node`]'s fixed `podCIDRs` (declared hosts) are never handed out.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+use crate::datastore::{check_name, Datastore, DatastoreError, DatastoreExt};
+use crate::model::{BlockAffinity, IpPool, IpamBlock, IpamHandle, Node, Resource};
+
+/// How many conflicting rounds an operation tolerates before giving up.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// Why an address could not be assigned or released.
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    /// There is no enabled, valid IP pool.
+    #[error("no enabled IP pool to assign an address to {handle:?} on node {node} from")]
+    NoPool { node: String, handle: String },
+    /// Every block of every enabled pool is claimed, and this node's blocks are full.
+    #[error(
+        "IP pools exhausted: no free address for {handle:?} on node {node} (every block of {pools} is claimed by a node or full)"
+    )]
+    ExhaustedPool {
+        node: String,
+        handle: String,
+        pools: String,
+    },
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidName {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// Too many concurrent writers changed the same documents, round after round.
+    #[error("gave up on {handle:?} after {attempts} rounds of conflicting concurrent updates")]
+    Contention { handle: String, attempts: u32 },
+    #[error(transparent)]
+    Datastore(#[from] DatastoreError),
+}
+
+/// What [`Ipam::repair`] fixed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Affinities written for blocks that had none.
+    pub affinities_created: usize,
+    /// Affinities removed because their node holds no such block.
+    pub affinities_removed: usize,
+    /// Handles written for allocations that had none.
+    pub handles_created: usize,
+    /// Handles removed because no block holds their allocation.
+    pub handles_removed: usize,
+    /// Empty blocks released.
+    pub blocks_released: usize,
+}
+
+/// Where a handle's address is.
+struct Allocation {
+    block: IpamBlock,
+    ordinal: u32,
+    addr: Ipv4Addr,
+}
+
+/// The outcome of one optimistic round.
+enum Round<T> {
+    Done(T),
+    /// A compare-and-swap lost against a concurrent writer: read again.
+    Retry,
+}
+
+/// IPAM over a datastore. Cheap to create; holds no state of its own, so any number of
+/// instances (threads, processes, nodes) can work on the same store.
+#[derive(Debug, Clone, Copy)]
+pub struct Ipam<'a> {
+    store: &'a dyn Datastore,
+}
+
+fn conflict(e: &DatastoreError) -> bool {
+    matches!(
+        e,
+        DatastoreError::Conflict { .. }
+            | DatastoreError::AlreadyExists { .. }
+            | DatastoreError::NotFound { .. }
+    )
+}
+
+fn check(what: &'static str, value: &str) -> Result<(), IpamError> {
+    check_name(value).map_err(|e| match e {
+        DatastoreError::InvalidKey { reason, .. } => IpamError::InvalidName {
+            what,
+            value: value.to_string(),
+            reason,
+        },
+        other => IpamError::Datastore(other),
+    })
+}
+
+/// Sleeps a little before another round, longer after more conflicts, with jitter so
+/// that colliding writers spread out.
+fn backoff(attempt: u32) {
+    let spread = u64::from(attempt.min(10)) * 2;
+    let jitter = RandomState::new().hash_one(attempt) % spread.max(1);
+    std::thread::sleep(Duration::from_micros(500 + jitter * 1000));
+}
+
+impl<'a> Ipam<'a> {
+    pub fn new(store: &'a dyn Datastore) -> Ipam<'a> {
+        Ipam { store }
+    }
+
+    /// The address of `handle_id` on `node`: the one it already holds, else the lowest
+    /// free address of a block affine to `node`, else the first address of a newly
+    /// claimed block.
+    pub fn assign(&self, node: &str, handle_id: &str) -> Result<Ipv4Addr, IpamError> {
+        check("node name", node)?;
+        check("handle id", handle_id)?;
+        self.retry(handle_id, || self.try_assign(node, handle_id))
+    }
+
+    /// Releases the address `handle_id` holds, if any, and the block if it became empty.
+    /// Idempotent: releasing an unknown handle is `Ok(None)`.
+    pub fn release(&self, handle_id: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+        check("handle id", handle_id)?;
+        self.retry(handle_id, || self.try_release(handle_id))
+    }
+
+    /// The address `handle_id` holds, if any.
+    pub fn lookup(&self, handle_id: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+        check("handle id", handle_id)?;
+        Ok(self.find_allocation(handle_id)?.1.map(|a| a.addr))
+    }
+
+    /// The blocks affine to `node`, by CIDR.
+    pub fn blocks_of(&self, node: &str) -> Result<Vec<IpamBlock>, IpamError> {
+        let mut blocks: Vec<IpamBlock> = self
+            .store
+            .list_as::<IpamBlock>()?
+            .into_iter()
+            .filter(|b| b.node() == Some(node))
+            .collect();
+        blocks.sort_by_key(|b| b.spec.cidr);
+        Ok(blocks)
+    }
+
+    fn retry<T>(
+        &self,
+        handle_id: &str,
+        mut round: impl FnMut() -> Result<Round<T>, IpamError>,
+    ) -> Result<T, IpamError> {
+        for attempt in 1..=MAX_ATTEMPTS {
+            match round()? {
+                Round::Done(value) => return Ok(value),
+                Round::Retry => backoff(attempt),
+            }
+        }
+        Err(IpamError::Contention {
+            handle: handle_id.to_string(),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Enabled, valid pools, by CIDR.
+    fn usable_pools(&self) -> Result<Vec<IpPool>, IpamError> {
+        let mut pools: Vec<IpPool> = self
+            .store
+            .list_as::<IpPool>()?
+            .into_iter()
+            .filter(|p| !p.spec.disabled && p.validate().is_ok())
+            .collect();
+        pools.sort_by_key(|p| p.spec.cidr);
+        Ok(pools)
+    }
+
+    /// The handle document (if any) and the block + ordinal holding `handle_id`'s
+    /// allocation (if any): through the handle document when it is right, else by
+    /// scanning blocks (an allocation whose handle write was lost).
+    fn find_allocation(
+        &self,
+        handle_id: &str,
+    ) -> Result<(Option<IpamHandle>, Option<Allocation>), IpamError> {
+        let handle = self.store.get_as::<IpamHandle>(handle_id)?;
+        if let Some(h) = &handle {
+            let block = self
+                .store
+                .get_as::<IpamBlock>(&IpamBlock::name_for(h.spec.block))?;
+            if let Some(block) = block {
+                if let Some(ordinal) = block.ordinal(h.spec.address) {
+                    if block.spec.allocations.get(&ordinal).map(String::as_str) == Some(handle_id) {
+                        let addr = h.spec.address;
+                        return Ok((
+                            handle,
+                            Some(Allocation {
+                                block,
+                                ordinal,
+                                addr,
+                            }),
+                        ));
+                    }
+                }
+            }
+        }
+        let found = self
+            .store
+            .list_as::<IpamBlock>()?
+            .into_iter()
+            .find_map(|block| {
+                let ordinal = block.ordinal_of_handle(handle_id)?;
+                let addr = block.address(ordinal)?;
+                Some(Allocation {
+                    block,
+                    ordinal,
+                    addr,
+                })
+            });
+        Ok((handle, found))
+    }
+
+    fn try_assign(&self, node: &str, handle_id: &str) -> Result<Round<Ipv4Addr>, IpamError> {
+        // Idempotence: the handle already holds an address.
+        let (handle, found) = self.find_allocation(handle_id)?;
+        if let Some(stale) = &handle {
+            let valid = found.as_ref().is_some_and(|a| {
+                a.addr == stale.spec.address && a.block.spec.cidr == stale.spec.block
+            });
+            if valid {
+                return Ok(Round::Done(stale.spec.address));
+            }
+            // A handle document that does not match the blocks (a crash half-way).
+            match self
+                .store
+                .delete_as::<IpamHandle>(handle_id, stale.metadata.revision())
+            {
+                Ok(()) => {}
+                Err(e) if conflict(&e) => return Ok(Round::Retry),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(a) = found {
+            // Allocated, but the handle write was lost.
+            return self.record_handle(handle_id, a.block.spec.cidr, a.addr);
+        }
+
+        let pools = self.usable_pools()?;
+        if pools.is_empty() {
+            return Err(IpamError::NoPool {
+                node: node.to_string(),
+                handle: handle_id.to_string(),
+            });
+        }
+        let blocks = self.store.list_as::<IpamBlock>()?;
+
+        // A free address in one of this node's blocks.
+        let mut mine: Vec<&IpamBlock> = blocks
+            .iter()
+            .filter(|b| b.node() == Some(node))
+            .filter(|b| pools.iter().any(|p| p.spec.cidr.contains(&b.spec.cidr)))
+            .collect();
+        mine.sort_by_key(|b| b.spec.cidr);
+        if let Some((block, ordinal)) = mine.into_iter().find_map(|b| Some((b, b.lowest_free()?))) {
+            let Some(addr) = block.address(ordinal) else {
+                return Ok(Round::Retry);
+            };
+            let mut updated = block.clone();
+            updated
+                .spec
+                .allocations
+                .insert(ordinal, handle_id.to_string());
+            return match self.store.update_as(&updated) {
+                Ok(_) => self.record_handle(handle_id, block.spec.cidr, addr),
+                Err(e) if conflict(&e) => Ok(Round::Retry),
+                Err(e) => Err(e.into()),
+            };
+        }
+
+        // Claim a new block, with this handle's allocation already in it.
+        let reserved: Vec<Ipv4Net> = self
+            .store
+            .list_as::<Node>()?
+            .into_iter()
+            .flat_map(|n| n.spec.pod_cidrs)
+            .collect();
+        let Some(cidr) = free_block(&pools, &blocks, &reserved) else {
+            return Err(IpamError::ExhaustedPool {
+                node: node.to_string(),
+                handle: handle_id.to_string(),
+                pools: pools
+                    .iter()
+                    .map(|p| format!("{} ({})", p.name(), p.spec.cidr))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let mut block = IpamBlock::new(cidr, node);
+        block.spec.allocations.insert(0, handle_id.to_string());
+        match self.store.create_as(&block) {
+            Ok(_) => {}
+            Err(e) if conflict(&e) => return Ok(Round::Retry),
+            Err(e) => return Err(e.into()),
+        }
+        self.ensure_affinity(node, cidr)?;
+        self.record_handle(handle_id, cidr, cidr.network())
+    }
+
+    /// Writes the handle document of an allocation just made.
+    fn record_handle(
+        &self,
+        handle_id: &str,
+        block: Ipv4Net,
+        addr: Ipv4Addr,
+    ) -> Result<Round<Ipv4Addr>, IpamError> {
+        match self
+            .store
+            .create_as(&IpamHandle::new(handle_id, block, addr))
+        {
+            Ok(_) => Ok(Round::Done(addr)),
+            Err(e) if conflict(&e) => {
+                // Someone recorded this handle meanwhile: a repair that found our
+                // allocation (then it is ours), or a concurrent assign of the same handle
+                // (then theirs stands and ours is undone, so that one handle never holds
+                // two addresses). The next round returns whichever stands.
+                let existing = self.store.get_as::<IpamHandle>(handle_id)?;
+                if existing.is_some_and(|h| h.spec.block == block && h.spec.address == addr) {
+                    return Ok(Round::Done(addr));
+                }
+                self.undo_allocation(handle_id, block, addr)?;
+                Ok(Round::Retry)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes `handle_id`'s allocation of `addr` from block `cidr`, if it is still there.
+    fn undo_allocation(
+        &self,
+        handle_id: &str,
+        cidr: Ipv4Net,
+        addr: Ipv4Addr,
+    ) -> Result<(), IpamError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(block) = self.store.get_as::<IpamBlock>(&IpamBlock::name_for(cidr))? else {
+                return Ok(());
+            };
+            let Some(ordinal) = block.ordinal(addr) else {
+                return Ok(());
+            };
+            if block.spec.allocations.get(&ordinal).map(String::as_str) != Some(handle_id) {
+                return Ok(());
+            }
+            if self.free_ordinal(block, ordinal)? {
+                return Ok(());
+            }
+        }
+        Err(IpamError::Contention {
+            handle: handle_id.to_string(),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Frees `ordinal` of `block` (as read) with a compare-and-swap, and releases the block
+    /// if that emptied it. `false` when a concurrent writer changed the block first.
+    fn free_ordinal(&self, mut block: IpamBlock, ordinal: u32) -> Result<bool, IpamError> {
+        block.spec.allocations.remove(&ordinal);
+        let stored = match self.store.update_as(&block) {
+            Ok(stored) => stored,
+            Err(e) if conflict(&e) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        if stored.spec.allocations.is_empty() {
+            self.release_empty_block(&stored)?;
+        }
+        Ok(true)
+    }
+
+    /// Makes sure the affinity index names `node` for `cidr`. When it already exists, it
+    /// is rewritten, so that a release that read it earlier fails its compare-and-swap
+    /// delete instead of removing the affinity of a block that was just re-claimed.
+    fn ensure_affinity(&self, node: &str, cidr: Ipv4Net) -> Result<(), IpamError> {
+        let affinity = BlockAffinity::new(node, cidr);
+        for _ in 0..MAX_ATTEMPTS {
+            let result = match self.store.get_as::<BlockAffinity>(affinity.name())? {
+                None => self.store.create_as(&affinity),
+                Some(existing) => self.store.update_as(&existing),
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if conflict(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention {
+            handle: affinity.name().to_string(),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    fn try_release(&self, handle_id: &str) -> Result<Round<Option<Ipv4Addr>>, IpamError> {
+        let (handle, found) = self.find_allocation(handle_id)?;
+        let mut released = None;
+        if let Some(Allocation {
+            block,
+            ordinal,
+            addr,
+        }) = found
+        {
+            released = Some(addr);
+            if !self.free_ordinal(block, ordinal)? {
+                return Ok(Round::Retry);
+            }
+        }
+        if let Some(handle) = handle {
+            match self
+                .store
+                .delete_as::<IpamHandle>(handle_id, handle.metadata.revision())
+            {
+                Ok(()) => {}
+                // Already gone: someone else finished this release.
+                Err(DatastoreError::NotFound { .. }) => {}
+                Err(e) if conflict(&e) => return Ok(Round::Retry),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Round::Done(released))
+    }
+
+    /// Deletes a block that was empty at the revision read, then its affinity. Losing the
+    /// compare-and-swap means someone allocated from it meanwhile: then it stays.
+    fn release_empty_block(&self, block: &IpamBlock) -> Result<bool, IpamError> {
+        match self
+            .store
+            .delete_as::<IpamBlock>(block.name(), block.metadata.revision())
+        {
+            Ok(()) => {}
+            Err(e) if conflict(&e) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(node) = block.node() {
+            self.remove_stale_affinity(node, block.spec.cidr)?;
+        }
+        Ok(true)
+    }
+
+    /// Removes `node`'s affinity for `cidr` unless `node` holds that block (again). The
+    /// affinity's revision is read before the block, and a claim writes the block before
+    /// rewriting the affinity, so a concurrent re-claim always survives.
+    fn remove_stale_affinity(&self, node: &str, cidr: Ipv4Net) -> Result<bool, IpamError> {
+        let name = BlockAffinity::name_for(node, cidr);
+        let Some(affinity) = self.store.get_as::<BlockAffinity>(&name)? else {
+            return Ok(false);
+        };
+        let block = self.store.get_as::<IpamBlock>(&IpamBlock::name_for(cidr))?;
+        if block.is_some_and(|b| b.node() == Some(node)) {
+            return Ok(false);
+        }
+        match self
+            .store
+            .delete_as::<BlockAffinity>(&name, affinity.metadata.revision())
+        {
+            Ok(()) => Ok(true),
+            Err(e) if conflict(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Brings the indexes back in line with the blocks after a crash: affinities for
+    /// blocks without one, no affinity without its block, a handle for every allocation,
+    /// no handle without its allocation, no empty block. Safe to run while other IPAM
+    /// operations are in flight (it uses the same compare-and-swap steps they do).
+    pub fn repair(&self) -> Result<RepairReport, IpamError> {
+        let mut report = RepairReport::default();
+        let blocks = self.store.list_as::<IpamBlock>()?;
+        for block in &blocks {
+            if block.spec.allocations.is_empty() {
+                if self.release_empty_block(block)? {
+                    report.blocks_released += 1;
+                }
+                continue;
+            }
+            if let Some(node) = block.node() {
+                let name = BlockAffinity::name_for(node, block.spec.cidr);
+                if self.store.get_as::<BlockAffinity>(&name)?.is_none() {
+                    self.ensure_affinity(node, block.spec.cidr)?;
+                    report.affinities_created += 1;
+                }
+            }
+            for (&ordinal, handle_id) in &block.spec.allocations {
+                let (Some(addr), Ok(())) = (block.address(ordinal), check_name(handle_id)) else {
+                    continue;
+                };
+                if self.store.get_as::<IpamHandle>(handle_id)?.is_none() {
+                    let doc = IpamHandle::new(handle_id, block.spec.cidr, addr);
+                    match self.store.create_as(&doc) {
+                        Ok(_) => report.handles_created += 1,
+                        Err(e) if conflict(&e) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        for affinity in self.store.list_as::<BlockAffinity>()? {
+            if self.remove_stale_affinity(&affinity.spec.node, affinity.spec.cidr)? {
+                report.affinities_removed += 1;
+            }
+        }
+        for handle in self.store.list_as::<IpamHandle>()? {
+            let holds = self
+                .store
+                .get_as::<IpamBlock>(&IpamBlock::name_for(handle.spec.block))?
+                .and_then(|b| {
+                    let ordinal = b.ordinal(handle.spec.address)?;
+                    b.spec.allocations.get(&ordinal).cloned()
+                });
+            if holds.as_deref() != Some(handle.name()) {
+                match self
+                    .store
+                    .delete_as::<IpamHandle>(handle.name(), handle.metadata.revision())
+                {
+                    Ok(()) => report.handles_removed += 1,
+                    Err(e) if conflict(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The lowest block of the first pool that has one which is neither claimed (nor
+/// overlapping a claimed block of another size) nor inside a declared host's pod CIDRs.
+fn free_block(pools: &[IpPool], blocks: &[IpamBlock], reserved: &[Ipv4Net]) -> Option<Ipv4Net> {
+    // Claimed ranges by first address → last address; claimed blocks never overlap, so
+    // the nearest range starting at or before a candidate's end is the only one to check.
+    let claimed: BTreeMap<u32, u32> = blocks
+        .iter()
+        .map(|b| {
+            (
+                u32::from(b.spec.cidr.network()),
+                u32::from(b.spec.cidr.broadcast()),
+            )
+        })
+        .collect();
+    let exact: BTreeSet<Ipv4Net> = blocks.iter().map(|b| b.spec.cidr).collect();
+    for pool in pools {
+        let Ok(candidates) = pool.spec.cidr.subnets(pool.spec.block_size) else {
+            continue;
+        };
+        for cidr in candidates {
+            if exact.contains(&cidr) {
+                continue;
+            }
+            let (start, end) = (u32::from(cidr.network()), u32::from(cidr.broadcast()));
+            let overlaps_claimed = claimed
+                .range(..=end)
+                .next_back()
+                .is_some_and(|(_, &claimed_end)| claimed_end >= start);
+            let overlaps_reserved = reserved
+                .iter()
+                .any(|r| crate::model::nets_overlap(*r, cidr));
+            if !overlaps_claimed && !overlaps_reserved {
+                return Some(cidr);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastore::MemStore;
+    use crate::model::EncapMode;
+
+    fn pool(name: &str, cidr: &str, block_size: u8) -> IpPool {
+        let mut p = IpPool::new(name, cidr.parse().unwrap());
+        p.spec.block_size = block_size;
+        p
+    }
+
+    fn store_with(pools: &[IpPool]) -> MemStore {
+        let store = MemStore::new();
+        for p in pools {
+            store.create_as(p).unwrap();
+        }
+        store
+    }
+
+    fn addr(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn first_addresses_come_from_one_claimed_block_per_node() {
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let ipam = Ipam::new(&store);
+        assert_eq!(ipam.assign("node-a", "h1").unwrap(), addr("10.65.0.0"));
+        assert_eq!(ipam.assign("node-a", "h2").unwrap(), addr("10.65.0.1"));
+        assert_eq!(ipam.assign("node-b", "h3").unwrap(), addr("10.65.0.64"));
+        let blocks = ipam.blocks_of("node-a").unwrap();
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].spec.cidr.to_string(), "10.65.0.0/26");
+        let affinities = store.list_as::<BlockAffinity>().unwrap();
+        let names: Vec<_> = affinities.iter().map(|a| a.name().to_string()).collect();
+        assert_eq!(names, ["node-a-10-65-0-0-26", "node-b-10-65-0-64-26"]);
+    }
+
+    #[test]
+    fn assign_is_idempotent_per_handle() {
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let ipam = Ipam::new(&store);
+        let first = ipam.assign("node-a", "h1").unwrap();
+        assert_eq!(ipam.assign("node-a", "h1").unwrap(), first);
+        assert_eq!(ipam.lookup("h1").unwrap(), Some(first));
+        assert_eq!(store.list_as::<IpamHandle>().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn release_frees_the_address_and_the_empty_block() {
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let ipam = Ipam::new(&store);
+        let a = ipam.assign("node-a", "h1").unwrap();
+        let b = ipam.assign("node-a", "h2").unwrap();
+        assert_eq!(ipam.release("h1").unwrap(), Some(a));
+        assert_eq!(ipam.release("h1").unwrap(), None, "release is idempotent");
+        // The lowest free ordinal is reused.
+        assert_eq!(ipam.assign("node-a", "h3").unwrap(), a);
+        assert_eq!(ipam.release("h2").unwrap(), Some(b));
+        assert_eq!(ipam.release("h3").unwrap(), Some(a));
+        assert!(store.list_as::<IpamBlock>().unwrap().is_empty());
+        assert!(store.list_as::<BlockAffinity>().unwrap().is_empty());
+        assert!(store.list_as::<IpamHandle>().unwrap().is_empty());
+        assert_eq!(ipam.release("never-assigned").unwrap(), None);
+    }
+
+    #[test]
+    fn a_full_block_leads_to_a_second_block() {
+        let store = store_with(&[pool("p", "10.65.0.0/28", 30)]);
+        let ipam = Ipam::new(&store);
+        let got: Vec<_> = (0..5)
+            .map(|i| ipam.assign("node-a", &format!("h{i}")).unwrap())
+            .collect();
+        assert_eq!(got[3], addr("10.65.0.3"));
+        assert_eq!(got[4], addr("10.65.0.4"));
+        assert_eq!(ipam.blocks_of("node-a").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_exhausted_pool_is_a_clear_error_and_changes_nothing() {
+        let store = store_with(&[pool("tiny", "10.65.0.0/30", 31)]);
+        let ipam = Ipam::new(&store);
+        for i in 0..4 {
+            ipam.assign("node-a", &format!("h{i}")).unwrap();
+        }
+        let before = store.revision().unwrap();
+        let err = ipam.assign("node-b", "h9").unwrap_err();
+        assert!(matches!(err, IpamError::ExhaustedPool { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("exhausted") && msg.contains("tiny (10.65.0.0/30)"),
+            "{msg}"
+        );
+        assert_eq!(store.revision().unwrap(), before, "nothing written");
+    }
+
+    #[test]
+    fn disabled_and_invalid_pools_are_not_used() {
+        let mut disabled = pool("off", "10.65.0.0/16", 26);
+        disabled.spec.disabled = true;
+        let mut both = pool("both", "10.66.0.0/16", 26);
+        both.spec.ipip_mode = EncapMode::Always;
+        both.spec.vxlan_mode = EncapMode::Always;
+        let store = store_with(&[disabled.clone(), both]);
+        let ipam = Ipam::new(&store);
+        let err = ipam.assign("node-a", "h1").unwrap_err();
+        assert!(matches!(err, IpamError::NoPool { .. }), "{err}");
+        store.create_as(&pool("on", "10.67.0.0/16", 26)).unwrap();
+        assert_eq!(ipam.assign("node-a", "h1").unwrap(), addr("10.67.0.0"));
+    }
+
+    #[test]
+    fn declared_pod_cidrs_are_never_handed_out() {
+        let store = store_with(&[pool("p", "10.65.0.0/24", 26)]);
+        let mut external = Node::new("kernel-host", "192.168.0.9/24".parse().unwrap());
+        external.spec.pod_cidrs = vec!["10.65.0.0/26".parse().unwrap()];
+        store.create_as(&external).unwrap();
+        let ipam = Ipam::new(&store);
+        assert_eq!(ipam.assign("node-a", "h1").unwrap(), addr("10.65.0.64"));
+    }
+
+    #[test]
+    fn blocks_of_another_size_are_not_overlapped() {
+        // A /24 block left over from a deleted pool that used /24 blocks.
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let old = IpamBlock {
+            spec: crate::model::IpamBlockSpec {
+                allocations: BTreeMap::from([(5, "old".to_string())]),
+                ..IpamBlock::new("10.65.0.0/24".parse().unwrap(), "node-z").spec
+            },
+            ..IpamBlock::new("10.65.0.0/24".parse().unwrap(), "node-z")
+        };
+        store.create_as(&old).unwrap();
+        let ipam = Ipam::new(&store);
+        assert_eq!(ipam.assign("node-a", "h1").unwrap(), addr("10.65.1.0"));
+    }
+
+    #[test]
+    fn names_that_cannot_be_keys_are_rejected() {
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let ipam = Ipam::new(&store);
+        let err = ipam.assign("node-a", "../etc/passwd").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                IpamError::InvalidName {
+                    what: "handle id",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(ipam.assign("", "h").is_err());
+        assert!(ipam.release("a/b").is_err());
+    }
+
+    #[test]
+    fn repair_rebuilds_indexes_after_a_crash() {
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let ipam = Ipam::new(&store);
+        let a = ipam.assign("node-a", "h1").unwrap();
+        ipam.assign("node-a", "h2").unwrap();
+        // Crash after the block write: no handle, no affinity.
+        store.delete_as::<IpamHandle>("h1", None).unwrap();
+        store
+            .delete_as::<BlockAffinity>("node-a-10-65-0-0-26", None)
+            .unwrap();
+        // A handle whose allocation is gone, and an affinity without a block.
+        store
+            .create_as(&IpamHandle::new(
+                "ghost",
+                "10.65.0.0/26".parse().unwrap(),
+                addr("10.65.0.9"),
+            ))
+            .unwrap();
+        store
+            .create_as(&BlockAffinity::new(
+                "node-q",
+                "10.65.9.0/26".parse().unwrap(),
+            ))
+            .unwrap();
+        let report = ipam.repair().unwrap();
+        assert_eq!(
+            report,
+            RepairReport {
+                affinities_created: 1,
+                affinities_removed: 1,
+                handles_created: 1,
+                handles_removed: 1,
+                blocks_released: 0,
+            }
+        );
+        assert_eq!(ipam.repair().unwrap(), RepairReport::default());
+        // Without the handle document, assign and release still find the allocation.
+        store.delete_as::<IpamHandle>("h1", None).unwrap();
+        assert_eq!(ipam.assign("node-a", "h1").unwrap(), a);
+        store.delete_as::<IpamHandle>("h1", None).unwrap();
+        assert_eq!(ipam.release("h1").unwrap(), Some(a));
+    }
+}

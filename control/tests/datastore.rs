@@ -1,0 +1,418 @@
+//! The datastore as its users see it: compare-and-swap semantics (the same for the file
+//! and the memory store), the file store's on-disk layout, sharing one directory between
+//! several store instances (what several processes do), change notification within a
+//! second, and what happens with corrupt or left-over files.
+// clippy.toml allows unwrap/expect in #[test] fns; the helpers here are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tapwire_control::datastore::{
+    self, Datastore, DatastoreError, DatastoreExt, FileStore, MemStore, Watcher,
+};
+use tapwire_control::model::{DatastoreConfig, EncapMode, IpPool, Node};
+
+fn pool(name: &str, cidr: &str) -> IpPool {
+    IpPool::new(name, cidr.parse().unwrap())
+}
+
+/// The contract every backend keeps.
+fn crud_semantics(store: &dyn Datastore) {
+    assert_eq!(store.revision().unwrap(), 0);
+    assert!(store.get("IPPool", "a").unwrap().is_none());
+    assert!(store.list("IPPool").unwrap().is_empty());
+
+    let created = store
+        .create("IPPool", "a", json!({"spec": {"cidr": "10.1.0.0/16"}}))
+        .unwrap();
+    assert_eq!(created.revision, 1);
+    assert_eq!(created.value["metadata"]["name"], "a");
+    assert_eq!(created.value["metadata"]["resourceVersion"], "1");
+    assert_eq!(store.revision().unwrap(), 1);
+
+    let err = store.create("IPPool", "a", json!({})).unwrap_err();
+    assert!(matches!(err, DatastoreError::AlreadyExists { .. }), "{err}");
+    assert_eq!(err.to_string(), "IPPool \"a\" already exists");
+    assert_eq!(
+        store.revision().unwrap(),
+        1,
+        "a failed create changes nothing"
+    );
+
+    store.create("IPPool", "b", json!({})).unwrap();
+    store.create("Node", "a", json!({})).unwrap();
+    let names: Vec<_> = store
+        .list("IPPool")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, ["a", "b"], "list is per kind, sorted by name");
+
+    // Compare-and-swap.
+    let updated = store
+        .update("IPPool", "a", json!({"spec": {"cidr": "10.2.0.0/16"}}), 1)
+        .unwrap();
+    assert_eq!(updated.revision, 4);
+    let err = store
+        .update("IPPool", "a", json!({"spec": {"cidr": "10.3.0.0/16"}}), 1)
+        .unwrap_err();
+    match &err {
+        DatastoreError::Conflict {
+            expected, found, ..
+        } => assert_eq!((*expected, *found), (1, 4)),
+        other => panic!("expected a conflict, got {other}"),
+    }
+    assert!(err.to_string().contains("changed by someone else"), "{err}");
+    let current = store.get("IPPool", "a").unwrap().unwrap();
+    assert_eq!(
+        current.value["spec"]["cidr"], "10.2.0.0/16",
+        "the loser wrote nothing"
+    );
+    assert_eq!(current.revision, 4);
+    let err = store.update("IPPool", "zz", json!({}), 1).unwrap_err();
+    assert!(matches!(err, DatastoreError::NotFound { .. }), "{err}");
+
+    let err = store.delete("IPPool", "a", Some(1)).unwrap_err();
+    assert!(matches!(err, DatastoreError::Conflict { .. }), "{err}");
+    store.delete("IPPool", "a", Some(4)).unwrap();
+    assert!(store.get("IPPool", "a").unwrap().is_none());
+    let err = store.delete("IPPool", "a", None).unwrap_err();
+    assert!(matches!(err, DatastoreError::NotFound { .. }), "{err}");
+    store.delete("IPPool", "b", None).unwrap();
+    assert_eq!(store.revision().unwrap(), 6);
+
+    // Keys that could escape the store are refused before anything happens.
+    for name in ["../x", "a/b", "..", ".lock", ""] {
+        let err = store.create("IPPool", name, json!({})).unwrap_err();
+        assert!(
+            matches!(err, DatastoreError::InvalidKey { .. }),
+            "{name:?}: {err}"
+        );
+    }
+    let err = store.create("../IPPool", "x", json!({})).unwrap_err();
+    assert!(matches!(err, DatastoreError::InvalidKey { .. }), "{err}");
+    let err = store
+        .create("IPPool", "x", json!({"metadata": {"name": "y"}}))
+        .unwrap_err();
+    assert!(err.to_string().contains("does not match the key"), "{err}");
+    let err = store.create("IPPool", "x", json!("text")).unwrap_err();
+    assert!(err.to_string().contains("must be a JSON object"), "{err}");
+    assert_eq!(
+        store.revision().unwrap(),
+        6,
+        "refused writes change nothing"
+    );
+}
+
+/// Typed documents through [`DatastoreExt`].
+fn typed_semantics(store: &dyn Datastore) {
+    let created = store.create_as(&pool("p", "10.65.0.0/16")).unwrap();
+    let rev = created.metadata.revision().unwrap();
+    let mut read: IpPool = store.get_as("p").unwrap().unwrap();
+    assert_eq!(read, created);
+    read.spec.vxlan_mode = EncapMode::Always;
+    let stored = store.update_as(&read).unwrap();
+    assert!(stored.metadata.revision().unwrap() > rev);
+    // The old copy is stale now.
+    let err = store.update_as(&created).unwrap_err();
+    assert!(matches!(err, DatastoreError::Conflict { .. }), "{err}");
+    // An update must say which revision it read.
+    let err = store.update_as(&pool("p", "10.65.0.0/16")).unwrap_err();
+    assert!(
+        matches!(err, DatastoreError::MissingRevision { .. }),
+        "{err}"
+    );
+    // apply: create or replace, as calicoctl apply.
+    let applied = store.apply_as(&pool("p", "10.65.0.0/16")).unwrap();
+    assert_eq!(applied.spec.vxlan_mode, EncapMode::Never);
+    store.apply_as(&pool("q", "10.66.0.0/16")).unwrap();
+    let names: Vec<_> = store
+        .list_as::<IpPool>()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(names, ["p", "q"]);
+    store.delete_as::<IpPool>("q", None).unwrap();
+    assert!(store.get_as::<IpPool>("q").unwrap().is_none());
+    // A stored document of the wrong shape is an error naming it, not a panic.
+    store
+        .create("Node", "odd", json!({"apiVersion": "projectcalico.org/v3", "kind": "Node", "spec": {"colour": "red"}}))
+        .unwrap();
+    let err = store.list_as::<Node>().unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("stored Node \"odd\" is unreadable"), "{msg}");
+    assert!(msg.contains("unknown field `colour`"), "{msg}");
+}
+
+#[test]
+fn mem_store_keeps_the_contract() {
+    crud_semantics(&MemStore::new());
+    typed_semantics(&MemStore::new());
+}
+
+#[test]
+fn file_store_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    crud_semantics(&FileStore::open(dir.path().join("crud")).unwrap());
+    typed_semantics(&FileStore::open(dir.path().join("typed")).unwrap());
+    // Nothing was written outside the store directories.
+    let mut entries: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["crud", "typed"]);
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            for inner in files_under(&entry.path()) {
+                out.push(format!("{name}/{inner}"));
+            }
+        } else {
+            out.push(name);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn file_store_layout_is_one_json_document_per_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    store
+        .create_as(&pool("default-ipv4-ippool", "10.65.0.0/16"))
+        .unwrap();
+    assert_eq!(
+        files_under(dir.path()),
+        [".lock", ".revision", "IPPool/default-ipv4-ippool.json"],
+        "no temporary files are left behind"
+    );
+    let text = fs::read_to_string(dir.path().join("IPPool/default-ipv4-ippool.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["apiVersion"], "projectcalico.org/v3");
+    assert_eq!(doc["kind"], "IPPool");
+    assert_eq!(doc["metadata"]["name"], "default-ipv4-ippool");
+    assert_eq!(doc["metadata"]["resourceVersion"], "1");
+    assert_eq!(doc["spec"]["cidr"], "10.65.0.0/16");
+    assert_eq!(
+        fs::read_to_string(dir.path().join(".revision")).unwrap(),
+        "1\n"
+    );
+}
+
+#[test]
+fn corrupt_files_are_reported_with_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    store.create_as(&pool("good", "10.65.0.0/16")).unwrap();
+    let bad = dir.path().join("IPPool/bad.json");
+    fs::write(&bad, b"{\"metadata\": {\"name\": \"bad\", \"resourceV").unwrap();
+
+    let err = store.get("IPPool", "bad").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&bad.display().to_string()), "{msg}");
+    assert!(msg.starts_with("corrupt datastore file"), "{msg}");
+    let err = store.list("IPPool").unwrap_err();
+    assert!(err.to_string().contains("bad.json"), "{err}");
+    // Still usable: the good object reads, and an unconditional delete clears the bad one.
+    assert!(store.get("IPPool", "good").unwrap().is_some());
+    store.delete("IPPool", "bad", None).unwrap();
+    assert_eq!(store.list("IPPool").unwrap().len(), 1);
+
+    fs::write(dir.path().join("IPPool/norev.json"), b"{\"metadata\": {}}").unwrap();
+    let err = store.get("IPPool", "norev").unwrap_err();
+    assert!(err.to_string().contains("resourceVersion"), "{err}");
+
+    fs::write(dir.path().join(".revision"), b"many\n").unwrap();
+    let err = store.revision().unwrap_err();
+    assert!(err.to_string().contains(".revision"), "{err}");
+    let err = store.create_as(&pool("other", "10.66.0.0/16")).unwrap_err();
+    assert!(matches!(err, DatastoreError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn leftovers_of_a_crashed_writer_are_ignored_and_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = FileStore::open(dir.path()).unwrap();
+        store.create_as(&pool("p", "10.65.0.0/16")).unwrap();
+    }
+    // A writer died after writing its temporary file but before the rename.
+    let temp = dir.path().join("IPPool/.p.json.tmp");
+    fs::write(&temp, b"{\"half\": ").unwrap();
+    let reader = FileStore::open(dir.path()).unwrap();
+    assert!(!temp.exists(), "open removes temporary files");
+    let p: IpPool = reader.get_as("p").unwrap().unwrap();
+    assert_eq!(
+        p.spec.cidr.to_string(),
+        "10.65.0.0/16",
+        "the old version is intact"
+    );
+
+    // Revisions never go backwards, even if the revision file is lost.
+    fs::remove_file(dir.path().join(".revision")).unwrap();
+    let next = reader.create_as(&pool("q", "10.66.0.0/16")).unwrap();
+    assert_eq!(next.metadata.revision(), Some(2));
+}
+
+#[test]
+fn two_store_instances_on_one_directory_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = FileStore::open(dir.path()).unwrap();
+    let b = FileStore::open(dir.path()).unwrap();
+    let created = a.create_as(&pool("p", "10.65.0.0/16")).unwrap();
+    let seen: IpPool = b.get_as("p").unwrap().unwrap();
+    assert_eq!(seen, created);
+    let err = b.create_as(&pool("p", "10.9.0.0/16")).unwrap_err();
+    assert!(matches!(err, DatastoreError::AlreadyExists { .. }), "{err}");
+    b.update_as(&seen).unwrap();
+    let err = a.update_as(&created).unwrap_err();
+    assert!(matches!(err, DatastoreError::Conflict { .. }), "{err}");
+}
+
+#[test]
+fn a_change_by_another_instance_reaches_a_watcher_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let watcher_store = FileStore::open(dir.path()).unwrap();
+    let mut watcher = Watcher::new(&watcher_store).unwrap();
+    assert_eq!(watcher.poll(&watcher_store).unwrap(), None);
+
+    let path = dir.path().to_path_buf();
+    let writer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(200));
+        let store = FileStore::open(path).unwrap();
+        store.create_as(&pool("p", "10.65.0.0/16")).unwrap();
+        Instant::now()
+    });
+    let seen = watcher
+        .wait(&watcher_store, Duration::from_secs(5))
+        .unwrap()
+        .expect("the change was seen");
+    let noticed = Instant::now();
+    let written = writer.join().unwrap();
+    let delay = noticed.saturating_duration_since(written);
+    assert!(delay < Duration::from_secs(1), "noticed after {delay:?}");
+    assert_eq!(seen, 1);
+    assert_eq!(watcher.seen(), 1);
+    // Nothing more happened.
+    let start = Instant::now();
+    assert_eq!(
+        watcher
+            .wait(&watcher_store, Duration::from_millis(300))
+            .unwrap(),
+        None
+    );
+    assert!(start.elapsed() >= Duration::from_millis(300));
+}
+
+#[test]
+fn concurrent_compare_and_swap_from_many_instances_loses_no_update() {
+    const THREADS: usize = 4;
+    const INCREMENTS: u64 = 25;
+    let dir = tempfile::tempdir().unwrap();
+    FileStore::open(dir.path())
+        .unwrap()
+        .create("Counter", "c", json!({"value": 0}))
+        .unwrap();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let path = dir.path().to_path_buf();
+            thread::spawn(move || {
+                // One instance per thread, as separate processes would have.
+                let store = FileStore::open(path).unwrap();
+                let mut conflicts = 0;
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let current = store.get("Counter", "c").unwrap().unwrap();
+                        let value = current.value["value"].as_u64().unwrap();
+                        match store.update(
+                            "Counter",
+                            "c",
+                            json!({"value": value + 1}),
+                            current.revision,
+                        ) {
+                            Ok(_) => break,
+                            Err(DatastoreError::Conflict { .. }) => conflicts += 1,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    let conflicts: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let store = FileStore::open(dir.path()).unwrap();
+    let counter = store.get("Counter", "c").unwrap().unwrap();
+    assert_eq!(counter.value["value"], THREADS as u64 * INCREMENTS);
+    eprintln!("{conflicts} conflicts were retried");
+}
+
+#[test]
+fn readers_never_see_a_torn_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer_store = FileStore::open(dir.path()).unwrap();
+    // A document large enough that a non-atomic write would be observed half-done.
+    let big = |i: u64| json!({"spec": {"i": i, "pad": "x".repeat(256 * 1024)}});
+    writer_store.create("Blob", "b", big(0)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop);
+        let path = dir.path().to_path_buf();
+        thread::spawn(move || {
+            let store = FileStore::open(&path).unwrap();
+            let file = path.join("Blob/b.json");
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let obj = store.get("Blob", "b").unwrap().unwrap();
+                assert_eq!(obj.value["spec"]["pad"].as_str().unwrap().len(), 256 * 1024);
+                // Without the lock too (as `cat` would, or a reader after a crash): the
+                // file is only ever replaced whole.
+                let raw: serde_json::Value =
+                    serde_json::from_slice(&fs::read(&file).unwrap()).expect("a whole document");
+                assert_eq!(raw["spec"]["pad"].as_str().unwrap().len(), 256 * 1024);
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for i in 1..=30 {
+        let current = writer_store.get("Blob", "b").unwrap().unwrap();
+        writer_store
+            .update("Blob", "b", big(i), current.revision)
+            .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reads = reader.join().unwrap();
+    assert!(reads > 0);
+}
+
+#[test]
+fn opening_from_the_node_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = datastore::open(&DatastoreConfig::File {
+        path: dir.path().join("store"),
+    })
+    .unwrap();
+    store.create_as(&pool("p", "10.65.0.0/16")).unwrap();
+    assert!(dir.path().join("store/IPPool/p.json").exists());
+    let err = datastore::open(&DatastoreConfig::Etcd {
+        endpoints: vec!["http://127.0.0.1:2379".into()],
+    })
+    .unwrap_err();
+    assert_eq!(err.to_string(), "etcd datastore not implemented yet");
+}
