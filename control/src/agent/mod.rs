@@ -23,6 +23,7 @@ use tapwire_sys::link;
 use crate::datastore::{
     self, read_cluster_state, Datastore, DatastoreError, DatastoreExt, Watcher,
 };
+use crate::ipam::Ipam;
 use crate::model::{format_rfc3339, Node, NodeBgpSpec, NodeConfig, TapwireNodeStatus};
 use crate::routes::{desired_state, DesiredDataplane, LocalNode};
 use sync::Sync;
@@ -121,6 +122,11 @@ impl Shared {
 pub fn run(config: NodeConfig) -> Result<(), AgentError> {
     let underlay = Underlay::read(&config.underlay_interface)?;
     let store = datastore::open(&config.datastore)?;
+    // A control that crashed mid-way through an IPAM write leaves indexes to rebuild.
+    match Ipam::new(store.as_ref()).repair() {
+        Ok(report) => tracing::info!(?report, "IPAM checked"),
+        Err(err) => tracing::warn!(%err, "IPAM repair failed; continuing"),
+    }
     register_node(store.as_ref(), &config, &underlay, false)?;
     tracing::info!(node = %config.node, underlay = %underlay.address, "node registered");
 
