@@ -19,6 +19,11 @@
 //! - [`podnet`]: building, reading back and deleting a pod's `eth0` (a persistent
 //!   multi-queue TAP) inside the pod's network namespace, the way Calico's CNI plugin builds
 //!   a veth.
+//! - [`cli`]: what `tapwirectl` prints (calicoctl-shaped tables, YAML/JSON, node status,
+//!   routes, counters); the binary does the talking.
+//! - [`cni`]: the `tapwire` CNI plugin's side of the CNI protocol (environment, network
+//!   configuration, results in the spec version the runtime asks for, error objects); the
+//!   agent does the work behind [`api`].
 //!
 //! No `unsafe` here: every syscall goes through `tapwire_sys` (or `rustix`'s safe API for
 //! the file store's `flock`).
@@ -27,6 +32,8 @@
 
 pub mod agent;
 pub mod api;
+pub mod cli;
+pub mod cni;
 pub mod datastore;
 pub mod ipam;
 pub mod model;

@@ -1,7 +1,7 @@
 //! The node agent, `tapwire-control`: registers its node, watches the datastore,
 //! recomputes this node's desired dataplane state when anything changes, streams it to
 //! the dataplane ([`sync`]) and serves the local API for the CNI plugin and the CLI
-//! ([`server`]).
+//! (the private `server` module).
 //!
 //! Threads: the watch loop here (the only caller of route computation), the sync thread,
 //! and one thread per API connection. The desired state is shared through a mutex that

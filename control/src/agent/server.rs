@@ -190,12 +190,13 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
 
     let (orchestrator, workload, namespace) = workload_of(req);
     let mac = crate::model::MacAddr(interface.mac);
-    let mut metadata = Metadata::named(WorkloadEndpoint::calico_name(
-        node,
-        orchestrator,
-        &workload,
-        &req.ifname,
-    ));
+    let calico_name = WorkloadEndpoint::calico_name(node, orchestrator, &workload, &req.ifname);
+    // Endpoint names are keys of one flat collection: pods of the same name in two
+    // namespaces must not collide, so the namespace prefixes the Calico-style name.
+    let mut metadata = Metadata::named(match &namespace {
+        Some(ns) => format!("{ns}.{calico_name}"),
+        None => calico_name,
+    });
     metadata.namespace = namespace;
     let endpoint = WorkloadEndpoint {
         metadata,
@@ -457,7 +458,7 @@ fn apply(shared: &Shared, text: &str) -> Result<Reply, ApiError> {
     let mut results = Vec::new();
     for doc in docs {
         let written = match &doc {
-            Document::IpPool(pool) => store.apply_as(pool).map(|_| ()),
+            Document::IpPool(pool) => write_document(store, pool),
             Document::Node(node) => apply_node(store, node),
         };
         written.map_err(|e| {
@@ -472,6 +473,20 @@ fn apply(shared: &Shared, text: &str) -> Result<Reply, ApiError> {
     Ok(Reply::Changed { results })
 }
 
+/// Writes an applied document: create-or-replace, or — when the document carries the
+/// `metadata.resourceVersion` it was read at (an edited `get -o yaml`) — a
+/// compare-and-swap that fails if someone changed the object since.
+fn write_document<T: Resource>(
+    store: &dyn crate::datastore::Datastore,
+    doc: &T,
+) -> Result<(), DatastoreError> {
+    if doc.metadata().revision().is_some() {
+        store.update_as(doc).map(|_| ())
+    } else {
+        store.apply_as(doc).map(|_| ())
+    }
+}
+
 /// A user's Node document replaces the spec; the status a tapwire control keeps (and
 /// its underlay address) is its own and survives.
 fn apply_node(store: &dyn crate::datastore::Datastore, node: &Node) -> Result<(), DatastoreError> {
@@ -484,7 +499,7 @@ fn apply_node(store: &dyn crate::datastore::Datastore, node: &Node) -> Result<()
             }
         }
     }
-    store.apply_as(&node).map(|_| ())
+    write_document(store, &node)
 }
 
 fn delete(shared: &Shared, kind: ResourceKind, name: &str) -> Result<Reply, ApiError> {

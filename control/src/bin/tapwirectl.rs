@@ -1,0 +1,442 @@
+//! `tapwirectl`: tapwire's command-line tool, modelled on calicoctl. It talks to the node
+//! agent (`tapwire-control`) over its API socket and prints what it answers; the layouts
+//! are [`tapwire_control::cli`]'s.
+//!
+//! Exit status: 0 on success, 1 when the command failed (the reason on stderr), 2 for
+//! bad arguments (with usage).
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{ArgGroup, Parser, Subcommand};
+use tapwire_control::api::{self, codes, ApiError, Reply, Request, ResourceKind};
+use tapwire_control::cli::{self, CliError, GetView, OutputFormat};
+use tapwire_control::model;
+
+/// The environment variable naming the agent's API socket (`--api` wins over it).
+const API_ENV: &str = "TAPWIRE_API";
+
+/// Manage a tapwire cluster: IP pools, nodes, workload endpoints, and this node's routes
+/// and counters.
+#[derive(Debug, Parser)]
+#[command(name = "tapwirectl", version)]
+struct Cli {
+    /// The node agent's API socket [env: TAPWIRE_API] [default: /run/tapwire/api.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    api: Option<PathBuf>,
+    /// How long to wait for the agent's answer.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Node commands.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Display resources: ippools, nodes or workloadendpoints.
+    Get(GetArgs),
+    /// Create or replace the resources of a YAML or JSON file ("-" for standard input).
+    Apply(ApplyArgs),
+    /// Delete a resource by type and name, or the resources of a file.
+    Delete(DeleteArgs),
+    /// This node's routes: remote blocks with their encapsulation, local pods, blackholes.
+    Routes,
+    /// The dataplane's counters.
+    Stats {
+        /// Also list counters that are zero.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Whether the agent runs, its dataplane, and the state of its peers.
+    Status,
+}
+
+#[derive(Debug, clap::Args)]
+struct GetArgs {
+    /// ippool(s), node(s), workloadendpoint(s) or an alias (ipp, pool, no, wep).
+    #[arg(value_name = "KIND", value_parser = cli::parse_kind)]
+    kind: ResourceKind,
+    /// One resource's name (all of them when absent).
+    name: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Ps)]
+    output: OutputFormat,
+    /// Workload endpoints of this namespace only.
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Workload endpoints of every namespace, with a NAMESPACE column.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    all_namespaces: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ApplyArgs {
+    /// The file with the documents, or "-" for standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    filename: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["kind", "filename"])))]
+struct DeleteArgs {
+    /// ippool(s) or node(s) (or an alias).
+    #[arg(value_name = "KIND", value_parser = cli::parse_kind, requires = "name")]
+    kind: Option<ResourceKind>,
+    /// The resource's name.
+    #[arg(requires = "kind")]
+    name: Option<String>,
+    /// Delete the resources of this file ("-" for standard input).
+    #[arg(short = 'f', long = "filename", value_name = "FILE", conflicts_with_all = ["kind", "name"])]
+    filename: Option<PathBuf>,
+}
+
+/// Where and how long to ask.
+struct Agent {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Agent {
+    fn call(&self, request: &Request, action: &str) -> Result<Reply, CliError> {
+        api::call(&self.socket, request, self.timeout).map_err(|error| CliError::Api {
+            action: action.to_string(),
+            error,
+        })
+    }
+}
+
+/// What a command prints: its output, and notes for stderr.
+#[derive(Default)]
+struct Output {
+    stdout: String,
+    notes: String,
+}
+
+fn main() -> ExitCode {
+    let args = match Cli::try_parse() {
+        Ok(args) => args,
+        // Usage errors exit 2, --help and --version 0.
+        Err(err) => err.exit(),
+    };
+    let agent = Agent {
+        socket: api_socket(args.api, std::env::var_os(API_ENV)),
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let mut output = Output::default();
+    let result = run(&agent, args.command, &mut output);
+    let mut code = ExitCode::SUCCESS;
+    if let Err(err) = write_out(io::stdout().lock(), &output.stdout) {
+        eprintln!("tapwirectl: writing the output failed: {err}");
+        code = ExitCode::FAILURE;
+    }
+    let mut stderr = String::new();
+    stderr.push_str(&output.notes);
+    if let Err(err) = &result {
+        stderr.push_str(&format!("{err}\n"));
+        code = ExitCode::FAILURE;
+    }
+    // Nothing useful is left to do if stderr is gone.
+    let _ = write_out(io::stderr().lock(), &stderr);
+    code
+}
+
+/// `--api`, else `$TAPWIRE_API` (when set and not empty), else the default.
+fn api_socket(flag: Option<PathBuf>, env: Option<OsString>) -> PathBuf {
+    flag.or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(api::DEFAULT_API_SOCKET))
+}
+
+/// Writes everything; a reader that went away (`tapwirectl get … | head`) is not an
+/// error.
+fn write_out(mut stream: impl Write, text: &str) -> io::Result<()> {
+    match stream
+        .write_all(text.as_bytes())
+        .and_then(|()| stream.flush())
+    {
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+fn run(agent: &Agent, command: Command, out: &mut Output) -> Result<(), CliError> {
+    match command {
+        Command::Node {
+            command: NodeCommand::Status,
+        } => node_status(agent, out),
+        Command::Get(args) => get(agent, args, out),
+        Command::Apply(args) => apply(agent, &args.filename, out),
+        Command::Delete(args) => match (args.filename, args.kind, args.name) {
+            (Some(file), _, _) => delete_file(agent, &file, out),
+            (None, Some(kind), Some(name)) => delete_one(agent, kind, &name, out),
+            // clap's group and `requires` make this unreachable; say so rather than panic.
+            _ => Err(CliError::Api {
+                action: "delete".into(),
+                error: ApiError::new(
+                    codes::BAD_REQUEST,
+                    "nothing to delete",
+                    "give KIND NAME or -f FILE",
+                ),
+            }),
+        },
+        Command::Routes => routes(agent, out),
+        Command::Stats { all } => stats(agent, all, out),
+    }
+}
+
+fn unexpected(action: &str, expected: &'static str, reply: &Reply) -> CliError {
+    CliError::UnexpectedReply {
+        action: action.to_string(),
+        expected,
+        got: cli::reply_name(reply),
+    }
+}
+
+/// Whether a failed call means nothing is listening (no socket, or a stale one).
+fn not_running(error: &ApiError) -> bool {
+    error.code == codes::UNREACHABLE
+        && [libc::ENOENT, libc::ECONNREFUSED]
+            .iter()
+            .any(|&errno| error.details == io::Error::from_raw_os_error(errno).to_string())
+}
+
+fn node_status(agent: &Agent, out: &mut Output) -> Result<(), CliError> {
+    let action = "get node status";
+    match api::call(&agent.socket, &Request::NodeStatus, agent.timeout) {
+        Ok(Reply::NodeStatus(status)) => {
+            out.stdout
+                .push_str(&cli::format_node_status(&status, SystemTime::now()));
+            Ok(())
+        }
+        Ok(other) => Err(unexpected(action, "a node status", &other)),
+        Err(error) => {
+            if not_running(&error) {
+                out.stdout.push_str("tapwire process is not running.\n");
+            }
+            Err(CliError::Api {
+                action: action.into(),
+                error,
+            })
+        }
+    }
+}
+
+fn get(agent: &Agent, args: GetArgs, out: &mut Output) -> Result<(), CliError> {
+    let kind_name = cli::kind_name(args.kind);
+    let action = match &args.name {
+        Some(name) => format!("get {kind_name} {name:?}"),
+        None => format!("get {kind_name} resources"),
+    };
+    let request = Request::Get {
+        kind: args.kind,
+        name: args.name.clone(),
+    };
+    let mut items = match agent.call(&request, &action)? {
+        Reply::Documents { items } => items,
+        other => return Err(unexpected(&action, "documents", &other)),
+    };
+    let endpoints = args.kind == ResourceKind::Workloadendpoints;
+    if let (true, Some(namespace)) = (endpoints, &args.namespace) {
+        items = cli::filter_namespace(items, namespace);
+        if let (Some(name), true) = (&args.name, items.is_empty()) {
+            return Err(CliError::NotInNamespace {
+                kind: kind_name,
+                name: name.clone(),
+                namespace: namespace.clone(),
+            });
+        }
+    }
+    let view = GetView {
+        format: args.output,
+        named: args.name.is_some(),
+        namespace_column: endpoints && args.all_namespaces,
+    };
+    out.stdout
+        .push_str(&cli::format_documents(args.kind, &items, view)?);
+    Ok(())
+}
+
+/// How messages name FILE.
+fn source_label(file: &Path) -> String {
+    if file == Path::new("-") {
+        "standard input".into()
+    } else {
+        file.display().to_string()
+    }
+}
+
+/// The text of FILE, or of standard input for `-`.
+fn read_documents(file: &Path, action: &str) -> Result<String, CliError> {
+    let read = if file == Path::new("-") {
+        let mut text = String::new();
+        io::stdin().read_to_string(&mut text).map(|_| text)
+    } else {
+        std::fs::read_to_string(file)
+    };
+    read.map_err(|source| CliError::Read {
+        action: action.into(),
+        path: source_label(file),
+        source,
+    })
+}
+
+fn apply(agent: &Agent, file: &Path, out: &mut Output) -> Result<(), CliError> {
+    let action = format!("apply resources from {}", source_label(file));
+    let documents = read_documents(file, &action)?;
+    match agent.call(&Request::Apply { documents }, &action)? {
+        Reply::Changed { results } => {
+            out.stdout.push_str(&cli::success_line("applied", &results));
+            Ok(())
+        }
+        other => Err(unexpected(&action, "a change report", &other)),
+    }
+}
+
+fn delete_one(
+    agent: &Agent,
+    kind: ResourceKind,
+    name: &str,
+    out: &mut Output,
+) -> Result<(), CliError> {
+    let action = format!("delete {} {name:?}", cli::kind_name(kind));
+    let request = Request::Delete {
+        kind,
+        name: name.to_string(),
+    };
+    match agent.call(&request, &action)? {
+        Reply::Changed { results } => {
+            out.stdout.push_str(&cli::success_line("deleted", &results));
+            Ok(())
+        }
+        other => Err(unexpected(&action, "a change report", &other)),
+    }
+}
+
+fn delete_file(agent: &Agent, file: &Path, out: &mut Output) -> Result<(), CliError> {
+    let action = format!("delete resources from {}", source_label(file));
+    let label = source_label(file);
+    let text = read_documents(file, &action)?;
+    let docs = model::parse_documents(&text).map_err(|source| CliError::Documents {
+        action: action.clone(),
+        path: label.clone(),
+        source: Box::new(source),
+    })?;
+    if docs.is_empty() {
+        return Err(CliError::NoDocuments {
+            action,
+            path: label,
+        });
+    }
+    let batch_kind = cli::single_kind(docs.iter().map(|d| d.kind()));
+    let mut results = Vec::new();
+    for doc in &docs {
+        let (kind, name) = (doc.kind(), doc.name());
+        let action = format!("delete {kind} {name:?}");
+        let Some(resource) = cli::kind_of_document(kind) else {
+            return Err(CliError::Api {
+                action,
+                error: ApiError::new(
+                    codes::BAD_REQUEST,
+                    format!("{kind} resources cannot be deleted"),
+                    "",
+                ),
+            });
+        };
+        let request = Request::Delete {
+            kind: resource,
+            name: name.to_string(),
+        };
+        match agent.call(&request, &action) {
+            Ok(Reply::Changed { results: done }) => results.extend(done),
+            Ok(other) => return Err(unexpected(&action, "a change report", &other)),
+            Err(err) => {
+                if !results.is_empty() {
+                    out.stdout.push_str(&cli::partial_line(
+                        "deleted",
+                        results.len(),
+                        docs.len(),
+                        batch_kind,
+                    ));
+                }
+                return Err(err);
+            }
+        }
+    }
+    out.stdout.push_str(&cli::success_line("deleted", &results));
+    Ok(())
+}
+
+fn routes(agent: &Agent, out: &mut Output) -> Result<(), CliError> {
+    let action = "get routes";
+    match agent.call(&Request::Routes, action)? {
+        Reply::Routes { routes } => {
+            if routes.is_empty() {
+                out.notes.push_str(
+                    "No routes: tapwire-control has not computed this node's routes yet, \
+                     or there is no IP pool.\n",
+                );
+            }
+            out.stdout.push_str(&cli::format_routes(&routes));
+            Ok(())
+        }
+        other => Err(unexpected(action, "routes", &other)),
+    }
+}
+
+fn stats(agent: &Agent, all: bool, out: &mut Output) -> Result<(), CliError> {
+    let action = "get counters";
+    match agent.call(&Request::Stats, action)? {
+        Reply::Stats { counters } => {
+            let (table, hidden) = cli::format_stats(&counters, all);
+            out.stdout.push_str(&table);
+            if hidden > 0 && hidden == counters.len() {
+                out.notes.push_str(&format!(
+                    "All {hidden} counters are zero (--all lists them).\n"
+                ));
+            }
+            Ok(())
+        }
+        other => Err(unexpected(action, "counters", &other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_socket_comes_from_the_flag_then_the_environment() {
+        let flag = Some(PathBuf::from("/a.sock"));
+        let env = Some(OsString::from("/b.sock"));
+        assert_eq!(api_socket(flag, env.clone()), Path::new("/a.sock"));
+        assert_eq!(api_socket(None, env), Path::new("/b.sock"));
+        assert_eq!(
+            api_socket(None, Some(OsString::new())),
+            Path::new(api::DEFAULT_API_SOCKET)
+        );
+        assert_eq!(api_socket(None, None), Path::new(api::DEFAULT_API_SOCKET));
+    }
+}
