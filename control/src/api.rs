@@ -173,6 +173,21 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// What kind of answer this is, for messages about unexpected replies.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Reply::CniAdd(_) => "a CNI ADD result",
+            Reply::Done => "an empty reply",
+            Reply::NodeStatus(_) => "a node status",
+            Reply::Documents { .. } => "documents",
+            Reply::Changed { .. } => "a change report",
+            Reply::Routes { .. } => "routes",
+            Reply::Stats { .. } => "counters",
+        }
+    }
+}
+
 /// What the plugin turns into a CNI result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CniAddReply {

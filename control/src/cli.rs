@@ -56,7 +56,7 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
-use crate::api::{codes, ApiError, NodeStatusReply, Reply, ResourceKind, RouteRow};
+use crate::api::{codes, ApiError, NodeStatusReply, ResourceKind, RouteRow};
 use crate::model::{
     self, from_document_value, IpPool, ModelError, Node, Resource, WorkloadEndpoint, API_VERSION,
 };
@@ -173,19 +173,6 @@ pub fn kind_of_document(kind: &str) -> Option<ResourceKind> {
         Node::KIND => Some(ResourceKind::Nodes),
         WorkloadEndpoint::KIND => Some(ResourceKind::Workloadendpoints),
         _ => None,
-    }
-}
-
-/// A short name of a reply's variant, for [`CliError::UnexpectedReply`].
-pub fn reply_name(reply: &Reply) -> &'static str {
-    match reply {
-        Reply::CniAdd(_) => "a CNI ADD result",
-        Reply::Done => "an empty reply",
-        Reply::NodeStatus(_) => "a node status",
-        Reply::Documents { .. } => "documents",
-        Reply::Changed { .. } => "a change report",
-        Reply::Routes { .. } => "routes",
-        Reply::Stats { .. } => "counters",
     }
 }
 

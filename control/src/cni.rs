@@ -803,7 +803,7 @@ impl Call<'_> {
             other => Err(PluginError::UnexpectedReply(format!(
                 "{} was answered with {}",
                 self.command.name(),
-                reply_kind(&other)
+                other.describe()
             ))),
         }
     }
@@ -839,7 +839,7 @@ impl Call<'_> {
             other => {
                 return Err(PluginError::UnexpectedReply(format!(
                     "ADD was answered with {}",
-                    reply_kind(&other)
+                    other.describe()
                 )))
             }
         };
@@ -894,7 +894,7 @@ impl Call<'_> {
             other => {
                 return Err(PluginError::UnexpectedReply(format!(
                     "node status was answered with {}",
-                    reply_kind(&other)
+                    other.describe()
                 )))
             }
         };
@@ -909,7 +909,7 @@ impl Call<'_> {
             other => {
                 return Err(PluginError::UnexpectedReply(format!(
                     "get workloadendpoints was answered with {}",
-                    reply_kind(&other)
+                    other.describe()
                 )))
             }
         };
@@ -930,7 +930,7 @@ impl Call<'_> {
                 Ok(Reply::Done) => Ok(()),
                 Ok(other) => Err(PluginError::UnexpectedReply(format!(
                     "DEL was answered with {}",
-                    reply_kind(&other)
+                    other.describe()
                 ))),
                 Err(e) => Err(e),
             };
@@ -980,18 +980,6 @@ pub fn stale_attachments(items: &[Value], node: &str, valid: &[Attachment]) -> V
             })
         })
         .collect()
-}
-
-fn reply_kind(reply: &Reply) -> &'static str {
-    match reply {
-        Reply::CniAdd(_) => "cni_add",
-        Reply::Done => "done",
-        Reply::NodeStatus(_) => "node_status",
-        Reply::Documents { .. } => "documents",
-        Reply::Changed { .. } => "changed",
-        Reply::Routes { .. } => "routes",
-        Reply::Stats { .. } => "stats",
-    }
 }
 
 /// A `prevResult`, checked for the shape tapwire relies on; entries stay as given.

@@ -205,7 +205,7 @@ fn unexpected(action: &str, expected: &'static str, reply: &Reply) -> CliError {
     CliError::UnexpectedReply {
         action: action.to_string(),
         expected,
-        got: cli::reply_name(reply),
+        got: reply.describe(),
     }
 }
 
