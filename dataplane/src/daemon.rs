@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -18,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tapwire_proto::{
-    frame, from_dataplane, DataplaneInSync, EndpointStatus, FrameDecoder, FromDataplane,
+    frame, from_dataplane, DataplaneInSync, EndpointStatus, FrameError, FromDataplane,
     ProcessStatusUpdate, ToDataplane, WorkloadEndpointStatusRemove, WorkloadEndpointStatusUpdate,
 };
 use tapwire_sys::{link, netns, tap};
@@ -56,7 +55,7 @@ pub enum StartError {
         worker: usize,
         source: io::Error,
     },
-    #[error("control socket {path}: {source}")]
+    #[error("control socket: {source}")]
     ControlSocket { path: PathBuf, source: io::Error },
     #[error("starting a thread: {0}")]
     Thread(io::Error),
@@ -196,22 +195,10 @@ pub fn run(opts: Options) -> Result<(), StartError> {
 }
 
 fn bind_control_socket(path: &Path) -> Result<UnixListener, StartError> {
-    let err = |source| StartError::ControlSocket {
+    tapwire_sys::unix::bind_private(path).map_err(|source| StartError::ControlSocket {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    // A stale socket from a previous run would make bind fail.
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(listener)
+    })
 }
 
 fn accept_loop(listener: UnixListener, events: Sender<Event>) {
@@ -246,29 +233,21 @@ fn accept_loop(listener: UnixListener, events: Sender<Event>) {
     }
 }
 
-fn read_loop(id: u64, mut stream: UnixStream, events: Sender<Event>) {
-    use std::io::Read;
-    let mut decoder = FrameDecoder::new();
-    let mut buf = vec![0u8; 64 * 1024];
+fn read_loop(id: u64, stream: UnixStream, events: Sender<Event>) {
+    let mut reader = std::io::BufReader::new(&stream);
     loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        decoder.push(&buf[..n]);
-        loop {
-            match decoder.next::<ToDataplane>() {
-                Ok(Some(msg)) => {
-                    if events.send(Event::Message(id, Box::new(msg))).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(err) => {
-                    let _ = events.send(Event::Malformed(id, err.to_string()));
-                    let _ = stream.shutdown(std::net::Shutdown::Both);
+        match frame::read_frame::<_, ToDataplane>(&mut reader) {
+            Ok(Some(msg)) => {
+                if events.send(Event::Message(id, Box::new(msg))).is_err() {
                     return;
                 }
+            }
+            // End of stream, or the peer went away mid-frame.
+            Ok(None) | Err(FrameError::Io(_)) => break,
+            Err(err) => {
+                let _ = events.send(Event::Malformed(id, err.to_string()));
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return;
             }
         }
     }

@@ -7,7 +7,8 @@
 //!   so the caller's thread never changes namespace;
 //! - [`tap`]: persistent multi-queue TAP devices — creating, attaching queues, deleting;
 //! - [`link`]: interface ioctls (index, MTU, up, hardware and IPv4 address);
-//! - [`netlink`]: a small rtnetlink client for addresses, routes and link deletion.
+//! - [`netlink`]: a small rtnetlink client for addresses, routes and link deletion;
+//! - [`unix`]: the daemons' private Unix sockets.
 //!
 //! Everything except [`netns::run_in_netns`] acts on the network namespace of the calling
 //! thread. No policy lives here: which devices, addresses and routes a pod gets is decided by
@@ -26,5 +27,6 @@ pub mod netns;
 pub mod tap;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod unix;
 
 mod ifname;

@@ -10,7 +10,6 @@
 mod server;
 pub mod sync;
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -45,7 +44,7 @@ pub enum AgentError {
     Datastore(#[from] DatastoreError),
     #[error("registering node {node}: {reason}")]
     Register { node: String, reason: String },
-    #[error("API socket {}: {source}", path.display())]
+    #[error("API socket: {source}")]
     ApiSocket {
         path: PathBuf,
         source: std::io::Error,
@@ -155,21 +154,10 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
 }
 
 fn bind_api_socket(path: &Path) -> Result<UnixListener, AgentError> {
-    let err = |source| AgentError::ApiSocket {
+    tapwire_sys::unix::bind_private(path).map_err(|source| AgentError::ApiSocket {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(listener)
+    })
 }
 
 /// Creates or refreshes this node's `Node` document: its underlay address and the

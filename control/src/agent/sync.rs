@@ -7,7 +7,7 @@
 //! here has a single writer and needs no lock except the [`SyncStatus`] the API reads.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -15,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tapwire_proto::{
-    frame, from_dataplane, to_dataplane::Payload, CountersRequest, FrameDecoder, FromDataplane,
+    frame, from_dataplane, to_dataplane::Payload, CountersRequest, FrameError, FromDataplane,
     ToDataplane,
 };
 
@@ -351,32 +351,23 @@ fn send_all(stream: &mut UnixStream, sequence: &mut u64, payloads: Vec<Payload>)
     stream.write_all(&wire).is_ok()
 }
 
-fn read_loop(id: u64, mut stream: UnixStream, events: Sender<Command>) {
-    let mut decoder = FrameDecoder::new();
-    let mut buf = vec![0u8; 64 * 1024];
+fn read_loop(id: u64, stream: UnixStream, events: Sender<Command>) {
+    let mut reader = std::io::BufReader::new(&stream);
     loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        decoder.push(&buf[..n]);
-        loop {
-            match decoder.next::<FromDataplane>() {
-                Ok(Some(msg)) => {
-                    if events
-                        .send(Command::FromDataplane(id, Box::new(msg)))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(err) => {
-                    tracing::error!(%err, "malformed frame from the dataplane");
-                    let _ = stream.shutdown(std::net::Shutdown::Both);
-                    let _ = events.send(Command::Disconnected(id));
+        match frame::read_frame::<_, FromDataplane>(&mut reader) {
+            Ok(Some(msg)) => {
+                if events
+                    .send(Command::FromDataplane(id, Box::new(msg)))
+                    .is_err()
+                {
                     return;
                 }
+            }
+            Ok(None) | Err(FrameError::Io(_)) => break,
+            Err(err) => {
+                tracing::error!(%err, "malformed frame from the dataplane");
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                break;
             }
         }
     }
