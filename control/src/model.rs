@@ -15,12 +15,12 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+pub use tapwire_proto::text::{format_rfc3339, parse_rfc3339};
 
 /// The `apiVersion` of every tapwire document, calicoctl's.
 pub const API_VERSION: &str = "projectcalico.org/v3";
@@ -225,8 +225,7 @@ impl MacAddr {
 
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+        f.write_str(&tapwire_proto::text::format_mac(self.0))
     }
 }
 
@@ -245,20 +244,9 @@ impl FromStr for MacAddr {
     type Err = MacParseError;
 
     fn from_str(s: &str) -> Result<MacAddr, MacParseError> {
-        let bad = || MacParseError(s.to_string());
-        let mut mac = [0u8; 6];
-        let mut parts = s.split([':', '-']);
-        for byte in &mut mac {
-            let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 {
-                return Err(bad());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(MacAddr(mac))
+        tapwire_proto::text::parse_mac(s)
+            .map(MacAddr)
+            .ok_or_else(|| MacParseError(s.to_string()))
     }
 }
 
@@ -1382,60 +1370,6 @@ pub fn to_document_value<T: Resource>(doc: &T) -> Value {
 // ---------------------------------------------------------------------------------------
 // Time stamps for heartbeats (RFC 3339, UTC, whole seconds).
 
-/// `2024-05-01T12:00:00Z` for `t` (times before 1970 print as the epoch).
-pub fn format_rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// Parses what [`format_rfc3339`] writes (`YYYY-MM-DDTHH:MM:SSZ`, optional fraction).
-pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let time = time.split('.').next()?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.splitn(3, ':').map(|p| p.parse::<u64>().ok());
-    let (h, mi, se) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let days = u64::try_from(days_from_civil(y, mo, da)).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(days * 86_400 + h * 3600 + mi * 60 + se))
-}
-
-// Howard Hinnant's civil-calendar algorithms (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 // ---------------------------------------------------------------------------------------
 // Node configuration (TOML)
 
@@ -1965,18 +1899,6 @@ spec:
         assert_eq!(single.address(0), Some(Ipv4Addr::new(10, 65, 1, 5)));
         let big = IpamBlock::new(net("10.64.0.0/20"), "node-a");
         assert_eq!(big.size(), 4096);
-    }
-
-    #[test]
-    fn rfc3339_round_trip() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_714_564_800 + 3_723);
-        let s = format_rfc3339(t);
-        assert_eq!(s, "2024-05-01T13:02:03Z");
-        assert_eq!(parse_rfc3339(&s), Some(t));
-        assert_eq!(parse_rfc3339("2024-05-01T13:02:03.5Z"), Some(t));
-        assert_eq!(format_rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 
     #[test]

@@ -543,7 +543,7 @@ impl Dataplane {
         let uptime = self.started.elapsed().as_secs_f64();
         self.send(from_dataplane::Payload::ProcessStatusUpdate(
             ProcessStatusUpdate {
-                iso_timestamp: iso_timestamp(),
+                iso_timestamp: tapwire_proto::text::format_rfc3339(std::time::SystemTime::now()),
                 uptime,
             },
         ));
@@ -582,40 +582,5 @@ impl Dataplane {
         self.send(from_dataplane::Payload::CountersReply(
             tapwire_proto::CountersReply { counters },
         ));
-    }
-}
-
-/// Seconds since the epoch in RFC 3339 form (UTC), without a date library.
-fn iso_timestamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn iso_timestamp_is_rfc3339_shaped() {
-        let ts = super::iso_timestamp();
-        assert_eq!(ts.len(), 20, "{ts}");
-        assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
     }
 }

@@ -154,23 +154,10 @@ fn parse_addr(what: &'static str, value: &str) -> Result<Ipv4Addr, StateError> {
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn parse_mac(what: &'static str, value: &str) -> Result<Mac, StateError> {
-    let bad = || StateError::BadMac {
+    tapwire_proto::text::parse_mac(value).ok_or_else(|| StateError::BadMac {
         what,
         value: value.to_string(),
-    };
-    let mut mac = [0u8; 6];
-    let mut parts = value.split(':');
-    for byte in &mut mac {
-        let part = parts.next().ok_or_else(bad)?;
-        if part.len() != 2 {
-            return Err(bad());
-        }
-        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-    }
-    if parts.next().is_some() {
-        return Err(bad());
-    }
-    Ok(mac)
+    })
 }
 
 /// `orchestrator/workload/endpoint`: how endpoints are keyed and named in counters.

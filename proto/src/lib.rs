@@ -54,6 +54,7 @@
 pub mod config;
 pub mod frame;
 mod messages;
+pub mod text;
 
 pub use frame::{FrameDecoder, FrameError, MAX_FRAME_BYTES};
 pub use messages::*;
