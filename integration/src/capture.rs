@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::error::{LabError, Result};
 use crate::netns::Netns;
@@ -28,6 +28,28 @@ pub struct Capture {
 /// Starts `tcpdump` on `interface` in `netns`, stopping by itself after `count` packets
 /// that match `filter` (pcap-filter syntax). Returns once tcpdump is listening.
 pub fn start(netns: &Netns, interface: &str, filter: &str, count: usize) -> Result<Capture> {
+    start_with(netns, interface, filter, count, Timestamps::TimeOfDay)
+}
+
+/// How tcpdump stamps each packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timestamps {
+    /// `18:59:28.866946` (tcpdump's default; what a user reads).
+    TimeOfDay,
+    /// Seconds since the epoch, `1712345678.866946` (`-tt`): comparable with
+    /// [`SystemTime`], for measuring when something first appeared on the wire
+    /// ([`packet_time`]).
+    Epoch,
+}
+
+/// [`start`], choosing the timestamp format.
+pub fn start_with(
+    netns: &Netns,
+    interface: &str,
+    filter: &str,
+    count: usize,
+    timestamps: Timestamps,
+) -> Result<Capture> {
     let count_arg = count.to_string();
     let mut args = vec![
         "tcpdump",
@@ -41,6 +63,9 @@ pub fn start(netns: &Netns, interface: &str, filter: &str, count: usize) -> Resu
         "-c",
         &count_arg,
     ];
+    if timestamps == Timestamps::Epoch {
+        args.push("-tt");
+    }
     args.extend(filter.split_whitespace());
     let what = format!("tcpdump -i {interface} '{filter}' in {}", netns.name());
     let mut proc = netns.spawn(what.clone(), &args, Stdio::piped(), Stdio::piped())?;
@@ -118,7 +143,8 @@ impl Capture {
 /// indented, so indentation alone cannot tell.
 pub fn group_packets(lines: &[String]) -> Vec<String> {
     let mut packets: Vec<String> = Vec::new();
-    for line in lines {
+    // tcpdump may end with an empty line when interrupted; it is no packet.
+    for line in lines.iter().filter(|l| !l.trim().is_empty()) {
         match packets.last_mut() {
             Some(last) if !starts_with_timestamp(line) => {
                 last.push('\n');
@@ -130,14 +156,32 @@ pub fn group_packets(lines: &[String]) -> Vec<String> {
     packets
 }
 
-/// `HH:MM:SS.` at the start of the line.
+/// `HH:MM:SS.` or an epoch timestamp (`1712345678.866946 `) at the start of the line.
 fn starts_with_timestamp(line: &str) -> bool {
     let b = line.as_bytes();
-    b.len() > 9
+    let time_of_day = b.len() > 9
         && [0, 1, 3, 4, 6, 7].iter().all(|&i| b[i].is_ascii_digit())
         && b[2] == b':'
         && b[5] == b':'
-        && b[8] == b'.'
+        && b[8] == b'.';
+    time_of_day || epoch_prefix(line).is_some()
+}
+
+/// The leading `SECONDS.FRACTION ` of a `-tt` line, as a duration since the epoch.
+fn epoch_prefix(line: &str) -> Option<Duration> {
+    let stamp = line.split(' ').next()?;
+    let (secs, frac) = stamp.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if secs.len() < 9 || !digits(secs) || !digits(frac) || frac.len() > 9 {
+        return None;
+    }
+    let nanos: u32 = format!("{frac:0<9}").parse().ok()?;
+    Some(Duration::new(secs.parse().ok()?, nanos))
+}
+
+/// When a packet captured with [`Timestamps::Epoch`] was seen.
+pub fn packet_time(packet: &str) -> Option<SystemTime> {
+    epoch_prefix(packet).map(|since| SystemTime::UNIX_EPOCH + since)
 }
 
 #[cfg(test)]
@@ -161,5 +205,31 @@ mod tests {
         assert!(packets[0].contains("proto IPIP (4)"));
         assert!(packets[0].contains("\n    10.65.1.2 > 10.65.2.2: ICMP echo request"));
         assert!(packets[0].ends_with("length 98: (inner)"), "{}", packets[0]);
+    }
+
+    #[test]
+    fn epoch_stamped_lines_group_and_give_their_time() {
+        let lines: Vec<String> = [
+            "1712345678.250000 aa:aa:aa:aa:aa:01 > aa:aa:aa:aa:aa:02, ethertype IPv4 (0x0800), length 98: (tos 0x0)",
+            "    10.65.0.2 > 10.65.0.66: ICMP echo request, id 3, seq 1, length 64",
+            "1712345678.5 aa:aa:aa:aa:aa:02 > aa:aa:aa:aa:aa:01, ethertype IPv4 (0x0800), length 98: (tos 0x0)",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let packets = group_packets(&lines);
+        assert_eq!(packets.len(), 2);
+        let at =
+            |p: &str| packet_time(p).and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+        assert_eq!(
+            at(&packets[0]),
+            Some(Duration::new(1_712_345_678, 250_000_000))
+        );
+        assert_eq!(
+            at(&packets[1]),
+            Some(Duration::new(1_712_345_678, 500_000_000))
+        );
+        assert_eq!(packet_time("    10.65.0.2 > 10.65.0.66: ICMP"), None);
+        assert_eq!(packet_time("12:00:00.1 aa:aa"), None);
     }
 }

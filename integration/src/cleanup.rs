@@ -131,7 +131,7 @@ fn cleanup_all_labs() {
         // Give the killed processes a moment to exit so their namespaces go with them.
         std::thread::sleep(std::time::Duration::from_millis(100));
         for failure in resources.remove_namespaces_and_dirs() {
-            eprintln!("tapwire lab cleanup: {failure}");
+            crate::lab::note(format_args!("tapwire lab cleanup: {failure}"));
         }
     }
 }
@@ -179,7 +179,9 @@ fn install() -> std::io::Result<()> {
         .spawn(move || {
             let mut byte = [0u8; 1];
             if matches!(reader.read(&mut byte), Ok(1)) {
-                eprintln!("tapwire lab: interrupted; removing lab namespaces and processes");
+                crate::lab::note(format_args!(
+                    "tapwire lab: interrupted; removing lab namespaces and processes"
+                ));
                 cleanup_all_labs();
                 std::process::exit(130);
             }

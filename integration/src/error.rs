@@ -68,6 +68,12 @@ pub enum LabError {
         pod: String,
         source: tapwire_control::podnet::PodnetError,
     },
+    /// A CNI plugin failed (boxed: the error object makes it large).
+    #[error(transparent)]
+    Cni(Box<CniFailure>),
+    /// `tapwire-control` did not come up, or exited.
+    #[error("tapwire-control on {node}: {reason}")]
+    Agent { node: String, reason: String },
     /// The lab was asked for something it cannot build.
     #[error("invalid lab request: {0}")]
     Invalid(String),
@@ -81,6 +87,25 @@ impl LabError {
             source,
         }
     }
+}
+
+/// A CNI plugin call that failed: the plugin, the call, how it exited and its CNI error
+/// object (`code`, `msg`, `details`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "CNI {command} of {plugin} for container {container} failed ({exit}): code {code}: {msg}{}{}",
+    if details.is_empty() { String::new() } else { format!(" ({details})") },
+    if stderr.trim().is_empty() { String::new() } else { format!("; stderr: {}", stderr.trim()) }
+)]
+pub struct CniFailure {
+    pub plugin: String,
+    pub command: String,
+    pub container: String,
+    pub exit: String,
+    pub code: u64,
+    pub msg: String,
+    pub details: String,
+    pub stderr: String,
 }
 
 /// Results of lab operations.

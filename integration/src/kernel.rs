@@ -131,15 +131,36 @@ fn set_tx_checksum_offload(ifname: &str, on: bool) -> io::Result<()> {
 
 /// Programs `node`'s kernel to reach `peer`'s block through VXLAN, as Calico does.
 pub fn add_vxlan_peer(node: &Node, peer: &Node) -> Result<()> {
+    add_vxlan_route(
+        node,
+        &peer.block.to_string(),
+        peer.tunnel_ip,
+        peer.vtep_mac,
+        peer.underlay_ip,
+    )
+}
+
+/// Programs `node`'s kernel to reach `block` through VXLAN as Felix programs a remote
+/// block: `ip route replace BLOCK via NEXT_HOP dev vxlan.calico onlink`, a permanent
+/// neighbour entry NEXT_HOP → `vtep_mac`, and an FDB entry `vtep_mac` → `underlay_ip`.
+/// `next_hop` is the peer's tunnel address; any address works for a peer that has none
+/// (it only keys the neighbour entry).
+pub fn add_vxlan_route(
+    node: &Node,
+    block: &str,
+    next_hop: Ipv4Addr,
+    vtep_mac: [u8; 6],
+    underlay_ip: Ipv4Addr,
+) -> Result<()> {
     let ns = node.netns();
-    let tunnel = peer.tunnel_ip.to_string();
-    let mac = format_mac(peer.vtep_mac);
+    let next_hop = next_hop.to_string();
+    let mac = format_mac(vtep_mac);
     ns.ip(&[
         "route",
         "replace",
-        &peer.block.to_string(),
+        block,
         "via",
-        &tunnel,
+        &next_hop,
         "dev",
         VXLAN_DEVICE,
         "onlink",
@@ -147,7 +168,7 @@ pub fn add_vxlan_peer(node: &Node, peer: &Node) -> Result<()> {
     ns.ip(&[
         "neigh",
         "replace",
-        &tunnel,
+        &next_hop,
         "lladdr",
         &mac,
         "dev",
@@ -163,7 +184,7 @@ pub fn add_vxlan_peer(node: &Node, peer: &Node) -> Result<()> {
         "dev",
         VXLAN_DEVICE,
         "dst",
-        &peer.underlay_ip.to_string(),
+        &underlay_ip.to_string(),
     ])?;
     Ok(())
 }

@@ -27,7 +27,7 @@ use crate::cleanup::{self, lock, Resources, Shared};
 use crate::control::{Controller, Counters};
 use crate::error::{LabError, Result};
 use crate::netns::Netns;
-use crate::process::Proc;
+use crate::process::{CommandOutput, Proc};
 
 /// The underlay MTU of every node's `eth0`.
 pub const UNDERLAY_MTU: u32 = 1500;
@@ -115,6 +115,16 @@ pub struct Block {
 }
 
 impl Block {
+    /// Reads `a.b.c.d/len`.
+    pub fn parse(text: &str) -> Option<Block> {
+        let (addr, len) = text.trim().split_once('/')?;
+        let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
+        Some(Block {
+            addr: addr.parse().ok()?,
+            len,
+        })
+    }
+
     /// Whether `ip` is inside the block.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
@@ -278,6 +288,23 @@ impl Lab {
     /// The underlay namespace (holds a bridge `br<subnet>` per subnet).
     pub fn underlay(&self) -> &Netns {
         &self.underlay
+    }
+
+    /// Runs `cmd` in the host namespace to completion within `timeout`, with `input` on
+    /// its standard input (`None`: `/dev/null`), registered with the lab while it runs.
+    /// Any exit status is returned; [`CommandOutput::success`] requires success.
+    pub fn run(
+        &self,
+        cmd: std::process::Command,
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<CommandOutput> {
+        crate::process::run_with_input(&self.shared, cmd, input, timeout)
+    }
+
+    /// The lab's resources, to register processes and namespaces with.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// Creates a namespace named `<prefix>-<name>`.
@@ -477,7 +504,11 @@ impl Lab {
             .clone();
         for log in logs {
             let text = std::fs::read_to_string(&log.path).unwrap_or_else(|e| format!("({e})"));
-            eprintln!("----- {} ({}) -----\n{text}", log.what, log.path.display());
+            note(format_args!(
+                "----- {} ({}) -----\n{text}",
+                log.what,
+                log.path.display()
+            ));
         }
     }
 }
@@ -485,7 +516,10 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("tapwire lab {}: test failed; logs follow", self.prefix);
+            note(format_args!(
+                "tapwire lab {}: test failed; logs follow",
+                self.prefix
+            ));
             self.print_logs();
         }
         lock(&self.shared).kill_all();
@@ -493,10 +527,20 @@ impl Drop for Lab {
         std::thread::sleep(Duration::from_millis(50));
         let failures = lock(&self.shared).remove_namespaces_and_dirs();
         for failure in failures {
-            eprintln!("tapwire lab {} cleanup: {failure}", self.prefix);
+            note(format_args!(
+                "tapwire lab {} cleanup: {failure}",
+                self.prefix
+            ));
         }
         cleanup::unregister(self.registry_id);
     }
+}
+
+/// Writes a line to stderr, ignoring failures: teardown output must never panic (a
+/// closed stderr pipe would turn an unwinding drop into an abort that skips cleanup).
+pub(crate) fn note(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{args}");
 }
 
 /// Node and pod names become namespace names: keep them short and plain.

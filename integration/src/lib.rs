@@ -16,15 +16,20 @@
 //! - kernel-dataplane peers wired the way Calico's Linux dataplane wires them
 //!   ([`kernel`]), for interoperability tests and baselines.
 //!
-//! [`Cluster`] puts these together into the 2-node × 2-pod cluster most tests use.
+//! [`Cluster`] puts these together into the 2-node × 2-pod cluster the dataplane tests
+//! use, with the lab itself playing the control plane. [`ControlPlane`] runs tapwire's
+//! real control plane instead: `tapwire-control` next to every dataplane, one shared file
+//! datastore, pods added through the `tapwire` CNI plugin invoked as a container runtime
+//! invokes it ([`cni`], configuration lists with `prevResult` included), and the cluster
+//! driven with `tapwirectl` ([`ctl`]).
 //!
 //! Cleanup: dropping the lab kills every process it started (by PID) and deletes every
 //! namespace it created, also when a test panics (the dataplane logs are printed first);
 //! Ctrl-C, SIGTERM and SIGHUP do the same for every live lab before the process exits.
 //! Every command and traffic run is bounded in time.
 //!
-//! The lab needs root, iproute2, tcpdump, iputils-ping and iperf3, and the workspace
-//! binaries built (`cargo build --workspace --bins`); they are found next to the running
+//! The lab needs root, iproute2, tcpdump, iputils-ping and iperf3 (and, for chained
+//! CNI tests, Debian's containernetworking-plugins), and the workspace binaries built (`cargo build --workspace --bins`); they are found next to the running
 //! executable (a test's `target/<profile>/deps/..`) or in `$TAPWIRE_BIN_DIR`.
 //!
 //! ```no_run
@@ -41,7 +46,10 @@
 pub mod capture;
 mod cleanup;
 pub mod cluster;
+pub mod cni;
 pub mod control;
+pub mod controlplane;
+pub mod ctl;
 pub mod desired;
 mod error;
 pub mod kernel;
@@ -54,8 +62,10 @@ pub mod traffic;
 pub use cleanup::install_signal_cleanup;
 pub use cluster::{push_snapshot, Cluster, ClusterSpec};
 pub use control::{Controller, Counters};
+pub use controlplane::{CniPod, ControlPlane, Sandbox};
+pub use ctl::{Table, Tapwirectl};
 pub use desired::Mode;
-pub use error::{LabError, Result};
+pub use error::{CniFailure, LabError, Result};
 pub use lab::{is_root, Dataplane, Lab, Node, Pod};
 pub use netns::Netns;
 pub use traffic::{iperf3, ping, tcp_transfer, PingStats, Transfer, TransferReport};

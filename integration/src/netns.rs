@@ -72,6 +72,21 @@ impl Netns {
         process::run(&self.shared, self.command(args), timeout)
     }
 
+    /// Runs `args` inside the namespace with extra environment variables `env` and, if
+    /// given, `input` on its standard input; returns whatever it printed, whatever its
+    /// exit status (a runtime invoking a CNI plugin reads both).
+    pub fn exec_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<CommandOutput> {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        process::run_with_input(&self.shared, cmd, input, timeout)
+    }
+
     /// Runs `ip -n NAME ARGS…` and returns its standard output.
     pub fn ip(&self, args: &[&str]) -> Result<String> {
         let mut cmd = Command::new("ip");

@@ -3,7 +3,7 @@
 //! PID when dropped. Every child is registered with its lab's [`Resources`] while it
 //! runs, so Ctrl-C and lab teardown can kill it too.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -62,6 +62,11 @@ impl Proc {
     /// The child's piped standard output, if it was piped and not yet taken.
     pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
         self.child.stdout.take()
+    }
+
+    /// The child's piped standard input, if it was piped and not yet taken.
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
     }
 
     /// The child's piped standard error, if it was piped and not yet taken.
@@ -196,12 +201,42 @@ fn collect(pipe: Option<impl Read + Send + 'static>) -> Option<JoinHandle<String
 
 /// Runs `cmd` to completion, killing it after `timeout`. Any exit status is returned;
 /// use [`CommandOutput::success`] to require success.
-pub fn run(shared: &Shared, mut cmd: Command, timeout: Duration) -> Result<CommandOutput> {
+pub fn run(shared: &Shared, cmd: Command, timeout: Duration) -> Result<CommandOutput> {
+    run_with_input(shared, cmd, None, timeout)
+}
+
+/// Like [`run`], with `input` written to the command's standard input (then closed);
+/// `None` gives it `/dev/null`. The input is written from a thread, so a command that
+/// prints before reading cannot deadlock against us.
+pub fn run_with_input(
+    shared: &Shared,
+    mut cmd: Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<CommandOutput> {
     let command = describe(&cmd);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut proc = Proc::spawn(shared, command.clone(), &mut cmd)?;
+    let writer = match (input, proc.take_stdin()) {
+        (Some(bytes), Some(mut pipe)) => {
+            let bytes = bytes.to_vec();
+            std::thread::Builder::new()
+                .name("tapwire-lab-stdin".into())
+                // A command that exits without reading everything closes the pipe: its
+                // exit status tells the story, not the write error.
+                .spawn(move || {
+                    let _ = pipe.write_all(&bytes);
+                })
+                .ok()
+        }
+        _ => None,
+    };
     let stdout = collect(proc.take_stdout());
     let stderr = collect(proc.take_stderr());
     let status = match proc.wait_timeout(timeout)? {
@@ -214,6 +249,9 @@ pub fn run(shared: &Shared, mut cmd: Command, timeout: Duration) -> Result<Comma
             });
         }
     };
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
     let join = |h: Option<JoinHandle<String>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
     Ok(CommandOutput {
         command,

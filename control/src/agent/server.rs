@@ -18,14 +18,14 @@ use crate::api::{
     codes, read_request, write_response, ApiError, CniAddReply, CniRequest, CniRoute,
     NodeStatusReply, PeerRow, Reply, Request, ResourceKind, Response, RouteRow,
 };
-use crate::datastore::{DatastoreError, DatastoreExt};
+use crate::datastore::{read_cluster_state, DatastoreError, DatastoreExt};
 use crate::ipam::{Ipam, IpamError};
 use crate::model::{
     check_batch, format_rfc3339, parse_documents, to_document_value, Document, IpPool, IpamBlock,
     Metadata, Node, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
 };
 use crate::podnet::{self, PodInterfaceSpec, POD_GATEWAY};
-use crate::routes::{encap_name, RouteKind};
+use crate::routes::{desired_state, encap_name, RouteKind};
 
 /// How long a CNI ADD waits for the dataplane to attach the new pod's queues.
 const ATTACH_WAIT: Duration = Duration::from_secs(5);
@@ -165,8 +165,12 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
         }
     };
 
-    let mtu_bytes = shared
-        .desired()
+    // The pools as stored now, not as the watch loop last saw them: a pool applied through
+    // another node's agent a moment ago may not have reached this node's desired state.
+    let mtu_bytes = read_cluster_state(store)
+        .ok()
+        .and_then(|state| desired_state(&state, &shared.local()).ok())
+        .or_else(|| shared.desired())
         .map(|d| d.pod_mtu_bytes)
         .filter(|m| *m > 0)
         .unwrap_or(shared.underlay.mtu_bytes);

@@ -1,0 +1,158 @@
+//! Restarting the node processes on a running cluster (two nodes, an IPIP pool, pods
+//! added through the CNI plugin):
+//!
+//! - `tapwire-control` is stopped by PID and started again on both nodes, one after the
+//!   other, while a verified TCP stream runs from node1 to node2: the stream never
+//!   notices (the dataplanes keep forwarding on what they hold; each control resends the
+//!   full state on reconnect and the dataplane keeps what is still wanted), and the pods'
+//!   interfaces are the same devices afterwards.
+//! - `tapwire-dataplane` is stopped and started again on node2: the pod there keeps its
+//!   `eth0` (same device, MAC and address: the TAP is persistent and lives in the pod's
+//!   namespace), the restarted dataplane gets the full state from control and reattaches,
+//!   pings resume within a few seconds and a new TCP transfer succeeds.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+use std::time::{Duration, Instant};
+
+use tapwire_integration::controlplane::ippool_yaml;
+use tapwire_integration::traffic::wait_reachable;
+use tapwire_integration::{ping, skip_unless_root, tcp_transfer, ControlPlane, Lab, Pod, Transfer};
+
+/// What identifies the pod's `eth0` and its address: ifindex, MTU and MAC from
+/// `ip -o link show eth0`, the address from `ip -o -4 addr show eth0`. (The link state is
+/// left out: a TAP has no carrier while no dataplane holds its queues.)
+fn interface_view(pod: &Pod) -> String {
+    let link = pod.exec(&["ip", "-o", "link", "show", "eth0"]).unwrap();
+    let words: Vec<&str> = link.split_whitespace().collect();
+    let after = |key: &str| {
+        words
+            .iter()
+            .position(|w| *w == key)
+            .and_then(|i| words.get(i + 1))
+            .copied()
+            .unwrap_or("?")
+    };
+    let addr = pod
+        .exec(&["ip", "-o", "-4", "addr", "show", "eth0"])
+        .unwrap();
+    let inet = addr
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap_or("?")
+        .to_string();
+    format!(
+        "ifindex {} mtu {} mac {} inet {inet}",
+        words.first().copied().unwrap_or("?"),
+        after("mtu"),
+        after("link/ether")
+    )
+}
+
+#[test]
+fn a_stream_survives_control_restarts_and_traffic_resumes_after_a_dataplane_restart() {
+    if skip_unless_root(
+        "a_stream_survives_control_restarts_and_traffic_resumes_after_a_dataplane_restart",
+    ) {
+        return;
+    }
+    let lab = Lab::new().unwrap();
+    let cp = ControlPlane::new(&lab).unwrap();
+    cp.add_node("node1").unwrap();
+    cp.add_node("node2").unwrap();
+    cp.ctl("node1")
+        .unwrap()
+        .apply(&ippool_yaml(
+            "default-ipv4-ippool",
+            "10.65.0.0/16",
+            26,
+            "Always",
+            "Never",
+        ))
+        .unwrap()
+        .success()
+        .unwrap();
+    let a = cp.add_pod("node1", "pod-a").unwrap();
+    let c = cp.add_pod("node2", "pod-c").unwrap();
+    wait_reachable(&a, c.ip, Duration::from_secs(15)).unwrap();
+    wait_reachable(&c, a.ip, Duration::from_secs(15)).unwrap();
+    let before = (interface_view(&a), interface_view(&c));
+
+    // Control restarts under a running stream.
+    let stream_for = Duration::from_secs(8);
+    let report = std::thread::scope(|scope| {
+        let stream = scope.spawn(|| {
+            let spec = Transfer {
+                // A stall of more than 3 s would mean forwarding stopped.
+                stall_timeout: Duration::from_secs(3),
+                ..Transfer::for_duration(stream_for, u64::MAX)
+            };
+            tcp_transfer(&a, &c, &spec)
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        for node in ["node1", "node2"] {
+            let old = cp.control_pid(node).unwrap();
+            let started = Instant::now();
+            cp.restart_control(node).unwrap();
+            let new = cp.control_pid(node).unwrap();
+            assert_ne!(old, new, "tapwire-control on {node} was not replaced");
+            eprintln!(
+                "tapwire-control on {node}: pid {old:?} -> {new:?}, back in sync after {:.0?}",
+                started.elapsed()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        stream.join().expect("transfer thread panicked")
+    });
+    let report = report.unwrap();
+    eprintln!(
+        "stream across both control restarts: {} MiB in {:.2?} ({:.2} Gbit/s), every byte verified",
+        report.bytes >> 20,
+        report.duration,
+        report.gbps()
+    );
+    assert!(report.bytes > 0);
+    assert_eq!(
+        (interface_view(&a), interface_view(&c)),
+        before,
+        "a control restart changed a pod's interface"
+    );
+
+    // A dataplane restart on node2.
+    let c_before = interface_view(&c);
+    let stopped = Instant::now();
+    cp.stop_dataplane("node2").unwrap();
+    // The pod keeps its interface while no dataplane runs.
+    assert_eq!(
+        interface_view(&c),
+        c_before,
+        "eth0 changed with the dataplane gone"
+    );
+    cp.start_dataplane("node2").unwrap();
+    cp.wait_ready("node2", Duration::from_secs(20)).unwrap();
+    wait_reachable(&a, c.ip, Duration::from_secs(10)).unwrap();
+    let outage = stopped.elapsed();
+    eprintln!("dataplane restart on node2: pings answered again {outage:.2?} after the stop");
+    assert!(outage < Duration::from_secs(10), "{outage:?}");
+    assert_eq!(
+        interface_view(&c),
+        c_before,
+        "the dataplane restart changed the pod's interface"
+    );
+    let link = c.exec(&["ip", "-o", "link", "show", "eth0"]).unwrap();
+    assert!(
+        link.contains("LOWER_UP"),
+        "the restarted dataplane did not reattach: {link}"
+    );
+    for (from, to) in [(&a, &c), (&c, &a)] {
+        let stats = ping(from, to.ip, 5).unwrap();
+        assert_eq!(stats.loss_percent, 0.0, "{}", stats.output);
+    }
+    let spec = Transfer {
+        port: 5002,
+        ..Transfer::bytes(16 << 20)
+    };
+    let report = tcp_transfer(&c, &a, &spec).unwrap();
+    assert_eq!(report.bytes, 16 << 20);
+    cp.check_running().unwrap();
+}
