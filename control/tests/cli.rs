@@ -7,13 +7,16 @@
 // clippy.toml allows unwrap/expect in #[test] fns; the helpers here are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
+mod common;
+
+use std::io::Write;
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use common::{run_bounded, FakeAgent, ProgramRun};
 
 use serde_json::Value;
 use tapwire_control::api::{
@@ -157,6 +160,13 @@ fn route_rows() -> Vec<RouteRow> {
         encap: None,
         mtu: None,
     };
+    let remote = |dst: &str, node: &str, via: &str, encap: &str, mtu: u32| RouteRow {
+        node: Some(node.into()),
+        via: Some(via.into()),
+        encap: Some(encap.into()),
+        mtu: Some(mtu),
+        ..row(dst, "remote")
+    };
     vec![
         row("10.65.1.0/26", "blackhole"),
         RouteRow {
@@ -165,27 +175,9 @@ fn route_rows() -> Vec<RouteRow> {
             mtu: Some(1450),
             ..row("10.65.1.2/32", "local")
         },
-        RouteRow {
-            node: Some("node-b".into()),
-            via: Some("192.168.0.2".into()),
-            encap: Some("vxlan".into()),
-            mtu: Some(1450),
-            ..row("10.65.2.0/26", "remote")
-        },
-        RouteRow {
-            node: Some("node-c".into()),
-            via: Some("192.168.0.3".into()),
-            encap: Some("ipip".into()),
-            mtu: Some(1480),
-            ..row("10.66.0.16/28", "remote")
-        },
-        RouteRow {
-            node: Some("kernel-host".into()),
-            via: Some("192.168.1.9".into()),
-            encap: Some("none".into()),
-            mtu: Some(1500),
-            ..row("10.70.0.0/26", "remote")
-        },
+        remote("10.65.2.0/26", "node-b", "192.168.0.2", "vxlan", 1450),
+        remote("10.66.0.16/28", "node-c", "192.168.0.3", "ipip", 1480),
+        remote("10.70.0.0/26", "kernel-host", "192.168.1.9", "none", 1500),
     ]
 }
 
@@ -297,133 +289,62 @@ fn standard_answer(request: &Request) -> Response {
 // ---------------------------------------------------------------------------------------
 // The fake agent and running the binary.
 
-type Answer = Box<dyn Fn(&Request) -> Response + Send>;
-
-/// A Unix socket answering one request per connection, recording the requests.
-struct FakeAgent {
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    requests: Arc<Mutex<Vec<Request>>>,
-}
-
 impl FakeAgent {
-    fn start(answer: Answer) -> FakeAgent {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("api.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&requests);
-        // The thread ends with the test process; the socket file goes with `dir`.
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { break };
-                let response = match api::read_request(&mut stream) {
-                    Ok(request) => {
-                        let response = answer(&request);
-                        log.lock().unwrap().push(request);
-                        response
-                    }
-                    Err(err) => Response::Error(err),
-                };
-                let _ = api::write_response(&mut stream, &response);
-            }
-        });
-        FakeAgent {
-            dir,
-            socket,
-            requests,
-        }
-    }
-
+    /// Answers like the real agent does, from the documents above.
     fn standard() -> FakeAgent {
-        FakeAgent::start(Box::new(standard_answer))
+        FakeAgent::start(standard_answer)
     }
 
     /// Always answers with `reply`.
     fn replying(reply: Reply) -> FakeAgent {
-        FakeAgent::start(Box::new(move |_| Response::Ok(reply.clone())))
+        FakeAgent::start(move |_| Response::Ok(reply.clone()))
     }
 
+    /// Always answers with `error`.
     fn failing(error: ApiError) -> FakeAgent {
-        FakeAgent::start(Box::new(move |_| Response::Error(error.clone())))
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    /// A file in the agent's scratch directory.
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
+        FakeAgent::start(move |_| Response::Error(error.clone()))
     }
 }
 
-#[derive(Debug)]
-struct Run {
-    stdout: String,
-    stderr: String,
-    code: Option<i32>,
-}
+/// What one `tapwirectl` run printed, and its exit code.
+type Run = ProgramRun;
 
 /// Runs the binary with `TAPWIRE_API` unset unless `env` names it; kills it after
 /// [`RUN_LIMIT`].
 fn run_with(args: &[&str], env: Option<&Path>, stdin: Option<&str>) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tapwirectl"));
-    cmd.args(args)
-        .env_remove("TAPWIRE_API")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args).env_remove("TAPWIRE_API");
     if let Some(path) = env {
         cmd.env("TAPWIRE_API", path);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let text = stdin.unwrap_or("").to_string();
-    let writer = thread::spawn(move || {
-        let _ = input.write_all(text.as_bytes());
-    });
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut s = String::new();
-            let _ = pipe.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = reader(Box::new(child.stdout.take().unwrap()));
-    let err = reader(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("tapwirectl {args:?} ran longer than {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    writer.join().unwrap();
-    Run {
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-        code: status.code(),
-    }
+    let input = stdin.unwrap_or("").as_bytes();
+    run_bounded(&mut cmd, input, RUN_LIMIT, &format!("tapwirectl {args:?}"))
 }
 
-/// `tapwirectl --api SOCKET ARGS…`.
-fn ctl(agent: &FakeAgent, args: &[&str]) -> Run {
-    ctl_stdin(agent, args, None)
-}
-
-fn ctl_stdin(agent: &FakeAgent, args: &[&str], stdin: Option<&str>) -> Run {
-    let socket = agent.socket.to_str().unwrap();
+/// `tapwirectl --api SOCKET ARGS…`, with `stdin` on its standard input.
+fn ctl_at(socket: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let socket = socket.to_str().unwrap();
     let mut all = vec!["--api", socket];
     all.extend_from_slice(args);
     run_with(&all, None, stdin)
+}
+
+/// `tapwirectl --api SOCKET ARGS…` against `agent`.
+fn ctl(agent: &FakeAgent, args: &[&str]) -> Run {
+    ctl_at(&agent.socket, args, None)
+}
+
+/// [`ctl`] with `stdin` on its standard input.
+fn ctl_stdin(agent: &FakeAgent, args: &[&str], stdin: Option<&str>) -> Run {
+    ctl_at(&agent.socket, args, stdin)
+}
+
+/// Asserts the exit code and exactly what the run printed on each stream.
+#[track_caller]
+fn assert_run(run: &Run, code: i32, stdout: &str, stderr: &str) {
+    assert_eq!(run.code, Some(code), "{run:?}");
+    assert_eq!(run.stdout, stdout, "{run:?}");
+    assert_eq!(run.stderr, stderr, "{run:?}");
 }
 
 /// Runs and expects success with nothing on stderr; returns stdout.
@@ -449,6 +370,13 @@ fn get(kind: ResourceKind, name: Option<&str>) -> Request {
     }
 }
 
+fn delete(kind: ResourceKind, name: &str) -> Request {
+    Request::Delete {
+        kind,
+        name: name.to_string(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // node status
 
@@ -456,8 +384,6 @@ fn get(kind: ResourceKind, name: Option<&str>) -> Request {
 fn node_status_shows_process_dataplane_and_peers_in_calicoctls_box() {
     let agent = FakeAgent::standard();
     let run = ctl(&agent, &["node", "status"]);
-    assert_eq!(run.code, Some(0), "{run:?}");
-    assert_eq!(run.stderr, "");
     // The first peer changed state today, at midnight: BIRD shows such times as a time of
     // day, older ones as a date.
     let expected = String::from(
@@ -475,7 +401,7 @@ fn node_status_shows_process_dataplane_and_peers_in_calicoctls_box() {
          +--------------+-------------------+-------+------------+-----------------------+\n\
          \n",
     );
-    assert_eq!(run.stdout, expected);
+    assert_run(&run, 0, &expected, "");
     assert_eq!(agent.requests(), [Request::NodeStatus]);
 }
 
@@ -521,30 +447,22 @@ fn node_status_without_peers_or_dataplane() {
 fn node_status_when_the_agent_is_not_running() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("absent.sock");
-    let run = run_with(
-        &["--api", socket.to_str().unwrap(), "node", "status"],
-        None,
-        None,
-    );
-    assert_eq!(run.code, Some(1), "{run:?}");
-    assert_eq!(run.stdout, "tapwire process is not running.\n");
-    assert_eq!(
-        run.stderr,
-        format!(
+    let run = ctl_at(&socket, &["node", "status"], None);
+    assert_run(
+        &run,
+        1,
+        "tapwire process is not running.\n",
+        &format!(
             "Failed to get node status: cannot reach tapwire-control at {}: No such file or directory (os error 2)\n\
              Is tapwire-control running? Name its API socket with --api PATH or TAPWIRE_API.\n",
             socket.display()
-        )
+        ),
     );
 
     // A socket file nobody listens on (the agent died): connection refused.
     let stale = dir.path().join("stale.sock");
     drop(UnixListener::bind(&stale).unwrap());
-    let run = run_with(
-        &["--api", stale.to_str().unwrap(), "node", "status"],
-        None,
-        None,
-    );
+    let run = ctl_at(&stale, &["node", "status"], None);
     assert_eq!(run.code, Some(1), "{run:?}");
     assert_eq!(run.stdout, "tapwire process is not running.\n");
     assert!(run.stderr.contains("Connection refused"), "{}", run.stderr);
@@ -883,7 +801,7 @@ fn apply_errors_name_the_file_and_the_problem() {
 
     // An unreadable file is reported before anything is sent.
     let before = agent.requests().len();
-    let missing = agent.dir.path().join("nope.yaml");
+    let missing = agent.dir().join("nope.yaml");
     assert_eq!(
         fails(&agent, &["apply", "-f", missing.to_str().unwrap()]),
         format!(
@@ -917,22 +835,10 @@ fn delete_by_name_and_by_file() {
     assert_eq!(
         agent.requests(),
         [
-            Request::Delete {
-                kind: ResourceKind::Ippools,
-                name: "edge".into()
-            },
-            Request::Delete {
-                kind: ResourceKind::Nodes,
-                name: "kernel-host".into()
-            },
-            Request::Delete {
-                kind: ResourceKind::Ippools,
-                name: "a".into()
-            },
-            Request::Delete {
-                kind: ResourceKind::Ippools,
-                name: "b".into()
-            },
+            delete(ResourceKind::Ippools, "edge"),
+            delete(ResourceKind::Nodes, "kernel-host"),
+            delete(ResourceKind::Ippools, "a"),
+            delete(ResourceKind::Ippools, "b"),
         ]
     );
 }
@@ -952,14 +858,11 @@ fn delete_failures() {
          - {apiVersion: projectcalico.org/v3, kind: IPPool, metadata: {name: c}, spec: {cidr: 10.3.0.0/16}}\n",
     );
     let run = ctl(&agent, &["delete", "-f", file.to_str().unwrap()]);
-    assert_eq!(run.code, Some(1), "{run:?}");
-    assert_eq!(
-        run.stdout,
-        "Partial success: deleted the first 1 out of 3 'IPPool' resources:\n"
-    );
-    assert_eq!(
-        run.stderr,
-        "Failed to delete IPPool \"missing-b\": IPPool \"missing-b\" not found\n"
+    assert_run(
+        &run,
+        1,
+        "Partial success: deleted the first 1 out of 3 'IPPool' resources:\n",
+        "Failed to delete IPPool \"missing-b\": IPPool \"missing-b\" not found\n",
     );
     let deleted: Vec<_> = agent
         .requests()
@@ -1026,12 +929,11 @@ fn routes_read_like_ip_route_with_the_encapsulation() {
     assert_eq!(agent.requests(), [Request::Routes]);
 
     let agent = FakeAgent::replying(Reply::Routes { routes: Vec::new() });
-    let run = ctl(&agent, &["routes"]);
-    assert_eq!(run.code, Some(0));
-    assert_eq!(run.stdout, "");
-    assert_eq!(
-        run.stderr,
-        "No routes: tapwire-control has not computed this node's routes yet, or there is no IP pool.\n"
+    assert_run(
+        &ctl(&agent, &["routes"]),
+        0,
+        "",
+        "No routes: tapwire-control has not computed this node's routes yet, or there is no IP pool.\n",
     );
 }
 
@@ -1082,10 +984,12 @@ fn stats_are_grouped_and_skip_zeros() {
     let agent = FakeAgent::replying(Reply::Stats {
         counters: vec![("drop.no_route".into(), 0), ("arp.replies".into(), 0)],
     });
-    let run = ctl(&agent, &["stats"]);
-    assert_eq!(run.code, Some(0));
-    assert_eq!(run.stdout, "NAME   VALUE\n");
-    assert_eq!(run.stderr, "All 2 counters are zero (--all lists them).\n");
+    assert_run(
+        &ctl(&agent, &["stats"]),
+        0,
+        "NAME   VALUE\n",
+        "All 2 counters are zero (--all lists them).\n",
+    );
 
     let agent = FakeAgent::failing(ApiError::new(
         codes::TRY_AGAIN_LATER,
@@ -1153,11 +1057,7 @@ fn a_garbled_answer_is_an_error_not_a_panic() {
             let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
         }
     });
-    let run = run_with(
-        &["--api", socket.to_str().unwrap(), "get", "nodes"],
-        None,
-        None,
-    );
+    let run = ctl_at(&socket, &["get", "nodes"], None);
     assert_eq!(run.code, Some(1), "{run:?}");
     assert_eq!(run.stdout, "");
     assert!(
@@ -1174,8 +1074,7 @@ fn the_socket_comes_from_api_then_tapwire_api() {
     let agent = FakeAgent::standard();
     // From the environment alone.
     let run = run_with(&["get", "nodes"], Some(&agent.socket), None);
-    assert_eq!(run.code, Some(0), "{run:?}");
-    assert_eq!(run.stdout, "NAME\nnode-a\nkernel-host\n\n");
+    assert_run(&run, 0, "NAME\nnode-a\nkernel-host\n\n", "");
     // --api wins over the environment (here naming a socket that does not exist), and
     // works after the subcommand too.
     let dir = tempfile::tempdir().unwrap();

@@ -4,14 +4,18 @@
 //! one text per packet so a test can assert on "this packet was IPIP between the nodes".
 
 use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use crate::desired::Mode;
 use crate::error::{LabError, Result};
+use crate::lab::{Node, Pod};
 use crate::netns::Netns;
 use crate::process::Proc;
+use crate::traffic::ping;
 
 /// How long tcpdump may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +33,33 @@ pub struct Capture {
 /// that match `filter` (pcap-filter syntax). Returns once tcpdump is listening.
 pub fn start(netns: &Netns, interface: &str, filter: &str, count: usize) -> Result<Capture> {
     start_with(netns, interface, filter, count, Timestamps::TimeOfDay)
+}
+
+/// The tcpdump filter for what `mode` puts on the underlay for traffic of pod `pod_ip`:
+/// IP protocol 4 for IPIP, UDP port 4789 for VXLAN, the pod's own ICMP when
+/// unencapsulated.
+pub fn encapsulation_filter(mode: Mode, pod_ip: Ipv4Addr) -> String {
+    match mode {
+        Mode::None => format!("icmp and host {pod_ip}"),
+        Mode::Ipip => "ip proto 4".to_string(),
+        Mode::Vxlan => "udp port 4789".to_string(),
+    }
+}
+
+/// Captures on `node`'s underlay `eth0` the packets matching `filter` during one ping
+/// `from` → `to`: tcpdump stops after two packets (the request and the reply, when the
+/// filter matches both) or after `within`. The ping's own result is not judged; the
+/// caller judges the packets.
+pub fn during_one_ping(
+    node: &Node,
+    filter: &str,
+    from: &Pod,
+    to: &Pod,
+    within: Duration,
+) -> Result<Vec<String>> {
+    let cap = start(node.netns(), "eth0", filter, 2)?;
+    ping(from, to.ip, 1)?;
+    cap.finish(within)
 }
 
 /// How tcpdump stamps each packet.

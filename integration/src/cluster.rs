@@ -106,6 +106,14 @@ impl Cluster {
             .ok_or_else(|| LabError::Invalid(format!("no pod {name} in the cluster")))
     }
 
+    /// Copies of pods `from` and `to` (so the cluster stays free for `&mut` calls), once
+    /// `to` answers `from`'s pings (within `timeout`; the first packets may go to ARP).
+    pub fn reachable_pair(&self, from: &str, to: &str, timeout: Duration) -> Result<(Pod, Pod)> {
+        let (from, to) = (self.pod(from)?.clone(), self.pod(to)?.clone());
+        crate::traffic::wait_reachable(&from, to.ip, timeout)?;
+        Ok((from, to))
+    }
+
     /// The pods of node `node`.
     pub fn pods_on(&self, node: &str) -> Vec<&Pod> {
         self.pods.iter().filter(|p| p.node == node).collect()

@@ -12,7 +12,6 @@
 use std::fs::OpenOptions;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,9 @@ use tapwire_control::podnet;
 use crate::cni::{CniArgs, CniCommand, PluginRun, Runtime, CNI_VERSION};
 use crate::ctl::Tapwirectl;
 use crate::error::{LabError, Result};
-use crate::lab::{bin_dir, binary, tail, Block, Lab, Node, Pod};
+use crate::lab::{
+    bin_dir, binary, dataplane_command, spawn_logging_to, tail, Block, Lab, Node, Pod,
+};
 use crate::netns::Netns;
 use crate::process::Proc;
 
@@ -110,6 +111,33 @@ impl<'lab> ControlPlane<'lab> {
             members: Mutex::new(Vec::new()),
             pods: Mutex::new(Vec::new()),
         })
+    }
+
+    /// A control plane in `lab` running nodes `names` (underlay subnet 0, added and
+    /// started in order).
+    pub fn with_nodes(lab: &'lab Lab, names: &[&str]) -> Result<ControlPlane<'lab>> {
+        let cp = ControlPlane::new(lab)?;
+        for name in names {
+            cp.add_node(name)?;
+        }
+        Ok(cp)
+    }
+
+    /// [`ControlPlane::with_nodes`], then `pool` (an IPPool document, e.g. from
+    /// [`ippool_yaml`]) applied with `tapwirectl` on the first node.
+    pub fn with_pool(lab: &'lab Lab, names: &[&str], pool: &str) -> Result<ControlPlane<'lab>> {
+        let first = names.first().ok_or_else(|| {
+            LabError::Invalid("a control plane with a pool needs at least one node".into())
+        })?;
+        let cp = ControlPlane::with_nodes(lab, names)?;
+        cp.apply(first, pool)?;
+        Ok(cp)
+    }
+
+    /// `tapwirectl apply -f -` of `documents` on node `name`; a non-zero exit is an error
+    /// carrying what it printed. Returns its standard output.
+    pub fn apply(&self, name: &str, documents: &str) -> Result<String> {
+        self.ctl(name)?.apply(documents)?.success()
     }
 
     /// The lab this runs in.
@@ -258,8 +286,6 @@ impl<'lab> ControlPlane<'lab> {
     /// not connect to it: that is the agent's job (the dataplane takes the newest
     /// connection as its control).
     pub fn start_dataplane(&self, name: &str) -> Result<()> {
-        let bin = binary("tapwire-dataplane")?.display().to_string();
-        let workers = self.workers.to_string();
         self.with_member(name, |m| {
             if m.dataplane.is_some() {
                 return Err(LabError::Invalid(format!(
@@ -267,16 +293,7 @@ impl<'lab> ControlPlane<'lab> {
                 )));
             }
             remove_stale(&m.dataplane_socket)?;
-            let socket = m.dataplane_socket.display().to_string();
-            let mut cmd = m.node.netns().command(&[
-                &bin,
-                "--socket",
-                &socket,
-                "--workers",
-                &workers,
-                "--underlay-interface",
-                "eth0",
-            ]);
+            let mut cmd = dataplane_command(&m.node, &m.dataplane_socket, self.workers)?;
             let proc = spawn_logged(
                 self.lab,
                 &mut cmd,
@@ -298,7 +315,10 @@ impl<'lab> ControlPlane<'lab> {
                 }
                 if Instant::now() >= deadline {
                     return Err(LabError::Timeout {
-                        what: format!("waiting for tapwire-dataplane on {name} to open {socket}"),
+                        what: format!(
+                            "waiting for tapwire-dataplane on {name} to open {}",
+                            m.dataplane_socket.display()
+                        ),
                         after: AGENT_READY_TIMEOUT,
                     });
                 }
@@ -499,6 +519,17 @@ impl<'lab> ControlPlane<'lab> {
         Ok(self.cni_add(node, &sandbox)?.pod)
     }
 
+    /// Adds every `(node, pod)` of `pods`, in order (see [`ControlPlane::add_pod`]).
+    pub fn add_pods<const N: usize>(&self, pods: [(&str, &str); N]) -> Result<[Pod; N]> {
+        let added = pods
+            .iter()
+            .map(|(node, pod)| self.add_pod(node, pod))
+            .collect::<Result<Vec<Pod>>>()?;
+        added.try_into().map_err(|added: Vec<Pod>| {
+            LabError::Invalid(format!("asked for {N} pods, added {}", added.len()))
+        })
+    }
+
     /// Runs the `tapwire` plugin's ADD for `sandbox` on node `node` and records the pod.
     pub fn cni_add(&self, node: &str, sandbox: &Sandbox) -> Result<CniPod> {
         let conf = self.network_conf(node)?;
@@ -669,8 +700,8 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Starts `cmd` with standard error appended to `log` (plain text, `TAPWIRE_LOG=info`
-/// unless set), registered with the lab under `label`.
+/// Starts `cmd` with standard error appended to `log` (logs go on across restarts; see
+/// [`spawn_logging_to`]), registered with the lab under `label`.
 fn spawn_logged(
     lab: &Lab,
     cmd: &mut std::process::Command,
@@ -682,14 +713,7 @@ fn spawn_logged(
         .append(true)
         .open(log)
         .map_err(|source| LabError::io(format!("opening {}", log.display()), source))?;
-    if std::env::var_os("TAPWIRE_LOG").is_none() {
-        cmd.env("TAPWIRE_LOG", "info");
-    }
-    cmd.env("NO_COLOR", "1");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(file));
-    Proc::spawn(lab.shared(), label, cmd)
+    spawn_logging_to(lab, cmd, file, label)
 }
 
 /// A calicoctl IPPool document: `cidr` cut into `/block_size` blocks, with `ipip_mode` and
@@ -708,6 +732,15 @@ pub fn ippool_yaml(
          spec:\n  cidr: {cidr}\n  blockSize: {block_size}\n  ipipMode: {ipip_mode}\n  \
          vxlanMode: {vxlan_mode}\n  natOutgoing: true\n"
     )
+}
+
+/// The name of Calico's default pool.
+pub const DEFAULT_POOL_NAME: &str = "default-ipv4-ippool";
+
+/// Calico's default pool as the lab uses it: [`DEFAULT_POOL_NAME`], `10.65.0.0/16` in /26
+/// blocks, `ipipMode: Always`, `vxlanMode: Never`.
+pub fn default_ipip_pool() -> String {
+    ippool_yaml(DEFAULT_POOL_NAME, "10.65.0.0/16", 26, "Always", "Never")
 }
 
 /// When a change applied with `tapwirectl` showed on the wire.

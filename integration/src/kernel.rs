@@ -80,6 +80,17 @@ pub fn setup_vxlan_device(node: &Node, tx_checksum: TxChecksum) -> Result<()> {
     Ok(())
 }
 
+/// Makes `node` a kernel VXLAN node as Calico's Linux dataplane would: `vxlan.calico`
+/// (see [`setup_vxlan_device`]) and, for each of `peers`, the route, neighbour and FDB
+/// entries that reach its block (see [`add_vxlan_peer`]).
+pub fn setup_vxlan_node(node: &Node, tx_checksum: TxChecksum, peers: &[&Node]) -> Result<()> {
+    setup_vxlan_device(node, tx_checksum)?;
+    for peer in peers {
+        add_vxlan_peer(node, peer)?;
+    }
+    Ok(())
+}
+
 /// `ethtool -K IFNAME tx on|off` in the calling thread's namespace, through the
 /// `SIOCETHTOOL` ioctl (`ETHTOOL_STXCSUM`), so the lab does not need ethtool installed.
 fn set_tx_checksum_offload(ifname: &str, on: bool) -> io::Result<()> {
@@ -201,18 +212,7 @@ pub fn add_veth_pod(
     let host_if: String = format!("cali{name}").chars().take(15).collect();
     let ns = node.netns();
     let mtu = mtu_bytes.to_string();
-    ns.ip(&[
-        "link",
-        "add",
-        &host_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        pod_ns.name(),
-    ])?;
+    ns.add_veth_to_eth0(&host_if, &pod_ns)?;
     ns.ip(&[
         "link",
         "set",

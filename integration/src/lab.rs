@@ -15,7 +15,7 @@ use std::fmt;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -340,18 +340,7 @@ impl Lab {
 
         let netns = self.create_netns(name)?;
         let port = format!("n{index}");
-        self.underlay.ip(&[
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            netns.name(),
-        ])?;
+        self.underlay.add_veth_to_eth0(&port, &netns)?;
         self.underlay
             .ip(&["link", "set", &port, "master", &format!("br{subnet}"), "up"])?;
         let underlay_ip = Ipv4Addr::new(192, 168, subnet, index);
@@ -452,37 +441,18 @@ impl Lab {
     /// Starts `tapwire-dataplane` with `workers` workers in `node`'s namespace (stderr
     /// to `<lab dir>/<node>-dataplane.log`), waits for its control socket and connects.
     pub fn start_dataplane(&self, node: &Node, workers: usize) -> Result<Dataplane> {
-        let bin = binary("tapwire-dataplane")?;
         let socket = self.dir.join(format!("{}.sock", node.name));
         let log = self.dir.join(format!("{}-dataplane.log", node.name));
         let log_file = File::create(&log)
             .map_err(|source| LabError::io(format!("creating {}", log.display()), source))?;
         self.add_log(format!("tapwire-dataplane on {}", node.name), log.clone());
 
-        let bin = bin.display().to_string();
-        let socket_arg = socket.display().to_string();
-        let workers = workers.max(1).to_string();
-        let mut cmd = node.netns().command(&[
-            &bin,
-            "--socket",
-            &socket_arg,
-            "--workers",
-            &workers,
-            "--underlay-interface",
-            "eth0",
-        ]);
-        if std::env::var_os("TAPWIRE_LOG").is_none() {
-            cmd.env("TAPWIRE_LOG", "info");
-        }
-        // Plain text in the log file.
-        cmd.env("NO_COLOR", "1");
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log_file));
-        let proc = Proc::spawn(
-            &self.shared,
-            format!("tapwire-dataplane on {}", node.name),
+        let mut cmd = dataplane_command(node, &socket, workers)?;
+        let proc = spawn_logging_to(
+            self,
             &mut cmd,
+            log_file,
+            format!("tapwire-dataplane on {}", node.name),
         )?;
         let mut dataplane = Dataplane {
             node: node.clone(),
@@ -534,6 +504,42 @@ impl Drop for Lab {
         }
         cleanup::unregister(self.registry_id);
     }
+}
+
+/// The command that runs `tapwire-dataplane` in `node`'s namespace with its control
+/// socket at `socket`, `workers` workers (at least one) and `eth0` as the underlay.
+pub(crate) fn dataplane_command(node: &Node, socket: &Path, workers: usize) -> Result<Command> {
+    let bin = binary("tapwire-dataplane")?.display().to_string();
+    let socket = socket.display().to_string();
+    let workers = workers.max(1).to_string();
+    Ok(node.netns().command(&[
+        &bin,
+        "--socket",
+        &socket,
+        "--workers",
+        &workers,
+        "--underlay-interface",
+        "eth0",
+    ]))
+}
+
+/// Starts `cmd` with standard error to `log` (plain text, `TAPWIRE_LOG=info` unless set)
+/// and the other standard streams closed, registered with `lab` under `label`.
+pub(crate) fn spawn_logging_to(
+    lab: &Lab,
+    cmd: &mut Command,
+    log: File,
+    label: String,
+) -> Result<Proc> {
+    if std::env::var_os("TAPWIRE_LOG").is_none() {
+        cmd.env("TAPWIRE_LOG", "info");
+    }
+    // Plain text in the log file.
+    cmd.env("NO_COLOR", "1");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    Proc::spawn(lab.shared(), label, cmd)
 }
 
 /// Writes a line to stderr, ignoring failures: teardown output must never panic (a

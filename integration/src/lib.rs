@@ -12,7 +12,7 @@
 //!   endpoint status and counters;
 //! - traffic and observation helpers: [`ping`], a byte-verified [`tcp_transfer`],
 //!   [`iperf3`], underlay captures with tcpdump ([`capture`]), raw frames from inside a
-//!   pod ([`rawsock`]);
+//!   pod ([`rawsock`]), and the assertions the tests share on them ([`check`]);
 //! - kernel-dataplane peers wired the way Calico's Linux dataplane wires them
 //!   ([`kernel`]), for interoperability tests and baselines.
 //!
@@ -44,6 +44,7 @@
 //! ```
 
 pub mod capture;
+pub mod check;
 mod cleanup;
 pub mod cluster;
 pub mod cni;

@@ -94,6 +94,27 @@ impl Netns {
         process::run(&self.shared, cmd, COMMAND_TIMEOUT)?.success()
     }
 
+    /// Creates a veth pair: `name` in this namespace, its peer `eth0` in `peer` (how a
+    /// node joins the underlay and a kernel pod joins its node). Both ends stay down.
+    pub fn add_veth_to_eth0(&self, name: &str, peer: &Netns) -> Result<()> {
+        self.ip(&[
+            "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", &peer.name,
+        ])?;
+        Ok(())
+    }
+
+    /// The names of the namespace's interfaces other than `lo` (`ip -o link`, without
+    /// the `@peer` suffix of veths).
+    pub fn interfaces_besides_lo(&self) -> Result<Vec<String>> {
+        Ok(self
+            .exec(&["ip", "-o", "link", "show"])?
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_string())
+            .filter(|name| name != "lo")
+            .collect())
+    }
+
     /// Sets a sysctl inside the namespace (`net.ipv4.ip_forward`, …).
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         self.exec(&["sysctl", "-qw", &format!("{key}={value}")])?;

@@ -11,7 +11,8 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use tapwire_integration::traffic::{ping_start, wait_reachable};
+use tapwire_integration::check::{assert_pings, REACHABLE_WITHIN};
+use tapwire_integration::traffic::ping_start;
 use tapwire_integration::{
     ping, rawsock, skip_unless_root, Cluster, Counters, Dataplane, Lab, Mode, Netns, Pod,
 };
@@ -190,11 +191,11 @@ fn malformed_frames_are_counted_drops_and_forwarding_goes_on() {
     }
     let lab = Lab::new().unwrap();
     let mut cluster = Cluster::start(&lab, Mode::Vxlan).unwrap();
-    let a = cluster.pod("pod-a").unwrap().clone();
-    let c = cluster.pod("pod-c").unwrap().clone();
+    let (a, c) = cluster
+        .reachable_pair("pod-a", "pod-c", REACHABLE_WITHIN)
+        .unwrap();
     let node1 = cluster.nodes[0].clone();
     let node2 = cluster.nodes[1].clone();
-    wait_reachable(&a, c.ip, Duration::from_secs(15)).unwrap();
 
     const COPIES: u64 = 3;
     let cases = pod_cases(&a, c.ip);
@@ -310,9 +311,9 @@ fn a_malformed_control_frame_closes_only_that_connection() {
     }
     let lab = Lab::new().unwrap();
     let mut cluster = Cluster::start(&lab, Mode::Ipip).unwrap();
-    let a = cluster.pod("pod-a").unwrap().clone();
-    let c = cluster.pod("pod-c").unwrap().clone();
-    wait_reachable(&a, c.ip, Duration::from_secs(15)).unwrap();
+    let (a, c) = cluster
+        .reachable_pair("pod-a", "pod-c", REACHABLE_WITHIN)
+        .unwrap();
 
     // A header declaring an absurd length, and a sane length with a body that is no
     // protobuf message.
@@ -331,8 +332,7 @@ fn a_malformed_control_frame_closes_only_that_connection() {
         dataplane.check_running().unwrap();
 
         // Forwarding goes on with the last good state.
-        let stats = ping(&a, c.ip, 5).unwrap();
-        assert_eq!(stats.loss_percent, 0.0, "{}", stats.output);
+        assert_pings(&a, &c, 5);
 
         // A new connection with a snapshot is accepted.
         cluster.dataplane("node1").unwrap().reconnect().unwrap();
@@ -359,9 +359,9 @@ fn reconnecting_with_the_same_snapshot_does_not_interrupt_traffic() {
     }
     let lab = Lab::new().unwrap();
     let mut cluster = Cluster::start(&lab, Mode::Vxlan).unwrap();
-    let a = cluster.pod("pod-a").unwrap().clone();
-    let c = cluster.pod("pod-c").unwrap().clone();
-    wait_reachable(&a, c.ip, Duration::from_secs(15)).unwrap();
+    let (a, c) = cluster
+        .reachable_pair("pod-a", "pod-c", REACHABLE_WITHIN)
+        .unwrap();
 
     let running = ping_start(&a, c.ip, 100, Duration::from_millis(20)).unwrap();
     std::thread::sleep(Duration::from_millis(200));

@@ -19,47 +19,29 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tapwire_integration::cni::{CniArgs, CniCommand};
-use tapwire_integration::controlplane::{ippool_yaml, POD_NAMESPACE};
+use tapwire_integration::check::{
+    assert_failed_add_left_nothing, assert_nothing_recorded, assert_pings,
+    assert_pings_once_reachable, REACHABLE_WITHIN,
+};
+use tapwire_integration::cni::{CniArgs, CniCommand, CniErrorObject, PluginRun};
+use tapwire_integration::controlplane::{
+    default_ipip_pool, ippool_yaml, DEFAULT_POOL_NAME, POD_NAMESPACE,
+};
 use tapwire_integration::lab::binary;
 use tapwire_integration::traffic::wait_reachable;
-use tapwire_integration::{ping, skip_unless_root, ControlPlane, Lab, Netns, Pod};
+use tapwire_integration::{skip_unless_root, ControlPlane, Lab, Pod};
 
-fn assert_pings(from: &Pod, to: &Pod) {
-    let stats = ping(from, to.ip, 3).unwrap();
-    assert_eq!(
-        stats.loss_percent, 0.0,
-        "{} -> {}:\n{}",
-        from.name, to.name, stats.output
+/// Asserts that a CNI ADD (`what`) failed with a CNI error object, and returns it.
+fn failed_add(run: &PluginRun, what: &str) -> CniErrorObject {
+    assert!(!run.succeeded(), "{what} succeeded: {:?}", run.output);
+    let error = run
+        .error_object()
+        .unwrap_or_else(|| panic!("no CNI error object on stdout: {:?}", run.output));
+    eprintln!(
+        "{what}: code {} {:?} {:?}",
+        error.code, error.msg, error.details
     );
-}
-
-/// The interfaces in a namespace other than `lo` (`ip -o link` names).
-fn interfaces_besides_lo(netns: &Netns) -> Vec<String> {
-    netns
-        .exec(&["ip", "-o", "link", "show"])
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|name| name.split('@').next().unwrap_or(name).to_string())
-        .filter(|name| name != "lo")
-        .collect()
-}
-
-/// Asserts the control plane holds nothing for container `container`.
-fn assert_nothing_recorded(cp: &ControlPlane<'_>, container: &str) {
-    let handles = cp.ipam_handles().unwrap();
-    assert!(
-        handles.iter().all(|h| !h.contains(container)),
-        "an IPAM handle of {container} is left: {handles:?}"
-    );
-    let endpoints = cp.workload_endpoints().unwrap();
-    assert!(
-        endpoints
-            .iter()
-            .all(|e| e.spec.container_id.as_deref() != Some(container)),
-        "a workload endpoint of {container} is left: {endpoints:?}"
-    );
+    error
 }
 
 #[test]
@@ -68,23 +50,12 @@ fn bad_documents_configs_and_cni_calls_fail_clearly_and_change_nothing() {
         return;
     }
     let lab = Lab::new().unwrap();
-    let cp = ControlPlane::new(&lab).unwrap();
-    cp.add_node("node1").unwrap();
-    cp.add_node("node2").unwrap();
+    let cp = ControlPlane::with_pool(&lab, &["node1", "node2"], &default_ipip_pool()).unwrap();
     let ctl = cp.ctl("node1").unwrap();
-    ctl.apply(&ippool_yaml(
-        "default-ipv4-ippool",
-        "10.65.0.0/16",
-        26,
-        "Always",
-        "Never",
-    ))
-    .unwrap()
-    .success()
-    .unwrap();
-    let a = cp.add_pod("node1", "pod-a").unwrap();
-    let c = cp.add_pod("node2", "pod-c").unwrap();
-    wait_reachable(&a, c.ip, Duration::from_secs(15)).unwrap();
+    let [a, c] = cp
+        .add_pods([("node1", "pod-a"), ("node2", "pod-c")])
+        .unwrap();
+    wait_reachable(&a, c.ip, REACHABLE_WITHIN).unwrap();
     let pools_before = ctl.get_yaml("ippools", None).unwrap();
     let handles_before = cp.ipam_handles().unwrap();
     let blocks_before = cp.ipam_blocks().unwrap();
@@ -117,7 +88,7 @@ fn bad_documents_configs_and_cni_calls_fail_clearly_and_change_nothing() {
         (
             "a pool overlapping the existing one",
             pool("overlap", "10.65.128.0/17", "Always", "Never"),
-            vec!["overlaps", "default-ipv4-ippool"],
+            vec!["overlaps", DEFAULT_POOL_NAME],
         ),
         (
             "a pool inside 169.254.0.0/16",
@@ -131,7 +102,7 @@ fn bad_documents_configs_and_cni_calls_fail_clearly_and_change_nothing() {
         ),
         (
             "a mode change that also changes the CIDR",
-            pool("default-ipv4-ippool", "10.65.0.0/17", "Never", "Never"),
+            pool(DEFAULT_POOL_NAME, "10.65.0.0/17", "Never", "Never"),
             vec!["cannot change", "10.65.0.0/16"],
         ),
     ];
@@ -149,8 +120,8 @@ fn bad_documents_configs_and_cni_calls_fail_clearly_and_change_nothing() {
             "{what} changed the stored pools"
         );
     }
-    assert_pings(&a, &c);
-    assert_pings(&c, &a);
+    assert_pings(&a, &c, 3);
+    assert_pings(&c, &a, 3);
 
     // tapwire-control with a bad node.toml: a non-zero exit naming the file and the key.
     let good = std::fs::read_to_string(cp.config_path("node1").unwrap()).unwrap();
@@ -202,18 +173,7 @@ fn bad_documents_configs_and_cni_calls_fail_clearly_and_change_nothing() {
         pod: Some((POD_NAMESPACE.into(), "ghost".into())),
     };
     let run = runtime.exec(CniCommand::Add, &conf, &ghost).unwrap();
-    assert!(
-        !run.succeeded(),
-        "ADD into a missing netns succeeded: {:?}",
-        run.output
-    );
-    let error = run
-        .error_object()
-        .unwrap_or_else(|| panic!("no CNI error object on stdout: {:?}", run.output));
-    eprintln!(
-        "ADD with a missing netns: code {} {:?} {:?}",
-        error.code, error.msg, error.details
-    );
+    let error = failed_add(&run, "ADD into a missing netns");
     assert!(error.code > 0);
     assert!(
         error.msg.contains("namespace") || error.details.contains("namespace"),
@@ -233,28 +193,12 @@ fn bad_documents_configs_and_cni_calls_fail_clearly_and_change_nothing() {
         ..sandbox.args.clone()
     };
     let run = runtime.exec(CniCommand::Add, &conf, &bad_if).unwrap();
-    assert!(
-        !run.succeeded(),
-        "ADD with a bad ifname succeeded: {:?}",
-        run.output
-    );
-    let error = run
-        .error_object()
-        .unwrap_or_else(|| panic!("no CNI error object on stdout: {:?}", run.output));
-    eprintln!(
-        "ADD with a 17-byte ifname: code {} {:?} {:?}",
-        error.code, error.msg, error.details
-    );
+    let error = failed_add(&run, "ADD with a 17-byte ifname");
     assert!(
         format!("{} {}", error.msg, error.details).contains("eth0-far-too-long"),
         "the error does not name the interface: {error:?}"
     );
-    assert!(
-        interfaces_besides_lo(&sandbox.netns).is_empty(),
-        "a failed ADD left {:?} in the pod",
-        interfaces_besides_lo(&sandbox.netns)
-    );
-    assert_nothing_recorded(&cp, &sandbox.args.container_id);
+    assert_failed_add_left_nothing(&cp, &sandbox);
 
     // CNI ADD into a namespace that already has an `eth0` (not ours): fails after IPAM
     // assigned an address, which must be given back; the existing device is left alone.
@@ -263,18 +207,7 @@ fn bad_documents_configs_and_cni_calls_fail_clearly_and_change_nothing() {
         .exec(&["ip", "link", "add", "eth0", "type", "bridge"])
         .unwrap();
     let run = runtime.exec(CniCommand::Add, &conf, &sandbox.args).unwrap();
-    assert!(
-        !run.succeeded(),
-        "ADD over an existing eth0 succeeded: {:?}",
-        run.output
-    );
-    let error = run
-        .error_object()
-        .unwrap_or_else(|| panic!("no CNI error object on stdout: {:?}", run.output));
-    eprintln!(
-        "ADD over an existing eth0: code {} {:?} {:?}",
-        error.code, error.msg, error.details
-    );
+    let error = failed_add(&run, "ADD over an existing eth0");
     assert!(
         format!("{} {}", error.msg, error.details).contains("eth0"),
         "the error does not name the interface: {error:?}"
@@ -287,7 +220,7 @@ fn bad_documents_configs_and_cni_calls_fail_clearly_and_change_nothing() {
         link.contains("bridge"),
         "the pod's own eth0 was replaced: {link}"
     );
-    assert_eq!(interfaces_besides_lo(&sandbox.netns), ["eth0"]);
+    assert_eq!(sandbox.netns.interfaces_besides_lo().unwrap(), ["eth0"]);
     assert_nothing_recorded(&cp, &sandbox.args.container_id);
     sandbox.netns.exec(&["ip", "link", "del", "eth0"]).unwrap();
 
@@ -295,10 +228,10 @@ fn bad_documents_configs_and_cni_calls_fail_clearly_and_change_nothing() {
     assert_eq!(ctl.get_yaml("ippools", None).unwrap(), pools_before);
     assert_eq!(cp.ipam_handles().unwrap(), handles_before);
     assert_eq!(cp.ipam_blocks().unwrap(), blocks_before);
-    assert_pings(&a, &c);
+    assert_pings(&a, &c, 3);
     // The pod that failed twice can still be added properly.
     let x = cp.cni_add("node1", &sandbox).unwrap().pod;
-    wait_reachable(&x, c.ip, Duration::from_secs(15)).unwrap();
+    wait_reachable(&x, c.ip, REACHABLE_WITHIN).unwrap();
     cp.check_running().unwrap();
 }
 
@@ -308,13 +241,8 @@ fn an_exhausted_pool_fails_the_add_cleanly_and_frees_up_on_delete() {
         return;
     }
     let lab = Lab::new().unwrap();
-    let cp = ControlPlane::new(&lab).unwrap();
-    cp.add_node("node1").unwrap();
-    let ctl = cp.ctl("node1").unwrap();
-    ctl.apply(&ippool_yaml("tiny", "10.80.0.0/30", 30, "Never", "Never"))
-        .unwrap()
-        .success()
-        .unwrap();
+    let tiny = ippool_yaml("tiny", "10.80.0.0/30", 30, "Never", "Never");
+    let cp = ControlPlane::with_pool(&lab, &["node1"], &tiny).unwrap();
     let pods: Vec<Pod> = (1..=4)
         .map(|i| cp.add_pod("node1", &format!("pod-{i}")).unwrap())
         .collect();
@@ -331,17 +259,11 @@ fn an_exhausted_pool_fails_the_add_cleanly_and_frees_up_on_delete() {
         err.contains("tiny") || err.contains("10.80.0.0/30"),
         "{err}"
     );
-    assert!(
-        interfaces_besides_lo(&sandbox.netns).is_empty(),
-        "the failed ADD left {:?}",
-        interfaces_besides_lo(&sandbox.netns)
-    );
-    assert_nothing_recorded(&cp, &sandbox.args.container_id);
+    assert_failed_add_left_nothing(&cp, &sandbox);
     assert_eq!(cp.ipam_handles().unwrap().len(), 4);
     assert_eq!(cp.workload_endpoints().unwrap().len(), 4);
 
-    wait_reachable(&pods[0], pods[3].ip, Duration::from_secs(15)).unwrap();
-    assert_pings(&pods[0], &pods[3]);
+    assert_pings_once_reachable(&[(&pods[0], &pods[3])], 3);
 
     // Deleting a pod gives its address back.
     let freed = pods[1].ip;
@@ -349,6 +271,6 @@ fn an_exhausted_pool_fails_the_add_cleanly_and_frees_up_on_delete() {
     assert!(del.succeeded(), "{:?}", del.output);
     let fifth = cp.cni_add("node1", &sandbox).unwrap().pod;
     assert_eq!(fifth.ip, freed);
-    wait_reachable(&fifth, pods[0].ip, Duration::from_secs(15)).unwrap();
+    wait_reachable(&fifth, pods[0].ip, REACHABLE_WITHIN).unwrap();
     cp.check_running().unwrap();
 }

@@ -16,10 +16,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
+use tapwire_integration::check::{
+    assert_nothing_recorded, assert_pings_once_reachable, REACHABLE_WITHIN,
+};
 use tapwire_integration::cni::CniCommand;
-use tapwire_integration::controlplane::{ippool_yaml, result_ipv4, DEBIAN_CNI_DIR};
+use tapwire_integration::controlplane::{default_ipip_pool, result_ipv4, DEBIAN_CNI_DIR};
 use tapwire_integration::traffic::wait_reachable;
-use tapwire_integration::{ping, skip_unless_root, ControlPlane, Lab};
+use tapwire_integration::{skip_unless_root, ControlPlane, Lab};
 
 const SYSCTL: &str = "net.ipv4.conf.eth0.rp_filter";
 
@@ -38,20 +41,7 @@ fn tapwire_then_tuning_as_a_chain() {
         return;
     }
     let lab = Lab::new().unwrap();
-    let cp = ControlPlane::new(&lab).unwrap();
-    cp.add_node("node1").unwrap();
-    cp.ctl("node1")
-        .unwrap()
-        .apply(&ippool_yaml(
-            "default-ipv4-ippool",
-            "10.65.0.0/16",
-            26,
-            "Always",
-            "Never",
-        ))
-        .unwrap()
-        .success()
-        .unwrap();
+    let cp = ControlPlane::with_pool(&lab, &["node1"], &default_ipip_pool()).unwrap();
     let runtime = cp.runtime("node1").unwrap();
 
     // VERSION and STATUS.
@@ -128,9 +118,7 @@ fn tapwire_then_tuning_as_a_chain() {
         .exec(&["ip", "-o", "-4", "addr", "show", "eth0"])
         .unwrap();
     assert!(addr.contains(&format!("inet {}/32", tuned.ip)), "{addr}");
-    wait_reachable(&tuned, plain.ip, Duration::from_secs(15)).unwrap();
-    let stats = ping(&tuned, plain.ip, 3).unwrap();
-    assert_eq!(stats.loss_percent, 0.0, "{}", stats.output);
+    assert_pings_once_reachable(&[(&tuned, &plain)], 3);
 
     // CHECK the chain with the cached result, then DEL it in reverse order.
     runtime.check_list(&list, &sandbox.args, &result).unwrap();
@@ -139,19 +127,7 @@ fn tapwire_then_tuning_as_a_chain() {
         .unwrap();
     let links = sandbox.netns.exec(&["ip", "-o", "link", "show"]).unwrap();
     assert!(!links.contains("eth0"), "eth0 left after DEL: {links}");
-    let container = &sandbox.args.container_id;
-    assert!(
-        cp.ipam_handles()
-            .unwrap()
-            .iter()
-            .all(|h| !h.contains(container.as_str())),
-        "the chained pod's address was not released"
-    );
-    assert!(cp
-        .workload_endpoints()
-        .unwrap()
-        .iter()
-        .all(|e| e.spec.container_id.as_deref() != Some(container.as_str())));
+    assert_nothing_recorded(&cp, &sandbox.args.container_id);
     // DEL of the chain again succeeds (tapwire's DEL is idempotent; tuning has nothing
     // to restore).
     runtime
@@ -174,7 +150,7 @@ fn tapwire_then_tuning_as_a_chain() {
         .unwrap()
         .pod;
     assert_eq!(pod.mtu_bytes, 1300);
-    wait_reachable(&pod, plain.ip, Duration::from_secs(15)).unwrap();
+    wait_reachable(&pod, plain.ip, REACHABLE_WITHIN).unwrap();
     runtime
         .del_list(&old, &sandbox.args, Some(&result))
         .unwrap();

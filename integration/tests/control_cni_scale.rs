@@ -18,10 +18,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tapwire_integration::check::REACHABLE_WITHIN;
 use tapwire_integration::cni::CniArgs;
-use tapwire_integration::controlplane::{ippool_yaml, POD_NAMESPACE};
+use tapwire_integration::controlplane::{default_ipip_pool, POD_NAMESPACE};
 use tapwire_integration::traffic::wait_reachable;
-use tapwire_integration::{skip_unless_root, ControlPlane, Lab, Netns, Pod, Sandbox};
+use tapwire_integration::{skip_unless_root, ControlPlane, Lab, Pod, Sandbox};
 
 const PODS: usize = 50;
 const THREADS: usize = 8;
@@ -53,17 +54,6 @@ fn in_parallel<T: Send>(count: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T>
     results.into_iter().map(|(_, v)| v).collect()
 }
 
-fn interfaces_besides_lo(netns: &Netns) -> Vec<String> {
-    netns
-        .exec(&["ip", "-o", "link", "show"])
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(str::to_string)
-        .filter(|name| name != "lo")
-        .collect()
-}
-
 struct Added {
     pod: Pod,
     add: Duration,
@@ -76,27 +66,12 @@ fn fifty_concurrent_adds_then_dels_across_two_nodes() {
         return;
     }
     let lab = Lab::new().unwrap();
-    let cp = ControlPlane::new(&lab).unwrap();
-    cp.add_node("node1").unwrap();
-    cp.add_node("node2").unwrap();
-    cp.ctl("node1")
-        .unwrap()
-        .apply(&ippool_yaml(
-            "default-ipv4-ippool",
-            "10.65.0.0/16",
-            26,
-            "Always",
-            "Never",
-        ))
-        .unwrap()
-        .success()
-        .unwrap();
+    let cp = ControlPlane::with_pool(&lab, &["node1", "node2"], &default_ipip_pool()).unwrap();
     // One pod per node that every new pod pings.
-    let probes = [
-        cp.add_pod("node1", "probe-1").unwrap(),
-        cp.add_pod("node2", "probe-2").unwrap(),
-    ];
-    wait_reachable(&probes[0], probes[1].ip, Duration::from_secs(15)).unwrap();
+    let probes = cp
+        .add_pods([("node1", "probe-1"), ("node2", "probe-2")])
+        .unwrap();
+    wait_reachable(&probes[0], probes[1].ip, REACHABLE_WITHIN).unwrap();
 
     let node_of = |i: usize| if i % 2 == 0 { "node1" } else { "node2" };
     // The runtime creates sandboxes before calling CNI; that is not part of the latency.
@@ -182,7 +157,7 @@ fn fifty_concurrent_adds_then_dels_across_two_nodes() {
     }
     eprintln!("{PODS} CNI DELs in {:.2?}", started.elapsed());
     for sandbox in &sandboxes {
-        let left = interfaces_besides_lo(&sandbox.netns);
+        let left = sandbox.netns.interfaces_besides_lo().unwrap();
         assert!(left.is_empty(), "{} still has {left:?}", sandbox.name);
     }
     let endpoints = cp.workload_endpoints().unwrap();

@@ -9,15 +9,14 @@
 //! other and exchange verified TCP streams both ways; the wire shows VXLAN with VNI 4096.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-use std::time::Duration;
-
 use tapwire_control::model::MacAddr;
-use tapwire_integration::capture;
+use tapwire_integration::check::{
+    assert_pings_once_reachable, assert_transfer, Captured, VXLAN_VNI_4096,
+};
 use tapwire_integration::controlplane::ippool_yaml;
 use tapwire_integration::kernel::{self, TxChecksum};
 use tapwire_integration::lab::format_mac;
-use tapwire_integration::traffic::wait_reachable;
-use tapwire_integration::{ping, skip_unless_root, tcp_transfer, ControlPlane, Lab, Transfer};
+use tapwire_integration::{skip_unless_root, ControlPlane, Lab};
 
 const TRANSFER_BYTES: u64 = 8 << 20;
 
@@ -27,25 +26,15 @@ fn a_declared_kernel_vxlan_node_interoperates_with_tapwire_nodes() {
         return;
     }
     let lab = Lab::new().unwrap();
-    let cp = ControlPlane::new(&lab).unwrap();
-    let node1 = cp.add_node("node1").unwrap();
-    let node2 = cp.add_node("node2").unwrap();
+    let pool = ippool_yaml("vxlan-pool", "10.65.0.0/16", 26, "Never", "Always");
+    let cp = ControlPlane::with_pool(&lab, &["node1", "node2"], &pool).unwrap();
+    let (node1, node2) = (cp.node("node1").unwrap(), cp.node("node2").unwrap());
     // node3: the kernel only. Its lab identity gives the VTEP MAC, tunnel address and
     // pod block Calico's IPAM would have given it.
     let node3 = lab.add_node("node3").unwrap();
     kernel::setup_vxlan_device(&node3, TxChecksum::Software).unwrap();
 
     let ctl = cp.ctl("node1").unwrap();
-    ctl.apply(&ippool_yaml(
-        "vxlan-pool",
-        "10.65.0.0/16",
-        26,
-        "Never",
-        "Always",
-    ))
-    .unwrap()
-    .success()
-    .unwrap();
     let declared = format!(
         "apiVersion: projectcalico.org/v3\n\
          kind: Node\n\
@@ -59,7 +48,7 @@ fn a_declared_kernel_vxlan_node_interoperates_with_tapwire_nodes() {
         mac = format_mac(node3.vtep_mac),
         block = node3.block,
     );
-    let applied = ctl.apply(&declared).unwrap().success().unwrap();
+    let applied = cp.apply("node1", &declared).unwrap();
     assert!(applied.contains("Node"), "{applied}");
     let nodes = ctl.table(&["get", "nodes"]).unwrap();
     for name in ["node1", "node2", "node3"] {
@@ -72,8 +61,9 @@ fn a_declared_kernel_vxlan_node_interoperates_with_tapwire_nodes() {
         );
     }
 
-    let a = cp.add_pod("node1", "pod-a").unwrap();
-    let c = cp.add_pod("node2", "pod-c").unwrap();
+    let [a, c] = cp
+        .add_pods([("node1", "pod-a"), ("node2", "pod-c")])
+        .unwrap();
     let k = kernel::add_veth_pod(&lab, &node3, "pod-k", node3.pod_ip(2), a.mtu_bytes).unwrap();
     assert!(
         !node3.block.contains(a.ip) && !node3.block.contains(c.ip),
@@ -98,51 +88,17 @@ fn a_declared_kernel_vxlan_node_interoperates_with_tapwire_nodes() {
         .unwrap();
     }
 
-    for (from, to) in [(&a, &k), (&k, &a), (&c, &k), (&k, &c), (&a, &c)] {
-        wait_reachable(from, to.ip, Duration::from_secs(15)).unwrap();
-        let stats = ping(from, to.ip, 3).unwrap();
-        assert_eq!(
-            stats.loss_percent, 0.0,
-            "{} -> {}:\n{}",
-            from.name, to.name, stats.output
-        );
-    }
+    assert_pings_once_reachable(&[(&a, &k), (&k, &a), (&c, &k), (&k, &c), (&a, &c)], 3);
 
     // The wire at the kernel node: VXLAN, VNI 4096, from the tapwire node and back.
-    let cap = capture::start(node3.netns(), "eth0", "udp port 4789", 2).unwrap();
-    ping(&a, k.ip, 1).unwrap();
-    let packets = cap.finish(Duration::from_secs(5)).unwrap();
-    let shown = packets.join("\n");
-    assert_eq!(packets.len(), 2, "{shown}");
-    assert!(
-        packets
-            .iter()
-            .all(|p| p.contains("VXLAN, flags [I] (0x08), vni 4096")),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&format!("{} > {}: ICMP echo request", a.ip, k.ip))
-            && shown.contains(&format!("{} > {}: ICMP echo reply", k.ip, a.ip)),
-        "{shown}"
-    );
-    // tapwire's frames go to the declared VTEP MAC.
-    assert!(shown.contains(&format_mac(node3.vtep_mac)), "{shown}");
+    Captured::of_one_ping(&node3, "udp port 4789", &a, &k)
+        .assert_every(VXLAN_VNI_4096)
+        .assert_echo(&a, &k)
+        // tapwire's frames go to the declared VTEP MAC.
+        .assert_shows(&format_mac(node3.vtep_mac));
 
     for (from, to, port) in [(&a, &k, 5001), (&k, &c, 5002)] {
-        let spec = Transfer {
-            port,
-            ..Transfer::bytes(TRANSFER_BYTES)
-        };
-        let report = tcp_transfer(from, to, &spec).unwrap();
-        assert_eq!(report.bytes, TRANSFER_BYTES);
-        eprintln!(
-            "{} -> {}: {} MiB in {:.2?} ({:.2} Gbit/s)",
-            from.name,
-            to.name,
-            report.bytes >> 20,
-            report.duration,
-            report.gbps()
-        );
+        assert_transfer(from, to, port, TRANSFER_BYTES);
     }
 
     // The declared host is a peer in node status.

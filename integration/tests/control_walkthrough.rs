@@ -16,22 +16,18 @@
 
 use std::time::Duration;
 
-use tapwire_integration::capture;
-use tapwire_integration::controlplane::{ippool_yaml, time_switch, SwitchTiming, POD_NAMESPACE};
+use tapwire_integration::check::{
+    assert_pings, assert_pings_once_reachable, echo_request, Captured, IPIP, REACHABLE_WITHIN,
+    VXLAN_VNI_4096,
+};
+use tapwire_integration::controlplane::{
+    default_ipip_pool, ippool_yaml, time_switch, SwitchTiming, DEFAULT_POOL_NAME, POD_NAMESPACE,
+};
 use tapwire_integration::traffic::wait_reachable;
-use tapwire_integration::{ping, skip_unless_root, ControlPlane, Lab, Pod, Table};
+use tapwire_integration::{skip_unless_root, ControlPlane, Lab, Pod, Table};
 
 /// A mode change must be on the wire, both ways, within this.
 const SWITCH_BOUND: Duration = Duration::from_secs(1);
-
-fn assert_pings(from: &Pod, to: &Pod) {
-    let stats = ping(from, to.ip, 5).unwrap();
-    assert_eq!(
-        stats.loss_percent, 0.0,
-        "{} -> {}:\n{}",
-        from.name, to.name, stats.output
-    );
-}
 
 /// The `get workloadendpoints` row of `pod`, whether the table names it `pod` or
 /// `namespace/pod`.
@@ -56,25 +52,24 @@ fn ipip_pool_then_never_then_vxlan_through_cni_and_tapwirectl() {
         return;
     }
     let lab = Lab::new().unwrap();
-    let cp = ControlPlane::new(&lab).unwrap();
-    let node1 = cp.add_node("node1").unwrap();
-    let node2 = cp.add_node("node2").unwrap();
+    let cp = ControlPlane::with_nodes(&lab, &["node1", "node2"]).unwrap();
+    let (node1, node2) = (cp.node("node1").unwrap(), cp.node("node2").unwrap());
     let ctl = cp.ctl("node1").unwrap();
 
     // The pool, as a file a user writes and applies.
     let pool_file = lab.dir().join("pool.yaml");
-    std::fs::write(
-        &pool_file,
-        ippool_yaml("default-ipv4-ippool", "10.65.0.0/16", 26, "Always", "Never"),
-    )
-    .unwrap();
+    std::fs::write(&pool_file, default_ipip_pool()).unwrap();
     let applied = ctl.apply_file(&pool_file).unwrap().success().unwrap();
     assert!(applied.contains("IPPool"), "{applied}");
 
-    let a = cp.add_pod("node1", "pod-a").unwrap();
-    let b = cp.add_pod("node1", "pod-b").unwrap();
-    let c = cp.add_pod("node2", "pod-c").unwrap();
-    let d = cp.add_pod("node2", "pod-d").unwrap();
+    let [a, b, c, d] = cp
+        .add_pods([
+            ("node1", "pod-a"),
+            ("node1", "pod-b"),
+            ("node2", "pod-c"),
+            ("node2", "pod-d"),
+        ])
+        .unwrap();
     let pods = [&a, &b, &c, &d];
     let mut ips: Vec<_> = pods.iter().map(|p| p.ip).collect();
     ips.sort();
@@ -116,10 +111,7 @@ fn ipip_pool_then_never_then_vxlan_through_cni_and_tapwirectl() {
     );
     assert_eq!(a.mtu_bytes, 1480, "pod MTU with an IPIP pool");
 
-    for (from, to) in [(&a, &c), (&c, &a), (&b, &d), (&a, &b)] {
-        wait_reachable(from, to.ip, Duration::from_secs(15)).unwrap();
-        assert_pings(from, to);
-    }
+    assert_pings_once_reachable(&[(&a, &c), (&c, &a), (&b, &d), (&a, &b)], 5);
     let neigh = a.exec(&["ip", "neigh"]).unwrap();
     assert!(
         neigh.contains("169.254.1.1 dev eth0 lladdr ee:ee:ee:ee:ee:ee"),
@@ -127,32 +119,15 @@ fn ipip_pool_then_never_then_vxlan_through_cni_and_tapwirectl() {
     );
 
     // The underlay: IP protocol 4 between the node addresses, the pods inside.
-    let cap = capture::start(node1.netns(), "eth0", "ip proto 4", 2).unwrap();
-    ping(&a, c.ip, 1).unwrap();
-    let packets = cap.finish(Duration::from_secs(5)).unwrap();
-    let shown = packets.join("\n");
-    assert_eq!(packets.len(), 2, "{shown}");
-    assert!(
-        packets.iter().all(|p| p.contains("proto IPIP (4)")),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&format!("{} > {}: ", node1.underlay_ip, node2.underlay_ip)),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&format!("{} > {}: ICMP echo request", a.ip, c.ip)),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&format!("{} > {}: ICMP echo reply", c.ip, a.ip)),
-        "{shown}"
-    );
+    Captured::of_one_ping(&node1, "ip proto 4", &a, &c)
+        .assert_every(IPIP)
+        .assert_shows(&format!("{} > {}: ", node1.underlay_ip, node2.underlay_ip))
+        .assert_echo(&a, &c);
     let routes = ctl.ok(&["routes"]).unwrap();
     assert!(routes.contains("ipip"), "tapwirectl routes:\n{routes}");
 
     // Edit the pool as calicoctl users do: get -o yaml, change the mode, apply it back.
-    let yaml = ctl.get_yaml("ippool", Some("default-ipv4-ippool")).unwrap();
+    let yaml = ctl.get_yaml("ippool", Some(DEFAULT_POOL_NAME)).unwrap();
     assert!(yaml.contains("ipipMode: Always"), "{yaml}");
     let never = yaml.replace("ipipMode: Always", "ipipMode: Never");
     let filter = format!("icmp and host {}", a.ip);
@@ -163,9 +138,9 @@ fn ipip_pool_then_never_then_vxlan_through_cni_and_tapwirectl() {
         "unencapsulated traffic took {:?} to appear: {timing:?}",
         timing.both_ways()
     );
-    assert_pings(&a, &c);
-    assert_pings(&d, &b);
-    let yaml = ctl.get_yaml("ippool", Some("default-ipv4-ippool")).unwrap();
+    assert_pings(&a, &c, 5);
+    assert_pings(&d, &b, 5);
+    let yaml = ctl.get_yaml("ippool", Some(DEFAULT_POOL_NAME)).unwrap();
     assert!(yaml.contains("ipipMode: Never"), "{yaml}");
     let routes = ctl.ok(&["routes"]).unwrap();
     assert!(!routes.contains("ipip"), "tapwirectl routes:\n{routes}");
@@ -181,18 +156,8 @@ fn ipip_pool_then_never_then_vxlan_through_cni_and_tapwirectl() {
         "VXLAN took {:?} to appear: {timing:?}",
         timing.both_ways()
     );
-    assert_pings(&a, &c);
-    let cap = capture::start(node1.netns(), "eth0", "udp port 4789", 2).unwrap();
-    ping(&b, d.ip, 1).unwrap();
-    let packets = cap.finish(Duration::from_secs(5)).unwrap();
-    let shown = packets.join("\n");
-    assert_eq!(packets.len(), 2, "{shown}");
-    assert!(
-        packets
-            .iter()
-            .all(|p| p.contains("VXLAN, flags [I] (0x08), vni 4096")),
-        "{shown}"
-    );
+    assert_pings(&a, &c, 5);
+    Captured::of_one_ping(&node1, "udp port 4789", &b, &d).assert_every(VXLAN_VNI_4096);
     cp.check_running().unwrap();
 }
 
@@ -202,49 +167,27 @@ fn a_vxlan_pool_carries_pods_in_udp_4789_with_vni_4096() {
         return;
     }
     let lab = Lab::new().unwrap();
-    let cp = ControlPlane::new(&lab).unwrap();
-    let node1 = cp.add_node("node1").unwrap();
-    let node2 = cp.add_node("node2").unwrap();
+    let cp = ControlPlane::with_nodes(&lab, &["node1", "node2"]).unwrap();
+    let (node1, node2) = (cp.node("node1").unwrap(), cp.node("node2").unwrap());
+    // Applied on node2 this time.
+    let pool = ippool_yaml("vxlan-pool", "10.66.0.0/16", 26, "Never", "Always");
+    cp.apply("node2", &pool).unwrap();
     let ctl = cp.ctl("node2").unwrap();
-    ctl.apply(&ippool_yaml(
-        "vxlan-pool",
-        "10.66.0.0/16",
-        26,
-        "Never",
-        "Always",
-    ))
-    .unwrap()
-    .success()
-    .unwrap();
-    let a = cp.add_pod("node1", "pod-a").unwrap();
-    let c = cp.add_pod("node2", "pod-c").unwrap();
+    let [a, c] = cp
+        .add_pods([("node1", "pod-a"), ("node2", "pod-c")])
+        .unwrap();
     assert_eq!(a.mtu_bytes, 1450, "pod MTU with a VXLAN pool");
     assert_eq!(c.mtu_bytes, 1450, "pod MTU with a VXLAN pool");
-    wait_reachable(&a, c.ip, Duration::from_secs(15)).unwrap();
-    wait_reachable(&c, a.ip, Duration::from_secs(15)).unwrap();
+    wait_reachable(&a, c.ip, REACHABLE_WITHIN).unwrap();
+    wait_reachable(&c, a.ip, REACHABLE_WITHIN).unwrap();
 
-    let cap = capture::start(node2.netns(), "eth0", "udp port 4789", 2).unwrap();
-    ping(&c, a.ip, 1).unwrap();
-    let packets = cap.finish(Duration::from_secs(5)).unwrap();
-    let shown = packets.join("\n");
-    assert_eq!(packets.len(), 2, "{shown}");
-    assert!(
-        packets
-            .iter()
-            .all(|p| p.contains("VXLAN, flags [I] (0x08), vni 4096")),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&format!("{}.", node2.underlay_ip))
-            && shown.contains(&format!("{}.4789", node1.underlay_ip)),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&format!("{} > {}: ICMP echo request", c.ip, a.ip)),
-        "{shown}"
-    );
+    Captured::of_one_ping(&node2, "udp port 4789", &c, &a)
+        .assert_every(VXLAN_VNI_4096)
+        .assert_shows(&format!("{}.", node2.underlay_ip))
+        .assert_shows(&format!("{}.4789", node1.underlay_ip))
+        .assert_shows(&echo_request(c.ip, a.ip));
     let routes = ctl.ok(&["routes"]).unwrap();
     assert!(routes.contains("vxlan"), "tapwirectl routes:\n{routes}");
-    assert_pings(&a, &c);
+    assert_pings(&a, &c, 5);
     cp.check_running().unwrap();
 }

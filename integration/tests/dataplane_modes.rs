@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use tapwire_integration::capture;
+use tapwire_integration::check::{assert_pings, IPIP, REACHABLE_WITHIN, VXLAN_VNI_4096};
 use tapwire_integration::lab::format_mac;
 use tapwire_integration::traffic::wait_reachable;
 use tapwire_integration::{ping, skip_unless_root, tcp_transfer, Cluster, Lab, Mode, Transfer};
@@ -33,7 +34,7 @@ fn pods_reach_each_other_and_the_underlay_shows(mode: Mode) {
     ];
     // The first packets may go to ARP (pod gateway, peer underlay MAC).
     for (from, to, _) in &pairs {
-        wait_reachable(from, to.ip, Duration::from_secs(15)).unwrap();
+        wait_reachable(from, to.ip, REACHABLE_WITHIN).unwrap();
     }
     for (from, to, where_) in &pairs {
         let stats = ping(from, to.ip, 5).unwrap();
@@ -45,14 +46,9 @@ fn pods_reach_each_other_and_the_underlay_shows(mode: Mode) {
     }
 
     // What crosses the underlay for a cross-node ping.
-    let filter = match mode {
-        Mode::None => format!("icmp and host {}", a.ip),
-        Mode::Ipip => "ip proto 4".to_string(),
-        Mode::Vxlan => "udp port 4789".to_string(),
-    };
+    let filter = capture::encapsulation_filter(mode, a.ip);
     let cap = capture::start(node1.netns(), "eth0", &filter, 4).unwrap();
-    let stats = ping(&a, c.ip, 2).unwrap();
-    assert_eq!(stats.loss_percent, 0.0, "{}", stats.output);
+    assert_pings(&a, &c, 2);
     let packets = cap.finish(Duration::from_secs(10)).unwrap();
     let shown = packets.join("\n");
     assert_eq!(
@@ -75,7 +71,7 @@ fn pods_reach_each_other_and_the_underlay_shows(mode: Mode) {
                 (request, format!("{ip1} > {ip2}")),
                 (reply, format!("{ip2} > {ip1}")),
             ] {
-                assert!(packet.contains("proto IPIP (4)"), "not IPIP:\n{packet}");
+                assert!(packet.contains(IPIP), "not IPIP:\n{packet}");
                 assert!(
                     packet.contains(&outer),
                     "outer header is not {outer}:\n{packet}"
@@ -85,7 +81,7 @@ fn pods_reach_each_other_and_the_underlay_shows(mode: Mode) {
         Mode::Vxlan => {
             for (packet, outer) in [(request, format!("{ip1}.")), (reply, format!("{ip2}."))] {
                 assert!(
-                    packet.contains("VXLAN, flags [I] (0x08), vni 4096"),
+                    packet.contains(VXLAN_VNI_4096),
                     "not VXLAN vni 4096:\n{packet}"
                 );
                 assert!(
@@ -131,12 +127,7 @@ fn pods_reach_each_other_and_the_underlay_shows(mode: Mode) {
     let before = cluster.counters().unwrap();
     let report = tcp_transfer(&a, &c, &Transfer::bytes(TRANSFER_BYTES)).unwrap();
     assert_eq!(report.bytes, TRANSFER_BYTES);
-    eprintln!(
-        "{mode}: {} MiB pod-a -> pod-c in {:.2?} ({:.2} Gbit/s)",
-        report.bytes >> 20,
-        report.duration,
-        report.gbps()
-    );
+    eprintln!("{mode}: pod-a -> pod-c: {report}");
     let after = cluster.counters().unwrap();
     let sent = after[0].since(&before[0]);
     let received = after[1].since(&before[1]);

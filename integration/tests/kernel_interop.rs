@@ -12,13 +12,13 @@
 use std::time::Duration;
 
 use tapwire_control::podnet::pod_mtu;
-use tapwire_integration::capture;
+use tapwire_integration::check::{
+    assert_pings, assert_transfer, Captured, REACHABLE_WITHIN, VXLAN_VNI_4096,
+};
 use tapwire_integration::kernel::{self, TxChecksum};
 use tapwire_integration::lab::UNDERLAY_MTU;
 use tapwire_integration::traffic::wait_reachable;
-use tapwire_integration::{
-    ping, push_snapshot, skip_unless_root, tcp_transfer, Lab, Mode, Transfer,
-};
+use tapwire_integration::{push_snapshot, skip_unless_root, Lab, Mode};
 
 const TRANSFER_BYTES: u64 = 20 << 20;
 
@@ -33,8 +33,7 @@ fn tapwire_and_kernel_vxlan_nodes_carry_pings_and_tcp_both_ways() {
     let mtu = pod_mtu(UNDERLAY_MTU, Mode::Vxlan.encap());
 
     // node2: the kernel, as Calico's Linux dataplane sets it up.
-    kernel::setup_vxlan_device(&kernel_node, TxChecksum::Software).unwrap();
-    kernel::add_vxlan_peer(&kernel_node, &tapwire_node).unwrap();
+    kernel::setup_vxlan_node(&kernel_node, TxChecksum::Software, &[&tapwire_node]).unwrap();
     let k = kernel::add_veth_pod(&lab, &kernel_node, "pod-k", kernel_node.pod_ip(2), mtu).unwrap();
 
     // node1: tapwire, told about node2 (host, VTEP with the kernel device's MAC, block).
@@ -51,53 +50,25 @@ fn tapwire_and_kernel_vxlan_nodes_carry_pings_and_tcp_both_ways() {
     )
     .unwrap();
 
-    wait_reachable(&t, k.ip, Duration::from_secs(15)).unwrap();
-    wait_reachable(&k, t.ip, Duration::from_secs(15)).unwrap();
+    wait_reachable(&t, k.ip, REACHABLE_WITHIN).unwrap();
+    wait_reachable(&k, t.ip, REACHABLE_WITHIN).unwrap();
     for (from, to) in [(&t, &k), (&k, &t)] {
-        let stats = ping(from, to.ip, 5).unwrap();
-        assert_eq!(
-            stats.loss_percent, 0.0,
-            "{} -> {}:\n{}",
-            from.name, to.name, stats.output
-        );
+        assert_pings(from, to, 5);
     }
 
     // The kernel's frames really are VXLAN on the wire, answered by tapwire's.
-    let cap = capture::start(tapwire_node.netns(), "eth0", "udp port 4789", 2).unwrap();
-    ping(&k, t.ip, 1).unwrap();
-    let packets = cap.finish(Duration::from_secs(10)).unwrap();
-    let shown = packets.join("\n");
-    assert_eq!(packets.len(), 2, "{shown}");
-    assert!(
-        packets
-            .iter()
-            .all(|p| p.contains("VXLAN, flags [I] (0x08), vni 4096")),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&format!("{} > {}: ICMP echo request", k.ip, t.ip)),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&format!("{} > {}: ICMP echo reply", t.ip, k.ip)),
-        "{shown}"
-    );
+    Captured::of_one_ping_within(
+        &tapwire_node,
+        "udp port 4789",
+        &k,
+        &t,
+        Duration::from_secs(10),
+    )
+    .assert_every(VXLAN_VNI_4096)
+    .assert_echo(&k, &t);
 
     for (from, to, port) in [(&t, &k, 5001), (&k, &t, 5002)] {
-        let spec = Transfer {
-            port,
-            ..Transfer::bytes(TRANSFER_BYTES)
-        };
-        let report = tcp_transfer(from, to, &spec).unwrap();
-        assert_eq!(report.bytes, TRANSFER_BYTES);
-        eprintln!(
-            "{} -> {}: {} MiB in {:.2?} ({:.2} Gbit/s)",
-            from.name,
-            to.name,
-            report.bytes >> 20,
-            report.duration,
-            report.gbps()
-        );
+        assert_transfer(from, to, port, TRANSFER_BYTES);
     }
     let counters = dataplane.counters().unwrap();
     assert!(

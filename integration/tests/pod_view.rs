@@ -4,10 +4,8 @@
 //! the encapsulation overhead.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-use std::time::Duration;
-
-use tapwire_integration::traffic::wait_reachable;
-use tapwire_integration::{ping, skip_unless_root, Cluster, Lab, Mode};
+use tapwire_integration::check::assert_pings_once_reachable;
+use tapwire_integration::{skip_unless_root, Cluster, Lab, Mode};
 
 #[test]
 fn pod_sees_calico_routes_gateway_neighbour_and_mtu() {
@@ -48,9 +46,7 @@ fn pod_sees_calico_routes_gateway_neighbour_and_mtu() {
         "VXLAN pods get underlay MTU 1500 - 50:\n{addr}"
     );
 
-    wait_reachable(a, c.ip, Duration::from_secs(15)).unwrap();
-    let stats = ping(a, c.ip, 3).unwrap();
-    assert_eq!(stats.loss_percent, 0.0, "{}", stats.output);
+    assert_pings_once_reachable(&[(a, c)], 3);
     let neigh = a.exec(&["ip", "neigh", "show", "dev", "eth0"]).unwrap();
     assert!(
         neigh

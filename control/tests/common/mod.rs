@@ -1,5 +1,7 @@
-//! Test helpers for driving CNI plugins the way a container runtime does.
+//! Test helpers for driving CNI plugins the way a container runtime does, and for
+//! running tapwire's programs against a stand-in agent.
 //!
+//! - [`run_bounded`]: one run of a program with piped standard streams, bounded in time.
 //! - [`exec_plugin`]: one plugin invocation — `CNI_*` variables plus the configuration on
 //!   stdin, a clean environment, bounded in time — returning exit code, stdout and stderr.
 //! - [`Runtime`]: libcni's semantics for a network configuration list ("conflist"): each
@@ -9,7 +11,7 @@
 //!   DEL the final result of the ADD. DEL runs the plugins in reverse order. The first
 //!   failure stops the chain and is returned.
 //! - [`FakeAgent`]: a `tapwire-control` stand-in on a Unix socket that answers with a
-//!   closure and records every request.
+//!   closure and records every request, with a scratch directory for input files.
 //!
 //! To drive a conflist through tapwire and a stock plugin (e.g. Debian's
 //! `/usr/lib/cni/tuning`), build a [`Runtime`] whose `cni_path` holds the directory of
@@ -47,16 +49,19 @@ pub struct Attachment {
     pub args: String,
 }
 
-/// What one plugin run printed.
+/// What one run of a program printed.
 #[derive(Debug, Clone)]
-pub struct PluginRun {
+pub struct ProgramRun {
     /// The exit code (`None` when killed by a signal).
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
 
-impl PluginRun {
+/// What one plugin run printed.
+pub type PluginRun = ProgramRun;
+
+impl ProgramRun {
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
@@ -80,60 +85,65 @@ impl PluginRun {
     }
 }
 
-/// Runs `bin` with exactly the variables in `env` (nothing inherited) and `stdin`,
-/// killing it after [`PLUGIN_DEADLINE`].
-pub fn exec_plugin(bin: &Path, env: &[(&str, &str)], stdin: &[u8]) -> PluginRun {
-    let mut child = Command::new(bin)
-        .env_clear()
-        .envs(env.iter().copied())
+/// Runs `cmd` with its standard streams piped: `stdin` is fed from a thread (a program
+/// may answer before reading all of it), stdout and stderr are read to their ends. The
+/// run is killed, and the test fails naming `what`, after `limit`.
+pub fn run_bounded(cmd: &mut Command, stdin: &[u8], limit: Duration, what: &str) -> ProgramRun {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-    // Feed stdin from a thread: a plugin may answer before reading all of it.
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
     let mut pipe = child.stdin.take().unwrap();
     let input = stdin.to_vec();
     let feeder = std::thread::spawn(move || {
         let _ = pipe.write_all(&input);
     });
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out_pipe.read_to_end(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err_pipe.read_to_end(&mut s);
-        s
-    });
+    let out_reader = read_to_end(child.stdout.take().unwrap());
+    let err_reader = read_to_end(child.stderr.take().unwrap());
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if start.elapsed() > PLUGIN_DEADLINE {
+        if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{} ran longer than {PLUGIN_DEADLINE:?}", bin.display());
+            panic!("{what} ran longer than {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
     };
     let _ = feeder.join();
-    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned();
-    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned();
-    assert!(
-        !stderr.contains("panicked"),
-        "{} panicked: {stderr}",
-        bin.display()
-    );
-    PluginRun {
+    ProgramRun {
         code: status.code(),
-        stdout,
-        stderr,
+        stdout: String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned(),
     }
+}
+
+/// Reads `pipe` to its end on a thread.
+fn read_to_end(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// Runs `bin` with exactly the variables in `env` (nothing inherited) and `stdin`,
+/// killing it after [`PLUGIN_DEADLINE`].
+pub fn exec_plugin(bin: &Path, env: &[(&str, &str)], stdin: &[u8]) -> PluginRun {
+    let mut cmd = Command::new(bin);
+    cmd.env_clear().envs(env.iter().copied());
+    let run = run_bounded(&mut cmd, stdin, PLUGIN_DEADLINE, &bin.display().to_string());
+    assert!(
+        !run.stderr.contains("panicked"),
+        "{} panicked: {}",
+        bin.display(),
+        run.stderr
+    );
+    run
 }
 
 /// A CNI runtime in miniature (libcni's conflist semantics; see the module doc).
@@ -280,7 +290,7 @@ type Responder = dyn Fn(&Request) -> Response + Send + Sync;
 
 /// A `tapwire-control` stand-in: answers each API request with `respond` and records it.
 pub struct FakeAgent {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pub socket: PathBuf,
     requests: Arc<Mutex<Vec<Request>>>,
     stop: Arc<AtomicBool>,
@@ -317,7 +327,7 @@ impl FakeAgent {
             })
         };
         FakeAgent {
-            _dir: dir,
+            dir,
             socket,
             requests,
             stop,
@@ -332,6 +342,18 @@ impl FakeAgent {
 
     pub fn socket_str(&self) -> &str {
         self.socket.to_str().unwrap()
+    }
+
+    /// The agent's scratch directory (it also holds the socket).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `text` to file `name` in the scratch directory; returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tapwire_control::podnet::pod_mtu;
 use tapwire_integration::cni::CniCommand;
-use tapwire_integration::controlplane::{ippool_yaml, time_switch};
+use tapwire_integration::controlplane::{default_ipip_pool, time_switch, DEFAULT_POOL_NAME};
 use tapwire_integration::kernel::{self, TxChecksum};
 use tapwire_integration::lab::{bin_dir, UNDERLAY_MTU};
 use tapwire_integration::traffic::{ping_in, wait_reachable, IperfReport};
@@ -194,7 +194,7 @@ fn demo_control_plane() -> Result<(), LabError> {
     ctl_show("node1", &ctl, &["node", "status"])?;
 
     println!("=== An IP pool, as calicoctl's IPPool document ===\n");
-    let pool = ippool_yaml("default-ipv4-ippool", "10.65.0.0/16", 26, "Always", "Never");
+    let pool = default_ipip_pool();
     let pool_file = lab.dir().join("pool.yaml");
     std::fs::write(&pool_file, &pool).map_err(|e| LabError::io("writing pool.yaml", e))?;
     show("node1", "cat pool.yaml", &pool);
@@ -254,7 +254,7 @@ fn demo_control_plane() -> Result<(), LabError> {
     let yaml = ctl_show(
         "node1",
         &ctl,
-        &["get", "ippool", "default-ipv4-ippool", "-o", "yaml"],
+        &["get", "ippool", DEFAULT_POOL_NAME, "-o", "yaml"],
     )?;
     let never = yaml.replace("ipipMode: Always", "ipipMode: Never");
     println!("(edited: ipipMode: Never)\n");
@@ -280,7 +280,7 @@ fn demo_control_plane() -> Result<(), LabError> {
     ping_and_capture(&node1, &format!("icmp and host {}", a.ip), &a, &c)?;
 
     println!("=== And to vxlanMode: Always (applied on node2) ===\n");
-    let yaml = ctl.get_yaml("ippool", Some("default-ipv4-ippool"))?;
+    let yaml = ctl.get_yaml("ippool", Some(DEFAULT_POOL_NAME))?;
     let vxlan = yaml.replace("vxlanMode: Never", "vxlanMode: Always");
     let ctl2 = cp.ctl("node2")?;
     let timing = time_switch(&ctl2, &vxlan, &node1, "udp port 4789", &a, &c)?;
@@ -335,11 +335,7 @@ fn demo(mode: Mode) -> Result<(), LabError> {
     );
     wait_reachable(a, c.ip, Duration::from_secs(15))?;
     let node1 = &cluster.nodes[0];
-    let filter = match mode {
-        Mode::None => format!("icmp and host {}", a.ip),
-        Mode::Ipip => "ip proto 4".to_string(),
-        Mode::Vxlan => "udp port 4789".to_string(),
-    };
+    let filter = capture::encapsulation_filter(mode, a.ip);
     let cap = capture::start(node1.netns(), "eth0", &filter, 4)?;
     let ping = a.exec(&["ping", "-n", "-c", "2", "-i", "0.2", &c.ip.to_string()])?;
     show("pod-a", &format!("ping -c 2 {}", c.ip), &ping);
@@ -437,8 +433,7 @@ fn measure(seconds: u32, pings: u32, workers: usize) -> Result<(), LabError> {
         let n2 = lab.add_node("node2")?;
         let mtu = pod_mtu(UNDERLAY_MTU, Mode::Vxlan.encap());
         for (node, peer) in [(&n1, &n2), (&n2, &n1)] {
-            kernel::setup_vxlan_device(node, TxChecksum::Offload)?;
-            kernel::add_vxlan_peer(node, peer)?;
+            kernel::setup_vxlan_node(node, TxChecksum::Offload, &[peer])?;
         }
         let p1 = kernel::add_veth_pod(&lab, &n1, "pod-a", n1.pod_ip(2), mtu)?;
         let p2 = kernel::add_veth_pod(&lab, &n2, "pod-c", n2.pod_ip(2), mtu)?;
