@@ -54,12 +54,13 @@ fn decap(c: &mut Criterion) {
     let t = tables(Encap::Vxlan);
     let mut scratch = [0u8; SCRATCH_LEN];
     let mut buf = received(&pod_a_sends("10.65.2.7", 64, true, 1400 - 40));
-    let Action::ToPeerIp { packet, .. } = forward::from_pod(&t, 0, &mut buf, &mut scratch) else {
+    let Action::ToPeerVxlan { payload, .. } = forward::from_pod(&t, 0, &mut buf, &mut scratch)
+    else {
         panic!("fixture frame not encapsulated");
     };
-    // The UDP payload (after outer IPv4 + UDP) as the socket delivers it, with the inner
-    // destination rewritten to a local pod on the same example node.
-    let mut vxlan = buf.slice(packet)[28..].to_vec();
+    // The UDP payload as the socket delivers it, with the inner destination rewritten to
+    // a local pod on the same example node.
+    let mut vxlan = buf.slice(payload).to_vec();
     vxlan[8..14].copy_from_slice(&t.local.vtep_mac);
     let inner_ip = 8 + 14;
     vxlan[inner_ip + 16..inner_ip + 20].copy_from_slice(&[10, 65, 1, 3]);

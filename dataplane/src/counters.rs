@@ -44,6 +44,13 @@ impl Flow {
         self.packets.inc();
         self.bytes.add(bytes as u64);
     }
+
+    /// Records a super-frame as the `packets` wire packets it stands for.
+    #[inline]
+    pub fn record_many(&self, packets: usize, bytes: usize) {
+        self.packets.add(packets as u64);
+        self.bytes.add(bytes as u64);
+    }
 }
 
 /// A worker's counters that are not tied to one endpoint.

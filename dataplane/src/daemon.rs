@@ -23,7 +23,7 @@ use tapwire_proto::{
 use tapwire_sys::{link, netns, tap};
 
 use crate::counters::{named_totals, EndpointCounters, WorkerCounters};
-use crate::io::{IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver};
+use crate::io::{IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender};
 use crate::resolver::{self, Resolved};
 use crate::state::{build_tables, Applied, AttachedEndpoint, Desired, EndpointSpec, Underlay};
 use crate::tables::Tables;
@@ -34,6 +34,9 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How often endpoints whose queues could not be attached are tried again (the pod's
 /// TAP may not exist yet when control announces it).
 const RETRY: Duration = Duration::from_secs(1);
+/// VXLAN sending sockets per worker: each flow keeps one, so its packets share a source
+/// port while flows spread over several (ECMP entropy).
+const VXLAN_TX_SOCKETS: usize = 4;
 
 /// Command-line options of `tapwire-dataplane`.
 #[derive(Debug, Clone)]
@@ -143,7 +146,18 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         });
         let sockets = WorkerSockets {
             raw: RawIpSender::open().map_err(sock_err("raw IP socket"))?,
-            vxlan: UdpReceiver::bind(opts.vxlan_port).map_err(sock_err("VXLAN UDP socket"))?,
+            vxlan: {
+                let socket =
+                    UdpReceiver::bind(opts.vxlan_port).map_err(sock_err("VXLAN UDP socket"))?;
+                // Without UDP GRO each datagram is its own read; with it, a peer's GSO
+                // burst arrives as one.
+                if let Err(err) = socket.enable_gro() {
+                    tracing::warn!(%err, "UDP GRO refused; receiving VXLAN per datagram");
+                }
+                socket
+            },
+            vxlan_tx: VxlanSender::open(VXLAN_TX_SOCKETS)
+                .map_err(sock_err("VXLAN sending socket"))?,
             underlay: PacketSocket::open(ifindex, fanout_group, underlay.ip)
                 .map_err(sock_err("underlay packet socket"))?,
             ipip: if w == 0 {
@@ -465,8 +479,16 @@ impl Dataplane {
         let workers = self.workers.len();
         netns::run_in_netns(&spec.netns, || {
             let queues = (0..workers)
-                .map(|_| tap::attach_queue(&spec.ifname))
+                .map(|_| tap::attach_queue_with_offloads(&spec.ifname))
                 .collect::<io::Result<Vec<_>>>()?;
+            if let Some(queue) = queues.first() {
+                // Super-frames and partial checksums from the pod; without them (an old
+                // kernel) the pod sends MTU-sized frames with full checksums, which works too.
+                let wanted = tap::offload::CSUM | tap::offload::TSO4 | tap::offload::TSO6;
+                if let Err(err) = queue.set_offloads(wanted) {
+                    tracing::warn!(ifname = %spec.ifname, %err, "TAP offloads refused");
+                }
+            }
             Ok((
                 queues,
                 link::hwaddr(&spec.ifname)?,

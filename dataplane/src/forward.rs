@@ -9,10 +9,11 @@
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
+use crate::offload::{self, VnetHdr};
 use crate::packet::{
-    self, emit_arp, emit_ethernet, emit_icmp_error, emit_udp, emit_vxlan, ArpPacket, EthernetFrame,
+    self, emit_arp, emit_ethernet, emit_icmp_error, emit_vxlan, ArpPacket, EthernetFrame,
     IcmpError, Ipv4Packet, Ipv4Repr, Mac, ARP_IPV4_LEN, ARP_REPLY, ARP_REQUEST, ETHERTYPE_ARP,
-    ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HEADER_LEN, GATEWAY_MAC, IPPROTO_IPIP, IPPROTO_UDP,
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HEADER_LEN, GATEWAY_MAC, IPPROTO_IPIP, IPPROTO_TCP,
     UDP_HEADER_LEN, VXLAN_HEADER_LEN,
 };
 use crate::tables::{Encap, EndpointIdx, RouteTarget, Tables};
@@ -29,12 +30,14 @@ const OUTER_VXLAN_LEN: usize = Ipv4Repr::HEADER_LEN + UDP_HEADER_LEN + VXLAN_HEA
 // Pod frames start at HEADROOM, so every encapsulation fits in front of them.
 const _: () = assert!(HEADROOM >= OUTER_VXLAN_LEN);
 
-/// A frame with headroom. `data[start..end]` is the frame.
+/// A frame with headroom. `data[start..end]` is the frame; `offload` its virtio-net
+/// metadata (GSO, partial checksum), offsets counted from the Ethernet header.
 #[derive(Debug)]
 pub struct PacketBuf {
     data: Box<[u8]>,
     start: usize,
     end: usize,
+    offload: VnetHdr,
 }
 
 impl Default for PacketBuf {
@@ -49,6 +52,7 @@ impl PacketBuf {
             data: vec![0; HEADROOM + MAX_FRAME].into_boxed_slice(),
             start: HEADROOM,
             end: HEADROOM,
+            offload: VnetHdr::NONE,
         }
     }
 
@@ -57,10 +61,27 @@ impl PacketBuf {
         &mut self.data[HEADROOM..]
     }
 
-    /// Marks `len` bytes at the start of the receive area as the frame.
+    /// Marks `len` bytes at the start of the receive area as the frame, with no offload
+    /// metadata.
     pub fn set_received(&mut self, len: usize) {
-        self.start = HEADROOM;
-        self.end = HEADROOM + len.min(MAX_FRAME);
+        self.set_window(0, len);
+    }
+
+    /// Marks `len` bytes at `offset` into the receive area as the frame (one datagram of
+    /// several received at once), with no offload metadata.
+    pub fn set_window(&mut self, offset: usize, len: usize) {
+        self.start = HEADROOM + offset.min(MAX_FRAME);
+        self.end = self.start + len.min(MAX_FRAME - offset.min(MAX_FRAME));
+        self.offload = VnetHdr::NONE;
+    }
+
+    /// Attaches the frame's virtio-net header (read with it from a TAP or packet socket).
+    pub fn set_offload(&mut self, offload: VnetHdr) {
+        self.offload = offload;
+    }
+
+    pub fn offload(&self) -> VnetHdr {
+        self.offload
     }
 
     pub fn frame(&self) -> &[u8] {
@@ -133,10 +154,13 @@ pub enum DropReason {
     NotLocal,
     /// A write to a pod queue or underlay socket failed (queue full, device gone).
     TxFailed,
+    /// Offload metadata (virtio-net header) tapwire cannot honour: a GSO type other than
+    /// TCP over IPv4, or checksum offsets outside the frame.
+    BadOffload,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::MalformedEthernet,
         DropReason::MalformedIpv4,
         DropReason::BadChecksum,
@@ -161,6 +185,7 @@ impl DropReason {
         DropReason::NotForVtep,
         DropReason::NotLocal,
         DropReason::TxFailed,
+        DropReason::BadOffload,
     ];
 
     /// The counter name (snake case).
@@ -190,6 +215,7 @@ impl DropReason {
             DropReason::NotForVtep => "not_for_vtep",
             DropReason::NotLocal => "not_local",
             DropReason::TxFailed => "tx_failed",
+            DropReason::BadOffload => "bad_offload",
         }
     }
 }
@@ -207,22 +233,45 @@ pub enum Action {
     },
     /// Write `scratch[..len]` (an ARP reply) back to the ingress pod.
     Reply { len: usize },
-    /// Write the frame to a local pod.
+    /// Write the frame to a local pod, with its offload metadata.
     ToPod {
         endpoint: EndpointIdx,
         frame: Range<usize>,
+        offload: VnetHdr,
     },
-    /// Send a complete IPv4 packet (outer header included) to a peer through the raw IP
-    /// socket.
-    ToPeerIp {
+    /// Send an IPIP packet (outer header included) to a peer through the raw IP socket;
+    /// with `tso`, cut into segments first.
+    ToPeerIpip {
         dst: Ipv4Addr,
-        encap: Encap,
         packet: Range<usize>,
+        tso: Option<Tso>,
     },
-    /// Send an Ethernet frame on the underlay interface (unencapsulated routes).
-    ToPeerEthernet { frame: Range<usize> },
+    /// Send a VXLAN datagram (`payload`: the VXLAN header onwards) to a peer's VTEP; the
+    /// socket adds outer IPv4 and UDP. `flow` picks the source port; with `tso`, cut into
+    /// segments first (one UDP GSO send).
+    ToPeerVxlan {
+        dst: Ipv4Addr,
+        flow: u32,
+        payload: Range<usize>,
+        tso: Option<Tso>,
+    },
+    /// Send an Ethernet frame on the underlay interface (unencapsulated routes), with its
+    /// offload metadata: the kernel segments a super-frame only if the device needs it.
+    ToPeerEthernet {
+        frame: Range<usize>,
+        offload: VnetHdr,
+    },
     /// Underlay traffic that is not ours to handle (the kernel sees it too).
     Ignore,
+}
+
+/// A TCP super-frame to be segmented on the way out (software TSO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tso {
+    /// Offset of the inner IPv4 header from the start of the action's range.
+    pub inner_ip: usize,
+    /// Payload bytes per segment.
+    pub mss: u16,
 }
 
 /// Where an IPv4 packet entered: a pod (with its MAC, to address replies) or a tunnel.
@@ -252,13 +301,28 @@ pub fn from_pod(
             if eth.dst() != GATEWAY_MAC {
                 return Action::Drop(DropReason::NotForGateway);
             }
-            if frame.len() > ETH_HEADER_LEN + endpoint.mtu_bytes as usize {
-                return Action::Drop(DropReason::Oversize);
-            }
             let ip = match Ipv4Packet::new_checked(eth.payload()) {
                 Ok(ip) => ip,
                 Err(_) => return Action::Drop(DropReason::MalformedIpv4),
             };
+            let offload = buf.offload;
+            let wire_len = if offload.is_gso() {
+                match gso_packet_len(&ip, offload) {
+                    Some(len) => len,
+                    None => return Action::Drop(DropReason::BadOffload),
+                }
+            } else {
+                ip.total_len()
+            };
+            if wire_len > endpoint.mtu_bytes as usize {
+                return Action::Drop(DropReason::Oversize);
+            }
+            if offload.needs_csum()
+                && usize::from(offload.csum_start) + usize::from(offload.csum_offset) + 2
+                    > ETH_HEADER_LEN + ip.total_len()
+            {
+                return Action::Drop(DropReason::BadOffload);
+            }
             if !ip.checksum_ok() {
                 return Action::Drop(DropReason::BadChecksum);
             }
@@ -318,14 +382,25 @@ fn route_ipv4(
     scratch: &mut [u8; SCRATCH_LEN],
 ) -> Action {
     let ip_start = eth_start + ETH_HEADER_LEN;
-    let (dst, ttl, total_len, dont_fragment, flow) = {
+    let offload = buf.offload;
+    let (dst, ttl, total_len, wire_len, dont_fragment, flow) = {
         let Ok(ip) = Ipv4Packet::new_checked(&buf.data[ip_start..buf.end]) else {
             return Action::Drop(DropReason::MalformedIpv4);
+        };
+        // A super-frame leaves as segments: each must fit the route, not the whole.
+        let wire_len = if offload.is_gso() {
+            match gso_packet_len(&ip, offload) {
+                Some(len) => len,
+                None => return Action::Drop(DropReason::BadOffload),
+            }
+        } else {
+            ip.total_len()
         };
         (
             ip.dst(),
             ip.ttl(),
             ip.total_len(),
+            wire_len,
             ip.dont_fragment(),
             flow_hash(&ip),
         )
@@ -364,7 +439,7 @@ fn route_ipv4(
             .saturating_sub(encap.overhead_bytes()),
         RouteTarget::Blackhole => return Action::Drop(DropReason::Blackhole),
     };
-    if total_len > mtu as usize {
+    if wire_len > mtu as usize {
         if dont_fragment {
             let kind = IcmpError::FragmentationNeeded {
                 mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
@@ -373,9 +448,30 @@ fn route_ipv4(
         }
         return Action::Drop(DropReason::TooBigToForward);
     }
+    // The tunnels carry no offload metadata: a partial checksum is finished here (a
+    // super-frame is segmented, with full checksums, on the way out).
+    let tunnel = matches!(
+        target,
+        RouteTarget::RemoteNode {
+            encap: Encap::Ipip | Encap::Vxlan,
+            ..
+        }
+    );
+    if tunnel && offload.needs_csum() && !offload.is_gso() {
+        if offload::complete_checksum(&mut buf.data[eth_start..packet_end], offload).is_err() {
+            return Action::Drop(DropReason::BadOffload);
+        }
+        buf.offload = VnetHdr::NONE;
+    }
     if let Ok(mut ip) = Ipv4Packet::new_checked(&mut buf.data[ip_start..packet_end]) {
         ip.decrement_ttl();
     }
+    let tso = |inner_ip: usize| {
+        offload.is_gso().then_some(Tso {
+            inner_ip,
+            mss: offload.gso_size,
+        })
+    };
 
     match target {
         RouteTarget::LocalEndpoint(idx) => {
@@ -391,6 +487,7 @@ fn route_ipv4(
             Action::ToPod {
                 endpoint: idx,
                 frame: eth_start..packet_end,
+                offload,
             }
         }
         RouteTarget::RemoteNode { peer, encap } => {
@@ -411,6 +508,7 @@ fn route_ipv4(
                     );
                     Action::ToPeerEthernet {
                         frame: eth_start..packet_end,
+                        offload,
                     }
                 }
                 Encap::Ipip => {
@@ -423,10 +521,10 @@ fn route_ipv4(
                         IPPROTO_IPIP,
                         dont_fragment,
                     );
-                    Action::ToPeerIp {
+                    Action::ToPeerIpip {
                         dst: peer.underlay_ip,
-                        encap,
                         packet,
+                        tso: tso(Ipv4Repr::HEADER_LEN),
                     }
                 }
                 Encap::Vxlan => {
@@ -441,27 +539,11 @@ fn route_ipv4(
                     );
                     let vxlan_start = eth_start - VXLAN_HEADER_LEN;
                     emit_vxlan(&mut buf.data[vxlan_start..], local.vni);
-                    let udp_start = vxlan_start - UDP_HEADER_LEN;
-                    let udp_payload = packet_end - vxlan_start;
-                    emit_udp(
-                        &mut buf.data[udp_start..packet_end],
-                        local.underlay_ip,
-                        peer.underlay_ip,
-                        (vxlan_source_port(flow), local.vxlan_port),
-                        udp_payload,
-                    );
-                    let packet = prepend_outer_ipv4(
-                        buf,
-                        udp_start - Ipv4Repr::HEADER_LEN..packet_end,
-                        tables,
-                        peer.underlay_ip,
-                        IPPROTO_UDP,
-                        dont_fragment,
-                    );
-                    Action::ToPeerIp {
+                    Action::ToPeerVxlan {
                         dst: peer.underlay_ip,
-                        encap,
-                        packet,
+                        flow,
+                        payload: vxlan_start..packet_end,
+                        tso: tso(VXLAN_HEADER_LEN + ETH_HEADER_LEN),
                     }
                 }
             }
@@ -603,6 +685,19 @@ fn decapsulated(tables: &Tables, buf: &mut PacketBuf, eth_start: usize) -> Actio
     route_ipv4(tables, buf, eth_start, Ingress::Underlay, &mut scratch)
 }
 
+/// The length of each IPv4 packet a TCP super-frame becomes when segmented, or `None`
+/// when the frame is not a super-frame tapwire can segment (TCP over IPv4, non-zero MSS).
+fn gso_packet_len(ip: &Ipv4Packet<&[u8]>, offload: VnetHdr) -> Option<usize> {
+    if offload.gso_kind() != VnetHdr::GSO_TCPV4
+        || ip.protocol() != IPPROTO_TCP
+        || offload.gso_size == 0
+    {
+        return None;
+    }
+    let tcp_len = usize::from(ip.payload().get(12)? >> 4) * 4;
+    (tcp_len >= 20).then(|| ip.header_len() + tcp_len + usize::from(offload.gso_size))
+}
+
 fn drop_for_ethertype(ethertype: u16) -> DropReason {
     match ethertype {
         ETHERTYPE_IPV6 => DropReason::Ipv6,
@@ -624,13 +719,6 @@ fn flow_hash(ip: &Ipv4Packet<&[u8]>) -> u32 {
         h ^= h >> 29;
     }
     (h ^ (h >> 32)) as u32
-}
-
-/// Linux's default ephemeral range, which the kernel's VXLAN device also draws from.
-fn vxlan_source_port(flow: u32) -> u16 {
-    const LOW: u32 = 32768;
-    const SPAN: u32 = 60999 - 32768 + 1;
-    (LOW + flow % SPAN) as u16
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod fib;
 pub mod fixtures;
 pub mod forward;
 pub mod io;
+pub mod offload;
 pub mod packet;
 pub mod resolver;
 pub mod state;

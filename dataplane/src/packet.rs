@@ -33,12 +33,12 @@ pub const ARP_IPV4_LEN: usize = 28;
 
 /// Reads a big-endian u16 at `at`; callers guarantee `at + 2 <= buf.len()`.
 #[inline]
-fn be16(buf: &[u8], at: usize) -> u16 {
+pub(crate) fn be16(buf: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([buf[at], buf[at + 1]])
 }
 
 #[inline]
-fn put_be16(buf: &mut [u8], at: usize, value: u16) {
+pub(crate) fn put_be16(buf: &mut [u8], at: usize, value: u16) {
     buf[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }
 
@@ -361,7 +361,7 @@ pub fn checksum(data: &[u8]) -> u16 {
 
 /// One's-complement sum of `data` as big-endian 16-bit words, plus `initial`, folded to
 /// 32 bits. Reads 8 bytes at a time: the sum of 32-bit halves folds to the same result.
-fn sum_words(data: &[u8], initial: u32) -> u32 {
+pub fn sum_words(data: &[u8], initial: u32) -> u32 {
     let mut sum = u64::from(initial);
     let mut chunks = data.chunks_exact(8);
     for chunk in &mut chunks {
@@ -383,7 +383,8 @@ fn sum_words(data: &[u8], initial: u32) -> u32 {
     sum as u32
 }
 
-fn fold(mut sum: u32) -> u16 {
+/// Folds a one's-complement sum to 16 bits (not complemented).
+pub fn fold(mut sum: u32) -> u16 {
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }

@@ -3,15 +3,17 @@
 //! into an [`Action`] with `forward`, then performs it. No allocation, lock or channel
 //! hop per packet.
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tapwire_sys::tap::TapQueue;
 
 use crate::counters::{EndpointCounters, WorkerCounters};
-use crate::forward::{self, Action, DropReason, PacketBuf, SCRATCH_LEN};
-use crate::io::{IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver};
+use crate::forward::{self, Action, DropReason, PacketBuf, Tso, SCRATCH_LEN};
+use crate::io::{IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender};
+use crate::offload::{self, Coalescer, Outer, Push, Segments, VnetHdr, VNET_HDR_LEN};
 use crate::tables::{Encap, Tables};
 
 /// Frames read from one descriptor before moving on, so one busy pod cannot starve others.
@@ -51,8 +53,10 @@ pub struct WorkerHandle {
 /// A worker's own sockets.
 #[derive(Debug)]
 pub struct WorkerSockets {
+    /// Sends IPIP (outer header built by `forward`).
     pub raw: RawIpSender,
     pub vxlan: UdpReceiver,
+    pub vxlan_tx: VxlanSender,
     pub underlay: PacketSocket,
     /// Only one worker receives IPIP: every raw socket would get its own copy.
     pub ipip: Option<IpipReceiver>,
@@ -65,6 +69,8 @@ pub struct Worker {
     snapshot: Arc<ArcSwap<Snapshot>>,
     buf: PacketBuf,
     scratch: [u8; SCRATCH_LEN],
+    segments: Segments,
+    gro: Coalescer,
 }
 
 impl std::fmt::Debug for Worker {
@@ -97,6 +103,8 @@ impl Worker {
             snapshot,
             buf: PacketBuf::new(),
             scratch: [0; SCRATCH_LEN],
+            segments: Segments::new(),
+            gro: Coalescer::new(),
         })
     }
 
@@ -136,7 +144,12 @@ impl Worker {
         };
         let shard = pod.counters.shard(self.index);
         for _ in 0..BATCH {
-            let n = match queue.read(self.buf.receive_area()) {
+            let mut vnet = [0u8; VNET_HDR_LEN];
+            let read = queue.readv(&mut [
+                IoSliceMut::new(&mut vnet),
+                IoSliceMut::new(self.buf.receive_area()),
+            ]);
+            let n = match read {
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) => {
@@ -147,55 +160,89 @@ impl Worker {
                     return;
                 }
             };
-            self.buf.set_received(n);
-            shard.rx.record(n);
+            let Some(len) = n.checked_sub(VNET_HDR_LEN) else {
+                self.handle.counters.drop(DropReason::MalformedEthernet);
+                continue;
+            };
+            self.buf.set_received(len);
+            let offload = VnetHdr::parse(&vnet);
+            self.buf.set_offload(offload);
+            shard
+                .rx
+                .record_many(offload::segment_count(self.buf.frame(), offload), len);
             let action =
                 forward::from_pod(&snapshot.tables, slot, &mut self.buf, &mut self.scratch);
             if matches!(action, Action::Drop(_) | Action::DropWithIcmp { .. }) {
                 shard.drops.inc();
             }
-            self.perform(snapshot, action, Some(queue), None);
+            self.perform(snapshot, action, queue);
         }
     }
 
     fn drain_vxlan(&mut self, snapshot: &Snapshot) {
         for _ in 0..BATCH {
-            let (n, from) = match self.sockets.vxlan.recv(self.buf.receive_area()) {
-                Ok(r) => r,
-                Err(err) => return self.receive_error("vxlan", err),
-            };
-            self.buf.set_received(n);
-            let action = forward::from_vxlan(&snapshot.tables, *from.ip(), &mut self.buf);
-            self.perform(snapshot, action, None, Some((Encap::Vxlan, n)));
+            let (n, from, segment) =
+                match self.sockets.vxlan.recv_coalesced(self.buf.receive_area()) {
+                    Ok(r) => r,
+                    Err(err) => {
+                        self.receive_error("vxlan", err);
+                        break;
+                    }
+                };
+            // One datagram, or a GRO run of equal datagrams (the last may be shorter).
+            let size = segment.map_or(n, usize::from).max(1);
+            let mut offset = 0;
+            while offset < n {
+                let len = size.min(n - offset);
+                self.buf.set_window(offset, len);
+                let action = forward::from_vxlan(&snapshot.tables, *from.ip(), &mut self.buf);
+                self.deliver(snapshot, action, Encap::Vxlan, len);
+                offset += len;
+            }
         }
+        self.flush_gro(snapshot);
     }
 
     fn drain_ipip(&mut self, snapshot: &Snapshot) {
-        let Some(ipip) = &self.sockets.ipip else {
-            return;
-        };
         for _ in 0..BATCH {
+            let Some(ipip) = &self.sockets.ipip else {
+                return;
+            };
             let n = match ipip.recv(self.buf.receive_area()) {
                 Ok(n) => n,
-                Err(err) => return self.receive_error("ipip", err),
+                Err(err) => {
+                    self.receive_error("ipip", err);
+                    break;
+                }
             };
             self.buf.set_received(n);
             let action = forward::from_ipip(&snapshot.tables, &mut self.buf);
-            self.perform(snapshot, action, None, Some((Encap::Ipip, n)));
+            self.deliver(snapshot, action, Encap::Ipip, n);
         }
+        self.flush_gro(snapshot);
     }
 
     fn drain_underlay(&mut self, snapshot: &Snapshot) {
         for _ in 0..BATCH {
-            let n = match self.sockets.underlay.recv(self.buf.receive_area()) {
+            let mut vnet = [0u8; VNET_HDR_LEN];
+            let n = match self
+                .sockets
+                .underlay
+                .recv(&mut vnet, self.buf.receive_area())
+            {
                 Ok(Some(n)) => n,
                 Ok(None) => continue, // our own transmission, looped back to the socket
-                Err(err) => return self.receive_error("underlay", err),
+                Err(err) => {
+                    self.receive_error("underlay", err);
+                    break;
+                }
             };
             self.buf.set_received(n);
+            self.buf.set_offload(VnetHdr::parse(&vnet));
             let action = forward::from_underlay_ethernet(&snapshot.tables, &mut self.buf);
-            self.perform(snapshot, action, None, Some((Encap::None, n)));
+            self.deliver(snapshot, action, Encap::None, n);
         }
+        self.flush_gro(snapshot);
     }
 
     fn receive_error(&self, socket: &'static str, err: io::Error) {
@@ -204,73 +251,230 @@ impl Worker {
         }
     }
 
-    /// Performs an action. `ingress` is the pod queue the frame came from (replies go back
-    /// on it); `decap` says which tunnel it arrived through, for the rx counters.
-    fn perform(
+    /// Performs the action for a frame that arrived from the underlay (`encap`, `n`
+    /// bytes as received): plain segments for a pod are held for coalescing.
+    fn deliver(&mut self, snapshot: &Snapshot, action: Action, encap: Encap, n: usize) {
+        let counters = &self.handle.counters;
+        let Action::ToPod {
+            endpoint,
+            frame,
+            offload,
+        } = action
+        else {
+            return match action {
+                Action::Drop(reason) | Action::DropWithIcmp { reason, .. } => counters.drop(reason),
+                Action::Ignore => counters.underlay_ignored.inc(),
+                // Nothing from the underlay is answered or forwarded onwards.
+                _ => counters.drop(DropReason::NotLocal),
+            };
+        };
+        let packets = offload::segment_count(self.buf.slice(frame.clone()), offload);
+        counters.encap_rx(encap).record_many(packets, n);
+        if offload != VnetHdr::NONE {
+            // Already a super-frame or partially checksummed (packet socket): as it is.
+            self.flush_gro(snapshot);
+            return self.write_to_pod(snapshot, endpoint, offload, frame);
+        }
+        loop {
+            match self.gro.push(endpoint, self.buf.slice(frame.clone())) {
+                Push::Held => return,
+                Push::FlushFirst => self.flush_gro(snapshot),
+                Push::Bypass => {
+                    self.flush_gro(snapshot);
+                    return self.write_to_pod(snapshot, endpoint, VnetHdr::NONE, frame);
+                }
+            }
+        }
+    }
+
+    /// Writes out the frame the coalescer holds, if any.
+    fn flush_gro(&mut self, snapshot: &Snapshot) {
+        if let Some((endpoint, hdr, frame)) = self.gro.pending() {
+            let counters = &self.handle.counters;
+            match snapshot
+                .pod(endpoint)
+                .and_then(|p| p.queues.get(self.index).map(|q| (p, q)))
+            {
+                Some((pod, queue)) => {
+                    match queue.writev(&[IoSlice::new(&hdr.to_bytes()), IoSlice::new(frame)]) {
+                        Ok(_) => pod
+                            .counters
+                            .shard(self.index)
+                            .tx
+                            .record_many(offload::segment_count(frame, hdr), frame.len()),
+                        Err(_) => counters.drop(DropReason::TxFailed),
+                    }
+                }
+                None => counters.drop(DropReason::UnknownEndpoint),
+            }
+        }
+        self.gro.clear();
+    }
+
+    fn write_to_pod(
         &self,
         snapshot: &Snapshot,
-        action: Action,
-        ingress: Option<&TapQueue>,
-        decap: Option<(Encap, usize)>,
+        endpoint: u32,
+        offload: VnetHdr,
+        frame: std::ops::Range<usize>,
     ) {
         let counters = &self.handle.counters;
+        let Some(pod) = snapshot.pod(endpoint) else {
+            return counters.drop(DropReason::UnknownEndpoint);
+        };
+        let Some(queue) = pod.queues.get(self.index) else {
+            return counters.drop(DropReason::UnknownEndpoint);
+        };
+        let bytes = self.buf.slice(frame);
+        match queue.writev(&[IoSlice::new(&offload.to_bytes()), IoSlice::new(bytes)]) {
+            Ok(_) => pod
+                .counters
+                .shard(self.index)
+                .tx
+                .record_many(offload::segment_count(bytes, offload), bytes.len()),
+            Err(_) => counters.drop(DropReason::TxFailed),
+        }
+    }
+
+    /// Performs the action for a frame a pod sent on `ingress` (replies go back on it).
+    fn perform(&mut self, snapshot: &Snapshot, action: Action, ingress: &TapQueue) {
+        let counters = &self.handle.counters;
+        let plain = VnetHdr::NONE.to_bytes();
         match action {
             Action::Drop(reason) => counters.drop(reason),
             Action::DropWithIcmp { reason, reply_len } => {
                 counters.drop(reason);
-                if let Some(queue) = ingress {
-                    if queue.write(&self.scratch[..reply_len]).is_ok() {
-                        counters.icmp_errors_sent.inc();
-                    }
+                let reply = [
+                    IoSlice::new(&plain),
+                    IoSlice::new(&self.scratch[..reply_len]),
+                ];
+                if ingress.writev(&reply).is_ok() {
+                    counters.icmp_errors_sent.inc();
                 }
             }
             Action::Reply { len } => {
-                if let Some(queue) = ingress {
-                    match queue.write(&self.scratch[..len]) {
-                        Ok(_) => counters.arp_replies.inc(),
-                        Err(_) => counters.drop(DropReason::TxFailed),
-                    }
-                }
-            }
-            Action::ToPod { endpoint, frame } => {
-                let Some(pod) = snapshot.pod(endpoint) else {
-                    return counters.drop(DropReason::UnknownEndpoint);
-                };
-                let Some(queue) = pod.queues.get(self.index) else {
-                    return counters.drop(DropReason::UnknownEndpoint);
-                };
-                let bytes = self.buf.slice(frame);
-                match queue.write(bytes) {
-                    Ok(_) => {
-                        pod.counters.shard(self.index).tx.record(bytes.len());
-                        if let Some((encap, n)) = decap {
-                            counters.encap_rx(encap).record(n);
-                        }
-                    }
+                let reply = [IoSlice::new(&plain), IoSlice::new(&self.scratch[..len])];
+                match ingress.writev(&reply) {
+                    Ok(_) => counters.arp_replies.inc(),
                     Err(_) => counters.drop(DropReason::TxFailed),
                 }
             }
-            Action::ToPeerIp { dst, encap, packet } => {
-                let bytes = self.buf.slice(packet);
-                match self.sockets.raw.send(bytes, dst) {
-                    Ok(_) => counters.encap_tx(encap).record(bytes.len()),
-                    Err(_) => {
-                        counters.tx_errors.inc();
-                        counters.drop(DropReason::TxFailed);
-                    }
-                }
-            }
-            Action::ToPeerEthernet { frame } => {
+            Action::ToPod {
+                endpoint,
+                frame,
+                offload,
+            } => self.write_to_pod(snapshot, endpoint, offload, frame),
+            Action::ToPeerIpip { dst, packet, tso } => self.send_ipip(dst, packet, tso),
+            Action::ToPeerVxlan {
+                dst,
+                flow,
+                payload,
+                tso,
+            } => self.send_vxlan(&snapshot.tables, dst, flow, payload, tso),
+            Action::ToPeerEthernet { frame, offload } => {
                 let bytes = self.buf.slice(frame);
-                match self.sockets.underlay.send(bytes) {
-                    Ok(_) => counters.encap_tx(Encap::None).record(bytes.len()),
-                    Err(_) => {
-                        counters.tx_errors.inc();
-                        counters.drop(DropReason::TxFailed);
-                    }
+                match self.sockets.underlay.send(&offload.to_bytes(), bytes) {
+                    Ok(_) => counters
+                        .encap_tx(Encap::None)
+                        .record_many(offload::segment_count(bytes, offload), bytes.len()),
+                    Err(_) => self.tx_failed(),
                 }
             }
             Action::Ignore => counters.underlay_ignored.inc(),
         }
     }
+
+    fn tx_failed(&self) {
+        self.handle.counters.tx_errors.inc();
+        self.handle.counters.drop(DropReason::TxFailed);
+    }
+
+    fn send_ipip(&mut self, dst: Ipv4Addr, packet: std::ops::Range<usize>, tso: Option<Tso>) {
+        let bytes = self.buf.slice(packet);
+        let counters = &self.handle.counters;
+        let Some(tso) = tso else {
+            return match self.sockets.raw.send(bytes, dst) {
+                Ok(_) => counters.encap_tx(Encap::Ipip).record(bytes.len()),
+                Err(_) => self.tx_failed(),
+            };
+        };
+        let mss = usize::from(tso.mss);
+        if offload::segment_tcpv4(bytes, Outer::Ipv4, tso.inner_ip, mss, &mut self.segments)
+            .is_err()
+        {
+            return counters.drop(DropReason::BadOffload);
+        }
+        match self.sockets.raw.send_segments(bytes, &self.segments, dst) {
+            Ok(sent) => {
+                let per_segment = self.segments.header_len() + mss;
+                counters
+                    .encap_tx(Encap::Ipip)
+                    .record_many(sent, sent * per_segment);
+                if sent < self.segments.len() {
+                    self.tx_failed();
+                }
+            }
+            Err(_) => self.tx_failed(),
+        }
+    }
+
+    fn send_vxlan(
+        &mut self,
+        tables: &Tables,
+        dst: Ipv4Addr,
+        flow: u32,
+        payload: std::ops::Range<usize>,
+        tso: Option<Tso>,
+    ) {
+        let port = tables.local.vxlan_port;
+        let bytes = self.buf.slice(payload);
+        let counters = &self.handle.counters;
+        let tx = &self.sockets.vxlan_tx;
+        let Some(tso) = tso else {
+            return match tx.send(flow, dst, port, &[IoSlice::new(bytes)], None) {
+                Ok(_) => counters.encap_tx(Encap::Vxlan).record(bytes.len()),
+                Err(_) => self.tx_failed(),
+            };
+        };
+        let mss = usize::from(tso.mss);
+        if offload::segment_tcpv4(bytes, Outer::Opaque, tso.inner_ip, mss, &mut self.segments)
+            .is_err()
+        {
+            return counters.drop(DropReason::BadOffload);
+        }
+        // One UDP GSO send carries up to MAX_UDP_GSO_BYTES of equal datagrams.
+        let segment = self.segments.header_len() + mss;
+        let per_send = (MAX_UDP_GSO_BYTES / segment).clamp(1, MAX_UDP_GSO_SEGMENTS);
+        let mut iov = [IoSlice::new(&[]); 2 * MAX_UDP_GSO_SEGMENTS];
+        let mut first = 0;
+        while first < self.segments.len() {
+            let last = (first + per_send).min(self.segments.len());
+            let mut used = 0;
+            let mut bytes_out = 0;
+            for i in first..last {
+                let (header, range) = self.segments.segment(i);
+                bytes_out += header.len() + range.len();
+                iov[used] = IoSlice::new(header);
+                iov[used + 1] = IoSlice::new(&bytes[range]);
+                used += 2;
+            }
+            let gso = (last - first > 1).then_some(segment as u16);
+            match tx.send(flow, dst, port, &iov[..used], gso) {
+                Ok(_) => counters
+                    .encap_tx(Encap::Vxlan)
+                    .record_many(last - first, bytes_out),
+                Err(_) => {
+                    self.handle.counters.tx_errors.inc();
+                    self.handle.counters.drop(DropReason::TxFailed);
+                }
+            }
+            first = last;
+        }
+    }
 }
+
+/// Most UDP payload bytes one GSO send may carry (an IPv4 datagram's limit, less headers).
+const MAX_UDP_GSO_BYTES: usize = 65_507;
+/// Most datagrams one GSO send may be cut into (the kernel's `UDP_MAX_SEGMENTS` is 64 on
+/// older kernels, 128 on newer).
+const MAX_UDP_GSO_SEGMENTS: usize = 64;

@@ -19,9 +19,23 @@ use crate::ifname;
 /// The character device through which TUN/TAP devices are made and attached.
 const CLONE_DEVICE: &str = "/dev/net/tun";
 
-/// The flags every tapwire TAP uses: Ethernet frames, no packet-info prefix, several queues.
-/// No vnet header for now.
+/// The flags every tapwire TAP is created with: Ethernet frames, no packet-info prefix,
+/// several queues.
 const TAP_FLAGS: libc::c_int = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE;
+
+/// Bytes of the `struct virtio_net_hdr` in front of every frame on a queue attached with
+/// [`attach_queue_with_offloads`] (the kernel's default `TUNSETVNETHDRSZ`).
+pub const VNET_HDR_LEN: usize = 10;
+
+/// Offloads a forwarder can ask of a TAP with [`TapQueue::set_offloads`] (`TUN_F_*`).
+pub mod offload {
+    /// The pod may leave TCP/UDP checksums to us (`NEEDS_CSUM`); required by the others.
+    pub const CSUM: u32 = 0x01;
+    /// The pod may send TCP over IPv4 as one super-frame (TSO), segmented by us.
+    pub const TSO4: u32 = 0x02;
+    /// The same for TCP over IPv6.
+    pub const TSO6: u32 = 0x04;
+}
 
 /// One queue of a multi-queue TAP: each `read` returns one Ethernet frame the pod sent, each
 /// `write` hands one Ethernet frame to the pod.
@@ -52,6 +66,46 @@ impl TapQueue {
         // and the descriptor is owned by `self`.
         let n = unsafe { libc::write(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
         usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// Reads one frame scattered over `bufs` (with a vnet header: the header first);
+    /// returns the bytes read.
+    pub fn readv(&self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        let count = libc::c_int::try_from(bufs.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: IoSliceMut is ABI-compatible with `struct iovec`; every slice is valid for
+        // writes of its length for the duration of the call, and `count` does not exceed
+        // the number of slices.
+        let n = unsafe { libc::readv(self.fd.as_raw_fd(), bufs.as_ptr().cast(), count) };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// Writes one frame gathered from `bufs` (with a vnet header: the header first).
+    pub fn writev(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let count = libc::c_int::try_from(bufs.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: IoSlice is ABI-compatible with `struct iovec`; every slice is valid for
+        // reads of its length for the duration of the call.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), bufs.as_ptr().cast(), count) };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// Tells the device which offloads the reader handles (`offload::*` flags): with
+    /// `CSUM | TSO4` the pod's kernel hands over 64 KB TCP super-frames with partial
+    /// checksums. Device-wide; needs a queue attached with a vnet header.
+    pub fn set_offloads(&self, flags: u32) -> io::Result<()> {
+        // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned flag word) on a
+        // descriptor attached to a TUN/TAP device, which `self` always is.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::TUNSETOFFLOAD as _,
+                libc::c_ulong::from(flags),
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     /// Switches `O_NONBLOCK` on or off.
@@ -145,10 +199,24 @@ pub fn create_persistent(name: &str) -> io::Result<()> {
 /// `EINVAL` when `name` is not a multi-queue TAP without vnet header, or `EBUSY` when it is a
 /// single-queue TAP already in use.
 pub fn attach_queue(name: &str) -> io::Result<TapQueue> {
+    attach_with_flags(name, TAP_FLAGS)
+}
+
+/// Like [`attach_queue`], but every frame read from or written to the queue starts with a
+/// [`VNET_HDR_LEN`]-byte `struct virtio_net_hdr` (GSO and checksum metadata), which the
+/// offloads of [`TapQueue::set_offloads`] need.
+///
+/// The vnet-header flag is device-wide and set by the latest attach: attach every queue of
+/// a device the same way.
+pub fn attach_queue_with_offloads(name: &str) -> io::Result<TapQueue> {
+    attach_with_flags(name, TAP_FLAGS | libc::IFF_VNET_HDR)
+}
+
+fn attach_with_flags(name: &str, flags: libc::c_int) -> io::Result<TapQueue> {
     let Some(index) = ifname::index_of(name)? else {
         return Err(ifname::not_found(name));
     };
-    let queue = open_queue(name, TAP_FLAGS, true)?;
+    let queue = open_queue(name, flags, true)?;
     // TUNSETIFF creates a device when the name is free. If the TAP was deleted between the
     // lookup and the ioctl, we now hold a fresh non-persistent device with a new index;
     // dropping our only queue deletes it again.

@@ -59,7 +59,12 @@ fn arp_for_any_other_address_is_answered_but_not_for_the_pods_own() {
 fn local_delivery_rewrites_macs_and_decrements_ttl() {
     let frame = pod_a_sends("10.65.1.3", 64, true, 100);
     let (action, buf, _) = from_pod_a(&tables(Encap::Vxlan), &frame);
-    let Action::ToPod { endpoint: 1, frame } = action else {
+    let Action::ToPod {
+        endpoint: 1,
+        frame,
+        offload: VnetHdr::NONE,
+    } = action
+    else {
         panic!("expected delivery to pod b, got {action:?}");
     };
     let out = buf.slice(frame);
@@ -74,10 +79,10 @@ fn local_delivery_rewrites_macs_and_decrements_ttl() {
 fn ipip_prepends_an_outer_header_between_the_nodes() {
     let frame = pod_a_sends("10.65.2.7", 64, true, 1000);
     let (action, buf, _) = from_pod_a(&tables(Encap::Ipip), &frame);
-    let Action::ToPeerIp {
+    let Action::ToPeerIpip {
         dst,
-        encap: Encap::Ipip,
         packet,
+        tso: None,
     } = action
     else {
         panic!("expected IPIP, got {action:?}");
@@ -100,50 +105,145 @@ fn ipip_prepends_an_outer_header_between_the_nodes() {
 }
 
 #[test]
-fn vxlan_wraps_the_frame_between_vteps_with_a_flow_hashed_port() {
+fn vxlan_wraps_the_frame_between_vteps_with_a_per_flow_hash() {
     let t = tables(Encap::Vxlan);
     let frame = pod_a_sends("10.65.2.7", 64, true, 1000);
     let (action, buf, _) = from_pod_a(&t, &frame);
-    let Action::ToPeerIp {
-        encap: Encap::Vxlan,
-        packet,
-        ..
+    let Action::ToPeerVxlan {
+        dst,
+        flow,
+        payload,
+        tso: None,
     } = action
     else {
         panic!("expected VXLAN, got {action:?}");
     };
-    let outer = Ipv4Packet::new_checked(buf.slice(packet)).unwrap();
-    assert!(outer.checksum_ok());
-    assert_eq!(outer.protocol(), IPPROTO_UDP);
-    let udp = outer.payload();
-    let sport = u16::from_be_bytes([udp[0], udp[1]]);
-    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4789);
-    assert!((32768..=60999).contains(&sport));
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&outer.src().octets());
-    pseudo.extend_from_slice(&outer.dst().octets());
-    pseudo.extend_from_slice(&[0, IPPROTO_UDP]);
-    pseudo.extend_from_slice(&(udp.len() as u16).to_be_bytes());
-    pseudo.extend_from_slice(udp);
-    assert_eq!(checksum(&pseudo), 0, "UDP checksum");
-    assert_eq!(packet::parse_vxlan(&udp[8..]), Some(4096));
-    let inner = EthernetFrame::new_checked(&udp[16..]).unwrap();
+    assert_eq!(dst, ip("192.168.0.2"));
+    let datagram = buf.slice(payload);
+    assert_eq!(packet::parse_vxlan(datagram), Some(4096));
+    let inner = EthernetFrame::new_checked(&datagram[8..]).unwrap();
     assert_eq!((inner.dst(), inner.src()), (PEER_VTEP, OUR_VTEP));
-    assert_eq!(outer.total_len(), 14 + 1040 + 36);
+    assert_eq!(datagram.len(), 8 + 14 + 1040);
 
-    // Same flow, same port; the route's MTU is the underlay's minus 50.
-    let (again, buf2, _) = from_pod_a(&t, &frame);
-    let Action::ToPeerIp { packet: p2, .. } = again else {
+    // Same flow, same hash (and so the same source port).
+    let (again, _, _) = from_pod_a(&t, &frame);
+    let Action::ToPeerVxlan { flow: flow2, .. } = again else {
         panic!("{again:?}");
     };
-    assert_eq!(&buf2.slice(p2)[20..22], &udp[..2]);
+    assert_eq!(flow, flow2);
+}
+
+/// A TCP super-frame as a pod hands it over with TSO on: `segments` MSS-sized pieces of
+/// payload behind one header, and the virtio-net header saying so.
+fn pod_a_super_frame(dst: &str, mss: u16, segments: usize) -> (Vec<u8>, VnetHdr) {
+    let mut pkt = ipv4_packet("10.65.1.2", dst, 64, true, usize::from(mss) * segments);
+    pkt[20 + 12] = 5 << 4; // TCP data offset
+    pkt[20 + 13] = 0x18; // PSH|ACK
+    let frame = eth_frame(GATEWAY_MAC, POD_A_MAC, ETHERTYPE_IPV4, &pkt);
+    let hdr = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: mss,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    (frame, hdr)
+}
+
+fn from_pod_a_offloaded(tables: &Tables, frame: &[u8], hdr: VnetHdr) -> (Action, PacketBuf) {
+    let mut buf = PacketBuf::new();
+    buf.receive_area()[..frame.len()].copy_from_slice(frame);
+    buf.set_received(frame.len());
+    buf.set_offload(hdr);
+    let mut scratch = [0u8; SCRATCH_LEN];
+    let action = from_pod(tables, 0, &mut buf, &mut scratch);
+    (action, buf)
+}
+
+#[test]
+fn super_frames_are_judged_by_their_segments_and_keep_their_metadata() {
+    // 20 segments of 1360 bytes: 27 KB in all, each segment 1400 bytes on the wire.
+    let (frame, hdr) = pod_a_super_frame("10.65.1.3", 1360, 20);
+    let (action, _) = from_pod_a_offloaded(&tables(Encap::Vxlan), &frame, hdr);
+    assert!(
+        matches!(action, Action::ToPod { endpoint: 1, offload, .. } if offload == hdr),
+        "{action:?}"
+    );
+
+    let (remote, _) = pod_a_super_frame("10.65.2.7", 1360, 20);
+    let (action, _) = from_pod_a_offloaded(&tables(Encap::None), &remote, hdr);
+    let Action::ToPeerEthernet { offload, .. } = action else {
+        panic!("{action:?}");
+    };
+    assert_eq!(offload, hdr);
+
+    let (action, _) = from_pod_a_offloaded(
+        &tables(Encap::Vxlan),
+        &pod_a_super_frame("10.65.2.7", 1360, 20).0,
+        hdr,
+    );
+    let Action::ToPeerVxlan { tso: Some(tso), .. } = action else {
+        panic!("{action:?}");
+    };
+    assert_eq!(
+        tso,
+        Tso {
+            inner_ip: 22,
+            mss: 1360
+        }
+    );
+
+    // Segments larger than the pod's MTU are oversize, however small the frame's share.
+    let (big, big_hdr) = pod_a_super_frame("10.65.2.7", 1440, 10);
+    let (action, _) = from_pod_a_offloaded(&tables(Encap::Vxlan), &big, big_hdr);
+    assert_eq!(action, Action::Drop(DropReason::Oversize));
+
+    // GSO metadata that is not TCP over IPv4 is refused, not guessed at.
+    let udp = VnetHdr { gso_type: 5, ..hdr };
+    let (action, _) = from_pod_a_offloaded(&tables(Encap::Vxlan), &frame, udp);
+    assert_eq!(action, Action::Drop(DropReason::BadOffload));
+}
+
+#[test]
+fn partial_checksums_are_finished_before_a_tunnel() {
+    let (mut frame, _) = pod_a_super_frame("10.65.2.7", 100, 1);
+    // What the pod's kernel leaves in the field: the pseudo-header sum.
+    let pseudo = packet::sum_words(&frame[26..34], 6 + 120);
+    frame[50..52].copy_from_slice(&packet::fold(pseudo).to_be_bytes());
+    let hdr = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 16,
+        ..VnetHdr::NONE
+    };
+    let (action, buf) = from_pod_a_offloaded(&tables(Encap::Ipip), &frame, hdr);
+    let Action::ToPeerIpip {
+        packet, tso: None, ..
+    } = action
+    else {
+        panic!("{action:?}");
+    };
+    let inner = &buf.slice(packet)[20..];
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&inner[12..20]);
+    pseudo.extend_from_slice(&[0, 6, 0, 120]);
+    pseudo.extend_from_slice(&inner[20..]);
+    assert_eq!(checksum(&pseudo), 0, "TCP checksum completed");
+
+    let bad = VnetHdr {
+        csum_start: 1000,
+        ..hdr
+    };
+    let (action, _) = from_pod_a_offloaded(&tables(Encap::Ipip), &frame, bad);
+    assert_eq!(action, Action::Drop(DropReason::BadOffload));
 }
 
 #[test]
 fn unencapsulated_goes_to_the_peers_underlay_mac_once_resolved() {
     let frame = pod_a_sends("10.65.2.7", 64, true, 10);
     let (action, buf, _) = from_pod_a(&tables(Encap::None), &frame);
-    let Action::ToPeerEthernet { frame } = action else {
+    let Action::ToPeerEthernet { frame, .. } = action else {
         panic!("expected an underlay frame, got {action:?}");
     };
     let eth = EthernetFrame::new_checked(buf.slice(frame)).unwrap();
@@ -280,7 +380,10 @@ fn vxlan_is_accepted_only_from_known_vteps_on_our_vni() {
     let good = vxlan_payload(4096, OUR_VTEP);
     let mut buf = received(&good);
     let action = from_vxlan(&t, ip("192.168.0.2"), &mut buf);
-    let Action::ToPod { endpoint: 0, frame } = action else {
+    let Action::ToPod {
+        endpoint: 0, frame, ..
+    } = action
+    else {
         panic!("expected delivery to pod a, got {action:?}");
     };
     let eth = EthernetFrame::new_checked(buf.slice(frame)).unwrap();
@@ -330,7 +433,12 @@ fn ipip_from_a_known_node_is_delivered_and_transit_is_refused() {
     };
     let mut buf = encapsulated("10.65.1.3", "192.168.0.2");
     let action = from_ipip(&t, &mut buf);
-    let Action::ToPod { endpoint: 1, frame } = action else {
+    let Action::ToPod {
+        endpoint: 1,
+        frame,
+        offload: VnetHdr::NONE,
+    } = action
+    else {
         panic!("expected delivery to pod b, got {action:?}");
     };
     let eth = EthernetFrame::new_checked(buf.slice(frame)).unwrap();

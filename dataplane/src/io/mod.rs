@@ -7,7 +7,7 @@ mod poll;
 mod socket;
 
 pub use poll::{Poller, Token};
-pub use socket::{ArpSocket, IpipReceiver, PacketSocket, RawIpSender, UdpReceiver};
+pub use socket::{ArpSocket, IpipReceiver, PacketSocket, RawIpSender, UdpReceiver, VxlanSender};
 
 use std::io;
 

@@ -11,12 +11,13 @@
 //!   itself (tunnel traffic, which the sockets above receive).
 //! - [`ArpSocket`]: `AF_PACKET`/ARP for resolving peers' underlay MACs ourselves.
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::{size_of, size_of_val, zeroed};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{cvt, cvt_size};
+use crate::offload::{Segments, VNET_HDR_LEN};
 
 fn socket(domain: libc::c_int, kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
     let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
@@ -111,6 +112,138 @@ impl RawIpSender {
     pub fn send(&self, packet: &[u8], dst: Ipv4Addr) -> io::Result<usize> {
         sendto_in(self.fd.as_raw_fd(), packet, dst, 0)
     }
+
+    /// Sends every segment of `segments` (headers built there, payloads in `frame`) to
+    /// `dst` with as few `sendmmsg` calls as the kernel allows. Returns how many were sent.
+    pub fn send_segments(
+        &self,
+        frame: &[u8],
+        segments: &Segments,
+        dst: Ipv4Addr,
+    ) -> io::Result<usize> {
+        let sa = sockaddr_in(dst, 0);
+        let count = segments.len();
+        let mut iovs: Vec<[libc::iovec; 2]> = Vec::with_capacity(count);
+        for i in 0..count {
+            let (header, payload) = segments.segment(i);
+            let payload = &frame[payload];
+            iovs.push([iovec(header), iovec(payload)]);
+        }
+        // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+        let mut msgs: Vec<libc::mmsghdr> = (0..count).map(|_| unsafe { zeroed() }).collect();
+        for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+            msg.msg_hdr.msg_name = (&sa as *const libc::sockaddr_in).cast_mut().cast();
+            msg.msg_hdr.msg_namelen = size_of_val(&sa) as libc::socklen_t;
+            msg.msg_hdr.msg_iov = iov.as_mut_ptr();
+            msg.msg_hdr.msg_iovlen = 2;
+        }
+        let mut sent = 0;
+        while sent < count {
+            // SAFETY: every mmsghdr points at `sa` and at iovecs over `segments` and
+            // `frame`, all alive and unchanged for the duration of the call.
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    msgs[sent..].as_mut_ptr(),
+                    (count - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            if n <= 0 {
+                return if sent > 0 {
+                    Ok(sent)
+                } else {
+                    Err(io::Error::last_os_error())
+                };
+            }
+            sent += n as usize;
+        }
+        Ok(sent)
+    }
+}
+
+fn iovec(buf: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    }
+}
+
+/// Sends VXLAN datagrams (the UDP payload: VXLAN header onwards); the kernel adds the
+/// outer IPv4 and UDP headers and, with UDP GSO, cuts one send into equal datagrams.
+///
+/// A few sockets on distinct ephemeral ports per worker: a flow keeps one of them, so
+/// flows spread over source ports for ECMP the way the kernel's flow-hashed port does.
+#[derive(Debug)]
+pub struct VxlanSender {
+    fds: Vec<OwnedFd>,
+}
+
+impl VxlanSender {
+    pub fn open(sockets: usize) -> io::Result<Self> {
+        let fds = (0..sockets.max(1))
+            .map(|_| {
+                let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+                setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    &(4i32 << 20),
+                )?;
+                let sa = sockaddr_in(Ipv4Addr::UNSPECIFIED, 0);
+                // SAFETY: sa is a valid sockaddr_in for the length passed.
+                cvt(unsafe {
+                    libc::bind(
+                        fd.as_raw_fd(),
+                        (&sa as *const libc::sockaddr_in).cast(),
+                        size_of_val(&sa) as libc::socklen_t,
+                    )
+                })?;
+                Ok(fd)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Self { fds })
+    }
+
+    /// Sends the bytes of `iov` to `dst:port` from the socket `flow` selects: one
+    /// datagram, or with `segment_size` one datagram per `segment_size` bytes (UDP GSO).
+    pub fn send(
+        &self,
+        flow: u32,
+        dst: Ipv4Addr,
+        port: u16,
+        iov: &[IoSlice<'_>],
+        segment_size: Option<u16>,
+    ) -> io::Result<usize> {
+        let fd = &self.fds[flow as usize % self.fds.len()];
+        let sa = sockaddr_in(dst, port);
+        // Room for one cmsghdr carrying a u16, 8-byte aligned.
+        let mut control = [0u64; 4];
+        // SAFETY: msghdr is plain old data; all-zero is a valid value.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = (&sa as *const libc::sockaddr_in).cast_mut().cast();
+        msg.msg_namelen = size_of_val(&sa) as libc::socklen_t;
+        msg.msg_iov = iov.as_ptr().cast_mut().cast();
+        msg.msg_iovlen = iov.len();
+        if let Some(size) = segment_size {
+            msg.msg_control = control.as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE only computes a size.
+            msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+            // SAFETY: msg_control points at `control`, which is large enough for one
+            // cmsghdr with a u16 payload (CMSG_SPACE(2) <= 32 bytes); CMSG_FIRSTHDR returns
+            // a pointer into it, and CMSG_DATA a pointer to its payload.
+            unsafe {
+                let cmsg = libc::CMSG_FIRSTHDR(&msg);
+                (*cmsg).cmsg_level = libc::SOL_UDP;
+                (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+            }
+        }
+        // SAFETY: msg points at `sa`, `control` and the caller's iovecs (IoSlice is
+        // ABI-compatible with iovec), all alive for the duration of the call.
+        cvt_size(unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, 0) })
+    }
 }
 
 /// The VXLAN UDP port, shared by workers through `SO_REUSEPORT`.
@@ -145,6 +278,51 @@ impl UdpReceiver {
     /// Receives one datagram (the UDP payload) and its sender.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4)> {
         recvfrom_in(self.fd.as_raw_fd(), buf)
+    }
+
+    /// Asks the kernel to hand over runs of same-sized datagrams from one sender as one
+    /// buffer (UDP GRO); [`UdpReceiver::recv_coalesced`] then reports the datagram size.
+    pub fn enable_gro(&self) -> io::Result<()> {
+        setsockopt(self.fd.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, &1i32)
+    }
+
+    /// Receives one datagram or one GRO run of them: the bytes, the sender, and for a run
+    /// the size of each datagram in it (the last may be shorter).
+    pub fn recv_coalesced(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4, Option<u16>)> {
+        // SAFETY: sockaddr_in and msghdr are plain old data; all-zero is valid.
+        let mut sa: libc::sockaddr_in = unsafe { zeroed() };
+        let mut control = [0u64; 8];
+        let mut iov = [IoSliceMut::new(buf)];
+        // SAFETY: as above.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = (&mut sa as *mut libc::sockaddr_in).cast();
+        msg.msg_namelen = size_of_val(&sa) as libc::socklen_t;
+        msg.msg_iov = iov.as_mut_ptr().cast();
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of_val(&control);
+        // SAFETY: msg points at `sa`, `control` and `buf` (through `iov`), all writable
+        // and alive for the duration of the call.
+        let n = cvt_size(unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, 0) })?;
+        let mut segment = None;
+        // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_FIRSTHDR/NXTHDR walk
+        // only within them, and a UDP_GRO cmsg carries an int.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                    let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>());
+                    segment = u16::try_from(size).ok().filter(|s| *s > 0);
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        let addr = Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
+        Ok((
+            n,
+            SocketAddrV4::new(addr, u16::from_be(sa.sin_port)),
+            segment,
+        ))
     }
 }
 
@@ -236,6 +414,10 @@ impl PacketSocket {
             libc::SO_RCVBUF,
             &(4i32 << 20),
         )?;
+        // Frames carry a virtio-net header both ways, so GSO super-frames and partial
+        // checksums cross the underlay intact (the kernel segments only if the device
+        // cannot take them).
+        setsockopt(fd.as_raw_fd(), libc::SOL_PACKET, PACKET_VNET_HDR, &1i32)?;
         let fanout = u32::from(group) | (libc::PACKET_FANOUT_HASH << 16);
         setsockopt(
             fd.as_raw_fd(),
@@ -246,14 +428,37 @@ impl PacketSocket {
         Ok(Self { fd })
     }
 
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        recv_incoming(self.fd.as_raw_fd(), buf)
+    /// Receives one frame and its virtio-net header; `Ok(None)` for a frame this host
+    /// sent itself.
+    pub fn recv(&self, vnet: &mut [u8; VNET_HDR_LEN], buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // SAFETY: sockaddr_ll and msghdr are plain old data; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        let mut iov = [IoSliceMut::new(vnet), IoSliceMut::new(buf)];
+        // SAFETY: as above.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+        msg.msg_namelen = size_of_val(&sll) as libc::socklen_t;
+        msg.msg_iov = iov.as_mut_ptr().cast();
+        msg.msg_iovlen = 2;
+        // SAFETY: msg points at `sll`, `vnet` and `buf`, writable and alive for the call.
+        let n = cvt_size(unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, 0) })?;
+        if sll.sll_pkttype == libc::PACKET_OUTGOING {
+            return Ok(None);
+        }
+        Ok(Some(n.saturating_sub(VNET_HDR_LEN)))
     }
 
-    pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
-        send_frame(self.fd.as_raw_fd(), frame)
+    /// Sends one frame with its virtio-net header.
+    pub fn send(&self, vnet: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<usize> {
+        let iov = [IoSlice::new(vnet), IoSlice::new(frame)];
+        // SAFETY: IoSlice is ABI-compatible with iovec; both slices are valid for reads
+        // for the duration of the call.
+        cvt_size(unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr().cast(), 2) })
     }
 }
+
+/// `PACKET_VNET_HDR` from `<linux/if_packet.h>`.
+const PACKET_VNET_HDR: libc::c_int = 15;
 
 impl AsRawFd for PacketSocket {
     fn as_raw_fd(&self) -> RawFd {

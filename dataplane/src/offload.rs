@@ -1,0 +1,556 @@
+//! Offloads, sans-IO: the virtio-net header that travels with every pod frame, and the
+//! three jobs it hands us.
+//!
+//! - [`VnetHdr`]: the 10-byte `struct virtio_net_hdr` in front of each frame on a pod
+//!   queue (and on the underlay packet socket). With `TSO4` on the TAP, a pod's TCP
+//!   stream arrives as ~64 KB super-frames (`GSO_TCPV4`, `gso_size` = MSS) with a partial
+//!   checksum (`NEEDS_CSUM`: the field holds the pseudo-header sum, we finish it).
+//! - [`complete_checksum`]: finishes a partial checksum in software, for a frame that
+//!   leaves through a socket that cannot carry the metadata (the tunnels).
+//! - [`segment_tcpv4`]: software TSO. Splits a TCP super-segment, already behind its
+//!   tunnel headers, into MSS-sized packets with their own lengths, IDs, sequence numbers,
+//!   flags and checksums. It writes only headers: payloads stay where they are and the
+//!   sender gathers them (`sendmsg` iovecs), so no payload byte is copied here.
+//! - [`Coalescer`]: GRO. Merges consecutive in-order segments of one TCP flow to one pod
+//!   back into a super-frame with a `GSO_TCPV4` header, so a burst costs one TAP write
+//!   instead of one per segment. Each merged segment's checksum is verified first, as the
+//!   kernel's GRO does, because the pod will not check a super-frame again.
+//!
+//! All offsets in a [`VnetHdr`] count from the start of the Ethernet header.
+
+use std::ops::Range;
+
+use crate::packet::{
+    be16, checksum, fold, put_be16, sum_words, ETHERTYPE_IPV4, ETH_HEADER_LEN, IPPROTO_TCP,
+};
+
+/// Bytes of a `struct virtio_net_hdr` (no `num_buffers`).
+pub const VNET_HDR_LEN: usize = 10;
+
+/// A `struct virtio_net_hdr` (little-endian fields on the wire, as on x86 and arm64).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    /// The checksum from `csum_start` on is partial: store its completion at
+    /// `csum_start + csum_offset`.
+    pub const F_NEEDS_CSUM: u8 = 1;
+    pub const GSO_NONE: u8 = 0;
+    pub const GSO_TCPV4: u8 = 1;
+    /// Set together with a GSO type when the first segment carries CWR.
+    pub const GSO_ECN: u8 = 0x80;
+    /// A plain frame: no GSO, checksums complete.
+    pub const NONE: VnetHdr = VnetHdr {
+        flags: 0,
+        gso_type: 0,
+        hdr_len: 0,
+        gso_size: 0,
+        csum_start: 0,
+        csum_offset: 0,
+    };
+
+    pub fn parse(bytes: &[u8; VNET_HDR_LEN]) -> VnetHdr {
+        let le = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+        VnetHdr {
+            flags: bytes[0],
+            gso_type: bytes[1],
+            hdr_len: le(2),
+            gso_size: le(4),
+            csum_start: le(6),
+            csum_offset: le(8),
+        }
+    }
+
+    pub fn to_bytes(self) -> [u8; VNET_HDR_LEN] {
+        let mut b = [0u8; VNET_HDR_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        b
+    }
+
+    /// The GSO type without the ECN bit.
+    pub fn gso_kind(self) -> u8 {
+        self.gso_type & !Self::GSO_ECN
+    }
+
+    pub fn is_gso(self) -> bool {
+        self.gso_kind() != Self::GSO_NONE
+    }
+
+    pub fn needs_csum(self) -> bool {
+        self.flags & Self::F_NEEDS_CSUM != 0
+    }
+}
+
+/// How many packets `frame` (Ethernet onwards) stands for on a wire of its segment size:
+/// 1 unless it is a TCP/IPv4 super-frame.
+pub fn segment_count(frame: &[u8], hdr: VnetHdr) -> usize {
+    if !hdr.is_gso() || hdr.gso_size == 0 {
+        return 1;
+    }
+    let ip = ETH_HEADER_LEN;
+    let (Some(&ver_ihl), Some(total)) = (frame.get(ip), frame.get(ip + 2..ip + 4)) else {
+        return 1;
+    };
+    let ihl = usize::from(ver_ihl & 0x0f) * 4;
+    let Some(&doff) = frame.get(ip + ihl + 12) else {
+        return 1;
+    };
+    let total = usize::from(u16::from_be_bytes([total[0], total[1]]));
+    let payload = total.saturating_sub(ihl + usize::from(doff >> 4) * 4);
+    payload.div_ceil(usize::from(hdr.gso_size)).max(1)
+}
+
+/// Why an offloaded frame could not be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OffloadError {
+    #[error("checksum offsets point outside the frame")]
+    BadChecksumOffsets,
+    #[error("GSO type {0} is not TCP over IPv4")]
+    UnsupportedGso(u8),
+    #[error("GSO frame with a malformed IPv4/TCP header or a zero segment size")]
+    MalformedGso,
+    #[error("GSO frame would need more than {MAX_SEGMENTS} segments")]
+    TooManySegments,
+}
+
+/// Finishes the partial checksum `hdr` describes, in place (what `skb_checksum_help`
+/// does). `frame` starts with the Ethernet header.
+pub fn complete_checksum(frame: &mut [u8], hdr: VnetHdr) -> Result<(), OffloadError> {
+    let start = usize::from(hdr.csum_start);
+    let field = start + usize::from(hdr.csum_offset);
+    if field + 2 > frame.len() {
+        return Err(OffloadError::BadChecksumOffsets);
+    }
+    let sum = checksum(&frame[start..]);
+    // 0 would mean "no checksum" to UDP; the kernel sends 0xffff instead, and so do we.
+    put_be16(frame, field, if sum == 0 { 0xffff } else { sum });
+    Ok(())
+}
+
+/// Most segments [`segment_tcpv4`] makes from one super-frame (the kernel's UDP GSO limit
+/// is 64 segments per send; a 64 KB frame at the smallest MSS a TAP produces fits).
+pub const MAX_SEGMENTS: usize = 128;
+/// Most header bytes in front of a segment's payload: tunnel prefix (up to 36) plus
+/// IPv4 and TCP headers with options (60 each).
+pub const MAX_SEGMENT_HEADER: usize = 160;
+
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_ACK: u8 = 0x10;
+const TCP_CWR: u8 = 0x80;
+const TCP_FLAGS: usize = 13;
+const TCP_CHECKSUM: usize = 16;
+const IP_ID: usize = 4;
+const IP_TOTAL_LEN: usize = 2;
+const IP_CHECKSUM: usize = 10;
+
+/// What precedes the inner IPv4 header of a super-frame being segmented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outer {
+    /// An outer IPv4 header (IPIP): its length and checksum are redone per segment.
+    Ipv4,
+    /// Bytes with no length field (VXLAN header + inner Ethernet, or an Ethernet header).
+    Opaque,
+}
+
+/// The segments of one super-frame: per-segment headers built here, payloads as ranges
+/// into the frame that was segmented.
+#[derive(Debug)]
+pub struct Segments {
+    headers: Box<[u8]>,
+    header_len: usize,
+    payloads: Vec<Range<usize>>,
+}
+
+impl Default for Segments {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Segments {
+    pub fn new() -> Segments {
+        Segments {
+            headers: vec![0; MAX_SEGMENTS * MAX_SEGMENT_HEADER].into_boxed_slice(),
+            header_len: 0,
+            payloads: Vec::with_capacity(MAX_SEGMENTS),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.payloads.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.payloads.is_empty()
+    }
+
+    /// Every segment's header length (they are all alike).
+    pub fn header_len(&self) -> usize {
+        self.header_len
+    }
+
+    /// Segment `i`: its headers, and the range of its payload in the segmented frame.
+    pub fn segment(&self, i: usize) -> (&[u8], Range<usize>) {
+        let at = i * MAX_SEGMENT_HEADER;
+        (
+            &self.headers[at..at + self.header_len],
+            self.payloads[i].clone(),
+        )
+    }
+}
+
+/// Software TSO: splits `frame` (`outer` bytes, then an IPv4 header at `inner_ip`, a TCP
+/// header and the payload) into segments carrying at most `mss` payload bytes each.
+///
+/// Per segment: inner IPv4 total length, ID (+1 per segment, as Linux does) and header
+/// checksum; TCP sequence number, FIN/PSH only on the last segment, CWR only on the first,
+/// and a full TCP checksum; with [`Outer::Ipv4`] also the outer total length and checksum.
+/// The inner TCP checksum field of `frame` may hold anything (a partial sum from the pod).
+pub fn segment_tcpv4(
+    frame: &[u8],
+    outer: Outer,
+    inner_ip: usize,
+    mss: usize,
+    out: &mut Segments,
+) -> Result<(), OffloadError> {
+    out.payloads.clear();
+    let ip = frame.get(inner_ip..).ok_or(OffloadError::MalformedGso)?;
+    if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != IPPROTO_TCP || mss == 0 {
+        return Err(OffloadError::MalformedGso);
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let tcp_at = inner_ip + ihl;
+    let thl = frame
+        .get(tcp_at + 12)
+        .map(|b| usize::from(b >> 4) * 4)
+        .ok_or(OffloadError::MalformedGso)?;
+    let payload_at = tcp_at + thl;
+    let ip_end = inner_ip + usize::from(be16(ip, IP_TOTAL_LEN));
+    if ihl < 20 || thl < 20 || payload_at > ip_end || ip_end > frame.len() {
+        return Err(OffloadError::MalformedGso);
+    }
+    if payload_at > MAX_SEGMENT_HEADER {
+        return Err(OffloadError::MalformedGso);
+    }
+    let payload_len = ip_end - payload_at;
+    let count = payload_len.div_ceil(mss).max(1);
+    if count > MAX_SEGMENTS {
+        return Err(OffloadError::TooManySegments);
+    }
+    let template = &frame[..payload_at];
+    let first_id = be16(frame, inner_ip + IP_ID);
+    let first_seq = u32::from_be_bytes([
+        frame[tcp_at + 4],
+        frame[tcp_at + 5],
+        frame[tcp_at + 6],
+        frame[tcp_at + 7],
+    ]);
+    let flags = frame[tcp_at + TCP_FLAGS];
+    let pseudo_addrs = sum_words(&frame[inner_ip + 12..inner_ip + 20], u32::from(IPPROTO_TCP));
+
+    out.header_len = payload_at;
+    for i in 0..count {
+        let start = payload_at + i * mss;
+        let end = (start + mss).min(ip_end);
+        let seg_payload = end - start;
+        let h = &mut out.headers[i * MAX_SEGMENT_HEADER..i * MAX_SEGMENT_HEADER + payload_at];
+        h.copy_from_slice(template);
+
+        // Inner IPv4.
+        let inner_total = ihl + thl + seg_payload;
+        put_be16(h, inner_ip + IP_TOTAL_LEN, inner_total as u16);
+        put_be16(h, inner_ip + IP_ID, first_id.wrapping_add(i as u16));
+        put_be16(h, inner_ip + IP_CHECKSUM, 0);
+        let sum = checksum(&h[inner_ip..inner_ip + ihl]);
+        put_be16(h, inner_ip + IP_CHECKSUM, sum);
+
+        // TCP.
+        let seq = first_seq.wrapping_add((i * mss) as u32);
+        h[tcp_at + 4..tcp_at + 8].copy_from_slice(&seq.to_be_bytes());
+        let mut seg_flags = flags;
+        if i + 1 < count {
+            seg_flags &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            seg_flags &= !TCP_CWR;
+        }
+        h[tcp_at + TCP_FLAGS] = seg_flags;
+        put_be16(h, tcp_at + TCP_CHECKSUM, 0);
+        let tcp_len = thl + seg_payload;
+        let mut sum = sum_words(&h[tcp_at..payload_at], pseudo_addrs + tcp_len as u32);
+        sum = sum_words(&frame[start..end], sum);
+        put_be16(h, tcp_at + TCP_CHECKSUM, !fold(sum));
+
+        // Outer IPv4 (IPIP).
+        if outer == Outer::Ipv4 {
+            put_be16(h, IP_TOTAL_LEN, (inner_ip + inner_total) as u16);
+            put_be16(h, IP_CHECKSUM, 0);
+            let sum = checksum(&h[..20]);
+            put_be16(h, IP_CHECKSUM, sum);
+        }
+        out.payloads.push(start..end);
+    }
+    Ok(())
+}
+
+/// Largest IPv4 packet a merged frame may grow to.
+const MAX_MERGED_IP: usize = 65535;
+/// Buffer for one merged frame: Ethernet header plus the largest IPv4 packet.
+const MERGE_BUF: usize = ETH_HEADER_LEN + MAX_MERGED_IP;
+
+/// The flow a pending merged frame belongs to, and what the next segment must look like.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    endpoint: u32,
+    /// Source and destination address, ports: the 12 bytes at IPv4 offset 12 and TCP 0.
+    key: [u8; 12],
+    ip_len: usize,
+    tcp_len: usize,
+    next_seq: u32,
+    mss: usize,
+    segments: usize,
+    /// A short segment or one with PSH/FIN ended the run: nothing more merges.
+    closed: bool,
+    /// Whether the first segment's checksum has been verified (done on the first merge).
+    first_verified: bool,
+}
+
+/// What [`Coalescer::push`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Held (alone or merged into the pending frame); nothing to write yet.
+    Held,
+    /// It cannot join the pending frame: write out [`Coalescer::pending`], call
+    /// [`Coalescer::clear`], and push the frame again.
+    FlushFirst,
+    /// Not something GRO merges (not TCP/IPv4, or a bad checksum): write it as it is
+    /// (after flushing any pending frame, to keep order).
+    Bypass,
+}
+
+/// Receive coalescing towards pods: one pending frame per worker.
+#[derive(Debug)]
+pub struct Coalescer {
+    buf: Box<[u8]>,
+    len: usize,
+    pending: Option<Pending>,
+}
+
+impl Default for Coalescer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Coalescer {
+    pub fn new() -> Coalescer {
+        Coalescer {
+            buf: vec![0; MERGE_BUF].into_boxed_slice(),
+            len: 0,
+            pending: None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    /// Offers `frame` (Ethernet + IPv4, addressed to the pod `endpoint`).
+    pub fn push(&mut self, endpoint: u32, frame: &[u8]) -> Push {
+        let Some(seg) = TcpSegment::parse(frame) else {
+            return if self.pending.is_some() {
+                Push::FlushFirst
+            } else {
+                Push::Bypass
+            };
+        };
+        let Some(p) = self.pending else {
+            self.start(endpoint, frame, &seg);
+            return Push::Held;
+        };
+        let same_shape = p.endpoint == endpoint
+            && !p.closed
+            && seg.key == p.key
+            && seg.ip_len == p.ip_len
+            && seg.tcp_len == p.tcp_len
+            && seg.seq == p.next_seq
+            && seg.payload_len <= p.mss
+            && seg.payload_len > 0
+            && seg.flags & !(TCP_PSH | TCP_ACK) == 0
+            && self.len + seg.payload_len <= MERGE_BUF
+            && self.headers_match(frame, &p);
+        if !same_shape {
+            return Push::FlushFirst;
+        }
+        if !p.first_verified && !tcp_checksum_ok(&self.buf[..self.len], p.ip_len) {
+            // The held segment is corrupt: let it go to the pod alone, which drops it.
+            return Push::FlushFirst;
+        }
+        if !tcp_checksum_ok(frame, seg.ip_len) {
+            return Push::FlushFirst;
+        }
+        let payload = &frame[seg.payload_at..seg.payload_at + seg.payload_len];
+        self.buf[self.len..self.len + payload.len()].copy_from_slice(payload);
+        self.len += payload.len();
+        let tcp_at = ETH_HEADER_LEN + p.ip_len;
+        self.buf[tcp_at + TCP_FLAGS] |= seg.flags & TCP_PSH;
+        self.pending = Some(Pending {
+            next_seq: seg.seq.wrapping_add(seg.payload_len as u32),
+            segments: p.segments + 1,
+            closed: seg.payload_len < p.mss || seg.flags & TCP_PSH != 0,
+            first_verified: true,
+            ..p
+        });
+        Push::Held
+    }
+
+    fn start(&mut self, endpoint: u32, frame: &[u8], seg: &TcpSegment) {
+        let end = seg.payload_at + seg.payload_len;
+        self.buf[..end].copy_from_slice(&frame[..end]);
+        self.len = end;
+        self.pending = Some(Pending {
+            endpoint,
+            key: seg.key,
+            ip_len: seg.ip_len,
+            tcp_len: seg.tcp_len,
+            next_seq: seg.seq.wrapping_add(seg.payload_len as u32),
+            mss: seg.payload_len,
+            segments: 1,
+            // Anything but a plain ACK-carrying data segment stands alone; PSH ends a run.
+            closed: seg.payload_len == 0 || seg.flags & !TCP_ACK != 0,
+            first_verified: false,
+        });
+    }
+
+    /// The IPv4 header (but length, ID and checksum) and the TCP header (but sequence
+    /// number, PSH and checksum) of `frame` equal the held ones, as Linux's GRO requires.
+    fn headers_match(&self, frame: &[u8], p: &Pending) -> bool {
+        let ip = ETH_HEADER_LEN;
+        let held = &self.buf[..];
+        // Version/IHL/TOS, flags/fragment, TTL/protocol, addresses (checked via key).
+        let ip_same = held[ip..ip + 2] == frame[ip..ip + 2]
+            && held[ip + 6..ip + 10] == frame[ip + 6..ip + 10]
+            && held[ip + 20..ip + p.ip_len] == frame[ip + 20..ip + p.ip_len];
+        let tcp = ip + p.ip_len;
+        // Ack, data offset, window, urgent pointer and options.
+        ip_same
+            && held[tcp + 8..tcp + 13] == frame[tcp + 8..tcp + 13]
+            && held[tcp + 14..tcp + 16] == frame[tcp + 14..tcp + 16]
+            && held[tcp + 18..tcp + p.tcp_len] == frame[tcp + 18..tcp + p.tcp_len]
+    }
+
+    /// The frame to write for the pending run, with its vnet header: a lone segment goes
+    /// as it came; a merged run as a `GSO_TCPV4` super-frame with a partial checksum.
+    pub fn pending(&mut self) -> Option<(u32, VnetHdr, &[u8])> {
+        let p = self.pending?;
+        let frame = &mut self.buf[..self.len];
+        if p.segments == 1 {
+            return Some((p.endpoint, VnetHdr::NONE, frame));
+        }
+        let ip = ETH_HEADER_LEN;
+        let tcp = ip + p.ip_len;
+        let ip_total = self.len - ETH_HEADER_LEN;
+        put_be16(frame, ip + IP_TOTAL_LEN, ip_total as u16);
+        put_be16(frame, ip + IP_CHECKSUM, 0);
+        let sum = checksum(&frame[ip..tcp]);
+        put_be16(frame, ip + IP_CHECKSUM, sum);
+        // A partial checksum holds the pseudo-header sum, not complemented.
+        let tcp_len = (ip_total - p.ip_len) as u32;
+        let pseudo = sum_words(&frame[ip + 12..ip + 20], u32::from(IPPROTO_TCP) + tcp_len);
+        put_be16(frame, tcp + TCP_CHECKSUM, fold(pseudo));
+        let hdr = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: (tcp + p.tcp_len) as u16,
+            gso_size: p.mss as u16,
+            csum_start: tcp as u16,
+            csum_offset: TCP_CHECKSUM as u16,
+        };
+        Some((p.endpoint, hdr, frame))
+    }
+
+    /// Forgets the pending frame (after it was written).
+    pub fn clear(&mut self) {
+        self.pending = None;
+        self.len = 0;
+    }
+
+    /// How many segments the pending frame holds (0 when none).
+    pub fn pending_segments(&self) -> usize {
+        self.pending.map_or(0, |p| p.segments)
+    }
+}
+
+/// The parts of a TCP/IPv4 frame coalescing looks at.
+struct TcpSegment {
+    key: [u8; 12],
+    ip_len: usize,
+    tcp_len: usize,
+    seq: u32,
+    flags: u8,
+    payload_at: usize,
+    payload_len: usize,
+}
+
+impl TcpSegment {
+    fn parse(frame: &[u8]) -> Option<TcpSegment> {
+        if frame.len() < ETH_HEADER_LEN + 40 || be16(frame, 12) != ETHERTYPE_IPV4 {
+            return None;
+        }
+        let ip = &frame[ETH_HEADER_LEN..];
+        let ip_len = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(be16(ip, IP_TOTAL_LEN));
+        // Fragments (MF set or a non-zero offset) never merge.
+        if ip[0] >> 4 != 4 || ip_len < 20 || ip[9] != IPPROTO_TCP || be16(ip, 6) & 0x3fff != 0 {
+            return None;
+        }
+        let tcp_len = usize::from(*ip.get(ip_len + 12)? >> 4) * 4;
+        if tcp_len < 20 || ip_len + tcp_len > total || total > ip.len() {
+            return None;
+        }
+        let tcp = &ip[ip_len..];
+        let mut key = [0u8; 12];
+        key[..8].copy_from_slice(&ip[12..20]);
+        key[8..].copy_from_slice(&tcp[..4]);
+        Some(TcpSegment {
+            key,
+            ip_len,
+            tcp_len,
+            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+            flags: tcp[TCP_FLAGS],
+            payload_at: ETH_HEADER_LEN + ip_len + tcp_len,
+            payload_len: total - ip_len - tcp_len,
+        })
+    }
+}
+
+/// Whether the TCP checksum of `frame` (Ethernet + IPv4 with an `ip_len`-byte header) is
+/// right.
+fn tcp_checksum_ok(frame: &[u8], ip_len: usize) -> bool {
+    let ip = ETH_HEADER_LEN;
+    let total = usize::from(be16(frame, ip + IP_TOTAL_LEN));
+    let Some(tcp) = frame.get(ip + ip_len..ip + total) else {
+        return false;
+    };
+    let pseudo = sum_words(
+        &frame[ip + 12..ip + 20],
+        u32::from(IPPROTO_TCP) + tcp.len() as u32,
+    );
+    fold(sum_words(tcp, pseudo)) == 0xffff
+}
+
+#[cfg(test)]
+mod tests;

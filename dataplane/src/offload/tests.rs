@@ -1,0 +1,214 @@
+use super::*;
+use crate::packet::{emit_ethernet, Ipv4Packet, Ipv4Repr, GATEWAY_MAC, IPPROTO_IPIP};
+
+const POD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+
+/// An Ethernet + IPv4 + TCP (with a 12-byte timestamp option) frame carrying `payload`,
+/// with a correct TCP checksum unless `partial`, in which case the field holds the
+/// pseudo-header sum as a pod's kernel leaves it under checksum offload.
+fn tcp_frame(seq: u32, flags: u8, payload: &[u8], partial: bool) -> Vec<u8> {
+    let thl = 32;
+    let mut f = vec![0u8; ETH_HEADER_LEN + 20 + thl + payload.len()];
+    emit_ethernet(&mut f, GATEWAY_MAC, POD_MAC, ETHERTYPE_IPV4);
+    Ipv4Repr {
+        src: "10.65.0.2".parse().unwrap(),
+        dst: "10.65.1.3".parse().unwrap(),
+        protocol: IPPROTO_TCP,
+        ttl: 64,
+        dont_fragment: true,
+        payload_len: thl + payload.len(),
+    }
+    .emit(&mut f[ETH_HEADER_LEN..]);
+    let tcp = ETH_HEADER_LEN + 20;
+    f[tcp..tcp + 4].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]); // 40000 -> 5201
+    f[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
+    f[tcp + 8..tcp + 12].copy_from_slice(&77u32.to_be_bytes());
+    f[tcp + 12] = (thl as u8 / 4) << 4;
+    f[tcp + 13] = flags;
+    f[tcp + 14..tcp + 16].copy_from_slice(&512u16.to_be_bytes());
+    f[tcp + 20..tcp + 32].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7]);
+    f[tcp + thl..].copy_from_slice(payload);
+    let tcp_len = (thl + payload.len()) as u32;
+    let pseudo = sum_words(&f[ETH_HEADER_LEN + 12..ETH_HEADER_LEN + 20], 6 + tcp_len);
+    if partial {
+        put_be16(&mut f, tcp + 16, fold(pseudo));
+    } else {
+        let sum = !fold(sum_words(&f[tcp..], pseudo));
+        put_be16(&mut f, tcp + 16, sum);
+    }
+    f
+}
+
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+fn assemble(frame: &[u8], segs: &Segments) -> Vec<Vec<u8>> {
+    (0..segs.len())
+        .map(|i| {
+            let (h, p) = segs.segment(i);
+            [h, &frame[p]].concat()
+        })
+        .collect()
+}
+
+#[test]
+fn vnet_header_round_trips_little_endian() {
+    let bytes = [1, 0x81, 66, 0, 0xa8, 0x05, 34, 0, 16, 0];
+    let hdr = VnetHdr::parse(&bytes);
+    assert_eq!(hdr.gso_size, 1448);
+    assert_eq!(hdr.gso_kind(), VnetHdr::GSO_TCPV4);
+    assert!(hdr.is_gso() && hdr.needs_csum());
+    assert_eq!(hdr.to_bytes(), bytes);
+    assert!(!VnetHdr::NONE.is_gso());
+}
+
+#[test]
+fn completing_a_partial_checksum_gives_the_full_one() {
+    let data = payload(999);
+    let full = tcp_frame(1, 0x18, &data, false);
+    let mut partial = tcp_frame(1, 0x18, &data, true);
+    let hdr = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 16,
+        ..VnetHdr::NONE
+    };
+    complete_checksum(&mut partial, hdr).unwrap();
+    assert_eq!(partial, full);
+    let bad = VnetHdr {
+        csum_start: 2000,
+        ..hdr
+    };
+    assert_eq!(
+        complete_checksum(&mut partial, bad),
+        Err(OffloadError::BadChecksumOffsets)
+    );
+}
+
+#[test]
+fn segmentation_makes_valid_mss_sized_packets_that_coalesce_back() {
+    let data = payload(10_000);
+    let seq0 = 0xffff_f000; // wraps inside the run
+    let frame = tcp_frame(seq0, 0x18 | 0x80, &data, true); // PSH|ACK|CWR
+    let mut plain = frame.clone();
+    plain[ETH_HEADER_LEN + 20 + TCP_FLAGS] = 0x18;
+    let mut segs = Segments::new();
+    segment_tcpv4(&frame, Outer::Opaque, ETH_HEADER_LEN, 1448, &mut segs).unwrap();
+    assert_eq!(segs.len(), 7);
+    let packets = assemble(&frame, &segs);
+    let mut carried = Vec::new();
+    for (i, p) in packets.iter().enumerate() {
+        let ip = Ipv4Packet::new_checked(&p[ETH_HEADER_LEN..]).unwrap();
+        assert!(ip.checksum_ok(), "segment {i} IPv4 checksum");
+        assert_eq!(ip.total_len(), p.len() - ETH_HEADER_LEN);
+        assert!(tcp_checksum_ok(p, 20), "segment {i} TCP checksum");
+        let tcp = &p[34..];
+        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        assert_eq!(seq, seq0.wrapping_add(1448 * i as u32));
+        let last = i == packets.len() - 1;
+        assert_eq!(tcp[13] & TCP_PSH != 0, last, "PSH only on the last");
+        assert_eq!(tcp[13] & TCP_CWR != 0, i == 0, "CWR only on the first");
+        carried.extend_from_slice(&p[66..]);
+    }
+    assert_eq!(carried, data);
+
+    // CWR on the first segment ends the run there, as in Linux's GRO.
+    let mut gro = Coalescer::new();
+    assert_eq!(gro.push(3, &packets[0]), Push::Held);
+    assert_eq!(gro.push(3, &packets[1]), Push::FlushFirst);
+    gro.clear();
+
+    segment_tcpv4(&plain, Outer::Opaque, ETH_HEADER_LEN, 1448, &mut segs).unwrap();
+    for p in &assemble(&plain, &segs) {
+        assert_eq!(gro.push(3, p), Push::Held);
+    }
+    assert_eq!(gro.pending_segments(), 7);
+    let (endpoint, hdr, merged) = gro.pending().unwrap();
+    assert_eq!(endpoint, 3);
+    assert_eq!(hdr.gso_kind(), VnetHdr::GSO_TCPV4);
+    assert_eq!(hdr.gso_size, 1448);
+    assert_eq!((hdr.csum_start, hdr.csum_offset, hdr.hdr_len), (34, 16, 66));
+    let mut merged = merged.to_vec();
+    assert_eq!(&merged[66..], &data[..]);
+    complete_checksum(&mut merged, hdr).unwrap();
+    assert!(
+        tcp_checksum_ok(&merged, 20),
+        "merged frame's completed checksum"
+    );
+    assert!(Ipv4Packet::new_checked(&merged[14..])
+        .unwrap()
+        .checksum_ok());
+}
+
+#[test]
+fn ipip_segments_carry_their_own_outer_header() {
+    let data = payload(3000);
+    let inner = tcp_frame(5, 0x10, &data, true);
+    // Outer IPv4 in place of the Ethernet header, as forward lays IPIP out.
+    let mut frame = vec![0u8; 20];
+    frame.extend_from_slice(&inner[ETH_HEADER_LEN..]);
+    Ipv4Repr {
+        src: "192.168.0.1".parse().unwrap(),
+        dst: "192.168.0.2".parse().unwrap(),
+        protocol: IPPROTO_IPIP,
+        ttl: 64,
+        dont_fragment: true,
+        payload_len: frame.len() - 20,
+    }
+    .emit(&mut frame);
+    let mut segs = Segments::new();
+    segment_tcpv4(&frame, Outer::Ipv4, 20, 1400, &mut segs).unwrap();
+    assert_eq!(segs.len(), 3);
+    for p in assemble(&frame, &segs) {
+        let outer = Ipv4Packet::new_checked(&p[..]).unwrap();
+        assert!(outer.checksum_ok());
+        assert_eq!(outer.total_len(), p.len());
+        let inner = Ipv4Packet::new_checked(&p[20..]).unwrap();
+        assert!(inner.checksum_ok());
+        assert_eq!(inner.total_len(), p.len() - 20);
+    }
+}
+
+#[test]
+fn segmentation_refuses_what_it_cannot_split() {
+    let frame = tcp_frame(1, 0x10, &payload(100), true);
+    let mut segs = Segments::new();
+    assert_eq!(
+        segment_tcpv4(&frame, Outer::Opaque, 14, 0, &mut segs),
+        Err(OffloadError::MalformedGso)
+    );
+    assert_eq!(
+        segment_tcpv4(&frame[..40], Outer::Opaque, 14, 1448, &mut segs),
+        Err(OffloadError::MalformedGso)
+    );
+    let big = tcp_frame(1, 0x10, &payload(60_000), true);
+    assert_eq!(
+        segment_tcpv4(&big, Outer::Opaque, 14, 100, &mut segs),
+        Err(OffloadError::TooManySegments)
+    );
+}
+
+#[test]
+fn coalescing_stops_at_gaps_other_flows_and_bad_checksums() {
+    let a = tcp_frame(1000, 0x10, &payload(100), false);
+    let gap = tcp_frame(1200, 0x10, &payload(100), false);
+    let mut gro = Coalescer::new();
+    assert_eq!(gro.push(1, &a), Push::Held);
+    assert_eq!(gro.push(1, &gap), Push::FlushFirst, "sequence gap");
+    let next = tcp_frame(1100, 0x10, &payload(100), false);
+    assert_eq!(gro.push(2, &next), Push::FlushFirst, "another pod");
+    let mut corrupt = next.clone();
+    corrupt[100] ^= 0xff;
+    assert_eq!(gro.push(1, &corrupt), Push::FlushFirst, "bad checksum");
+    assert_eq!(gro.push(1, &next), Push::Held);
+    // A lone segment goes out untouched, with no offload metadata.
+    gro.clear();
+    assert_eq!(gro.push(1, &a), Push::Held);
+    let (_, hdr, frame) = gro.pending().unwrap();
+    assert_eq!(hdr, VnetHdr::NONE);
+    assert_eq!(frame, &a[..]);
+    gro.clear();
+    assert!(gro.is_empty());
+    assert_eq!(gro.push(1, &a[..30]), Push::Bypass, "not TCP/IPv4");
+}
