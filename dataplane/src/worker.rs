@@ -11,8 +11,11 @@ use arc_swap::ArcSwap;
 use tapwire_sys::tap::TapQueue;
 
 use crate::counters::{EndpointCounters, WorkerCounters};
-use crate::forward::{self, Action, DropReason, PacketBuf, Tso, SCRATCH_LEN};
-use crate::io::{IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender};
+use crate::forward::{self, Action, DropReason, PacketBuf, Tso, MAX_FRAME, SCRATCH_LEN};
+use crate::io::{
+    IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender,
+    MAX_RECV_BATCH,
+};
 use crate::offload::{self, Coalescer, Outer, Push, Segments, VnetHdr, VNET_HDR_LEN};
 use crate::tables::{Encap, Tables};
 
@@ -204,20 +207,35 @@ impl Worker {
     }
 
     fn drain_ipip(&mut self, snapshot: &Snapshot) {
+        // Packets are received a batch at a time, each into its own slot of the buffer,
+        // slots sized for the underlay's MTU.
+        let mtu = snapshot.tables.local.underlay_mtu_bytes as usize;
+        let slot = (mtu + 64).next_multiple_of(64).clamp(2048, MAX_FRAME);
+        let mut lens = [0usize; MAX_RECV_BATCH];
         for _ in 0..BATCH {
             let Some(ipip) = &self.sockets.ipip else {
                 return;
             };
-            let n = match ipip.recv(self.buf.receive_area()) {
-                Ok(n) => n,
+            let count = match ipip.recv_batch(self.buf.receive_area(), slot, &mut lens) {
+                Ok(count) => count,
                 Err(err) => {
                     self.receive_error("ipip", err);
                     break;
                 }
             };
-            self.buf.set_received(n);
-            let action = forward::from_ipip(&snapshot.tables, &mut self.buf);
-            self.deliver(snapshot, action, Encap::Ipip, n);
+            for (i, &n) in lens.iter().enumerate().take(count) {
+                if n == 0 {
+                    // Larger than the underlay's MTU allows: not from a tapwire peer.
+                    self.handle.counters.drop(DropReason::MalformedIpv4);
+                    continue;
+                }
+                self.buf.set_window(i * slot, n);
+                let action = forward::from_ipip(&snapshot.tables, &mut self.buf);
+                self.deliver(snapshot, action, Encap::Ipip, n);
+            }
+            if count < lens.len().min(MAX_FRAME / slot) {
+                break;
+            }
         }
         self.flush_gro(snapshot);
     }

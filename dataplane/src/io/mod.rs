@@ -7,7 +7,9 @@ mod poll;
 mod socket;
 
 pub use poll::{Poller, Token};
-pub use socket::{ArpSocket, IpipReceiver, PacketSocket, RawIpSender, UdpReceiver, VxlanSender};
+pub use socket::{
+    ArpSocket, IpipReceiver, PacketSocket, RawIpSender, UdpReceiver, VxlanSender, MAX_RECV_BATCH,
+};
 
 use std::io;
 

@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{cvt, cvt_size};
-use crate::offload::{Segments, VNET_HDR_LEN};
+use crate::offload::{Segments, MAX_SEGMENTS, VNET_HDR_LEN};
 
 fn socket(domain: libc::c_int, kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
     let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
@@ -90,11 +90,6 @@ fn recvfrom_in(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4)> {
     Ok((n, SocketAddrV4::new(addr, u16::from_be(sa.sin_port))))
 }
 
-fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: buf is valid and writable for its length.
-    cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) })
-}
-
 /// Sends complete IPv4 packets (header included) on the underlay.
 #[derive(Debug)]
 pub struct RawIpSender {
@@ -103,9 +98,16 @@ pub struct RawIpSender {
 
 impl RawIpSender {
     pub fn open() -> io::Result<Self> {
-        Ok(Self {
-            fd: socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?,
-        })
+        let fd = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
+        // Room for several segmented super-frames in flight: a full send buffer would
+        // drop segments (the socket does not block).
+        setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &(4i32 << 20),
+        )?;
+        Ok(Self { fd })
     }
 
     /// Sends `packet` (which starts with its IPv4 header) towards `dst`.
@@ -122,16 +124,19 @@ impl RawIpSender {
         dst: Ipv4Addr,
     ) -> io::Result<usize> {
         let sa = sockaddr_in(dst, 0);
-        let count = segments.len();
-        let mut iovs: Vec<[libc::iovec; 2]> = Vec::with_capacity(count);
-        for i in 0..count {
+        let count = segments.len().min(MAX_SEGMENTS);
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iovs = [[empty; 2]; MAX_SEGMENTS];
+        for (i, iov) in iovs.iter_mut().enumerate().take(count) {
             let (header, payload) = segments.segment(i);
-            let payload = &frame[payload];
-            iovs.push([iovec(header), iovec(payload)]);
+            *iov = [iovec(header), iovec(&frame[payload])];
         }
         // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
-        let mut msgs: Vec<libc::mmsghdr> = (0..count).map(|_| unsafe { zeroed() }).collect();
-        for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+        let mut msgs: [libc::mmsghdr; MAX_SEGMENTS] = unsafe { zeroed() };
+        for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()).take(count) {
             msg.msg_hdr.msg_name = (&sa as *const libc::sockaddr_in).cast_mut().cast();
             msg.msg_hdr.msg_namelen = size_of_val(&sa) as libc::socklen_t;
             msg.msg_hdr.msg_iov = iov.as_mut_ptr();
@@ -351,10 +356,54 @@ impl IpipReceiver {
         Ok(Self { fd })
     }
 
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        recv(self.fd.as_raw_fd(), buf)
+    /// Receives up to `lens.len()` packets with one `recvmmsg`, packet *i* into
+    /// `area[i * slot..(i + 1) * slot]`, its length into `lens[i]` (0 for a packet that
+    /// did not fit its slot). Returns how many arrived.
+    pub fn recv_batch(
+        &self,
+        area: &mut [u8],
+        slot: usize,
+        lens: &mut [usize],
+    ) -> io::Result<usize> {
+        let count = lens.len().min(area.len() / slot.max(1)).min(MAX_RECV_BATCH);
+        let mut iovs = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_RECV_BATCH];
+        for (i, chunk) in area.chunks_exact_mut(slot.max(1)).take(count).enumerate() {
+            iovs[i] = libc::iovec {
+                iov_base: chunk.as_mut_ptr().cast(),
+                iov_len: chunk.len(),
+            };
+        }
+        // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+        let mut msgs: [libc::mmsghdr; MAX_RECV_BATCH] = unsafe { zeroed() };
+        for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()).take(count) {
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: the first `count` mmsghdrs point at iovecs over disjoint slots of
+        // `area`, writable and alive for the duration of the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        for (len, msg) in lens.iter_mut().zip(&msgs).take(n) {
+            let truncated = msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            *len = if truncated { 0 } else { msg.msg_len as usize };
+        }
+        Ok(n)
     }
 }
+
+/// Most packets one [`IpipReceiver::recv_batch`] takes.
+pub const MAX_RECV_BATCH: usize = 64;
 
 impl AsRawFd for IpipReceiver {
     fn as_raw_fd(&self) -> RawFd {

@@ -212,3 +212,17 @@ fn coalescing_stops_at_gaps_other_flows_and_bad_checksums() {
     assert!(gro.is_empty());
     assert_eq!(gro.push(1, &a[..30]), Push::Bypass, "not TCP/IPv4");
 }
+
+#[test]
+fn copying_and_summing_agree_with_summing() {
+    for len in [0, 1, 7, 8, 9, 1447, 1448] {
+        let src = payload(len);
+        let mut dst = vec![0u8; len];
+        assert_eq!(
+            fold(copy_and_sum(&mut dst, &src, 12345)),
+            fold(sum_words(&src, 12345)),
+            "length {len}"
+        );
+        assert_eq!(dst, src);
+    }
+}
