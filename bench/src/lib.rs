@@ -1,1 +1,36 @@
-//! placeholder
+//! tapwire's benchmarks: the shared route-table generators the criterion benches use
+//! ([`tables`]), and the `tapwire-bench` harness that measures tapwire's paths against the
+//! kernel's on this host and writes `bench-report/`.
+//!
+//! Layout, from definitions to I/O:
+//!
+//! - [`tables`]: deterministic route tables and destinations (no measuring);
+//! - [`stats`]: percentiles and medians; [`procfs`]: CPU time and RSS from `/proc`;
+//! - [`paths`]: the paths by name and which kernel path each tapwire path is compared with;
+//! - [`labs`]: the namespace labs realizing them (tapwire's control plane, kernel baselines);
+//! - [`traffic`]: the UDP small-packet and request/response tests (iperf3 does TCP);
+//! - [`fibbench`]: in-process LPM lookups, memory and update latency;
+//! - [`memory`]: the dataplane's RSS with many pods and routes;
+//! - [`report`]: `results.json`, targets, the terminal table, `report.md`, `chart.svg`;
+//! - [`run`]: one run end to end; [`sys`]: the few syscalls (the only `unsafe`).
+//!
+//! The harness needs root and the tapwire binaries (see `tapwire_integration::lab::bin_dir`).
+
+#![deny(unsafe_code)]
+
+pub mod error;
+pub mod fibbench;
+pub mod labs;
+pub mod memory;
+pub mod paths;
+pub mod procfs;
+pub mod report;
+pub mod run;
+pub mod stats;
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod tables;
+pub mod traffic;
+
+pub use error::{BenchError, Result};
+pub use tables::{block_prefixes, destinations, pod_routes, random_routes, real_world_len, Rng};

@@ -25,7 +25,9 @@ use tapwire_sys::{link, netns, tap};
 use crate::counters::{named_totals, EndpointCounters, WorkerCounters};
 use crate::io::{IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender};
 use crate::resolver::{self, Resolved};
-use crate::state::{build_tables, Applied, AttachedEndpoint, Desired, EndpointSpec, Underlay};
+use crate::state::{
+    build_tables, Applied, AttachedEndpoint, Desired, EndpointSpec, TablesBuilder, Underlay,
+};
 use crate::tables::Tables;
 use crate::worker::{PodQueues, Snapshot, Worker, WorkerHandle, WorkerSockets};
 
@@ -101,6 +103,9 @@ struct Dataplane {
     conn: Option<(u64, UnixStream)>,
     sequence: u64,
     started: Instant,
+    /// The FIB between publishes: each publish applies only the route and endpoint
+    /// changes since the last one.
+    tables: TablesBuilder,
 }
 
 /// Runs the dataplane until the process is killed.
@@ -203,6 +208,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         conn: None,
         sequence: 0,
         started: Instant::now(),
+        tables: TablesBuilder::default(),
     };
     dataplane.run(events_rx);
     Ok(())
@@ -517,14 +523,18 @@ impl Dataplane {
         // The queues close when the last snapshot naming them is dropped by the workers.
     }
 
-    /// Builds and publishes a new snapshot from the live state.
+    /// Builds and publishes a new snapshot from the live state, updating the FIB with
+    /// the changes since the last publish only.
     fn publish(&mut self) {
         let infos: BTreeMap<String, AttachedEndpoint> = self
             .attached
             .iter()
             .map(|(k, a)| (k.clone(), a.info.clone()))
             .collect();
-        let tables: Tables = build_tables(&self.live, &self.underlay, &infos, &self.neighbors);
+        let changes = self.live.take_route_changes();
+        let tables: Tables =
+            self.tables
+                .build(&self.live, changes, &self.underlay, &infos, &self.neighbors);
         let mut pods = vec![None; tables.endpoints.len()];
         for att in self.attached.values() {
             if let Some(slot) = pods.get_mut(att.info.slot as usize) {

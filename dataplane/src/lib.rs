@@ -7,7 +7,8 @@
 //! [`daemon`] runs the threads and the control socket; [`resolver`] finds peers'
 //! underlay MACs for unencapsulated routes; [`counters`] are per worker, summed on read.
 //!
-//! Only [`io`] holds `unsafe` code.
+//! [`offload`] holds the pure halves of TSO and GRO; [`rcu`] publishes versions to
+//! readers with quiescent-state reclamation. Only [`io`] and [`rcu`] hold `unsafe` code.
 #![deny(unsafe_code)]
 
 pub mod counters;
@@ -20,6 +21,7 @@ pub mod forward;
 pub mod io;
 pub mod offload;
 pub mod packet;
+pub mod rcu;
 pub mod resolver;
 pub mod state;
 pub mod tables;

@@ -1,14 +1,21 @@
-//! The desired state, as control described it, and the pure function that turns it into
-//! forwarding [`Tables`].
+//! The desired state, as control described it, and how it becomes forwarding [`Tables`].
 //!
 //! `Desired` holds plain data parsed from proto messages (addresses validated here, once,
 //! so the hot path never sees a string). [`build_tables`] is a function of the desired
 //! state, the attached endpoints and the resolved neighbours: it performs no I/O, which
 //! keeps route computation testable without devices.
+//!
+//! The state thread does not rebuild the FIB on every publish: a [`TablesBuilder`] keeps
+//! its [`Fib`] between publishes and applies only the prefixes that changed — the routes
+//! `Desired` journals as messages arrive ([`Desired::take_route_changes`]) and the nets of
+//! endpoints attached or detached since. Only a change every target depends on (this
+//! node's name, the peer list, the IP pools) or a new snapshot from control rebuilds it.
+//! Either way the result equals [`build_tables`] on the same inputs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tapwire_proto::{
     self as proto, config, to_dataplane::Payload, IpPoolType, RouteType, NETNS_ANNOTATION,
@@ -16,7 +23,9 @@ use tapwire_proto::{
 
 use crate::fib::{Fib, Prefix, PrefixError};
 use crate::packet::Mac;
-use crate::tables::{Encap, EndpointEntry, EndpointIdx, LocalNode, Peer, RouteTarget, Tables};
+use crate::tables::{
+    Encap, EndpointEntry, EndpointIdx, LocalNode, Peer, PeerIdx, RouteTarget, Tables,
+};
 
 /// A message that could not be applied. The message is skipped; state is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +115,10 @@ pub struct VtepSpec {
 }
 
 /// Everything control asked for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Equality compares what control asked for, not the bookkeeping beside it (the route
+/// journal and the per-node route counts derived from `routes`).
+#[derive(Debug, Clone, Default)]
 pub struct Desired {
     pub hostname: String,
     pub vni: Option<u32>,
@@ -116,6 +128,78 @@ pub struct Desired {
     pub routes: BTreeMap<Prefix, RouteSpec>,
     pub vteps: BTreeMap<String, VtepSpec>,
     pub encapsulation: proto::Encapsulation,
+    /// Node → the node addresses its routes name, with how many routes name each: the
+    /// peers routes introduce, without scanning every route on each publish.
+    route_nodes: BTreeMap<String, BTreeMap<Ipv4Addr, usize>>,
+    /// Routes changed since the last [`Desired::take_route_changes`].
+    route_changes: RouteChanges,
+}
+
+impl PartialEq for Desired {
+    fn eq(&self, other: &Desired) -> bool {
+        self.hostname == other.hostname
+            && self.vni == other.vni
+            && self.hosts == other.hosts
+            && self.pools == other.pools
+            && self.endpoints == other.endpoints
+            && self.routes == other.routes
+            && self.vteps == other.vteps
+            && self.encapsulation == other.encapsulation
+    }
+}
+
+impl Eq for Desired {}
+
+/// The route prefixes a [`Desired`] changed since they were last taken.
+#[derive(Debug, Clone)]
+pub struct RouteChanges {
+    /// Which `Desired` these changes belong to: a builder that last saw another one (a
+    /// new snapshot from control) cannot apply them as deltas.
+    lineage: u64,
+    prefixes: BTreeSet<Prefix>,
+    /// More changed than is worth journaling (a snapshot arriving): rebuild instead.
+    overflowed: bool,
+}
+
+impl RouteChanges {
+    /// Journaled prefixes beyond which a rebuild is cheaper than applying them.
+    const LIMIT: usize = 4096;
+
+    /// "Everything may have changed": forces a full build.
+    pub fn everything() -> RouteChanges {
+        RouteChanges {
+            overflowed: true,
+            ..RouteChanges::default()
+        }
+    }
+
+    fn record(&mut self, prefix: Prefix) {
+        if self.overflowed {
+            return;
+        }
+        self.prefixes.insert(prefix);
+        if self.prefixes.len() > Self::LIMIT {
+            self.overflowed = true;
+            self.prefixes = BTreeSet::new();
+        }
+    }
+
+    /// The changed prefixes, or `None` if too many changed to list.
+    pub fn prefixes(&self) -> Option<&BTreeSet<Prefix>> {
+        (!self.overflowed).then_some(&self.prefixes)
+    }
+}
+
+impl Default for RouteChanges {
+    /// An empty journal of a new lineage.
+    fn default() -> RouteChanges {
+        static NEXT_LINEAGE: AtomicU64 = AtomicU64::new(1);
+        RouteChanges {
+            lineage: NEXT_LINEAGE.fetch_add(1, Ordering::Relaxed),
+            prefixes: BTreeSet::new(),
+            overflowed: false,
+        }
+    }
 }
 
 /// What applying one message changed, so the caller knows what to do next.
@@ -251,12 +335,19 @@ impl Desired {
                     node_ip,
                     same_subnet: update.same_subnet,
                 };
-                self.routes.insert(dst, spec);
+                self.count_route_node(&spec, 1);
+                if let Some(old) = self.routes.insert(dst, spec) {
+                    self.count_route_node(&old, -1);
+                }
+                self.route_changes.record(dst);
                 Applied::Changed
             }
             Payload::RouteRemove(remove) => {
                 let dst = parse_prefix("route remove", &remove.dst)?;
-                self.routes.remove(&dst);
+                if let Some(old) = self.routes.remove(&dst) {
+                    self.count_route_node(&old, -1);
+                    self.route_changes.record(dst);
+                }
                 Applied::Changed
             }
             Payload::VtepUpdate(update) => {
@@ -276,6 +367,35 @@ impl Desired {
                 Applied::Changed
             }
         })
+    }
+
+    /// Takes the journal of route prefixes changed since the last call.
+    pub fn take_route_changes(&mut self) -> RouteChanges {
+        let lineage = self.route_changes.lineage;
+        std::mem::replace(
+            &mut self.route_changes,
+            RouteChanges {
+                lineage,
+                prefixes: BTreeSet::new(),
+                overflowed: false,
+            },
+        )
+    }
+
+    /// Counts one more (`delta` 1) or one fewer (-1) route naming `route.node_ip`.
+    fn count_route_node(&mut self, route: &RouteSpec, delta: isize) {
+        let Some(ip) = route.node_ip else {
+            return;
+        };
+        let ips = self.route_nodes.entry(route.node.clone()).or_default();
+        let count = ips.entry(ip).or_default();
+        *count = count.saturating_add_signed(delta);
+        if *count == 0 {
+            ips.remove(&ip);
+            if ips.is_empty() {
+                self.route_nodes.remove(&route.node);
+            }
+        }
     }
 
     /// The encapsulation a remote route gets: its pool's mode for the pool type the
@@ -374,100 +494,220 @@ pub struct Underlay {
     pub vxlan_port: u16,
 }
 
-/// Builds one version of the forwarding tables. Pure: same inputs, same tables.
+/// Builds one version of the forwarding tables from scratch. Pure: same inputs, same
+/// tables.
 pub fn build_tables(
     desired: &Desired,
     underlay: &Underlay,
     attached: &BTreeMap<String, AttachedEndpoint>,
     neighbors: &HashMap<Ipv4Addr, Mac>,
 ) -> Tables {
-    let local = LocalNode {
-        underlay_ip: underlay.ip,
-        underlay_mac: underlay.mac,
-        underlay_mtu_bytes: underlay.mtu_bytes,
-        vtep_mac: desired.own_vtep_mac(),
-        vni: desired.vni.unwrap_or(config::DEFAULT_VXLAN_VNI),
-        vxlan_port: underlay.vxlan_port,
-    };
+    TablesBuilder::default().build(
+        desired,
+        RouteChanges::everything(),
+        underlay,
+        attached,
+        neighbors,
+    )
+}
 
-    // Peers: every other node named by host metadata, a VTEP or a route.
-    let mut peer_ips: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
-    for (name, ip) in &desired.hosts {
-        peer_ips.insert(name, *ip);
-    }
-    for (name, vtep) in &desired.vteps {
-        peer_ips.entry(name).or_insert(vtep.underlay_ip);
-    }
-    for route in desired.routes.values() {
-        if let Some(ip) = route.node_ip {
-            peer_ips.entry(&route.node).or_insert(ip);
-        }
-    }
-    peer_ips.remove(desired.hostname.as_str());
-    let mut peers = Vec::with_capacity(peer_ips.len());
-    let mut peer_by_name = HashMap::new();
-    let mut peer_by_underlay = HashMap::new();
-    for (name, ip) in peer_ips {
-        let idx = peers.len() as u32;
-        peers.push(Peer {
-            name: name.to_string(),
-            underlay_ip: ip,
-            vtep_mac: desired.vteps.get(name).map(|v| v.mac),
-            underlay_mac: neighbors.get(&ip).copied(),
-        });
-        peer_by_name.insert(name, idx);
-        peer_by_underlay.insert(ip, idx);
-        if let Some(vtep) = desired.vteps.get(name) {
-            peer_by_underlay.insert(vtep.underlay_ip, idx);
-        }
-    }
+/// How the last [`TablesBuilder::build`] produced its FIB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FibUpdate {
+    /// Built from every route and endpoint.
+    Rebuilt,
+    /// Only these many prefixes were looked at (and changed where they differed).
+    Incremental { prefixes: usize },
+}
 
-    let mut fib = Fib::new();
-    for (dst, route) in &desired.routes {
-        if route.local_workload {
-            continue; // served by the endpoint's own /32s below
+/// What every route's target depends on besides the route itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Basis {
+    lineage: u64,
+    hostname: String,
+    peer_by_name: BTreeMap<String, PeerIdx>,
+    pools: BTreeMap<String, PoolSpec>,
+}
+
+/// The state thread's FIB between publishes: applies route and endpoint deltas to it
+/// instead of rebuilding it. See the module docs.
+#[derive(Debug, Default)]
+pub struct TablesBuilder {
+    fib: Fib<RouteTarget>,
+    /// What `fib` was computed against; `None` before the first build.
+    basis: Option<Basis>,
+    /// The endpoint nets in `fib`, prefix → slot.
+    endpoint_nets: BTreeMap<Prefix, EndpointIdx>,
+    last: Option<FibUpdate>,
+}
+
+impl TablesBuilder {
+    /// The next version of the tables: equal to [`build_tables`] on the same inputs, but
+    /// the FIB is this builder's, updated at the prefixes in `changes` and at endpoint
+    /// nets that changed since the last build (the rest is shared with the previous
+    /// version). `changes` must be [`Desired::take_route_changes`] of `desired`.
+    pub fn build(
+        &mut self,
+        desired: &Desired,
+        changes: RouteChanges,
+        underlay: &Underlay,
+        attached: &BTreeMap<String, AttachedEndpoint>,
+        neighbors: &HashMap<Ipv4Addr, Mac>,
+    ) -> Tables {
+        let local = LocalNode {
+            underlay_ip: underlay.ip,
+            underlay_mac: underlay.mac,
+            underlay_mtu_bytes: underlay.mtu_bytes,
+            vtep_mac: desired.own_vtep_mac(),
+            vni: desired.vni.unwrap_or(config::DEFAULT_VXLAN_VNI),
+            vxlan_port: underlay.vxlan_port,
+        };
+
+        // Peers: every other node named by host metadata, a VTEP or a route.
+        let mut peer_ips: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
+        for (name, ip) in &desired.hosts {
+            peer_ips.insert(name, *ip);
         }
-        let target = if route.node == desired.hostname {
-            RouteTarget::Blackhole
-        } else if let Some(&peer) = peer_by_name.get(route.node.as_str()) {
-            RouteTarget::RemoteNode {
-                peer,
-                encap: desired.encap_for(dst, route),
+        for (name, vtep) in &desired.vteps {
+            peer_ips.entry(name).or_insert(vtep.underlay_ip);
+        }
+        for (name, ips) in &desired.route_nodes {
+            if let Some((ip, _)) = ips.first_key_value() {
+                peer_ips.entry(name).or_insert(*ip);
             }
-        } else {
-            continue; // a remote block of a node we know nothing about
-        };
-        fib.insert(*dst, target);
-    }
-
-    let slots = attached
-        .values()
-        .map(|a| a.slot as usize + 1)
-        .max()
-        .unwrap_or(0);
-    let mut endpoints = vec![None; slots];
-    for (key, att) in attached {
-        let Some(spec) = desired.endpoints.get(key) else {
-            continue;
-        };
-        for net in &spec.nets {
-            fib.insert(*net, RouteTarget::LocalEndpoint(att.slot));
         }
-        endpoints[att.slot as usize] = Some(EndpointEntry {
-            key: key.clone(),
-            mac: spec.mac.unwrap_or(att.mac),
-            mtu_bytes: att.mtu_bytes,
-            allowed_sources: spec.allowed_sources.clone(),
-        });
+        peer_ips.remove(desired.hostname.as_str());
+        let mut peers = Vec::with_capacity(peer_ips.len());
+        let mut peer_by_name = BTreeMap::new();
+        let mut peer_by_underlay = HashMap::new();
+        for (name, ip) in peer_ips {
+            let idx = peers.len() as u32;
+            peers.push(Peer {
+                name: name.to_string(),
+                underlay_ip: ip,
+                vtep_mac: desired.vteps.get(name).map(|v| v.mac),
+                underlay_mac: neighbors.get(&ip).copied(),
+            });
+            peer_by_name.insert(name.to_string(), idx);
+            peer_by_underlay.insert(ip, idx);
+            if let Some(vtep) = desired.vteps.get(name) {
+                peer_by_underlay.insert(vtep.underlay_ip, idx);
+            }
+        }
+
+        let slots = attached
+            .values()
+            .map(|a| a.slot as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut endpoints = vec![None; slots];
+        // Later endpoints win a net two of them claim, as successive inserts would.
+        let mut endpoint_nets = BTreeMap::new();
+        for (key, att) in attached {
+            let Some(spec) = desired.endpoints.get(key) else {
+                continue;
+            };
+            for net in &spec.nets {
+                endpoint_nets.insert(*net, att.slot);
+            }
+            endpoints[att.slot as usize] = Some(EndpointEntry {
+                key: key.clone(),
+                mac: spec.mac.unwrap_or(att.mac),
+                mtu_bytes: att.mtu_bytes,
+                allowed_sources: spec.allowed_sources.clone(),
+            });
+        }
+
+        let basis = Basis {
+            lineage: changes.lineage,
+            hostname: desired.hostname.clone(),
+            peer_by_name,
+            pools: desired.pools.clone(),
+        };
+        let target = |dst: &Prefix| -> Option<RouteTarget> {
+            if let Some(&slot) = endpoint_nets.get(dst) {
+                return Some(RouteTarget::LocalEndpoint(slot));
+            }
+            route_target(desired, &basis.peer_by_name, dst, desired.routes.get(dst)?)
+        };
+        let update = match changes.prefixes() {
+            Some(changed) if self.basis.as_ref() == Some(&basis) => {
+                // Prefixes whose endpoint slot appeared, vanished or moved.
+                let mut dirty: BTreeSet<Prefix> = changed.clone();
+                for (net, slot) in &endpoint_nets {
+                    if self.endpoint_nets.get(net) != Some(slot) {
+                        dirty.insert(*net);
+                    }
+                }
+                for net in self.endpoint_nets.keys() {
+                    if !endpoint_nets.contains_key(net) {
+                        dirty.insert(*net);
+                    }
+                }
+                for prefix in &dirty {
+                    match target(prefix) {
+                        Some(want) => {
+                            if self.fib.get(prefix) != Some(&want) {
+                                self.fib.insert(*prefix, want);
+                            }
+                        }
+                        None => {
+                            self.fib.remove(prefix);
+                        }
+                    }
+                }
+                FibUpdate::Incremental {
+                    prefixes: dirty.len(),
+                }
+            }
+            _ => {
+                let routes = desired
+                    .routes
+                    .keys()
+                    .chain(endpoint_nets.keys())
+                    .filter_map(|dst| Some((*dst, target(dst)?)));
+                self.fib = routes.collect();
+                FibUpdate::Rebuilt
+            }
+        };
+        self.basis = Some(basis);
+        self.endpoint_nets = endpoint_nets;
+        self.last = Some(update);
+
+        Tables {
+            local,
+            fib: self.fib.clone(),
+            endpoints,
+            peers,
+            peer_by_underlay,
+        }
     }
 
-    Tables {
-        local,
-        fib,
-        endpoints,
-        peers,
-        peer_by_underlay,
+    /// How the last build produced its FIB (`None` before the first).
+    pub fn last_update(&self) -> Option<FibUpdate> {
+        self.last
     }
+}
+
+/// Where a route of `desired` sends packets, or `None` if it adds no FIB entry.
+fn route_target(
+    desired: &Desired,
+    peer_by_name: &BTreeMap<String, PeerIdx>,
+    dst: &Prefix,
+    route: &RouteSpec,
+) -> Option<RouteTarget> {
+    if route.local_workload {
+        return None; // served by the endpoint's own /32s
+    }
+    if route.node == desired.hostname {
+        return Some(RouteTarget::Blackhole);
+    }
+    // A remote block of a node we know nothing about adds nothing.
+    let &peer = peer_by_name.get(route.node.as_str())?;
+    Some(RouteTarget::RemoteNode {
+        peer,
+        encap: desired.encap_for(dst, route),
+    })
 }
 
 #[cfg(test)]

@@ -144,18 +144,24 @@ pub fn encapsulation(mode: Mode) -> Payload {
 /// The route for `block_owner`'s block as `own` sees it: its own block is local (the
 /// dataplane blackholes unused addresses), another node's goes to that node.
 pub fn block_route(own: &Node, block_owner: &Node, mode: Mode) -> Payload {
+    route_to(own, block_owner, &block_owner.block.to_string(), mode)
+}
+
+/// The route for prefix `dst` (CIDR text) of `owner`'s pods as `own` sees it, like
+/// [`block_route`] for any prefix (e.g. the many blocks of a large synthetic cluster).
+pub fn route_to(own: &Node, owner: &Node, dst: &str, mode: Mode) -> Payload {
     let mut route = RouteUpdate {
-        dst: block_owner.block.to_string(),
-        dst_node_name: block_owner.name.clone(),
-        dst_node_ip: block_owner.underlay_ip.to_string(),
+        dst: dst.to_string(),
+        dst_node_name: owner.name.clone(),
+        dst_node_ip: owner.underlay_ip.to_string(),
         ..Default::default()
     };
-    if block_owner.name == own.name {
+    if owner.name == own.name {
         route.add_type(RouteType::LocalWorkload);
     } else {
         route.add_type(RouteType::RemoteWorkload);
         route.ip_pool_type = mode.pool_type() as i32;
-        route.same_subnet = block_owner.subnet == own.subnet;
+        route.same_subnet = owner.subnet == own.subnet;
     }
     Payload::RouteUpdate(route)
 }

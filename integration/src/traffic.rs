@@ -455,6 +455,16 @@ pub struct IperfReport {
 /// Runs an `iperf3` server in `server`'s namespace (bound to `server.ip`) and a client in
 /// `client`'s namespace for `seconds` (one TCP stream), and returns the receiver's rate.
 pub fn iperf3(client: &Pod, server: &Pod, seconds: u32) -> Result<IperfReport> {
+    iperf3_streams(client, server, seconds, 1)
+}
+
+/// [`iperf3`] with `streams` parallel TCP streams (`-P`); the rate is their sum.
+pub fn iperf3_streams(
+    client: &Pod,
+    server: &Pod,
+    seconds: u32,
+    streams: u32,
+) -> Result<IperfReport> {
     let ip = server.ip.to_string();
     let mut server_proc = server.netns().spawn(
         format!("iperf3 server in {}", server.name),
@@ -463,12 +473,16 @@ pub fn iperf3(client: &Pod, server: &Pod, seconds: u32) -> Result<IperfReport> {
         Stdio::null(),
     )?;
     let secs = seconds.to_string();
+    let parallel = streams.to_string();
+    let mut args = vec!["iperf3", "-c", &ip, "-p", "5201", "-t", &secs, "-J"];
+    if streams > 1 {
+        args.extend(["-P", &parallel]);
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     let output = loop {
-        let out = client.netns().exec_output(
-            &["iperf3", "-c", &ip, "-p", "5201", "-t", &secs, "-J"],
-            Duration::from_secs(u64::from(seconds) + 30),
-        )?;
+        let out = client
+            .netns()
+            .exec_output(&args, Duration::from_secs(u64::from(seconds) + 30))?;
         // The server may not be listening yet: retry refused connections for a while
         // (iperf3 reports them in its JSON, whatever its exit status).
         let refused =

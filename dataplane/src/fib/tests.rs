@@ -1,5 +1,6 @@
-//! Tests of [`Fib`] and [`PublishedFib`]: fixed cases, a property test against a naive
-//! longest-match scan, persistence, and readers racing a publishing writer.
+//! Tests of [`Fib`]: fixed cases, property tests against a naive longest-match scan
+//! (inserts, removes, bulk extends, short routes), persistence, memory, and readers
+//! racing a writer that publishes through [`crate::rcu::Rcu`].
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,8 +118,14 @@ fn removing_a_prefix_re_exposes_the_covering_one() {
     assert_eq!(fib.remove(&p("0.0.0.0/0")), Some(0));
     assert_eq!(fib.lookup(ip("10.1.0.1")), None);
     assert!(fib.is_empty());
-    // Every node below the root went with its last route.
-    assert_eq!(fib.memory_bytes(), Fib::<u32>::new().memory_bytes());
+    // Every chunk went back to the shared empty one; only the 32 groups the /0 made
+    // copies of (32 pointers each) remain.
+    let empty = Fib::<u32>::new().memory_bytes();
+    assert!(
+        fib.memory_bytes() <= empty + 32 * 300,
+        "{} vs {empty}",
+        fib.memory_bytes()
+    );
 }
 
 #[test]
@@ -245,25 +252,80 @@ fn a_clone_keeps_its_routes_when_the_original_changes() {
 }
 
 #[test]
-fn entries_stay_compact_for_small_values() {
-    #[derive(Clone, Copy)]
-    #[allow(dead_code)] // only the layout matters here
-    enum Target {
-        Local(u32),
-        Blackhole,
-        Remote { peer: u32, encap: u8 },
+fn a_lone_route_costs_one_chunk_of_direct_entries_and_a_small_node() {
+    let empty = Fib::<u32>::new().memory_bytes();
+    assert!(empty < 16 * 1024, "{empty} bytes for an empty table");
+    let one = table(&[("10.65.3.0/24", 1)]);
+    // 256 direct words (1 KiB), a five-word node, one packed route, one value, the
+    // chunk's and the copied group's headers.
+    let cost = one.memory_bytes() - empty;
+    assert!(cost < 1024 + 20 + 8 + 4 + 400, "{cost} bytes for one /24");
+    // A second /24 under another /18 of the same chunk adds a node and a route only.
+    let two = table(&[("10.65.3.0/24", 1), ("10.66.200.0/24", 1)]);
+    let more = two.memory_bytes() - one.memory_bytes();
+    assert!(more <= 20 + 8, "{more} bytes for a second /24");
+}
+
+#[test]
+fn bulk_extend_agrees_with_one_by_one_inserts() {
+    let mut x = 0x1234_5678u32;
+    let mut routes = Vec::new();
+    for n in 0..3000u32 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        // Crowd one /12 so chunks hold many routes, plus some anywhere and short ones.
+        let addr = match n % 4 {
+            0 => x,
+            _ => 0x0a40_0000 | (x & 0x000f_ffff),
+        };
+        let len = [8u8, 12, 16, 18, 20, 22, 24, 24, 24, 26, 28, 30, 32][(x % 13) as usize];
+        routes.push((Prefix::masked(addr, len), n % 7));
     }
-    let one: Fib<Target> = [(p("10.0.0.0/24"), Target::Blackhole)]
-        .into_iter()
-        .collect();
-    let root = Fib::<Target>::new().memory_bytes();
-    // One chunk and one /16 node below the root: 2 × (256 entries of 16 bytes + header).
-    let per_node = one.memory_bytes() - root;
-    assert!(
-        per_node < 2 * (256 * 16 + 128),
-        "{per_node} bytes for two nodes"
-    );
-    assert!(root < 256 * 16 + 128, "{root} bytes for an empty table");
+    let bulk: Fib<u32> = routes.iter().copied().collect();
+    let mut one_by_one = Fib::new();
+    let mut naive = Naive::default();
+    for &(p, v) in &routes {
+        one_by_one.insert(p, v);
+        naive.insert(p, v);
+    }
+    assert_eq!(bulk.len(), naive.routes.len());
+    assert_eq!(one_by_one.len(), naive.routes.len());
+    let mut probes: Vec<u32> = Vec::new();
+    for (q, _) in &naive.routes {
+        probes.extend([q.addr_u32(), q.last_u32(), q.last_u32().wrapping_add(1)]);
+    }
+    for &a in &probes {
+        let want = naive.lookup(a);
+        assert_eq!(bulk.lookup_u32(a).copied(), want, "{}", Ipv4Addr::from(a));
+        assert_eq!(
+            one_by_one.lookup_u32(a).copied(),
+            want,
+            "{}",
+            Ipv4Addr::from(a)
+        );
+    }
+    let a: Vec<(Prefix, u32)> = bulk.iter().map(|(p, &v)| (p, v)).collect();
+    let b: Vec<(Prefix, u32)> = one_by_one.iter().map(|(p, &v)| (p, v)).collect();
+    assert_eq!(a, b);
+
+    // Now remove every other route, one by one, and compare again.
+    let mut shrinking = bulk.clone();
+    for (i, &(p, _)) in routes.iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(shrinking.remove(&p), naive.remove(&p));
+        }
+    }
+    for &a in &probes {
+        assert_eq!(
+            shrinking.lookup_u32(a).copied(),
+            naive.lookup(a),
+            "{}",
+            Ipv4Addr::from(a)
+        );
+    }
+    // The bulk-built table is untouched by the removals from its clone.
+    assert_eq!(bulk.len(), one_by_one.len());
 }
 
 /// The reference: every route in a list, longest match by scanning.
@@ -300,6 +362,8 @@ impl Naive {
 #[derive(Debug, Clone)]
 enum Op {
     Insert(Prefix, u32),
+    /// Many routes at once: the bulk path of `Extend`.
+    Extend(Vec<(Prefix, u32)>),
     Remove(Prefix),
     /// Remove the n-th route currently present (modulo their count).
     RemoveExisting(usize),
@@ -327,6 +391,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         5 => (prefix(), any::<u32>()).prop_map(|(p, v)| Op::Insert(p, v)),
         1 => prefix().prop_map(Op::Remove),
+        1 => prop::collection::vec((prefix(), 0u32..4), 64..160).prop_map(Op::Extend),
         2 => any::<usize>().prop_map(Op::RemoveExisting),
     ]
 }
@@ -344,6 +409,12 @@ proptest! {
             match op {
                 Op::Insert(p, v) => prop_assert_eq!(fib.insert(*p, *v), naive.insert(*p, *v)),
                 Op::Remove(p) => prop_assert_eq!(fib.remove(p), naive.remove(p)),
+                Op::Extend(routes) => {
+                    fib.extend(routes.iter().copied());
+                    for &(p, v) in routes {
+                        naive.insert(p, v);
+                    }
+                }
                 Op::RemoveExisting(n) => {
                     if !naive.routes.is_empty() {
                         let p = naive.routes[n % naive.routes.len()].0;
@@ -395,21 +466,21 @@ fn readers_see_only_published_versions_while_a_writer_publishes() {
     let mut fib: Fib<u32> = Fib::new();
     fib.insert(fixed, 8);
     fib.insert(version, 0);
-    let published = PublishedFib::new(fib.clone());
+    let mut published = crate::rcu::Rcu::new(fib.clone());
     let done = AtomicBool::new(false);
 
     std::thread::scope(|s| {
         let readers: Vec<_> = (0..2u32)
             .map(|r| {
-                let published = &published;
+                let mut reader = published.reader();
                 let done = &done;
                 s.spawn(move || {
                     let mut last_version = 0;
                     let mut lookups = 0u64;
                     let mut x = 0x9e37_79b9u32 ^ r;
                     while !done.load(Ordering::Acquire) {
-                        // One snapshot per batch, as the workers do.
-                        let snapshot = published.load();
+                        // One version per batch, as the workers do.
+                        let snapshot = reader.read();
                         let Some(&v) = snapshot.lookup_u32(0xc000_0201) else {
                             panic!("the version route vanished");
                         };
@@ -432,6 +503,7 @@ fn readers_see_only_published_versions_while_a_writer_publishes() {
                             assert_eq!(snapshot.lookup_u32(0x0b00_0000 | (x & 0xffff)), None);
                         }
                         lookups += 65;
+                        reader.quiesce();
                     }
                     (last_version, lookups)
                 })
@@ -467,7 +539,8 @@ fn readers_see_only_published_versions_while_a_writer_publishes() {
             }
         }
     });
-    let last = published.load();
+    assert!(published.synchronize(std::time::Duration::from_secs(5)));
+    let last = published.current();
     assert_eq!(last.lookup(ip("192.0.2.1")), Some(&UPDATES));
     assert!(last.lookup(ip("10.255.255.255")).is_some());
 }

@@ -1,264 +1,94 @@
-//! The persistent multibit trie behind [`Fib`]: four 8-bit strides, path-copied on update.
+//! [`Fib`]: the persistent table on top of [`super::chunk`] — 1024 chunks of a /10 in 32
+//! groups, plus the few routes shorter than /10.
 //!
-//! Layout. The top 16 bits are a direct table split into 256 chunks of 256 entries (the
-//! root node indexed by the first octet, then one chunk per first octet), followed by one
-//! 8-bit node per populated /16 and per populated /24. Every node is a plain array of 256
-//! entries, so a lookup is one array index per octet and at most four dependent loads.
-//!
-//! Each prefix lives in exactly one node, the one whose stride holds its last bit: /0–/8
-//! in the root, /9–/16 in a chunk, /17–/24 and /25–/32 in the nodes below. Inside its node
-//! a prefix is expanded over the slots it covers (controlled prefix expansion), the longest
-//! prefix of that node winning each slot. An entry carries that expanded value *and* an
-//! optional child, and a lookup remembers the last value it passed on the way down. So a
-//! short prefix is never copied into the nodes below it: changing a /8 rewrites one root
-//! entry range, not every node under it, and every update touches one node per level.
-//!
-//! Each node also keeps its own routes (bits, length, value) in prefix order. They are the
-//! source of truth for re-expansion: after an insert or remove the affected slot range is
-//! repainted from them, so removing a /20 re-exposes the /18 that covers it. They also
-//! answer exact `get` and `iter` without a second map, which keeps `Clone` O(1).
-//!
-//! Persistence. Nodes are `Arc`-shared. `Clone` copies one pointer; `insert`/`remove` use
-//! `Arc::make_mut`, which copies a node only while another version still shares it — at
-//! most the four nodes on the path (16 KiB with 16-byte entries), never the whole table.
+//! A lookup is group → chunk → direct entry → at most three nodes, every step one array
+//! index; the group and chunk pointer arrays (8 KiB) stay in cache. Versions share
+//! structure through `Arc`s: `Clone` copies one pointer, an update copies the root
+//! (32 pointers), one group (32 pointers) and the one chunk it changes — re-encoding only
+//! the /18 subtrees the prefix covers and copying the chunk's other subtrees verbatim.
+//! Routes shorter than /10 are kept in a sorted list at the root; each chunk folds the
+//! longest one covering it into its leaves, so changing one rebuilds the chunks it covers.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::mem::size_of;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use super::chunk::{unpack, Chunk, CHUNK_LEN};
 use super::Prefix;
 
-/// Entries per node: one per value of an 8-bit stride.
-const FANOUT: usize = 256;
+const GROUPS: usize = 32;
+const CHUNKS_PER_GROUP: usize = 32;
+/// Batches at least this large are merged chunk by chunk instead of inserted one by one.
+const BULK: usize = 64;
 
-/// The node level that owns a prefix of `len` bits: /0–/8 → 0, /9–/16 → 1,
-/// /17–/24 → 2, /25–/32 → 3.
-const fn level_of(len: u8) -> u8 {
-    if len == 0 {
-        0
-    } else {
-        (len - 1) / 8
-    }
-}
-
-/// How far to shift an address right to bring the stride of `level` to the low octet.
-const fn shift_of(level: u8) -> u32 {
-    24 - 8 * level as u32
-}
-
-/// The slot of `addr` in a node of `level`.
-const fn slot_of(addr: u32, level: u8) -> usize {
-    ((addr >> shift_of(level)) & 0xff) as usize
-}
-
-/// Where a prefix is stored: its node level, its 8 bits within that node's stride and its
-/// length counted from the start of that stride (0..=8 at level 0, 1..=8 below).
-#[derive(Debug, Clone, Copy)]
-struct Key {
-    level: u8,
-    bits: u8,
-    len: u8,
-}
-
-impl Key {
-    fn of(prefix: &Prefix) -> Key {
-        let level = level_of(prefix.len());
-        Key {
-            level,
-            bits: slot_of(prefix.addr_u32(), level) as u8,
-            len: prefix.len() - 8 * level,
-        }
-    }
-
-    /// The slots this prefix covers in its node.
-    fn slots(self) -> std::ops::Range<usize> {
-        let lo = usize::from(self.bits);
-        lo..lo + (1 << (8 - self.len))
-    }
-}
-
-/// One slot of a node.
-#[derive(Clone)]
-struct Entry<V> {
-    /// The value of the longest prefix *of this node* covering the slot.
-    leaf: Option<V>,
-    /// The node for the next stride, if any longer prefix lies under this slot.
-    child: Option<Arc<Node<V>>>,
-}
-
-/// A prefix stored in a node, keyed by its bits and length within the node's stride.
-#[derive(Clone)]
-struct LocalRoute<V> {
-    bits: u8,
-    len: u8,
-    value: V,
-}
-
-impl<V> LocalRoute<V> {
-    fn key(&self) -> (u8, u8) {
-        (self.bits, self.len)
-    }
-
-    fn slots(&self) -> std::ops::Range<usize> {
-        Key {
-            level: 0,
-            bits: self.bits,
-            len: self.len,
-        }
-        .slots()
-    }
+fn chunk_index(addr: u32) -> usize {
+    (addr >> (32 - CHUNK_LEN)) as usize
 }
 
 #[derive(Clone)]
-struct Node<V> {
-    entries: [Entry<V>; FANOUT],
-    /// This node's own prefixes, sorted by (bits, len): a covering prefix comes before the
-    /// prefixes inside it, so painting in this order leaves the longest match in each slot.
-    routes: Vec<LocalRoute<V>>,
-    /// How many entries have a child; a node with no routes and no children is dropped.
-    children: u16,
+struct Group<V> {
+    chunks: [Arc<Chunk<V>>; CHUNKS_PER_GROUP],
 }
 
-impl<V> Node<V> {
-    fn empty() -> Node<V> {
-        Node {
-            entries: std::array::from_fn(|_| Entry {
-                leaf: None,
-                child: None,
-            }),
-            routes: Vec::new(),
-            children: 0,
-        }
-    }
-
-    fn is_vacant(&self) -> bool {
-        self.routes.is_empty() && self.children == 0
-    }
-
-    fn find(&self, bits: u8, len: u8) -> Result<usize, usize> {
-        self.routes.binary_search_by(|r| r.key().cmp(&(bits, len)))
-    }
-
-    /// Approximate heap bytes of this node and everything below it, counting the `Arc`
-    /// header of each node.
-    fn heap_bytes(&self) -> usize {
-        let own = 2 * size_of::<usize>()
-            + size_of::<Node<V>>()
-            + self.routes.capacity() * size_of::<LocalRoute<V>>();
-        let below: usize = self
-            .entries
-            .iter()
-            .filter_map(|e| e.child.as_deref())
-            .map(Node::heap_bytes)
-            .sum();
-        own + below
-    }
+#[derive(Clone)]
+struct Top<V> {
+    groups: [Arc<Group<V>>; GROUPS],
+    /// Routes shorter than /10, sorted by prefix.
+    short: Vec<(Prefix, V)>,
+    len: usize,
+    /// The chunk every slot without routes shares.
+    empty: Arc<Chunk<V>>,
 }
 
-impl<V: Clone> Node<V> {
-    /// Re-expands the slots in `range` from this node's routes.
-    fn repaint(&mut self, range: std::ops::Range<usize>) {
-        for entry in &mut self.entries[range.clone()] {
-            entry.leaf = None;
-        }
-        for route in &self.routes {
-            let covered = route.slots();
-            if covered.start >= range.end {
-                // Sorted by bits: every later route starts further right.
-                break;
-            }
-            let lo = covered.start.max(range.start);
-            let hi = covered.end.min(range.end);
-            if lo < hi {
-                for entry in &mut self.entries[lo..hi] {
-                    entry.leaf = Some(route.value.clone());
-                }
-            }
-        }
+impl<V> Top<V> {
+    fn chunk(&self, index: usize) -> &Chunk<V> {
+        &self.groups[(index / CHUNKS_PER_GROUP) % GROUPS].chunks[index % CHUNKS_PER_GROUP]
     }
-
-    fn set_route(&mut self, key: Key, value: V) -> Option<V> {
-        let old = match self.find(key.bits, key.len) {
-            Ok(i) => Some(std::mem::replace(&mut self.routes[i].value, value)),
-            Err(i) => {
-                self.routes.insert(
-                    i,
-                    LocalRoute {
-                        bits: key.bits,
-                        len: key.len,
-                        value,
-                    },
-                );
-                None
-            }
-        };
-        self.repaint(key.slots());
-        old
-    }
-
-    fn unset_route(&mut self, key: Key) -> Option<V> {
-        let i = self.find(key.bits, key.len).ok()?;
-        let old = self.routes.remove(i);
-        if self.routes.is_empty() {
-            // Release the buffer: most nodes hold a handful of routes at most.
-            self.routes = Vec::new();
-        }
-        self.repaint(key.slots());
-        Some(old.value)
-    }
-}
-
-/// Removes `key` from the subtree at `node` (a node of `level`), copying shared nodes on
-/// the way and dropping nodes left with neither routes nor children.
-fn remove_below<V: Clone>(node: &mut Arc<Node<V>>, level: u8, addr: u32, key: Key) -> Option<V> {
-    let node = Arc::make_mut(node);
-    if level == key.level {
-        return node.unset_route(key);
-    }
-    let slot = slot_of(addr, level);
-    let child = node.entries[slot].child.as_mut()?;
-    let old = remove_below(child, level + 1, addr, key);
-    if child.is_vacant() {
-        node.entries[slot].child = None;
-        node.children -= 1;
-    }
-    old
 }
 
 /// An IPv4 longest-prefix-match table mapping [`Prefix`]es to values.
 ///
-/// A persistent structure: [`Clone`] is O(1) and shares every node; [`Fib::insert`] and
-/// [`Fib::remove`] copy only the nodes on the updated path that another clone still
-/// holds. The state thread owns one `Fib`, updates it, and publishes clones through
-/// [`super::PublishedFib`]; readers look up in their snapshot without locks.
+/// A persistent structure: [`Clone`] is O(1) and shares everything; [`Fib::insert`] and
+/// [`Fib::remove`] build a new version of one chunk (a /10) and share the rest. The state
+/// thread owns one `Fib`, updates it, and publishes clones through [`crate::rcu::Rcu`];
+/// readers look up in their version without locks.
 pub struct Fib<V> {
-    root: Arc<Node<V>>,
-    len: usize,
+    top: Arc<Top<V>>,
 }
 
 impl<V> Fib<V> {
     /// An empty table.
     pub fn new() -> Fib<V> {
+        let empty = Arc::new(Chunk::empty());
+        let group = Arc::new(Group {
+            chunks: std::array::from_fn(|_| Arc::clone(&empty)),
+        });
         Fib {
-            root: Arc::new(Node::empty()),
-            len: 0,
+            top: Arc::new(Top {
+                groups: std::array::from_fn(|_| Arc::clone(&group)),
+                short: Vec::new(),
+                len: 0,
+                empty,
+            }),
         }
     }
 
     /// The number of prefixes in the table.
     pub fn len(&self) -> usize {
-        self.len
+        self.top.len
     }
 
     /// Whether the table holds no prefix.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.top.len == 0
     }
 
     /// The value of the longest prefix containing `addr`.
     ///
-    /// The hot path: no allocation, no lock, at most four dependent loads (one per octet).
+    /// The hot path: no allocation, no lock, no atomic; two pointer loads to the chunk,
+    /// then at most four dependent loads into its encoding and one into its values.
     #[inline]
     pub fn lookup(&self, addr: Ipv4Addr) -> Option<&V> {
         self.lookup_u32(addr.to_bits())
@@ -267,36 +97,19 @@ impl<V> Fib<V> {
     /// [`Fib::lookup`] for a host-order `u32` address.
     #[inline]
     pub fn lookup_u32(&self, addr: u32) -> Option<&V> {
-        // Unrolled: a level-3 entry never has a child, so four steps always end the walk.
-        let e0 = &self.root.entries[((addr >> 24) & 0xff) as usize];
-        let best = e0.leaf.as_ref();
-        let Some(n1) = e0.child.as_deref() else {
-            return best;
-        };
-        let e1 = &n1.entries[((addr >> 16) & 0xff) as usize];
-        let best = e1.leaf.as_ref().or(best);
-        let Some(n2) = e1.child.as_deref() else {
-            return best;
-        };
-        let e2 = &n2.entries[((addr >> 8) & 0xff) as usize];
-        let best = e2.leaf.as_ref().or(best);
-        let Some(n3) = e2.child.as_deref() else {
-            return best;
-        };
-        n3.entries[(addr & 0xff) as usize].leaf.as_ref().or(best)
+        let group = &self.top.groups[(addr >> 27) as usize];
+        group.chunks[((addr >> 22) & 31) as usize].lookup(addr)
     }
 
     /// The value stored for exactly `prefix` (no longest-match).
     pub fn get(&self, prefix: &Prefix) -> Option<&V> {
-        let key = Key::of(prefix);
-        let mut node: &Node<V> = &self.root;
-        for level in 0..key.level {
-            node = node.entries[slot_of(prefix.addr_u32(), level)]
-                .child
-                .as_deref()?;
+        if prefix.len() < CHUNK_LEN {
+            let i = self.find_short(prefix).ok()?;
+            return Some(&self.top.short[i].1);
         }
-        let i = node.find(key.bits, key.len).ok()?;
-        Some(&node.routes[i].value)
+        let chunk = self.top.chunk(chunk_index(prefix.addr_u32()));
+        let i = chunk.find(prefix.addr_u32(), prefix.len()).ok()?;
+        chunk.values.get(unpack(chunk.routes[i]).2 as usize)
     }
 
     /// Whether exactly `prefix` is in the table.
@@ -307,70 +120,180 @@ impl<V> Fib<V> {
     /// Every (prefix, value) in prefix order: by address, a covering prefix before the
     /// prefixes inside it.
     pub fn iter(&self) -> Iter<'_, V> {
-        let mut stack = Vec::with_capacity(4);
-        stack.push(Frame {
-            node: &self.root,
-            base: 0,
-            level: 0,
-            route: 0,
-            slot: 0,
-        });
         Iter {
-            stack,
-            remaining: self.len,
+            top: &self.top,
+            short: 0,
+            chunk: 0,
+            route: 0,
+            remaining: self.top.len,
         }
     }
 
-    /// Approximate heap bytes held by this version: every node (256 entries of
-    /// `size_of::<Option<V>>() + 8` bytes, rounded to alignment — 16 for a value of up
-    /// to 8 bytes with a niche), its `Arc` header and its route list. Nodes shared with
-    /// other versions are counted in each. Walks the whole trie: a diagnostic, not for the
-    /// hot path.
+    /// Heap bytes held by this version: the root, groups and chunks (each `Arc` header
+    /// included, chunks shared by several slots counted once), every chunk's encoding,
+    /// routes and values, and the short-route list. Allocator bookkeeping is not included.
+    /// Structure shared with other versions is counted in each. Walks the whole table:
+    /// a diagnostic, not for the hot path.
     pub fn memory_bytes(&self) -> usize {
-        size_of::<Self>() + self.root.heap_bytes()
+        let arc = 2 * size_of::<usize>();
+        let mut total = size_of::<Self>()
+            + arc
+            + size_of::<Top<V>>()
+            + self.top.short.capacity() * size_of::<(Prefix, V)>();
+        let mut seen_groups = HashSet::new();
+        let mut seen_chunks = HashSet::new();
+        for group in &self.top.groups {
+            if seen_groups.insert(Arc::as_ptr(group)) {
+                total += arc + size_of::<Group<V>>();
+            }
+            for chunk in &group.chunks {
+                if seen_chunks.insert(Arc::as_ptr(chunk)) {
+                    total += arc + size_of::<Chunk<V>>() + chunk.heap_bytes();
+                }
+            }
+        }
+        total
+    }
+
+    fn find_short(&self, prefix: &Prefix) -> Result<usize, usize> {
+        self.top.short.binary_search_by(|(p, _)| p.cmp(prefix))
     }
 }
 
-impl<V: Clone> Fib<V> {
+impl<V: Clone + PartialEq> Fib<V> {
     /// Adds or replaces `prefix`; returns the value it replaced.
     pub fn insert(&mut self, prefix: Prefix, value: V) -> Option<V> {
-        let key = Key::of(&prefix);
+        if prefix.len() < CHUNK_LEN {
+            let top = Arc::make_mut(&mut self.top);
+            let old = match top.short.binary_search_by(|(p, _)| p.cmp(&prefix)) {
+                Ok(i) => Some(std::mem::replace(&mut top.short[i].1, value)),
+                Err(i) => {
+                    top.short.insert(i, (prefix, value));
+                    top.len += 1;
+                    None
+                }
+            };
+            self.refresh_inherited(&prefix);
+            return old;
+        }
         let addr = prefix.addr_u32();
-        let mut node = Arc::make_mut(&mut self.root);
-        for level in 0..key.level {
-            let entry = &mut node.entries[slot_of(addr, level)];
-            if entry.child.is_none() {
-                node.children += 1;
-            }
-            let child = entry.child.get_or_insert_with(|| Arc::new(Node::empty()));
-            node = Arc::make_mut(child);
-        }
-        let old = node.set_route(key, value);
+        let index = chunk_index(addr);
+        let (chunk, old) = self.top.chunk(index).with_route(addr, prefix.len(), &value);
+        let top = Arc::make_mut(&mut self.top);
         if old.is_none() {
-            self.len += 1;
+            top.len += 1;
         }
+        top.set_chunk(index, chunk);
         old
     }
 
     /// Removes exactly `prefix`; returns its value. Addresses it covered fall back to the
     /// longest prefix that remains.
     pub fn remove(&mut self, prefix: &Prefix) -> Option<V> {
-        // Checking first keeps a miss from copying the path of a shared version.
-        self.get(prefix)?;
-        let old = remove_below(&mut self.root, 0, prefix.addr_u32(), Key::of(prefix));
-        if old.is_some() {
-            self.len -= 1;
+        if prefix.len() < CHUNK_LEN {
+            let i = self.find_short(prefix).ok()?;
+            let top = Arc::make_mut(&mut self.top);
+            let (_, old) = top.short.remove(i);
+            top.len -= 1;
+            self.refresh_inherited(prefix);
+            return Some(old);
         }
-        old
+        let addr = prefix.addr_u32();
+        let index = chunk_index(addr);
+        let (chunk, old) = self.top.chunk(index).without_route(addr, prefix.len())?;
+        let top = Arc::make_mut(&mut self.top);
+        top.len -= 1;
+        top.set_chunk(index, chunk);
+        Some(old)
+    }
+
+    /// Rebuilds the chunks under a changed short `prefix` whose inherited value changed.
+    fn refresh_inherited(&mut self, prefix: &Prefix) {
+        let first = chunk_index(prefix.addr_u32());
+        let count = 1usize << (CHUNK_LEN - prefix.len());
+        for index in first..first + count {
+            let base = (index as u32) << (32 - CHUNK_LEN);
+            let inherited = self
+                .top
+                .short
+                .iter()
+                .filter(|(p, _)| p.contains_u32(base))
+                .max_by_key(|(p, _)| p.len())
+                .map(|(_, v)| v);
+            let chunk = self.top.chunk(index);
+            if chunk.inherited() == inherited {
+                continue;
+            }
+            let rebuilt = chunk.with_inherited(base, inherited);
+            Arc::make_mut(&mut self.top).set_chunk(index, rebuilt);
+        }
+    }
+
+    /// Inserts a large batch: short routes one by one, the rest merged into each chunk
+    /// they touch and that chunk encoded once.
+    fn insert_bulk(&mut self, mut routes: Vec<(Prefix, V)>) {
+        // Stable: for a prefix given twice, the later value wins, as with `insert`.
+        routes.sort_by_key(|(p, _)| *p);
+        let mut merged: Vec<(Prefix, V)> = Vec::with_capacity(routes.len());
+        for (p, v) in routes {
+            match merged.last_mut() {
+                Some(last) if last.0 == p => last.1 = v,
+                _ => merged.push((p, v)),
+            }
+        }
+        let (short, long): (Vec<_>, Vec<_>) =
+            merged.into_iter().partition(|(p, _)| p.len() < CHUNK_LEN);
+        for (p, v) in short {
+            self.insert(p, v);
+        }
+        let mut rest = &long[..];
+        while let Some((first, _)) = rest.first() {
+            let index = chunk_index(first.addr_u32());
+            let n = rest.partition_point(|(p, _)| chunk_index(p.addr_u32()) == index);
+            let (batch, tail) = rest.split_at(n);
+            rest = tail;
+            let chunk = self.top.chunk(index);
+            let old = chunk.unpacked();
+            let mut all: Vec<(u32, u8, V)> = Vec::with_capacity(old.len() + batch.len());
+            let mut added = 0;
+            let mut o = old.into_iter().peekable();
+            for (p, v) in batch {
+                let k = (p.addr_u32(), p.len());
+                while let Some(r) = o.next_if(|r| (r.0, r.1) < k) {
+                    all.push(r);
+                }
+                if o.next_if(|r| (r.0, r.1) == k).is_none() {
+                    added += 1;
+                }
+                all.push((k.0, k.1, v.clone()));
+            }
+            all.extend(o);
+            let base = (index as u32) << (32 - CHUNK_LEN);
+            let rebuilt = Chunk::build(base, &all, chunk.inherited());
+            let top = Arc::make_mut(&mut self.top);
+            top.len += added;
+            top.set_chunk(index, rebuilt);
+        }
+    }
+}
+
+impl<V: Clone> Top<V> {
+    fn set_chunk(&mut self, index: usize, chunk: Chunk<V>) {
+        let chunk = if chunk.is_empty() {
+            Arc::clone(&self.empty)
+        } else {
+            Arc::new(chunk)
+        };
+        let group = Arc::make_mut(&mut self.groups[(index / CHUNKS_PER_GROUP) % GROUPS]);
+        group.chunks[index % CHUNKS_PER_GROUP] = chunk;
     }
 }
 
 impl<V> Clone for Fib<V> {
-    /// O(1): the clone shares every node with `self`.
+    /// O(1): the clone shares everything with `self`.
     fn clone(&self) -> Self {
         Fib {
-            root: Arc::clone(&self.root),
-            len: self.len,
+            top: Arc::clone(&self.top),
         }
     }
 }
@@ -387,7 +310,7 @@ impl<V: fmt::Debug> fmt::Debug for Fib<V> {
     }
 }
 
-impl<V: Clone> FromIterator<(Prefix, V)> for Fib<V> {
+impl<V: Clone + PartialEq> FromIterator<(Prefix, V)> for Fib<V> {
     fn from_iter<I: IntoIterator<Item = (Prefix, V)>>(routes: I) -> Self {
         let mut fib = Fib::new();
         fib.extend(routes);
@@ -395,10 +318,15 @@ impl<V: Clone> FromIterator<(Prefix, V)> for Fib<V> {
     }
 }
 
-impl<V: Clone> Extend<(Prefix, V)> for Fib<V> {
+impl<V: Clone + PartialEq> Extend<(Prefix, V)> for Fib<V> {
     fn extend<I: IntoIterator<Item = (Prefix, V)>>(&mut self, routes: I) {
-        for (prefix, value) in routes {
-            self.insert(prefix, value);
+        let routes: Vec<(Prefix, V)> = routes.into_iter().collect();
+        if routes.len() < BULK {
+            for (prefix, value) in routes {
+                self.insert(prefix, value);
+            }
+        } else {
+            self.insert_bulk(routes);
         }
     }
 }
@@ -412,67 +340,63 @@ impl<'a, V> IntoIterator for &'a Fib<V> {
     }
 }
 
-/// Iterator over a [`Fib`] in prefix order; see [`Fib::iter`].
+/// Iterator over a [`Fib`] in prefix order; see [`Fib::iter`]. Merges the short-route
+/// list with the chunks' routes.
 pub struct Iter<'a, V> {
-    /// The path from the root to the node being walked.
-    stack: Vec<Frame<'a, V>>,
+    top: &'a Top<V>,
+    short: usize,
+    chunk: usize,
+    route: usize,
     remaining: usize,
 }
 
-struct Frame<'a, V> {
-    node: &'a Node<V>,
-    /// The address bits above this node's stride.
-    base: u32,
-    level: u8,
-    /// Next route of `node` to yield.
-    route: usize,
-    /// Next slot of `node` whose child has not been walked.
-    slot: usize,
+impl<'a, V> Iter<'a, V> {
+    /// The next chunk route, moving past exhausted chunks.
+    fn peek_chunk(&mut self) -> Option<(Prefix, &'a V)> {
+        let top = self.top;
+        loop {
+            if self.chunk >= GROUPS * CHUNKS_PER_GROUP {
+                return None;
+            }
+            let chunk = top.chunk(self.chunk);
+            if let Some(&r) = chunk.routes.get(self.route) {
+                let (addr, len, index) = unpack(r);
+                if let Some(v) = chunk.values.get(index as usize) {
+                    return Some((Prefix::masked(chunk.base | addr, len), v));
+                }
+                self.route += 1; // unreachable for a well-formed chunk
+                continue;
+            }
+            self.chunk += 1;
+            self.route = 0;
+        }
+    }
 }
 
 impl<'a, V> Iterator for Iter<'a, V> {
     type Item = (Prefix, &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let frame = self.stack.last_mut()?;
-            let node = frame.node;
-            while frame.slot < FANOUT && node.entries[frame.slot].child.is_none() {
-                frame.slot += 1;
+        let top = self.top;
+        let long = self.peek_chunk();
+        let short = top.short.get(self.short).map(|(p, v)| (*p, v));
+        let item = match (short, long) {
+            (Some(s), Some(l)) if l.0 < s.0 => {
+                self.route += 1;
+                l
             }
-            let shift = shift_of(frame.level);
-            // A route whose bits are at or before the next child's slot sorts before every
-            // prefix in that child (same or lower address, shorter length).
-            if let Some(route) = node.routes.get(frame.route) {
-                if frame.slot == FANOUT || usize::from(route.bits) <= frame.slot {
-                    frame.route += 1;
-                    self.remaining -= 1;
-                    let addr = frame.base | u32::from(route.bits) << shift;
-                    let prefix = Prefix::masked(addr, 8 * frame.level + route.len);
-                    return Some((prefix, &route.value));
-                }
+            (Some(s), _) => {
+                self.short += 1;
+                s
             }
-            match node
-                .entries
-                .get(frame.slot)
-                .and_then(|e| e.child.as_deref())
-            {
-                Some(child) => {
-                    let next = Frame {
-                        node: child,
-                        base: frame.base | (frame.slot as u32) << shift,
-                        level: frame.level + 1,
-                        route: 0,
-                        slot: 0,
-                    };
-                    frame.slot += 1;
-                    self.stack.push(next);
-                }
-                None => {
-                    self.stack.pop();
-                }
+            (None, Some(l)) => {
+                self.route += 1;
+                l
             }
-        }
+            (None, None) => return None,
+        };
+        self.remaining = self.remaining.saturating_sub(1);
+        Some(item)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -269,3 +269,193 @@ fn resolved_neighbours_fill_in_peer_macs() {
     let t = build_tables(&d, &underlay(), &attached_pod_1(), &neighbors);
     assert_eq!(t.peers[0].underlay_mac, Some([2, 0, 0, 0, 1, 2]));
 }
+
+/// Every (prefix, target) of a table's FIB.
+fn fib_entries(t: &Tables) -> Vec<(Prefix, RouteTarget)> {
+    t.fib.iter().map(|(p, v)| (p, *v)).collect()
+}
+
+fn route_remove(dst: &str) -> Payload {
+    Payload::RouteRemove(RouteRemove { dst: dst.into() })
+}
+
+#[test]
+fn incremental_builds_equal_full_builds_and_touch_only_changed_prefixes() {
+    let mut d = cluster("", "Always", IpPoolType::Vxlan, true);
+    let mut builder = TablesBuilder::default();
+    let mut attached = attached_pod_1();
+    let build = |builder: &mut TablesBuilder,
+                 d: &mut Desired,
+                 attached: &BTreeMap<String, AttachedEndpoint>| {
+        let changes = d.take_route_changes();
+        let t = builder.build(d, changes, &underlay(), attached, &HashMap::new());
+        let full = build_tables(d, &underlay(), attached, &HashMap::new());
+        assert_eq!(fib_entries(&t), fib_entries(&full));
+        assert_eq!(t.peers, full.peers);
+        assert_eq!(t.endpoints, full.endpoints);
+        t
+    };
+
+    // The first build has nothing to start from.
+    build(&mut builder, &mut d, &attached);
+    assert_eq!(builder.last_update(), Some(FibUpdate::Rebuilt));
+
+    // Many remote blocks of node-b, then one more: only that one prefix is looked at.
+    for i in 0..200u32 {
+        let dst = format!("10.65.{}.{}/26", 10 + i / 4, (i % 4) * 64);
+        d.apply(block(
+            &dst,
+            "node-b",
+            "192.168.0.2",
+            IpPoolType::Vxlan,
+            true,
+        ))
+        .unwrap();
+    }
+    build(&mut builder, &mut d, &attached);
+    assert_eq!(
+        builder.last_update(),
+        Some(FibUpdate::Incremental { prefixes: 200 })
+    );
+    d.apply(block(
+        "10.65.200.0/26",
+        "node-b",
+        "192.168.0.2",
+        IpPoolType::Vxlan,
+        true,
+    ))
+    .unwrap();
+    let t = build(&mut builder, &mut d, &attached);
+    assert_eq!(
+        builder.last_update(),
+        Some(FibUpdate::Incremental { prefixes: 1 })
+    );
+    assert!(matches!(
+        target(&t, "10.65.200.9"),
+        Some(RouteTarget::RemoteNode { .. })
+    ));
+
+    // A removal, and a route changing hands to this node (a blackhole now).
+    d.apply(route_remove("10.65.10.0/26")).unwrap();
+    d.apply(block(
+        "10.65.10.64/26",
+        "node-a",
+        "192.168.0.1",
+        IpPoolType::Vxlan,
+        true,
+    ))
+    .unwrap();
+    let t = build(&mut builder, &mut d, &attached);
+    assert_eq!(
+        builder.last_update(),
+        Some(FibUpdate::Incremental { prefixes: 2 })
+    );
+    assert_eq!(target(&t, "10.65.10.9"), None);
+    assert_eq!(target(&t, "10.65.10.70"), Some(RouteTarget::Blackhole));
+    // Removing an absent route journals nothing.
+    d.apply(route_remove("10.99.0.0/26")).unwrap();
+    build(&mut builder, &mut d, &attached);
+    assert_eq!(
+        builder.last_update(),
+        Some(FibUpdate::Incremental { prefixes: 0 })
+    );
+
+    // A second pod attached: its /32 is the only delta.
+    d.apply(endpoint_update("pod-2", "10.65.1.3/32")).unwrap();
+    attached.insert(
+        "k8s/pod-2/eth0".to_string(),
+        AttachedEndpoint {
+            slot: 1,
+            mac: [2, 0, 0, 0, 0, 2],
+            mtu_bytes: 1450,
+        },
+    );
+    let t = build(&mut builder, &mut d, &attached);
+    assert_eq!(
+        builder.last_update(),
+        Some(FibUpdate::Incremental { prefixes: 1 })
+    );
+    assert_eq!(target(&t, "10.65.1.3"), Some(RouteTarget::LocalEndpoint(1)));
+    // …and detached again: back to the block's blackhole.
+    attached.remove("k8s/pod-2/eth0");
+    let t = build(&mut builder, &mut d, &attached);
+    assert_eq!(target(&t, "10.65.1.3"), Some(RouteTarget::Blackhole));
+
+    // A pool change can change every route's encapsulation: rebuilt.
+    d.apply(pool("Always", "")).unwrap();
+    build(&mut builder, &mut d, &attached);
+    assert_eq!(builder.last_update(), Some(FibUpdate::Rebuilt));
+    // A new peer renumbers peers: rebuilt.
+    d.apply(Payload::HostMetadataUpdate(HostMetadataUpdate {
+        hostname: "node-0".into(),
+        ipv4_addr: "192.168.0.9".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    build(&mut builder, &mut d, &attached);
+    assert_eq!(builder.last_update(), Some(FibUpdate::Rebuilt));
+
+    // A fresh snapshot from control (another Desired) cannot be applied as deltas.
+    let mut snapshot = cluster("", "Always", IpPoolType::Vxlan, true);
+    build(&mut builder, &mut snapshot, &attached);
+    assert_eq!(builder.last_update(), Some(FibUpdate::Rebuilt));
+}
+
+#[test]
+fn a_route_journal_overflowing_forces_a_rebuild() {
+    let mut d = cluster("", "Always", IpPoolType::Vxlan, true);
+    let mut builder = TablesBuilder::default();
+    let changes = d.take_route_changes();
+    builder.build(&d, changes, &underlay(), &attached_pod_1(), &HashMap::new());
+    for i in 0..5000u32 {
+        let dst = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
+        d.apply(block(
+            &dst,
+            "node-b",
+            "192.168.0.2",
+            IpPoolType::Vxlan,
+            true,
+        ))
+        .unwrap();
+    }
+    let changes = d.take_route_changes();
+    assert!(changes.prefixes().is_none());
+    let t = builder.build(&d, changes, &underlay(), &attached_pod_1(), &HashMap::new());
+    assert_eq!(builder.last_update(), Some(FibUpdate::Rebuilt));
+    assert_eq!(
+        fib_entries(&t),
+        fib_entries(&build_tables(
+            &d,
+            &underlay(),
+            &attached_pod_1(),
+            &HashMap::new()
+        ))
+    );
+    assert!(d
+        .take_route_changes()
+        .prefixes()
+        .is_some_and(|p| p.is_empty()));
+}
+
+#[test]
+fn peers_named_only_by_routes_come_and_go_with_their_routes() {
+    let mut d = Desired::default();
+    d.apply(block(
+        "10.65.7.0/26",
+        "node-c",
+        "192.168.0.3",
+        IpPoolType::NoEncap,
+        true,
+    ))
+    .unwrap();
+    let t = build_tables(&d, &underlay(), &BTreeMap::new(), &HashMap::new());
+    assert_eq!(t.peers.len(), 1);
+    assert_eq!(t.peers[0].name, "node-c");
+    assert_eq!(
+        t.peers[0].underlay_ip,
+        "192.168.0.3".parse::<Ipv4Addr>().unwrap()
+    );
+    d.apply(route_remove("10.65.7.0/26")).unwrap();
+    let t = build_tables(&d, &underlay(), &BTreeMap::new(), &HashMap::new());
+    assert!(t.peers.is_empty());
+}

@@ -1,0 +1,170 @@
+//! The labs the paths run in, all on this host, all kept up for the whole run so that the
+//! rounds can alternate between them:
+//!
+//! - [`TapwireCluster`]: tapwire's real control plane — two nodes running
+//!   `tapwire-dataplane --workers 2` and `tapwire-control` over one file datastore, one
+//!   pod per node added through the `tapwire` CNI plugin. The IP pool is switched between
+//!   unencapsulated, VXLAN and IPIP with `tapwirectl apply`, and a switch counts as done
+//!   once a ping shows the new form on the underlay in both directions.
+//! - [`kernel_routed`]: one node routing between two veth pods, as Calico's Linux
+//!   dataplane wires them.
+//! - [`kernel_vxlan`]: two nodes joined by `vxlan.calico`, as Felix programs it.
+//!
+//! Every pod of every path has the same MTU, [`POD_MTU`]: the tapwire pods get it from
+//! the VXLAN pool they are created under (so no mode needs fragmentation), and the kernel
+//! pods are given it, so MTU never explains a difference.
+
+use std::time::Duration;
+
+use tapwire_control::podnet::pod_mtu;
+use tapwire_integration::capture::encapsulation_filter;
+use tapwire_integration::controlplane::{ippool_yaml, time_switch, DEFAULT_POOL_NAME};
+use tapwire_integration::kernel::{self, TxChecksum};
+use tapwire_integration::lab::UNDERLAY_MTU;
+use tapwire_integration::traffic::wait_reachable;
+use tapwire_integration::{ControlPlane, Lab, Mode, Pod};
+
+use crate::error::{BenchError, Result};
+
+/// The MTU of every pod in every path: what a VXLAN pool gives on a 1500-byte underlay.
+pub const POD_MTU: u32 = 1450;
+/// How long a new path may take to pass its first ping.
+const REACHABLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The two tapwire nodes.
+pub const TAPWIRE_NODES: [&str; 2] = ["node1", "node2"];
+
+/// The two pods traffic flows between: client → server.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub client: Pod,
+    pub server: Pod,
+}
+
+impl Pair {
+    /// Waits until each pod answers the other's pings.
+    fn wait_reachable(&self) -> Result<()> {
+        wait_reachable(&self.client, self.server.ip, REACHABLE_TIMEOUT)?;
+        wait_reachable(&self.server, self.client.ip, REACHABLE_TIMEOUT)?;
+        Ok(())
+    }
+}
+
+/// The lab's IP pool document in `mode` (Calico's default pool, `10.65.0.0/16`, /26 blocks).
+pub fn pool_for(mode: Mode) -> String {
+    let (ipip, vxlan) = match mode {
+        Mode::None => ("Never", "Never"),
+        Mode::Ipip => ("Always", "Never"),
+        Mode::Vxlan => ("Never", "Always"),
+    };
+    ippool_yaml(DEFAULT_POOL_NAME, "10.65.0.0/16", 26, ipip, vxlan)
+}
+
+/// tapwire's control plane on two nodes with one pod each; see the module documentation.
+#[derive(Debug)]
+pub struct TapwireCluster<'lab> {
+    cp: ControlPlane<'lab>,
+    pub pair: Pair,
+    mode: Mode,
+}
+
+impl<'lab> TapwireCluster<'lab> {
+    /// Starts both nodes, applies the VXLAN pool, adds `pod-a` on node1 and `pod-b` on
+    /// node2 through CNI and waits until they reach each other.
+    pub fn start(lab: &'lab Lab) -> Result<TapwireCluster<'lab>> {
+        let cp = ControlPlane::with_pool(lab, &TAPWIRE_NODES, &pool_for(Mode::Vxlan))?;
+        let client = cp.add_pod(TAPWIRE_NODES[0], "pod-a")?;
+        let server = cp.add_pod(TAPWIRE_NODES[1], "pod-b")?;
+        for pod in [&client, &server] {
+            if pod.mtu_bytes != POD_MTU {
+                return Err(BenchError::Invalid(format!(
+                    "{} got MTU {} from the VXLAN pool, expected {POD_MTU}",
+                    pod.name, pod.mtu_bytes
+                )));
+            }
+        }
+        let pair = Pair { client, server };
+        pair.wait_reachable()?;
+        Ok(TapwireCluster {
+            cp,
+            pair,
+            mode: Mode::Vxlan,
+        })
+    }
+
+    /// The pool's current mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Applies the pool in `mode` (if it is not already) and returns once a ping between
+    /// the pods shows the new encapsulation on node1's underlay both ways, with how long
+    /// that took from the start of the apply.
+    pub fn set_mode(&mut self, mode: Mode) -> Result<Option<Duration>> {
+        if mode == self.mode {
+            return Ok(None);
+        }
+        let ctl = self.cp.ctl(TAPWIRE_NODES[0])?;
+        let node1 = self.cp.node(TAPWIRE_NODES[0])?;
+        let filter = encapsulation_filter(mode, self.pair.client.ip);
+        let timing = time_switch(
+            &ctl,
+            &pool_for(mode),
+            &node1,
+            &filter,
+            &self.pair.client,
+            &self.pair.server,
+        )?;
+        self.mode = mode;
+        Ok(Some(timing.both_ways()))
+    }
+
+    /// The PIDs of both nodes' `tapwire-dataplane`.
+    pub fn dataplane_pids(&self) -> Result<Vec<u32>> {
+        TAPWIRE_NODES
+            .iter()
+            .map(|node| {
+                self.cp.dataplane_pid(node)?.ok_or_else(|| {
+                    BenchError::Invalid(format!("no tapwire-dataplane runs on {node}"))
+                })
+            })
+            .collect()
+    }
+
+    /// Fails if a dataplane or control has exited.
+    pub fn check_running(&self) -> Result<()> {
+        Ok(self.cp.check_running()?)
+    }
+}
+
+/// One node routing between two veth pods (`kr-a` → `kr-b`), Calico-style.
+pub fn kernel_routed(lab: &Lab) -> Result<Pair> {
+    let node = lab.add_node("kr")?;
+    kernel::enable_forwarding(&node)?;
+    let client = kernel::add_veth_pod(lab, &node, "kr-a", node.pod_ip(2), POD_MTU)?;
+    let server = kernel::add_veth_pod(lab, &node, "kr-b", node.pod_ip(3), POD_MTU)?;
+    let pair = Pair { client, server };
+    pair.wait_reachable()?;
+    Ok(pair)
+}
+
+/// Two nodes joined by `vxlan.calico`, one veth pod each (`kv-a` on kv1 → `kv-b` on kv2).
+///
+/// Transmit checksum offload stays on, as Felix leaves it on this kernel (it turns it off
+/// only on kernels older than 5.7, for a since-fixed checksum bug; felix#2815): both ends
+/// are kernels, which trust the offload flag they receive.
+pub fn kernel_vxlan(lab: &Lab) -> Result<Pair> {
+    let n1 = lab.add_node("kv1")?;
+    let n2 = lab.add_node("kv2")?;
+    kernel::setup_vxlan_node(&n1, TxChecksum::Offload, &[&n2])?;
+    kernel::setup_vxlan_node(&n2, TxChecksum::Offload, &[&n1])?;
+    let client = kernel::add_veth_pod(lab, &n1, "kv-a", n1.pod_ip(2), POD_MTU)?;
+    let server = kernel::add_veth_pod(lab, &n2, "kv-b", n2.pod_ip(2), POD_MTU)?;
+    let pair = Pair { client, server };
+    pair.wait_reachable()?;
+    Ok(pair)
+}
+
+/// [`POD_MTU`] is what the control plane computes for a VXLAN pool on this underlay.
+pub fn pod_mtu_matches_the_vxlan_pool() -> bool {
+    pod_mtu(UNDERLAY_MTU, Mode::Vxlan.encap()) == POD_MTU
+}

@@ -1,0 +1,224 @@
+//! CPU time and memory as the kernel reports them in `/proc`: machine-wide CPU time per
+//! state (`/proc/stat`), a process's user and system time (`/proc/PID/stat`) and its
+//! resident set (`VmRSS` in `/proc/PID/status`). Parsers are pure functions over the text;
+//! the readers only open the files.
+
+use std::time::Duration;
+
+use crate::error::{BenchError, Result};
+
+/// Machine-wide CPU time by state, summed over all CPUs, in clock ticks (`USER_HZ`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub user: u64,
+    pub nice: u64,
+    pub system: u64,
+    pub idle: u64,
+    pub iowait: u64,
+    pub irq: u64,
+    pub softirq: u64,
+    pub steal: u64,
+}
+
+impl CpuTimes {
+    /// Ticks spent doing anything but idling or waiting for I/O (guest time is already
+    /// inside `user`).
+    pub fn busy(&self) -> u64 {
+        self.user + self.nice + self.system + self.irq + self.softirq + self.steal
+    }
+
+    /// How much each state grew since `before`.
+    pub fn since(&self, before: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: self.user.saturating_sub(before.user),
+            nice: self.nice.saturating_sub(before.nice),
+            system: self.system.saturating_sub(before.system),
+            idle: self.idle.saturating_sub(before.idle),
+            iowait: self.iowait.saturating_sub(before.iowait),
+            irq: self.irq.saturating_sub(before.irq),
+            softirq: self.softirq.saturating_sub(before.softirq),
+            steal: self.steal.saturating_sub(before.steal),
+        }
+    }
+}
+
+/// Reads the aggregate `cpu ` line of `/proc/stat` text.
+pub fn parse_proc_stat(text: &str) -> Result<CpuTimes> {
+    let bad = |reason: &str| BenchError::Parse {
+        what: "/proc/stat".into(),
+        reason: reason.into(),
+    };
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or_else(|| bad("no aggregate `cpu ` line"))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(&format!("a field of `{line}` is not a number: {e}")))?;
+    if fields.len() < 8 {
+        return Err(bad(&format!(
+            "`{line}` has {} fields, expected at least 8",
+            fields.len()
+        )));
+    }
+    Ok(CpuTimes {
+        user: fields[0],
+        nice: fields[1],
+        system: fields[2],
+        idle: fields[3],
+        iowait: fields[4],
+        irq: fields[5],
+        softirq: fields[6],
+        steal: fields[7],
+    })
+}
+
+/// A process's CPU time in clock ticks: `(utime, stime)`, fields 14 and 15 of
+/// `/proc/PID/stat`. The command name (field 2) may hold spaces and parentheses, so fields
+/// are counted after its last `)`.
+pub fn parse_pid_stat(text: &str) -> Result<(u64, u64)> {
+    let bad = |reason: String| BenchError::Parse {
+        what: "/proc/PID/stat".into(),
+        reason,
+    };
+    let (_, rest) = text
+        .rsplit_once(')')
+        .ok_or_else(|| bad(format!("no `)` closing the command name in {text:?}")))?;
+    // After the name: state (field 3), ppid (4), …, utime (14), stime (15).
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        fields
+            .get(n - 3)
+            .ok_or_else(|| bad(format!("no field {n} in {text:?}")))?
+            .parse()
+            .map_err(|e| bad(format!("field {n} of {text:?}: {e}")))
+    };
+    Ok((field(14)?, field(15)?))
+}
+
+/// The `VmRSS:` value of `/proc/PID/status` text, in bytes.
+pub fn parse_vm_rss(text: &str) -> Result<u64> {
+    let bad = |reason: &str| BenchError::Parse {
+        what: "/proc/PID/status".into(),
+        reason: reason.into(),
+    };
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .ok_or_else(|| bad("no VmRSS line (has the process exited?)"))?;
+    let mut parts = line.split_whitespace();
+    let value: u64 = parts
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad(&format!("VmRSS:{line} has no number")))?;
+    match parts.next() {
+        Some("kB") => Ok(value * 1024),
+        other => Err(bad(&format!("VmRSS unit {other:?}, expected kB"))),
+    }
+}
+
+fn read(path: &str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| BenchError::Io {
+        what: format!("reading {path}"),
+        source,
+    })
+}
+
+/// The machine's CPU times now.
+pub fn machine_cpu() -> Result<CpuTimes> {
+    parse_proc_stat(&read("/proc/stat")?)
+}
+
+/// Process `pid`'s user + system CPU time in ticks.
+pub fn process_cpu_ticks(pid: u32) -> Result<u64> {
+    let (utime, stime) = parse_pid_stat(&read(&format!("/proc/{pid}/stat"))?)?;
+    Ok(utime + stime)
+}
+
+/// Process `pid`'s resident set size in bytes.
+pub fn process_rss_bytes(pid: u32) -> Result<u64> {
+    parse_vm_rss(&read(&format!("/proc/{pid}/status"))?)
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
+pub fn ticks_per_second() -> u64 {
+    crate::sys::clock_ticks_per_second()
+}
+
+/// `ticks` as a duration.
+pub fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_secs_f64(ticks as f64 / ticks_per_second() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_aggregate_line() {
+        let text = "cpu  4705 150 1120 16250856 1045 0 7317 0 0 0\n\
+                    cpu0 2352 75 560 8125428 522 0 3658 0 0 0\n\
+                    intr 1 2 3\nctxt 99\n";
+        let t = parse_proc_stat(text).map_err(|e| e.to_string());
+        assert_eq!(
+            t.as_ref().map(|t| (t.user, t.softirq, t.idle, t.busy())),
+            Ok((4705, 7317, 16_250_856, 4705 + 150 + 1120 + 7317))
+        );
+        let before = t.unwrap_or_default();
+        let later = CpuTimes {
+            softirq: 7417,
+            ..before
+        };
+        assert_eq!(later.since(&before).softirq, 100);
+    }
+
+    #[test]
+    fn proc_stat_errors_name_the_problem() {
+        let err = parse_proc_stat("cpu0 1 2 3\n").map_err(|e| e.to_string());
+        assert!(
+            matches!(&err, Err(m) if m.contains("no aggregate")),
+            "{err:?}"
+        );
+        let err = parse_proc_stat("cpu  1 2 x 4 5 6 7 8\n").map_err(|e| e.to_string());
+        assert!(
+            matches!(&err, Err(m) if m.contains("not a number")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn pid_stat_with_a_name_holding_spaces_and_parens() {
+        // A real line of a process renamed "tap wire) (x".
+        let text = "4242 (tap wire) (x) S 1 4242 4242 0 -1 4194560 1200 0 0 0 \
+                    731 268 0 0 20 0 5 0 12345 100000000 2000 18446744073709551615 \
+                    1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
+        assert_eq!(
+            parse_pid_stat(text).map_err(|e| e.to_string()),
+            Ok((731, 268))
+        );
+        assert!(parse_pid_stat("4242 (short) S 1 2").is_err());
+    }
+
+    #[test]
+    fn vm_rss_in_bytes() {
+        let text =
+            "Name:\ttapwire-datapl\nVmPeak:\t  300000 kB\nVmRSS:\t   12345 kB\nThreads:\t5\n";
+        assert_eq!(
+            parse_vm_rss(text).map_err(|e| e.to_string()),
+            Ok(12345 * 1024)
+        );
+        assert!(parse_vm_rss("Name:\tx\n").is_err());
+    }
+
+    #[test]
+    fn reads_this_machine() {
+        let cpu = machine_cpu().map_err(|e| e.to_string());
+        assert!(matches!(cpu, Ok(c) if c.busy() + c.idle > 0));
+        let me = std::process::id();
+        assert!(process_cpu_ticks(me).is_ok());
+        assert!(matches!(process_rss_bytes(me), Ok(rss) if rss > 0));
+    }
+}

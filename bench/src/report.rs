@@ -1,0 +1,826 @@
+//! What a run produced and how it is shown: the `results.json` model (serde), the targets
+//! and their verdicts, the terminal table, `report.md` and `chart.svg`. Pure functions of
+//! [`Results`]; writing the files is [`write_report`]'s only I/O.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BenchError, Result};
+use crate::paths::PathKind;
+use crate::stats::median;
+
+/// Everything one run measured (`results.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub paths: Vec<PathResult>,
+    pub fib: Vec<FibResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fib_update: Option<FibUpdate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane_memory: Option<DataplaneMemory>,
+    #[serde(default)]
+    pub targets: Vec<TargetResult>,
+    /// Parts of the run that failed (their figures are missing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    pub setup: Setup,
+}
+
+/// One path's figures: the median over rounds of each measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathResult {
+    pub name: String,
+    /// TCP throughput, one stream (iperf3, received), Gbit/s.
+    pub tcp_gbps_1: f64,
+    /// TCP throughput, four streams, Gbit/s.
+    pub tcp_gbps_4: f64,
+    /// 64-byte UDP payloads delivered per second.
+    pub udp_small_pps: f64,
+    /// Request/response round trip, median, µs.
+    pub rtt_us_p50: f64,
+    /// Request/response round trip, 99th percentile, µs.
+    pub rtt_us_p99: f64,
+    /// The dataplane's CPU seconds per Gbit moved in the 1-stream TCP run: the
+    /// `tapwire-dataplane` processes for tapwire, softirq time for the kernel.
+    pub cpu_s_per_gbit: f64,
+    /// All busy CPU time of the machine per Gbit in the same run.
+    pub machine_cpu_s_per_gbit: f64,
+    /// Softirq CPU time of the machine per Gbit in the same run (every path).
+    pub softirq_s_per_gbit: f64,
+    /// What `cpu_s_per_gbit` counts.
+    pub cpu_source: String,
+    /// 64-byte UDP payloads the sender handed the kernel per second.
+    pub udp_small_sent_pps: f64,
+    /// TCP retransmissions in the 1-stream run (median).
+    pub tcp_retransmits_1: f64,
+    /// Every round's figures, in order.
+    pub rounds: Vec<RoundSample>,
+}
+
+/// One round's figures of one path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundSample {
+    pub round: usize,
+    pub tcp_gbps_1: f64,
+    pub tcp_retransmits_1: u64,
+    pub tcp_gbps_4: f64,
+    pub udp_small_pps: f64,
+    pub udp_small_sent_pps: f64,
+    pub rtt_us_p50: f64,
+    pub rtt_us_p99: f64,
+    pub rtt_samples: usize,
+    pub cpu_s_per_gbit: f64,
+    pub machine_cpu_s_per_gbit: f64,
+    pub softirq_s_per_gbit: f64,
+}
+
+impl PathResult {
+    /// The medians of `rounds` (none: `None`).
+    pub fn from_rounds(
+        name: &str,
+        cpu_source: &str,
+        rounds: Vec<RoundSample>,
+    ) -> Option<PathResult> {
+        let m = |f: fn(&RoundSample) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+        Some(PathResult {
+            name: name.to_string(),
+            tcp_gbps_1: m(|r| r.tcp_gbps_1)?,
+            tcp_gbps_4: m(|r| r.tcp_gbps_4)?,
+            udp_small_pps: m(|r| r.udp_small_pps)?,
+            rtt_us_p50: m(|r| r.rtt_us_p50)?,
+            rtt_us_p99: m(|r| r.rtt_us_p99)?,
+            cpu_s_per_gbit: m(|r| r.cpu_s_per_gbit)?,
+            machine_cpu_s_per_gbit: m(|r| r.machine_cpu_s_per_gbit)?,
+            softirq_s_per_gbit: m(|r| r.softirq_s_per_gbit)?,
+            cpu_source: cpu_source.to_string(),
+            udp_small_sent_pps: m(|r| r.udp_small_sent_pps)?,
+            tcp_retransmits_1: m(|r| r.tcp_retransmits_1 as f64)?,
+            rounds,
+        })
+    }
+}
+
+/// Longest-prefix-match speed and size of one table implementation at one size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FibResult {
+    /// `tapwire` or `prefix-trie`.
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    pub routes: usize,
+    pub lookups_per_s: f64,
+    /// Heap bytes held by the table once built, counted by the allocator.
+    pub memory_bytes: u64,
+    /// What the implementation itself reports (`Fib::memory_bytes`, `PrefixMap::mem_size`).
+    pub reported_memory_bytes: u64,
+}
+
+/// Latency of one route change at a large table while a reader looks up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FibUpdate {
+    pub routes: usize,
+    /// Changes timed (inserts and removes).
+    pub ops: usize,
+    pub median_us: f64,
+    pub p99_us: f64,
+    pub insert_median_us: f64,
+    pub remove_median_us: f64,
+    /// Lookups per second the reader thread managed meanwhile.
+    pub reader_lookups_per_s: f64,
+}
+
+/// The dataplane's resident memory with a given load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataplaneMemory {
+    pub workers: usize,
+    pub pods: usize,
+    pub routes: usize,
+    pub rss_bytes: u64,
+    /// Before any state was pushed.
+    pub rss_empty_bytes: u64,
+    /// From the first message to `DataplaneInSync` with every endpoint up.
+    pub apply_s: f64,
+}
+
+/// One target and its verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetResult {
+    pub what: String,
+    /// The measured figure (ratio, µs or bytes), `None` when it could not be computed.
+    pub measured: Option<f64>,
+    /// The measured figure as the report shows it.
+    pub shown: String,
+    pub target: String,
+    /// `None` when not measured.
+    pub pass: Option<bool>,
+}
+
+/// How, where and when the run was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Setup {
+    pub command: String,
+    pub kernel: String,
+    pub cores: usize,
+    pub cpu_model: String,
+    pub quick: bool,
+    pub rounds: usize,
+    pub tcp_seconds: u32,
+    pub udp_seconds: f64,
+    pub rr_seconds: f64,
+    pub pod_mtu_bytes: u32,
+    pub dataplane_workers: usize,
+    /// Each tapwire pool switch: until both directions used the new form, ms.
+    pub mode_switch_ms: Vec<f64>,
+    pub started_unix_s: u64,
+    pub duration_s: f64,
+    /// Why there is no kernel IPIP path.
+    pub kernel_ipip: String,
+}
+
+impl Results {
+    /// The result of path `kind`.
+    pub fn path(&self, kind: PathKind) -> Option<&PathResult> {
+        self.paths.iter().find(|p| p.name == kind.name())
+    }
+
+    /// Every path: the known ones in report order, then any others as they come.
+    pub fn ordered_paths(&self) -> Vec<&PathResult> {
+        let known = PathKind::REPORT_ORDER.iter().filter_map(|k| self.path(*k));
+        let others = self
+            .paths
+            .iter()
+            .filter(|p| PathKind::from_name(&p.name).is_none());
+        known.chain(others).collect()
+    }
+
+    fn fib_at(&self, implementation: &str, routes: usize) -> Option<&FibResult> {
+        self.fib
+            .iter()
+            .find(|f| f.implementation == implementation && f.routes == routes)
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0 && a.is_finite() && b.is_finite()).then(|| a / b)
+}
+
+/// The targets of issue 4, judged on `results`.
+pub fn evaluate_targets(results: &Results) -> Vec<TargetResult> {
+    let get = |k: PathKind| results.path(k);
+    let tcp1 = |a: PathKind, b: PathKind| ratio(get(a)?.tcp_gbps_1, get(b)?.tcp_gbps_1);
+    let at_least = |what: &str, value: Option<f64>, min: f64| TargetResult {
+        what: what.to_string(),
+        measured: value,
+        shown: value.map_or("not measured".into(), |v| format!("{v:.2}")),
+        target: format!("≥ {min}"),
+        pass: value.map(|v| v >= min),
+    };
+    let mut out = vec![
+        at_least(
+            "tapwire-vxlan TCP 1 stream / kernel-vxlan",
+            tcp1(PathKind::TapwireVxlan, PathKind::KernelVxlan),
+            1.0,
+        ),
+        at_least(
+            "tapwire-none TCP 1 stream / kernel-routed",
+            tcp1(PathKind::TapwireNone, PathKind::KernelRouted),
+            0.8,
+        ),
+        at_least(
+            "tapwire-ipip TCP 1 stream / kernel-vxlan (no kernel IPIP)",
+            tcp1(PathKind::TapwireIpip, PathKind::KernelVxlan),
+            0.5,
+        ),
+        at_least(
+            "tapwire-vxlan small-packet pps / kernel-vxlan",
+            get(PathKind::TapwireVxlan)
+                .zip(get(PathKind::KernelVxlan))
+                .and_then(|(a, b)| ratio(a.udp_small_pps, b.udp_small_pps)),
+            0.5,
+        ),
+    ];
+    let rtt = get(PathKind::TapwireVxlan)
+        .zip(get(PathKind::KernelVxlan))
+        .map(|(a, b)| a.rtt_us_p50 - b.rtt_us_p50);
+    out.push(TargetResult {
+        what: "RTT p50, tapwire-vxlan − kernel-vxlan".into(),
+        measured: rtt,
+        shown: rtt.map_or("not measured".into(), |v| format!("{v:+.1} µs")),
+        target: "≤ 30 µs".into(),
+        pass: rtt.map(|v| v <= 30.0),
+    });
+    let ours = results.fib_at("tapwire", 100_000);
+    let theirs = results.fib_at("prefix-trie", 100_000);
+    let lpm = ours
+        .zip(theirs)
+        .and_then(|(a, b)| ratio(a.lookups_per_s, b.lookups_per_s));
+    let lpm_mem = ours.map(|a| a.memory_bytes as f64);
+    out.push(TargetResult {
+        what: "LPM lookups at 100k routes / prefix-trie, tapwire memory".into(),
+        measured: lpm,
+        shown: match (lpm, lpm_mem) {
+            (Some(r), Some(m)) => format!("{r:.2}, {:.2} MiB", m / MIB),
+            _ => "not measured".into(),
+        },
+        target: "≥ 1.5, with ≤ 4 MiB".into(),
+        pass: lpm.zip(lpm_mem).map(|(r, m)| r >= 1.5 && m <= 4.0 * MIB),
+    });
+    let update = results.fib_update.as_ref().map(|u| u.median_us);
+    out.push(TargetResult {
+        what: "one route add/remove at 100k routes, lookups running (median)".into(),
+        measured: update,
+        shown: update.map_or("not measured".into(), |v| format!("{v:.2} µs")),
+        target: "≤ 10 µs".into(),
+        pass: update.map(|v| v <= 10.0),
+    });
+    let rss = results
+        .dataplane_memory
+        .as_ref()
+        .map(|m| m.rss_bytes as f64);
+    out.push(TargetResult {
+        what: "dataplane RSS, 2 workers, 64 pods, 100k routes".into(),
+        measured: rss,
+        shown: rss.map_or("not measured".into(), |v| format!("{:.1} MiB", v / MIB)),
+        target: "≤ 64 MiB".into(),
+        pass: rss.map(|v| v <= 64.0 * MIB),
+    });
+    out
+}
+
+fn verdict(pass: Option<bool>) -> &'static str {
+    match pass {
+        Some(true) => "pass",
+        Some(false) => "FAIL",
+        None => "n/a",
+    }
+}
+
+fn ratio_text(a: f64, b: f64) -> String {
+    ratio(a, b).map_or("-".into(), |r| format!("{r:.2}x"))
+}
+
+/// A table of rows: the header, then rows; columns padded to their widest cell, the first
+/// left-aligned and the rest right-aligned.
+fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            let pad = w.saturating_sub(cell.chars().count());
+            if i == 0 {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad));
+            } else {
+                out.push_str("  ");
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1)));
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+/// A Markdown table.
+fn md_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = format!("| {} |\n", header.join(" | "));
+    out.push_str(&format!(
+        "|{}\n",
+        header
+            .iter()
+            .enumerate()
+            .map(|(i, _)| if i == 0 { "---|" } else { "---:|" })
+            .collect::<String>()
+    ));
+    for row in rows {
+        out.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    out
+}
+
+const PATH_HEADER: [&str; 8] = [
+    "path",
+    "TCP 1 stream Gbit/s",
+    "TCP 4 streams Gbit/s",
+    "UDP 64 B kpps",
+    "RTT p50 µs",
+    "RTT p99 µs",
+    "CPU s/Gbit",
+    "machine CPU s/Gbit",
+];
+
+fn path_rows(results: &Results) -> Vec<Vec<String>> {
+    results
+        .ordered_paths()
+        .into_iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                format!("{:.2}", p.tcp_gbps_1),
+                format!("{:.2}", p.tcp_gbps_4),
+                format!("{:.0}", p.udp_small_pps / 1e3),
+                format!("{:.1}", p.rtt_us_p50),
+                format!("{:.1}", p.rtt_us_p99),
+                format!("{:.3}", p.cpu_s_per_gbit),
+                format!("{:.3}", p.machine_cpu_s_per_gbit),
+            ]
+        })
+        .collect()
+}
+
+const RATIO_HEADER: [&str; 8] = [
+    "tapwire path",
+    "compared with",
+    "TCP 1",
+    "TCP 4",
+    "UDP pps",
+    "RTT p50 Δ µs",
+    "RTT p99 Δ µs",
+    "machine CPU/Gbit",
+];
+
+fn ratio_rows(results: &Results) -> Vec<Vec<String>> {
+    PathKind::REPORT_ORDER
+        .iter()
+        .filter_map(|k| Some((results.path(*k)?, k.counterpart()?)))
+        .map(|(ours, kernel_kind)| {
+            let shown_kernel = if ours.name == PathKind::TapwireIpip.name() {
+                format!("{} (no kernel IPIP here)", kernel_kind.name())
+            } else {
+                kernel_kind.name().to_string()
+            };
+            match results.path(kernel_kind) {
+                Some(k) => vec![
+                    ours.name.clone(),
+                    shown_kernel,
+                    ratio_text(ours.tcp_gbps_1, k.tcp_gbps_1),
+                    ratio_text(ours.tcp_gbps_4, k.tcp_gbps_4),
+                    ratio_text(ours.udp_small_pps, k.udp_small_pps),
+                    format!("{:+.1}", ours.rtt_us_p50 - k.rtt_us_p50),
+                    format!("{:+.1}", ours.rtt_us_p99 - k.rtt_us_p99),
+                    ratio_text(ours.machine_cpu_s_per_gbit, k.machine_cpu_s_per_gbit),
+                ],
+                None => {
+                    let mut row = vec![ours.name.clone(), shown_kernel];
+                    row.extend(std::iter::repeat_n("not measured".to_string(), 6));
+                    row
+                }
+            }
+        })
+        .collect()
+}
+
+const FIB_HEADER: [&str; 6] = [
+    "table",
+    "routes",
+    "M lookups/s",
+    "heap MiB",
+    "self-reported MiB",
+    "vs prefix-trie",
+];
+
+fn fib_rows(results: &Results) -> Vec<Vec<String>> {
+    results
+        .fib
+        .iter()
+        .map(|f| {
+            let vs = if f.implementation == "tapwire" {
+                results
+                    .fib_at("prefix-trie", f.routes)
+                    .map_or("-".into(), |p| ratio_text(f.lookups_per_s, p.lookups_per_s))
+            } else {
+                String::new()
+            };
+            vec![
+                f.implementation.clone(),
+                f.routes.to_string(),
+                format!("{:.1}", f.lookups_per_s / 1e6),
+                format!("{:.2}", f.memory_bytes as f64 / MIB),
+                format!("{:.2}", f.reported_memory_bytes as f64 / MIB),
+                vs,
+            ]
+        })
+        .collect()
+}
+
+const TARGET_HEADER: [&str; 4] = ["target", "measured", "required", "verdict"];
+
+fn target_rows(results: &Results) -> Vec<Vec<String>> {
+    results
+        .targets
+        .iter()
+        .map(|t| {
+            vec![
+                t.what.clone(),
+                t.shown.clone(),
+                t.target.clone(),
+                verdict(t.pass).to_string(),
+            ]
+        })
+        .collect()
+}
+
+fn extras_lines(results: &Results) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(u) = &results.fib_update {
+        lines.push(format!(
+            "route change at {} routes with a reader looking up: median {:.2} µs (insert {:.2}, \
+             remove {:.2}), p99 {:.2} µs over {} changes; reader {:.1} M lookups/s meanwhile",
+            u.routes,
+            u.median_us,
+            u.insert_median_us,
+            u.remove_median_us,
+            u.p99_us,
+            u.ops,
+            u.reader_lookups_per_s / 1e6
+        ));
+    }
+    if let Some(m) = &results.dataplane_memory {
+        lines.push(format!(
+            "tapwire-dataplane --workers {}: RSS {:.1} MiB with {} pods and {} routes \
+             ({:.1} MiB before any state; applied in {:.1} s)",
+            m.workers,
+            m.rss_bytes as f64 / MIB,
+            m.pods,
+            m.routes,
+            m.rss_empty_bytes as f64 / MIB,
+            m.apply_s
+        ));
+    }
+    if !results.setup.mode_switch_ms.is_empty() {
+        let shown: Vec<String> = results
+            .setup
+            .mode_switch_ms
+            .iter()
+            .map(|ms| format!("{ms:.0}"))
+            .collect();
+        lines.push(format!(
+            "tapwire pool switches (apply → new form on the wire both ways): {} ms",
+            shown.join(", ")
+        ));
+    }
+    lines
+}
+
+/// The table printed at the end of a run.
+pub fn terminal_table(results: &Results) -> String {
+    let mut out = String::new();
+    let s = &results.setup;
+    let _ = writeln!(
+        out,
+        "tapwire-bench: {} round(s), median shown; {} cores, kernel {}",
+        s.rounds, s.cores, s.kernel
+    );
+    out.push('\n');
+    out.push_str(&text_table(&PATH_HEADER, &path_rows(results)));
+    out.push('\n');
+    out.push_str(&text_table(&RATIO_HEADER, &ratio_rows(results)));
+    let _ = writeln!(out, "({})", s.kernel_ipip);
+    if !results.fib.is_empty() {
+        out.push('\n');
+        out.push_str(&text_table(&FIB_HEADER, &fib_rows(results)));
+    }
+    for line in extras_lines(results) {
+        let _ = writeln!(out, "{line}");
+    }
+    out.push('\n');
+    out.push_str(&text_table(&TARGET_HEADER, &target_rows(results)));
+    for error in &results.errors {
+        let _ = writeln!(out, "FAILED: {error}");
+    }
+    out
+}
+
+/// `report.md`: setup, definitions, every table, the targets and the command.
+pub fn markdown(results: &Results) -> String {
+    let s = &results.setup;
+    let mut out = String::from("# tapwire benchmark report\n\n");
+    let _ = writeln!(
+        out,
+        "Produced by `{}` in {:.0} s ({} mode, {} round(s), medians shown).\n",
+        s.command,
+        s.duration_s,
+        if s.quick { "quick" } else { "full" },
+        s.rounds
+    );
+    if !results.errors.is_empty() {
+        out.push_str("**Parts of this run failed; their figures are missing:**\n\n");
+        for error in &results.errors {
+            let _ = writeln!(out, "- {}", error.replace('\n', " "));
+        }
+        out.push('\n');
+    }
+    out.push_str("## Machine\n\n");
+    let _ = writeln!(out, "- kernel {}", s.kernel);
+    let _ = writeln!(out, "- {} cores ({})", s.cores, s.cpu_model);
+    let _ = writeln!(out, "- {}\n", s.kernel_ipip);
+
+    out.push_str("## Setup\n\n");
+    out.push_str(
+        "Every lab runs on this host in network namespaces, all of them up for the whole run; \
+         each round measures every path once, tapwire and kernel paths alternating, so drift \
+         during the run hits all paths alike.\n\n",
+    );
+    for kind in PathKind::REPORT_ORDER {
+        let _ = writeln!(out, "- `{}`: {}", kind.name(), kind.description());
+    }
+    let _ = writeln!(
+        out,
+        "\nThe tapwire nodes run `tapwire-dataplane --workers {}` and `tapwire-control` over \
+         one file datastore; pods are added through the `tapwire` CNI plugin and the pool is \
+         switched with `tapwirectl apply`, each switch waiting until a ping shows the new \
+         form on the underlay both ways. Every pod has MTU {} (what the VXLAN pool gives on \
+         the 1500-byte underlay; the kernel pods are given the same). The kernel's \
+         `vxlan.calico` keeps transmit checksum offload on, as Felix does on kernels ≥ 5.7.\n",
+        s.dataplane_workers, s.pod_mtu_bytes
+    );
+
+    out.push_str("## Definitions\n\n");
+    let _ = writeln!(
+        out,
+        "- **TCP 1 / 4 streams**: iperf3 `-J` for {} s (`-P 4` for four), the receiver's \
+         rate, pod to pod.\n\
+         - **UDP 64 B pps**: 64-byte UDP payloads sent by one thread with `sendmmsg` (64 per \
+         call) as fast as the kernel takes them for {:.1} s; the figure is what the receiving \
+         socket (`recvmmsg`, 16 MiB buffer) *got*, per second of sending.\n\
+         - **RTT p50 / p99**: one TCP connection (`TCP_NODELAY`), a 64-byte request answered \
+         by a 64-byte response, one at a time for {:.1} s after 200 warm-up exchanges; \
+         every round trip is timed by the client; nearest-rank percentiles.\n\
+         - **CPU s/Gbit**: the dataplane's CPU time during the 1-stream TCP run divided by the \
+         Gbit it moved (rate × duration). For tapwire: user + system time of both \
+         nodes' `tapwire-dataplane` processes (`/proc/PID/stat`). For the kernel, which \
+         forwards without a process of its own: the machine's softirq time (`/proc/stat`). \
+         The two are not the same quantity — compare **machine CPU s/Gbit** (all busy time \
+         of the machine from `/proc/stat`: user, nice, system, irq, softirq, steal; senders, \
+         receivers and forwarding alike) for a like-for-like total. `softirq_s_per_gbit` is \
+         in `results.json` for every path.\n\
+         - **Ratios** divide a tapwire path's figure by its kernel counterpart's from the \
+         same run: unencapsulated by routed veth, VXLAN and IPIP by kernel VXLAN (the kernel \
+         here has no IPIP). RTT is compared as a difference.\n\
+         - **LPM**: random Internet-shaped tables (fixed seed; /24 dominant), 65536 \
+         destinations mostly inside the table, single thread; the two implementations must \
+         agree on every destination before they are timed. Heap bytes are what a counting \
+         global allocator saw held after building the table (same method for both). \
+         **Route change**: insert or remove one prefix in a 100k-route `Fib` and publish the \
+         new version (`rcu::Rcu`, as the dataplane publishes), timed per change, while \
+         another thread looks up, one version per 64 lookups; replaced versions are \
+         reclaimed after each change, untimed.\n\
+         - **Dataplane RSS**: `VmRSS` of one `tapwire-dataplane --workers 2` given 64 pods \
+         (TAPs) and 100k /26 routes directly over its control socket, after \
+         `DataplaneInSync` with every endpoint up.\n",
+        s.tcp_seconds, s.udp_seconds, s.rr_seconds
+    );
+
+    out.push_str("## Paths\n\n");
+    out.push_str(&md_table(&PATH_HEADER, &path_rows(results)));
+    out.push_str("\n## tapwire against the kernel\n\n");
+    out.push_str(&md_table(&RATIO_HEADER, &ratio_rows(results)));
+    out.push_str("\n![TCP throughput per path](chart.svg)\n");
+    if !results.fib.is_empty() {
+        out.push_str("\n## Route table (LPM)\n\n");
+        out.push_str(&md_table(&FIB_HEADER, &fib_rows(results)));
+    }
+    let extras = extras_lines(results);
+    if !extras.is_empty() {
+        out.push('\n');
+        for line in extras {
+            let _ = writeln!(out, "- {line}");
+        }
+    }
+    out.push_str("\n## Targets\n\n");
+    out.push_str(&md_table(&TARGET_HEADER, &target_rows(results)));
+    out.push_str("\n## Per-round figures\n\n");
+    let round_rows: Vec<Vec<String>> = results
+        .ordered_paths()
+        .into_iter()
+        .flat_map(|p| {
+            p.rounds.iter().map(move |r| {
+                vec![
+                    p.name.clone(),
+                    r.round.to_string(),
+                    format!("{:.2}", r.tcp_gbps_1),
+                    format!("{:.2}", r.tcp_gbps_4),
+                    format!("{:.0}", r.udp_small_pps / 1e3),
+                    format!("{:.1}", r.rtt_us_p50),
+                    format!("{:.1}", r.rtt_us_p99),
+                    format!("{:.3}", r.cpu_s_per_gbit),
+                ]
+            })
+        })
+        .collect();
+    out.push_str(&md_table(
+        &[
+            "path",
+            "round",
+            "TCP 1",
+            "TCP 4",
+            "UDP kpps",
+            "RTT p50",
+            "RTT p99",
+            "CPU s/Gbit",
+        ],
+        &round_rows,
+    ));
+    out
+}
+
+/// `chart.svg`: grouped bars of TCP throughput (1 and 4 streams) per path.
+pub fn chart_svg(results: &Results) -> String {
+    let paths = results.ordered_paths();
+    let (width, height) = (760.0_f64, 380.0_f64);
+    let (left, right, top, bottom) = (60.0, 20.0, 40.0, 70.0);
+    let plot_w = width - left - right;
+    let plot_h = height - top - bottom;
+    let max = paths
+        .iter()
+        .flat_map(|p| [p.tcp_gbps_1, p.tcp_gbps_4])
+        .filter(|v| v.is_finite())
+        .fold(0.0_f64, f64::max);
+    // A round axis maximum: 1, 2 or 5 times a power of ten above the largest bar.
+    let axis_max = nice_ceiling(max);
+    let y = |v: f64| top + plot_h - (v.max(0.0) / axis_max) * plot_h;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\">"
+    );
+    let _ = writeln!(svg, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">TCP throughput per \
+         path (Gbit/s, median of {} round(s))</text>",
+        width / 2.0,
+        results.setup.rounds
+    );
+    for i in 0..=5 {
+        let v = axis_max * f64::from(i) / 5.0;
+        let yy = y(v);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{left}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            left + plot_w,
+            left - 6.0,
+            yy + 4.0,
+            trim_number(v)
+        );
+    }
+    let group_w = plot_w / paths.len().max(1) as f64;
+    let bar_w = group_w * 0.32;
+    for (i, p) in paths.iter().enumerate() {
+        let x0 = left + group_w * i as f64 + group_w * 0.16;
+        for (j, (value, color)) in [(p.tcp_gbps_1, "#4878a8"), (p.tcp_gbps_4, "#e49444")]
+            .into_iter()
+            .enumerate()
+        {
+            let x = x0 + bar_w * j as f64;
+            let top_y = y(value);
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{x:.1}\" y=\"{top_y:.1}\" width=\"{:.1}\" height=\"{:.1}\" \
+                 fill=\"{color}\"><title>{} {}: {value:.2} Gbit/s</title></rect>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"10\">{value:.1}</text>",
+                bar_w - 2.0,
+                (top + plot_h - top_y).max(0.0),
+                xml_escape(&p.name),
+                if j == 0 { "1 stream" } else { "4 streams" },
+                x + bar_w / 2.0 - 1.0,
+                top_y - 4.0
+            );
+        }
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            x0 + bar_w,
+            top + plot_h + 18.0,
+            xml_escape(&p.name)
+        );
+    }
+    let ly = height - 22.0;
+    let _ = writeln!(
+        svg,
+        "<rect x=\"{left}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"#4878a8\"/>\
+         <text x=\"{:.1}\" y=\"{:.1}\">1 stream</text>\
+         <rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"#e49444\"/>\
+         <text x=\"{:.1}\" y=\"{:.1}\">4 streams</text>",
+        ly - 10.0,
+        left + 16.0,
+        ly,
+        left + 100.0,
+        ly - 10.0,
+        left + 116.0,
+        ly
+    );
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The smallest of 1, 2, 5 × 10^k that is at least `v` (1 for nothing to show).
+fn nice_ceiling(v: f64) -> f64 {
+    if v.is_nan() || v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let power = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|c| *c >= v)
+        .unwrap_or(10.0 * power)
+}
+
+fn trim_number(v: f64) -> String {
+    let text = format!("{v:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Writes `results.json`, `report.md` and `chart.svg` into `dir` (created if missing).
+pub fn write_report(dir: &Path, results: &Results) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| BenchError::io(format!("creating {}", dir.display()), e))?;
+    let json = serde_json::to_string_pretty(results)? + "\n";
+    for (name, text) in [
+        ("results.json", json),
+        ("report.md", markdown(results)),
+        ("chart.svg", chart_svg(results)),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Reads a `results.json` written by [`write_report`].
+pub fn read_results(path: &Path) -> Result<Results> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BenchError::io(format!("reading {}", path.display()), e))?;
+    serde_json::from_str(&text).map_err(|e| BenchError::Parse {
+        what: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

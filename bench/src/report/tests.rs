@@ -1,0 +1,217 @@
+//! Tests of the results model, the targets and the renderers, on a hand-made run.
+
+use super::*;
+
+fn round(tcp1: f64, pps: f64, p50: f64) -> RoundSample {
+    RoundSample {
+        round: 1,
+        tcp_gbps_1: tcp1,
+        tcp_retransmits_1: 3,
+        tcp_gbps_4: tcp1 * 1.5,
+        udp_small_pps: pps,
+        udp_small_sent_pps: pps * 1.2,
+        rtt_us_p50: p50,
+        rtt_us_p99: p50 * 2.0,
+        rtt_samples: 1000,
+        cpu_s_per_gbit: 0.05,
+        machine_cpu_s_per_gbit: 0.2,
+        softirq_s_per_gbit: 0.04,
+    }
+}
+
+fn path(kind: PathKind, tcp1: f64, pps: f64, p50: f64) -> PathResult {
+    let rounds = vec![
+        round(tcp1, pps, p50),
+        round(tcp1 * 0.5, pps, p50),
+        round(tcp1 * 2.0, pps, p50),
+    ];
+    match PathResult::from_rounds(kind.name(), "test", rounds) {
+        Some(p) => p,
+        None => panic!("three rounds have medians"),
+    }
+}
+
+fn fib(implementation: &str, routes: usize, rate: f64, bytes: u64) -> FibResult {
+    FibResult {
+        implementation: implementation.into(),
+        routes,
+        lookups_per_s: rate,
+        memory_bytes: bytes,
+        reported_memory_bytes: bytes,
+    }
+}
+
+fn sample() -> Results {
+    let mut results = Results {
+        paths: vec![
+            path(PathKind::TapwireNone, 14.0, 900_000.0, 40.0),
+            path(PathKind::TapwireVxlan, 11.0, 500_000.0, 60.0),
+            path(PathKind::TapwireIpip, 8.0, 600_000.0, 55.0),
+            path(PathKind::KernelRouted, 20.0, 1_000_000.0, 20.0),
+            path(PathKind::KernelVxlan, 10.0, 800_000.0, 25.0),
+        ],
+        fib: vec![
+            fib("tapwire", 100_000, 300e6, 3 << 20),
+            fib("prefix-trie", 100_000, 100e6, 5 << 20),
+        ],
+        fib_update: Some(FibUpdate {
+            routes: 100_000,
+            ops: 100,
+            median_us: 12.0,
+            p99_us: 30.0,
+            insert_median_us: 11.0,
+            remove_median_us: 13.0,
+            reader_lookups_per_s: 1e8,
+        }),
+        dataplane_memory: None,
+        targets: Vec::new(),
+        errors: Vec::new(),
+        setup: Setup {
+            command: "tapwire-bench run --quick".into(),
+            kernel: "6.18.0".into(),
+            cores: 2,
+            cpu_model: "Test CPU".into(),
+            quick: true,
+            rounds: 3,
+            tcp_seconds: 2,
+            udp_seconds: 1.0,
+            rr_seconds: 1.0,
+            pod_mtu_bytes: 1450,
+            dataplane_workers: 2,
+            mode_switch_ms: vec![310.0],
+            started_unix_s: 0,
+            duration_s: 95.0,
+            kernel_ipip: "no kernel IPIP path".into(),
+        },
+    };
+    results.targets = evaluate_targets(&results);
+    results
+}
+
+#[test]
+fn results_json_has_the_issue_schema_and_round_trips() {
+    let results = sample();
+    let json = serde_json::to_string(&results).map_err(|e| e.to_string());
+    let Ok(json) = json else { panic!("{json:?}") };
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    let paths = value["paths"].as_array().cloned().unwrap_or_default();
+    assert_eq!(paths.len(), 5);
+    for key in [
+        "name",
+        "tcp_gbps_1",
+        "tcp_gbps_4",
+        "udp_small_pps",
+        "rtt_us_p50",
+        "rtt_us_p99",
+        "cpu_s_per_gbit",
+        "machine_cpu_s_per_gbit",
+    ] {
+        assert!(paths.iter().all(|p| p.get(key).is_some()), "paths[].{key}");
+    }
+    let names: Vec<&str> = paths.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "tapwire-none",
+            "tapwire-vxlan",
+            "tapwire-ipip",
+            "kernel-routed",
+            "kernel-vxlan"
+        ]
+    );
+    for key in ["impl", "routes", "lookups_per_s", "memory_bytes"] {
+        assert!(value["fib"][0].get(key).is_some(), "fib[].{key}");
+    }
+    assert_eq!(value["fib"][1]["impl"], "prefix-trie");
+    // Medians of the three rounds (x, x/2, 2x) are x.
+    assert_eq!(value["paths"][1]["tcp_gbps_1"], 11.0);
+    let back: Result<Results, _> = serde_json::from_str(&json);
+    assert_eq!(back.ok(), Some(results));
+}
+
+#[test]
+fn targets_are_judged_on_ratios_from_the_same_run() {
+    let targets = sample().targets;
+    let verdicts: Vec<(Option<bool>, String)> =
+        targets.iter().map(|t| (t.pass, t.shown.clone())).collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            (Some(true), "1.10".to_string()),           // vxlan 11 / 10
+            (Some(false), "0.70".to_string()),          // none 14 / 20
+            (Some(true), "0.80".to_string()),           // ipip 8 / kernel vxlan 10
+            (Some(true), "0.62".to_string()),           // 500k / 800k pps
+            (Some(false), "+35.0 µs".to_string()),      // 60 − 25
+            (Some(true), "3.00, 3.00 MiB".to_string()), // 300M / 100M, 3 MiB
+            (Some(false), "12.00 µs".to_string()),      // median update
+            (None, "not measured".to_string()),         // no RSS in the sample
+        ]
+    );
+}
+
+#[test]
+fn lpm_target_needs_both_speed_and_size() {
+    let mut results = sample();
+    results.fib[0].memory_bytes = 5 << 20;
+    let lpm = evaluate_targets(&results)
+        .into_iter()
+        .find(|t| t.what.starts_with("LPM"))
+        .map(|t| t.pass);
+    assert_eq!(lpm, Some(Some(false)));
+}
+
+#[test]
+fn terminal_table_shows_ratios_and_the_ipip_caveat() {
+    let table = terminal_table(&sample());
+    for needle in [
+        "tapwire-none",
+        "kernel-routed",
+        "0.70x",                              // none vs routed, TCP 1
+        "1.10x",                              // vxlan vs kernel vxlan
+        "kernel-vxlan (no kernel IPIP here)", // ipip's counterpart
+        "+35.0",                              // RTT p50 difference
+        "FAIL",
+        "pass",
+        "n/a",
+    ] {
+        assert!(table.contains(needle), "missing {needle:?} in\n{table}");
+    }
+}
+
+#[test]
+fn markdown_report_has_setup_definitions_targets_and_command() {
+    let md = markdown(&sample());
+    for needle in [
+        "`tapwire-bench run --quick`",
+        "kernel 6.18.0",
+        "2 cores (Test CPU)",
+        "## Definitions",
+        "softirq",
+        "| tapwire-vxlan TCP 1 stream / kernel-vxlan | 1.10 | ≥ 1 | pass |",
+        "![TCP throughput per path](chart.svg)",
+        "no kernel IPIP path",
+    ] {
+        assert!(md.contains(needle), "missing {needle:?} in\n{md}");
+    }
+    // Three rounds of five paths in the per-round table.
+    assert_eq!(md.matches("| tapwire-ipip | ").count(), 3 + 1 + 1);
+}
+
+#[test]
+fn chart_has_two_bars_per_path_and_escapes_text() {
+    let mut results = sample();
+    let svg = chart_svg(&results);
+    assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<title>").count(), 10);
+    assert!(svg.contains("<title>kernel-vxlan 4 streams: 15.00 Gbit/s</title>"));
+    results.paths[0].name = "a<b&c".into();
+    assert!(chart_svg(&results).contains("a&lt;b&amp;c"));
+}
+
+#[test]
+fn chart_axis_is_round() {
+    assert_eq!(nice_ceiling(17.3), 20.0);
+    assert_eq!(nice_ceiling(4.2), 5.0);
+    assert_eq!(nice_ceiling(0.0), 1.0);
+    assert_eq!(nice_ceiling(100.0), 100.0);
+}

@@ -1,0 +1,473 @@
+//! One benchmark run from start to end: the route-table measurements, the dataplane's
+//! memory, then the paths — every lab up at once, several rounds, each round measuring
+//! every path in turn — then medians, targets and the report files. Progress goes to
+//! stderr as it happens; the caller prints the final table.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tapwire_integration::traffic::iperf3_streams;
+use tapwire_integration::Lab;
+
+use crate::error::{BenchError, Result};
+use crate::fibbench::{self, FibOptions};
+use crate::labs::{self, Pair, TapwireCluster, POD_MTU};
+use crate::memory;
+use crate::paths::PathKind;
+use crate::procfs::{machine_cpu, process_cpu_ticks, ticks_per_second, CpuTimes};
+use crate::report::{self, PathResult, Results, RoundSample, Setup};
+use crate::stats::percentile;
+use crate::traffic::{request_response, udp_small_packets};
+
+/// Dataplane workers per tapwire node (and in the memory test).
+pub const WORKERS: usize = 2;
+/// Pods and routes of the memory test.
+pub const MEMORY_PODS: usize = 64;
+pub const MEMORY_ROUTES: usize = 100_000;
+const UDP_PORT: u16 = 5301;
+const RR_PORT: u16 = 5401;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub quick: bool,
+    pub out: PathBuf,
+    pub rounds: usize,
+    pub tcp_seconds: u32,
+    pub udp_duration: Duration,
+    pub rr_duration: Duration,
+    pub fib: FibOptions,
+    /// Which parts to run (all by default).
+    pub sections: Sections,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// The parts of a run; a skipped part leaves its targets "not measured".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sections {
+    /// Route-table lookups, memory and update latency.
+    pub fib: bool,
+    /// The dataplane's RSS with 64 pods and 100k routes.
+    pub memory: bool,
+    /// The five paths.
+    pub paths: bool,
+}
+
+impl Default for Sections {
+    fn default() -> Self {
+        Sections {
+            fib: true,
+            memory: true,
+            paths: true,
+        }
+    }
+}
+
+impl RunOptions {
+    /// The full run: three rounds of 5 s TCP, 3 s UDP and 3 s request/response per path.
+    pub fn full(out: PathBuf, command: String) -> RunOptions {
+        RunOptions {
+            quick: false,
+            out,
+            rounds: 3,
+            tcp_seconds: 5,
+            udp_duration: Duration::from_secs(3),
+            rr_duration: Duration::from_secs(3),
+            fib: FibOptions::full(),
+            sections: Sections::default(),
+            command,
+        }
+    }
+
+    /// The quick run (CI): one round of short runs.
+    pub fn quick(out: PathBuf, command: String) -> RunOptions {
+        RunOptions {
+            quick: true,
+            out,
+            rounds: 1,
+            tcp_seconds: 2,
+            udp_duration: Duration::from_secs(1),
+            rr_duration: Duration::from_secs(1),
+            fib: FibOptions::quick(),
+            sections: Sections::default(),
+            command,
+        }
+    }
+}
+
+/// Progress lines on stderr, stamped with the time since the run started.
+#[derive(Debug)]
+pub struct Progress {
+    started: Instant,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress {
+            started: Instant::now(),
+        }
+    }
+
+    pub fn say(&self, line: impl AsRef<str>) {
+        use std::io::Write;
+        // A closed stderr must not stop a measurement.
+        let _ = writeln!(
+            std::io::stderr(),
+            "[{:6.1}s] {}",
+            self.started.elapsed().as_secs_f64(),
+            line.as_ref()
+        );
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
+/// Runs everything `opts` asks for and writes the report; `allocated` reads the bytes the
+/// process's allocator holds (for the route-table memory figures).
+pub fn run(opts: &RunOptions, allocated: &dyn Fn() -> u64) -> Result<Results> {
+    if opts.rounds == 0 {
+        return Err(BenchError::Invalid("--rounds must be at least 1".into()));
+    }
+    if !labs::pod_mtu_matches_the_vxlan_pool() {
+        return Err(BenchError::Invalid(format!(
+            "the control plane no longer gives VXLAN pods MTU {POD_MTU}; update labs::POD_MTU"
+        )));
+    }
+    let progress = Progress::new();
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut setup = machine_setup(opts);
+    setup.started_unix_s = started_unix_s;
+    progress.say(format!(
+        "tapwire-bench: {} run, {} round(s); {} cores, kernel {}; report in {}",
+        if opts.quick { "quick" } else { "full" },
+        opts.rounds,
+        setup.cores,
+        setup.kernel,
+        opts.out.display()
+    ));
+
+    let mut errors = Vec::new();
+    let (fib, fib_update) = if opts.sections.fib {
+        progress.say("route table: lookups and memory, tapwire Fib against prefix-trie");
+        let measured = section("route table", &progress, &mut errors, || {
+            let fib = fibbench::lookups(&opts.fib, allocated, &mut |line| progress.say(line))?;
+            progress.say(format!(
+                "route table: {} single changes at {} routes with a reader running",
+                opts.fib.update_ops, opts.fib.update_routes
+            ));
+            let update = fibbench::update_latency(&opts.fib)?;
+            progress.say(format!(
+                "route change: median {:.2} µs, p99 {:.2} µs",
+                update.median_us, update.p99_us
+            ));
+            Ok((fib, update))
+        });
+        match measured {
+            Some((fib, update)) => (fib, Some(update)),
+            None => (Vec::new(), None),
+        }
+    } else {
+        (Vec::new(), None)
+    };
+
+    let dataplane_memory = if opts.sections.memory {
+        progress.say(format!(
+            "dataplane memory: {MEMORY_PODS} pods, {MEMORY_ROUTES} routes, {WORKERS} workers"
+        ));
+        section("dataplane memory", &progress, &mut errors, || {
+            let lab = Lab::new()?;
+            let memory =
+                memory::dataplane_rss(&lab, WORKERS, MEMORY_PODS, MEMORY_ROUTES, &mut |line| {
+                    progress.say(line)
+                })?;
+            progress.say(format!(
+                "dataplane memory: RSS {:.1} MiB (applied in {:.1} s)",
+                memory.rss_bytes as f64 / (1 << 20) as f64,
+                memory.apply_s
+            ));
+            Ok(memory)
+        })
+    } else {
+        None
+    };
+
+    let (paths, switches) = if opts.sections.paths {
+        section("paths", &progress, &mut errors, || {
+            measure_paths(opts, &progress)
+        })
+        .unwrap_or_default()
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    setup.mode_switch_ms = switches.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    setup.duration_s = progress.started.elapsed().as_secs_f64();
+
+    let mut results = Results {
+        paths,
+        fib,
+        fib_update,
+        dataplane_memory,
+        targets: Vec::new(),
+        errors,
+        setup,
+    };
+    results.targets = report::evaluate_targets(&results);
+    report::write_report(&opts.out, &results)?;
+    progress.say(format!(
+        "wrote {}/results.json, report.md and chart.svg",
+        opts.out.display()
+    ));
+    Ok(results)
+}
+
+/// Runs one part of the run; a failure (an error, or a panic in the code measured) is
+/// reported and recorded in `errors`, and the run goes on with the other parts. Labs are
+/// dropped, and so cleaned up, before this returns.
+fn section<T>(
+    name: &str,
+    progress: &Progress,
+    errors: &mut Vec<String>,
+    f: impl FnOnce() -> Result<T>,
+) -> Option<T> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let error = match outcome {
+        Ok(Ok(value)) => return Some(value),
+        Ok(Err(err)) => err.to_string(),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            format!("panicked: {what}")
+        }
+    };
+    progress.say(format!("{name} FAILED: {error}"));
+    errors.push(format!("{name}: {error}"));
+    None
+}
+
+/// The machine and the run's parameters, for the report.
+fn machine_setup(opts: &RunOptions) -> Setup {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    Setup {
+        command: opts.command.clone(),
+        kernel,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model,
+        quick: opts.quick,
+        rounds: opts.rounds,
+        tcp_seconds: opts.tcp_seconds,
+        udp_seconds: opts.udp_duration.as_secs_f64(),
+        rr_seconds: opts.rr_duration.as_secs_f64(),
+        pod_mtu_bytes: POD_MTU,
+        dataplane_workers: WORKERS,
+        mode_switch_ms: Vec::new(),
+        started_unix_s: 0,
+        duration_s: 0.0,
+        kernel_ipip: kernel_ipip_note(),
+    }
+}
+
+/// Whether this kernel can make an IPIP device, said for the report (it decides that
+/// tapwire-ipip is compared with kernel VXLAN).
+fn kernel_ipip_note() -> String {
+    let has_ipip = std::fs::read_to_string("/proc/modules")
+        .map(|m| m.lines().any(|l| l.starts_with("ipip ")))
+        .unwrap_or(false)
+        || std::path::Path::new("/sys/module/ipip").exists();
+    if has_ipip {
+        "this kernel has IPIP, but kernel IPIP is not measured: tapwire-ipip is compared with kernel-vxlan".into()
+    } else {
+        "no kernel IPIP path: this kernel has no ipip device type, so tapwire-ipip is compared with kernel-vxlan".into()
+    }
+}
+
+/// Builds every lab and measures every path `opts.rounds` times; returns the per-path
+/// medians and each pool switch's duration.
+fn measure_paths(
+    opts: &RunOptions,
+    progress: &Progress,
+) -> Result<(Vec<PathResult>, Vec<Duration>)> {
+    progress.say("labs: tapwire control plane (2 nodes, 2 workers each, pods through CNI)");
+    let tapwire_lab = Lab::new()?;
+    let mut tapwire = TapwireCluster::start(&tapwire_lab)?;
+    progress.say("labs: kernel routed veth (1 node, 2 pods)");
+    let routed_lab = Lab::new()?;
+    let routed = labs::kernel_routed(&routed_lab)?;
+    progress.say("labs: kernel VXLAN (2 nodes, vxlan.calico)");
+    let vxlan_lab = Lab::new()?;
+    let kernel_vxlan = labs::kernel_vxlan(&vxlan_lab)?;
+
+    let mut rounds: Vec<(PathKind, Vec<RoundSample>)> = PathKind::ROUND_ORDER
+        .iter()
+        .map(|k| (*k, Vec::new()))
+        .collect();
+    let mut switches = Vec::new();
+    for round in 1..=opts.rounds {
+        for (kind, samples) in &mut rounds {
+            let label = format!("round {round}/{} {}", opts.rounds, kind.name());
+            let (pair, pids) = match kind.tapwire_mode() {
+                Some(mode) => {
+                    if let Some(took) = tapwire.set_mode(mode)? {
+                        progress.say(format!(
+                            "{label}: pool switched to {mode}; new form on the wire both ways after {took:.0?}"
+                        ));
+                        switches.push(took);
+                    }
+                    (tapwire.pair.clone(), Some(tapwire.dataplane_pids()?))
+                }
+                None if *kind == PathKind::KernelRouted => (routed.clone(), None),
+                None => (kernel_vxlan.clone(), None),
+            };
+            let sample = measure_once(opts, round, &label, &pair, pids.as_deref(), progress)?;
+            samples.push(sample);
+            if kind.tapwire_mode().is_some() {
+                tapwire.check_running()?;
+            }
+        }
+    }
+    let paths = PathKind::REPORT_ORDER
+        .iter()
+        .filter_map(|kind| {
+            let (_, samples) = rounds.iter().find(|(k, _)| k == kind)?;
+            let source = if kind.tapwire_mode().is_some() {
+                "tapwire-dataplane processes of both nodes, user + system"
+            } else {
+                "softirq time of the machine (/proc/stat)"
+            };
+            PathResult::from_rounds(kind.name(), source, samples.clone())
+        })
+        .collect();
+    Ok((paths, switches))
+}
+
+/// CPU counters around one run.
+struct CpuSample {
+    machine: CpuTimes,
+    dataplane_ticks: u64,
+}
+
+fn sample_cpu(pids: Option<&[u32]>) -> Result<CpuSample> {
+    let mut dataplane_ticks = 0;
+    for pid in pids.unwrap_or_default() {
+        dataplane_ticks += process_cpu_ticks(*pid)?;
+    }
+    Ok(CpuSample {
+        machine: machine_cpu()?,
+        dataplane_ticks,
+    })
+}
+
+/// One round of one path: TCP 1 stream (with CPU), TCP 4 streams, UDP small packets, RTT.
+fn measure_once(
+    opts: &RunOptions,
+    round: usize,
+    label: &str,
+    pair: &Pair,
+    dataplane_pids: Option<&[u32]>,
+    progress: &Progress,
+) -> Result<RoundSample> {
+    let (client, server) = (&pair.client, &pair.server);
+    let hz = ticks_per_second() as f64;
+
+    let before = sample_cpu(dataplane_pids)?;
+    let tcp1 = iperf3_streams(client, server, opts.tcp_seconds, 1)?;
+    let after = sample_cpu(dataplane_pids)?;
+    let gbits = tcp1.gbps * f64::from(opts.tcp_seconds);
+    if gbits <= 0.0 {
+        return Err(BenchError::measure(
+            label,
+            "the 1-stream TCP run moved nothing",
+        ));
+    }
+    let machine = after.machine.since(&before.machine);
+    let per_gbit = |ticks: u64| ticks as f64 / hz / gbits;
+    let softirq_s_per_gbit = per_gbit(machine.softirq);
+    let machine_cpu_s_per_gbit = per_gbit(machine.busy());
+    let cpu_s_per_gbit = match dataplane_pids {
+        Some(_) => per_gbit(after.dataplane_ticks.saturating_sub(before.dataplane_ticks)),
+        None => softirq_s_per_gbit,
+    };
+    progress.say(format!(
+        "{label}: TCP 1 stream {:.2} Gbit/s ({} retransmits), CPU {cpu_s_per_gbit:.3} s/Gbit, machine {machine_cpu_s_per_gbit:.3} s/Gbit",
+        tcp1.gbps, tcp1.retransmits
+    ));
+
+    let tcp4 = iperf3_streams(client, server, opts.tcp_seconds, 4)?;
+    progress.say(format!("{label}: TCP 4 streams {:.2} Gbit/s", tcp4.gbps));
+
+    let udp = udp_small_packets(client, server, UDP_PORT, opts.udp_duration)?;
+    progress.say(format!(
+        "{label}: UDP 64 B {:.0} kpps delivered ({:.0} kpps sent)",
+        udp.delivered_pps() / 1e3,
+        udp.sent_pps() / 1e3
+    ));
+
+    let rtts = request_response(client, server, RR_PORT, opts.rr_duration)?;
+    let missing = || BenchError::measure(label, "no request/response completed");
+    let rtt_us_p50 = percentile(&rtts, 50.0).ok_or_else(missing)?;
+    let rtt_us_p99 = percentile(&rtts, 99.0).ok_or_else(missing)?;
+    progress.say(format!(
+        "{label}: RTT p50 {rtt_us_p50:.1} µs, p99 {rtt_us_p99:.1} µs ({} exchanges)",
+        rtts.len()
+    ));
+
+    Ok(RoundSample {
+        round,
+        tcp_gbps_1: tcp1.gbps,
+        tcp_retransmits_1: tcp1.retransmits,
+        tcp_gbps_4: tcp4.gbps,
+        udp_small_pps: udp.delivered_pps(),
+        udp_small_sent_pps: udp.sent_pps(),
+        rtt_us_p50,
+        rtt_us_p99,
+        rtt_samples: rtts.len(),
+        cpu_s_per_gbit,
+        machine_cpu_s_per_gbit,
+        softirq_s_per_gbit,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_part_is_recorded_and_the_run_goes_on() {
+        let progress = Progress::new();
+        let mut errors = Vec::new();
+        let ok = section("one", &progress, &mut errors, || Ok(1));
+        let failed: Option<u32> = section("two", &progress, &mut errors, || {
+            Err(BenchError::measure("UDP", "nothing arrived"))
+        });
+        let panicked: Option<u32> = section("three", &progress, &mut errors, || {
+            panic!("slice index starts at 260 but ends at 256")
+        });
+        assert_eq!((ok, failed, panicked), (Some(1), None, None));
+        assert_eq!(
+            errors,
+            [
+                "two: measuring UDP: nothing arrived",
+                "three: panicked: slice index starts at 260 but ends at 256"
+            ]
+        );
+    }
+}

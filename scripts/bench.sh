@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Measures tapwire against the kernel on this machine and writes bench-report/
+# (results.json, report.md, chart.svg); the final table goes to stdout.
+#
+#   scripts/bench.sh            # full run: three rounds, median reported (~8 minutes)
+#   scripts/bench.sh --quick    # one round of short runs, for CI (~2 minutes)
+#
+# Any other arguments go to `tapwire-bench run` (e.g. --rounds 5, --out DIR,
+# --skip fib|memory|paths). Needs root: the labs are network namespaces, veths and TAPs,
+# all removed when the run ends, fails or is interrupted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/bench.sh: needs root (network namespaces, veths, TAP devices)" >&2
+  exit 2
+fi
+
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v bridge >/dev/null || need+=(iproute2)
+command -v tcpdump >/dev/null || need+=(tcpdump)
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v sysctl >/dev/null || need+=(procps)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+echo "==> cargo build --release (tapwire-dataplane, tapwire-control, tapwire, tapwirectl, tapwire-bench)"
+cargo build --release --locked \
+  -p tapwire-dataplane --bin tapwire-dataplane \
+  -p tapwire-control --bin tapwire-control --bin tapwire --bin tapwirectl \
+  -p tapwire-bench --bin tapwire-bench
+
+# The labs take the tapwire binaries from this directory.
+if [[ "$target_dir" = /* ]]; then
+  export TAPWIRE_BIN_DIR="$target_dir/release"
+else
+  export TAPWIRE_BIN_DIR="$PWD/$target_dir/release"
+fi
+
+echo "==> tapwire-bench run $*"
+exec "$TAPWIRE_BIN_DIR/tapwire-bench" run "$@"
