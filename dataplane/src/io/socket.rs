@@ -41,6 +41,15 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
     Ok(())
 }
 
+/// Bytes asked for as a socket's send or receive buffer: room for bursts of 64 KB
+/// super-frames in flight.
+const SOCKET_BUFFER_BYTES: i32 = 4 << 20;
+
+/// Sets `SO_RCVBUF` or `SO_SNDBUF` (`name`) to [`SOCKET_BUFFER_BYTES`].
+fn set_buffer(fd: RawFd, name: libc::c_int) -> io::Result<()> {
+    setsockopt(fd, libc::SOL_SOCKET, name, &SOCKET_BUFFER_BYTES)
+}
+
 fn sockaddr_in(addr: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
     let mut sa: libc::sockaddr_in = unsafe { zeroed() };
@@ -101,12 +110,7 @@ impl RawIpSender {
         let fd = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
         // Room for several segmented super-frames in flight: a full send buffer would
         // drop segments (the socket does not block).
-        setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            &(4i32 << 20),
-        )?;
+        set_buffer(fd.as_raw_fd(), libc::SO_SNDBUF)?;
         Ok(Self { fd })
     }
 
@@ -189,12 +193,7 @@ impl VxlanSender {
         let fds = (0..sockets.max(1))
             .map(|_| {
                 let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
-                setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_SNDBUF,
-                    &(4i32 << 20),
-                )?;
+                set_buffer(fd.as_raw_fd(), libc::SO_SNDBUF)?;
                 let sa = sockaddr_in(Ipv4Addr::UNSPECIFIED, 0);
                 // SAFETY: sa is a valid sockaddr_in for the length passed.
                 cvt(unsafe {
@@ -261,12 +260,7 @@ impl UdpReceiver {
     pub fn bind(port: u16) -> io::Result<Self> {
         let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
         setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, &1i32)?;
-        setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &(4i32 << 20),
-        )?;
+        set_buffer(fd.as_raw_fd(), libc::SO_RCVBUF)?;
         let sa = sockaddr_in(Ipv4Addr::UNSPECIFIED, port);
         // SAFETY: sa is a valid sockaddr_in for the length passed.
         cvt(unsafe {
@@ -347,12 +341,7 @@ pub struct IpipReceiver {
 impl IpipReceiver {
     pub fn open() -> io::Result<Self> {
         let fd = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_IPIP)?;
-        setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &(4i32 << 20),
-        )?;
+        set_buffer(fd.as_raw_fd(), libc::SO_RCVBUF)?;
         Ok(Self { fd })
     }
 
@@ -457,12 +446,7 @@ impl PacketSocket {
         let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(ETH_P_IP.to_be()))?;
         attach_skip_dst_filter(fd.as_raw_fd(), node_ip)?;
         bind_packet(fd.as_raw_fd(), ifindex, ETH_P_IP)?;
-        setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &(4i32 << 20),
-        )?;
+        set_buffer(fd.as_raw_fd(), libc::SO_RCVBUF)?;
         // Frames carry a virtio-net header both ways, so GSO super-frames and partial
         // checksums cross the underlay intact (the kernel segments only if the device
         // cannot take them).
