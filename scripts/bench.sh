@@ -2,11 +2,12 @@
 # Measures tapwire against the kernel on this machine and writes bench-report/
 # (results.json, report.md, chart.svg); the final table goes to stdout.
 #
-#   scripts/bench.sh            # full run: three rounds, median reported (~8 minutes)
+#   scripts/bench.sh            # full run: three rounds, median reported, then a perf
+#                               # profile of each path (~7 minutes)
 #   scripts/bench.sh --quick    # one round of short runs, for CI (~2 minutes)
 #
 # Any other arguments go to `tapwire-bench run` (e.g. --rounds 5, --out DIR,
-# --skip fib|memory|paths). Needs root: the labs are network namespaces, veths and TAPs,
+# --skip fib|memory|paths|profile, --profile to profile a quick run). Needs root: the labs are network namespaces, veths and TAPs,
 # all removed when the run ends, fails or is interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,21 @@ command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v sysctl >/dev/null || need+=(procps)
+# The full run profiles every path with perf; a quick run does only when asked.
+profile=1
+for arg in "$@"; do
+  case "$arg" in
+    --quick) profile=0 ;;
+  esac
+done
+for arg in "$@"; do
+  case "$arg" in
+    --profile) profile=1 ;;
+  esac
+done
+if [ "$profile" -eq 1 ]; then
+  command -v perf >/dev/null || need+=(linux-perf)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -11,6 +11,7 @@
 //! - [`traffic`]: the UDP small-packet and request/response tests (iperf3 does TCP);
 //! - [`fibbench`]: in-process LPM lookups, memory and update latency;
 //! - [`memory`]: the dataplane's RSS with many pods and routes;
+//! - [`profile`]: a machine-wide `perf` profile of each path, parsed into shares;
 //! - [`report`]: `results.json`, targets, the terminal table, `report.md`, `chart.svg`;
 //! - [`run`]: one run end to end; [`sys`]: the few syscalls (the only `unsafe`).
 //!
@@ -24,6 +25,7 @@ pub mod labs;
 pub mod memory;
 pub mod paths;
 pub mod procfs;
+pub mod profile;
 pub mod report;
 pub mod run;
 pub mod stats;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BenchError, Result};
 use crate::paths::PathKind;
+use crate::profile::PathProfile;
 use crate::stats::median;
 
 /// Everything one run measured (`results.json`).
@@ -20,6 +21,9 @@ pub struct Results {
     pub fib_update: Option<FibUpdate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataplane_memory: Option<DataplaneMemory>,
+    /// Where the CPU time goes on each path (full runs, or `--profile`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<PathProfile>,
     #[serde(default)]
     pub targets: Vec<TargetResult>,
     /// Parts of the run that failed (their figures are missing).
@@ -643,6 +647,9 @@ pub fn markdown(results: &Results) -> String {
     }
     out.push_str("\n## Targets\n\n");
     out.push_str(&md_table(&TARGET_HEADER, &target_rows(results)));
+    if !results.profiles.is_empty() {
+        out.push_str(&profile_section(&results.profiles));
+    }
     out.push_str("\n## Per-round figures\n\n");
     let round_rows: Vec<Vec<String>> = results
         .ordered_paths()
@@ -675,6 +682,72 @@ pub fn markdown(results: &Results) -> String {
         ],
         &round_rows,
     ));
+    out
+}
+
+/// The profiles: per path, the shares by thread and by kind of work side by side, then the
+/// heaviest symbols.
+fn profile_section(profiles: &[PathProfile]) -> String {
+    let mut out = String::from("\n## Where the time goes\n\n");
+    out.push_str(
+        "One 1-stream TCP run per path after the measured rounds, the whole machine sampled by \
+         `perf record -a -e cpu-clock` (a software clock: this VM has no hardware counters). \
+         Shares are of all samples on all CPUs, so idle is what was left over. The full \
+         symbol lists are in the files named below.\n\n",
+    );
+    let mut groups: Vec<String> = Vec::new();
+    for p in profiles {
+        for share in p.by_task.iter().chain(&p.by_work) {
+            if !groups.contains(&share.name) {
+                groups.push(share.name.clone());
+            }
+        }
+    }
+    let is_task = |name: &str| {
+        profiles
+            .iter()
+            .any(|p| p.by_task.iter().any(|s| s.name == name))
+    };
+    let mut header = vec!["path".to_string(), "TCP 1 Gbit/s".to_string()];
+    header.extend(groups.iter().map(|g| {
+        if is_task(g) {
+            format!("{g} (thread)")
+        } else {
+            format!("{g} (work)")
+        }
+    }));
+    let rows: Vec<Vec<String>> = profiles
+        .iter()
+        .map(|p| {
+            let mut row = vec![p.path.clone(), format!("{:.2}", p.tcp_gbps)];
+            row.extend(groups.iter().map(|g| {
+                let share = if is_task(g) { &p.by_task } else { &p.by_work };
+                share
+                    .iter()
+                    .find(|s| &s.name == g)
+                    .map_or_else(|| "–".to_string(), |s| format!("{:.1}%", s.percent))
+            }));
+            row
+        })
+        .collect();
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    out.push_str(&md_table(&header_refs, &rows));
+    for p in profiles {
+        let _ = writeln!(out, "\n### {} (`{}`)\n", p.path, p.text);
+        let rows: Vec<Vec<String>> = p
+            .top
+            .iter()
+            .map(|s| {
+                vec![
+                    format!("{:.2}%", s.percent),
+                    s.task.clone(),
+                    s.object.clone(),
+                    format!("`{}`", s.symbol),
+                ]
+            })
+            .collect();
+        out.push_str(&md_table(&["share", "thread", "object", "symbol"], &rows));
+    }
     out
 }
 

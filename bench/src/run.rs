@@ -15,6 +15,7 @@ use crate::labs::{self, Pair, TapwireCluster, POD_MTU};
 use crate::memory;
 use crate::paths::PathKind;
 use crate::procfs::{machine_cpu, process_cpu_ticks, ticks_per_second, CpuTimes};
+use crate::profile::{self, PathProfile};
 use crate::report::{self, PathResult, Results, RoundSample, Setup};
 use crate::stats::percentile;
 use crate::traffic::{request_response, udp_small_packets};
@@ -26,6 +27,8 @@ pub const MEMORY_PODS: usize = 64;
 pub const MEMORY_ROUTES: usize = 100_000;
 const UDP_PORT: u16 = 5301;
 const RR_PORT: u16 = 5401;
+/// Where the profiles go, inside the report directory.
+const PROFILE_DIR: &str = "profile";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -52,6 +55,8 @@ pub struct Sections {
     pub memory: bool,
     /// The five paths.
     pub paths: bool,
+    /// A `perf` profile of each path's 1-stream TCP run, after the measured rounds.
+    pub profile: bool,
 }
 
 impl Default for Sections {
@@ -60,6 +65,7 @@ impl Default for Sections {
             fib: true,
             memory: true,
             paths: true,
+            profile: true,
         }
     }
 }
@@ -90,7 +96,10 @@ impl RunOptions {
             udp_duration: Duration::from_secs(1),
             rr_duration: Duration::from_secs(1),
             fib: FibOptions::quick(),
-            sections: Sections::default(),
+            sections: Sections {
+                profile: false,
+                ..Sections::default()
+            },
             command,
         }
     }
@@ -198,13 +207,17 @@ pub fn run(opts: &RunOptions, allocated: &dyn Fn() -> u64) -> Result<Results> {
         None
     };
 
-    let (paths, switches) = if opts.sections.paths {
+    let (paths, switches, profiles) = if opts.sections.paths {
         section("paths", &progress, &mut errors, || {
             measure_paths(opts, &progress)
         })
+        .map(|measured| {
+            errors.extend(measured.profile_errors);
+            (measured.paths, measured.switches, measured.profiles)
+        })
         .unwrap_or_default()
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), Vec::new())
     };
     setup.mode_switch_ms = switches.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     setup.duration_s = progress.started.elapsed().as_secs_f64();
@@ -214,6 +227,7 @@ pub fn run(opts: &RunOptions, allocated: &dyn Fn() -> u64) -> Result<Results> {
         fib,
         fib_update,
         dataplane_memory,
+        profiles,
         targets: Vec::new(),
         errors,
         setup,
@@ -300,12 +314,20 @@ fn kernel_ipip_note() -> String {
     }
 }
 
-/// Builds every lab and measures every path `opts.rounds` times; returns the per-path
-/// medians and each pool switch's duration.
-fn measure_paths(
-    opts: &RunOptions,
-    progress: &Progress,
-) -> Result<(Vec<PathResult>, Vec<Duration>)> {
+/// What [`measure_paths`] produced.
+struct MeasuredPaths {
+    /// Per-path medians.
+    paths: Vec<PathResult>,
+    /// Each pool switch's duration.
+    switches: Vec<Duration>,
+    profiles: Vec<PathProfile>,
+    /// Profiles that could not be taken (the figures stand without them).
+    profile_errors: Vec<String>,
+}
+
+/// Builds every lab, measures every path `opts.rounds` times, then profiles each path if
+/// asked.
+fn measure_paths(opts: &RunOptions, progress: &Progress) -> Result<MeasuredPaths> {
     progress.say("labs: tapwire control plane (2 nodes, 2 workers each, pods through CNI)");
     let tapwire_lab = Lab::new()?;
     let mut tapwire = TapwireCluster::start(&tapwire_lab)?;
@@ -344,6 +366,27 @@ fn measure_paths(
             }
         }
     }
+    let mut profiles = Vec::new();
+    let mut profile_errors = Vec::new();
+    if opts.sections.profile {
+        for kind in PathKind::ROUND_ORDER {
+            let pair = match kind.tapwire_mode() {
+                Some(mode) => {
+                    tapwire.set_mode(mode)?;
+                    tapwire.pair.clone()
+                }
+                None if kind == PathKind::KernelRouted => routed.clone(),
+                None => kernel_vxlan.clone(),
+            };
+            match profile_path(opts, kind, &pair, progress) {
+                Ok(profile) => profiles.push(profile),
+                Err(err) => {
+                    progress.say(format!("profile {}: FAILED: {err}", kind.name()));
+                    profile_errors.push(format!("profile {}: {err}", kind.name()));
+                }
+            }
+        }
+    }
     let paths = PathKind::REPORT_ORDER
         .iter()
         .filter_map(|kind| {
@@ -356,7 +399,44 @@ fn measure_paths(
             PathResult::from_rounds(kind.name(), source, samples.clone())
         })
         .collect();
-    Ok((paths, switches))
+    Ok(MeasuredPaths {
+        paths,
+        switches,
+        profiles,
+        profile_errors,
+    })
+}
+
+/// Profiles the whole machine during one 1-stream TCP run of `kind`.
+fn profile_path(
+    opts: &RunOptions,
+    kind: PathKind,
+    pair: &Pair,
+    progress: &Progress,
+) -> Result<PathProfile> {
+    let dir = opts.out.join(PROFILE_DIR);
+    let bound = Duration::from_secs(u64::from(opts.tcp_seconds) + 30);
+    let (tcp, symbols, _) = profile::record(&dir, kind.name(), bound, || {
+        iperf3_streams(&pair.client, &pair.server, opts.tcp_seconds, 1).map_err(Into::into)
+    })?;
+    let text = format!("{PROFILE_DIR}/{}.txt", kind.name());
+    let summary = profile::summarize(kind.name(), tcp.gbps, &symbols, text);
+    let top = |shares: &[profile::Share]| {
+        shares
+            .iter()
+            .take(4)
+            .map(|s| format!("{} {:.0}%", s.name, s.percent))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    progress.say(format!(
+        "profile {}: {:.2} Gbit/s; {}; {}",
+        kind.name(),
+        tcp.gbps,
+        top(&summary.by_task),
+        top(&summary.by_work)
+    ));
+    Ok(summary)
 }
 
 /// CPU counters around one run.

@@ -124,3 +124,15 @@ pub fn clock_ticks_per_second() -> u64 {
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100)
 }
+
+/// Sends SIGINT to `pid` (a child this process started and has not yet reaped, so the PID
+/// cannot have been reused); a process already gone is not an error.
+pub fn interrupt(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill has no memory arguments.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+}

@@ -1,9 +1,10 @@
 //! `tapwire-bench`: measures tapwire's paths against the kernel's on this host and writes
 //! `bench-report/` (see `scripts/bench.sh`).
 //!
-//! - `tapwire-bench run [--quick] [--out DIR] [--rounds N] [--skip fib|memory|paths]`:
-//!   everything — route table, dataplane memory, and every path (tapwire none/VXLAN/IPIP,
-//!   kernel routed/VXLAN) — with progress on stderr and the final table on stdout.
+//! - `tapwire-bench run [--quick] [--out DIR] [--rounds N] [--skip fib|memory|paths|profile]
+//!   [--profile]`: everything — route table, dataplane memory, every path (tapwire
+//!   none/VXLAN/IPIP, kernel routed/VXLAN), and a `perf` profile of each path (full runs,
+//!   or `--profile`) — with progress on stderr and the final table on stdout.
 //! - `tapwire-bench fib [--quick]`: only the in-process route-table measurements.
 //! - `tapwire-bench report [--out DIR]`: re-renders `report.md`, `chart.svg` and the table
 //!   from `DIR/results.json`.
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tapwire_bench::fibbench::{self, FibOptions};
+use tapwire_bench::profile;
 use tapwire_bench::report::{self, Results};
 use tapwire_bench::run::{self, RunOptions, Sections};
 use tapwire_bench::BenchError;
@@ -93,6 +95,8 @@ enum Section {
     Memory,
     /// The five paths (tapwire none/VXLAN/IPIP, kernel routed/VXLAN).
     Paths,
+    /// The `perf` profile of each path (taken after the measured rounds).
+    Profile,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +115,10 @@ enum Command {
         /// Leave out a part (repeatable); its targets show as not measured.
         #[arg(long, value_enum)]
         skip: Vec<Section>,
+        /// Profile each path with `perf` even in a quick run (full runs always do, unless
+        /// `--skip profile`).
+        #[arg(long)]
+        profile: bool,
     },
     /// Only the route-table measurements (no root needed).
     Fib {
@@ -144,6 +152,7 @@ fn execute(command: Command) -> Result<(), BenchError> {
             out,
             rounds,
             skip,
+            profile,
         } => {
             if !tapwire_integration::is_root() {
                 return Err(BenchError::Invalid(
@@ -164,7 +173,16 @@ fn execute(command: Command) -> Result<(), BenchError> {
                 fib: !skip.contains(&Section::Fib),
                 memory: !skip.contains(&Section::Memory),
                 paths: !skip.contains(&Section::Paths),
+                profile: (profile || opts.sections.profile)
+                    && !skip.contains(&Section::Profile)
+                    && !skip.contains(&Section::Paths),
             };
+            if opts.sections.profile && !profile::perf_available() {
+                return Err(BenchError::Invalid(
+                    "profiling needs `perf` (Debian: linux-perf); install it or pass --skip profile"
+                        .into(),
+                ));
+            }
             let results = run::run(&opts, &allocated)?;
             print!("{}", report::terminal_table(&results));
             if results.errors.is_empty() {

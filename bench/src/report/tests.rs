@@ -64,6 +64,7 @@ fn sample() -> Results {
             reader_lookups_per_s: 1e8,
         }),
         dataplane_memory: None,
+        profiles: Vec::new(),
         targets: Vec::new(),
         errors: Vec::new(),
         setup: Setup {
@@ -195,6 +196,45 @@ fn markdown_report_has_setup_definitions_targets_and_command() {
     }
     // Three rounds of five paths in the per-round table.
     assert_eq!(md.matches("| tapwire-ipip | ").count(), 3 + 1 + 1);
+}
+
+#[test]
+fn markdown_shows_each_profile_by_thread_work_and_symbol() {
+    use crate::profile::{parse_report, summarize};
+    let mut results = sample();
+    let vxlan = parse_report(
+        "  40.00%\ttapwire-w0\ttapwire-dataplane\t[.] copy_and_sum\n\
+         \x20 35.00%\tswapper\t[kernel.kallsyms]\t[k] pv_native_safe_halt\n",
+    );
+    let kernel = parse_report("  20.00%\tiperf3\t[kernel.kallsyms]\t[k] tcp_sendmsg\n");
+    results.profiles = vec![
+        summarize(
+            "tapwire-vxlan",
+            7.5,
+            &vxlan,
+            "profile/tapwire-vxlan.txt".into(),
+        ),
+        summarize(
+            "kernel-vxlan",
+            12.0,
+            &kernel,
+            "profile/kernel-vxlan.txt".into(),
+        ),
+    ];
+    let md = markdown(&results);
+    for needle in [
+        "## Where the time goes",
+        "tapwire workers (thread)",
+        "copying bytes (work)",
+        "| tapwire-vxlan | 7.50 | 40.0% |",
+        "### kernel-vxlan (`profile/kernel-vxlan.txt`)",
+        "| 20.00% | iperf3 | [kernel.kallsyms] | `tcp_sendmsg` |",
+    ] {
+        assert!(md.contains(needle), "missing {needle:?} in\n{md}");
+    }
+    let json = serde_json::to_string(&results).unwrap();
+    let back: Results = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.profiles, results.profiles);
 }
 
 #[test]
