@@ -15,7 +15,6 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use tapwire_proto::{
     frame, from_dataplane, DataplaneInSync, EndpointStatus, FrameError, FromDataplane,
     ProcessStatusUpdate, ToDataplane, WorkloadEndpointStatusRemove, WorkloadEndpointStatusUpdate,
@@ -24,6 +23,7 @@ use tapwire_sys::{link, netns, tap};
 
 use crate::counters::{named_totals, EndpointCounters, WorkerCounters};
 use crate::io::{IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender};
+use crate::rcu::Rcu;
 use crate::resolver::{self, Resolved};
 use crate::state::{
     build_tables, Applied, AttachedEndpoint, Desired, EndpointSpec, TablesBuilder, Underlay,
@@ -36,6 +36,8 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How often endpoints whose queues could not be attached are tried again (the pod's
 /// TAP may not exist yet when control announces it).
 const RETRY: Duration = Duration::from_secs(1);
+/// How soon the state thread looks again while replaced table versions await reclamation.
+const RECLAIM_RETRY: Duration = Duration::from_millis(10);
 /// VXLAN sending sockets per worker: each flow keeps one, so its packets share a source
 /// port while flows spread over several (ECMP entropy).
 const VXLAN_TX_SOCKETS: usize = 4;
@@ -87,7 +89,10 @@ struct Attachment {
 struct Dataplane {
     underlay: Underlay,
     workers: Vec<Arc<WorkerHandle>>,
-    snapshot: Arc<ArcSwap<Snapshot>>,
+    /// What the workers forward with; publishing never waits for them, and a replaced
+    /// version (with the pod queues it names) is freed once every worker has passed a
+    /// quiescent state.
+    snapshot: Rcu<Snapshot>,
     /// The state that is being forwarded on.
     live: Desired,
     /// A snapshot being received on a new connection, applied at its InSync.
@@ -129,10 +134,10 @@ pub fn run(opts: Options) -> Result<(), StartError> {
 
     let desired = Desired::default();
     let first = build_tables(&desired, &underlay, &BTreeMap::new(), &HashMap::new());
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot {
+    let snapshot = Rcu::new(Snapshot {
         tables: first,
         pods: Vec::new(),
-    }));
+    });
 
     let workers = opts.workers.max(1);
     let fanout_group = (std::process::id() & 0xffff) as u16;
@@ -171,11 +176,12 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 None
             },
         };
-        let worker = Worker::new(w, Arc::clone(&handle), sockets, Arc::clone(&snapshot))
-            .map_err(sock_err("epoll registration"))?;
+        let worker =
+            Worker::new(w, Arc::clone(&handle), sockets).map_err(sock_err("epoll registration"))?;
+        let reader = snapshot.reader();
         std::thread::Builder::new()
             .name(format!("tapwire-w{w}"))
-            .spawn(move || worker.run())
+            .spawn(move || worker.run(reader))
             .map_err(StartError::Thread)?;
         handles.push(handle);
     }
@@ -278,7 +284,14 @@ impl Dataplane {
     fn run(&mut self, events: Receiver<Event>) {
         let mut last_heartbeat = Instant::now();
         loop {
-            let first = match events.recv_timeout(RETRY) {
+            // Replaced versions hold detached pods' queues open: come back soon to free
+            // them once the workers have moved on.
+            let wait = if self.snapshot.pending() > 0 {
+                RECLAIM_RETRY
+            } else {
+                RETRY
+            };
+            let first = match events.recv_timeout(wait) {
                 Ok(event) => Some(event),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -293,6 +306,8 @@ impl Dataplane {
             dirty |= self.retry_unattached();
             if dirty {
                 self.publish();
+            } else {
+                self.snapshot.reclaim();
             }
             if last_heartbeat.elapsed() >= HEARTBEAT {
                 self.send_heartbeat();
@@ -544,7 +559,7 @@ impl Dataplane {
         // Peers reached unencapsulated need their underlay MAC: ask the resolver.
         let wanted: HashSet<Ipv4Addr> = tables.peers.iter().map(|p| p.underlay_ip).collect();
         let _ = self.resolver.send(wanted.into_iter().collect());
-        self.snapshot.store(Arc::new(Snapshot { tables, pods }));
+        self.snapshot.publish(Snapshot { tables, pods });
     }
 
     fn next_sequence(&mut self) -> u64 {

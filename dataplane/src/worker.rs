@@ -7,7 +7,6 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tapwire_sys::tap::TapQueue;
 
 use crate::counters::{EndpointCounters, WorkerCounters};
@@ -17,6 +16,7 @@ use crate::io::{
     MAX_RECV_BATCH,
 };
 use crate::offload::{self, Coalescer, Outer, Push, Segments, VnetHdr, VNET_HDR_LEN};
+use crate::rcu::RcuReader;
 use crate::tables::{Encap, Tables};
 
 /// Frames read from one descriptor before moving on, so one busy pod cannot starve others.
@@ -69,7 +69,6 @@ pub struct Worker {
     index: usize,
     handle: Arc<WorkerHandle>,
     sockets: WorkerSockets,
-    snapshot: Arc<ArcSwap<Snapshot>>,
     buf: PacketBuf,
     scratch: [u8; SCRATCH_LEN],
     segments: Segments,
@@ -89,7 +88,6 @@ impl Worker {
         index: usize,
         handle: Arc<WorkerHandle>,
         sockets: WorkerSockets,
-        snapshot: Arc<ArcSwap<Snapshot>>,
     ) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
         handle.poller.add(sockets.vxlan.as_raw_fd(), Token::Vxlan)?;
@@ -103,7 +101,6 @@ impl Worker {
             index,
             handle,
             sockets,
-            snapshot,
             buf: PacketBuf::new(),
             scratch: [0; SCRATCH_LEN],
             segments: Segments::new(),
@@ -111,12 +108,21 @@ impl Worker {
         })
     }
 
-    /// Runs until the process exits.
-    pub fn run(mut self) {
+    /// Runs until the process exits, reading the published tables through `tables`.
+    ///
+    /// Each wake-up is one read-side critical section: one load of the current version,
+    /// every ready source drained against it, then a quiescent state. Blocked in
+    /// `epoll_wait`, the worker is offline, so publishing and reclaiming never wait for
+    /// an idle worker.
+    pub fn run(mut self, mut tables: RcuReader<Snapshot>) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut ready = Vec::with_capacity(256);
         loop {
-            if let Err(err) = self.handle.poller.wait(&mut events, &mut ready, WAIT_MS) {
+            let waited = {
+                let _asleep = tables.offline();
+                self.handle.poller.wait(&mut events, &mut ready, WAIT_MS)
+            };
+            if let Err(err) = waited {
                 tracing::error!(worker = self.index, %err, "epoll_wait failed");
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 continue;
@@ -124,17 +130,18 @@ impl Worker {
             if ready.is_empty() {
                 continue;
             }
-            // One snapshot per batch: a publish takes effect at the next wake-up.
-            let snapshot = self.snapshot.load_full();
+            // One version per batch: a publish takes effect at the next wake-up.
+            let snapshot = tables.read();
             for &token in &ready {
                 match token {
-                    Token::Pod { slot, generation } => self.drain_pod(&snapshot, slot, generation),
-                    Token::Vxlan => self.drain_vxlan(&snapshot),
-                    Token::Ipip => self.drain_ipip(&snapshot),
-                    Token::Underlay => self.drain_underlay(&snapshot),
+                    Token::Pod { slot, generation } => self.drain_pod(snapshot, slot, generation),
+                    Token::Vxlan => self.drain_vxlan(snapshot),
+                    Token::Ipip => self.drain_ipip(snapshot),
+                    Token::Underlay => self.drain_underlay(snapshot),
                     Token::Wake => {}
                 }
             }
+            tables.quiesce();
         }
     }
 
