@@ -49,7 +49,12 @@ pub struct Options {
     pub workers: usize,
     pub underlay_interface: String,
     pub vxlan_port: u16,
+    /// How long a worker keeps polling after its last packet before it blocks.
+    pub busy_poll: Duration,
 }
+
+/// The default of `--busy-poll-us`.
+pub const DEFAULT_BUSY_POLL_US: u32 = 50;
 
 /// Why the dataplane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -176,8 +181,8 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 None
             },
         };
-        let worker =
-            Worker::new(w, Arc::clone(&handle), sockets).map_err(sock_err("epoll registration"))?;
+        let worker = Worker::new(w, Arc::clone(&handle), sockets, opts.busy_poll)
+            .map_err(sock_err("epoll registration"))?;
         let reader = snapshot.reader();
         std::thread::Builder::new()
             .name(format!("tapwire-w{w}"))

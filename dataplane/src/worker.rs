@@ -6,6 +6,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tapwire_sys::tap::TapQueue;
 
@@ -69,6 +70,8 @@ pub struct Worker {
     index: usize,
     handle: Arc<WorkerHandle>,
     sockets: WorkerSockets,
+    /// How long to keep polling after the last packet before blocking.
+    busy_poll: Duration,
     buf: PacketBuf,
     scratch: [u8; SCRATCH_LEN],
     segments: Segments,
@@ -88,6 +91,7 @@ impl Worker {
         index: usize,
         handle: Arc<WorkerHandle>,
         sockets: WorkerSockets,
+        busy_poll: Duration,
     ) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
         handle.poller.add(sockets.vxlan.as_raw_fd(), Token::Vxlan)?;
@@ -101,6 +105,7 @@ impl Worker {
             index,
             handle,
             sockets,
+            busy_poll,
             buf: PacketBuf::new(),
             scratch: [0; SCRATCH_LEN],
             segments: Segments::new(),
@@ -114,20 +119,33 @@ impl Worker {
     /// every ready source drained against it, then a quiescent state. Blocked in
     /// `epoll_wait`, the worker is offline, so publishing and reclaiming never wait for
     /// an idle worker.
+    ///
+    /// For `busy_poll` after its last packet the worker polls without blocking, yielding
+    /// the CPU between polls: a reply that arrives within that window (a request/response
+    /// exchange, the next burst of a stream) finds it running instead of paying for a
+    /// wake-up, and a runnable thread on the same CPU still gets it.
     pub fn run(mut self, mut tables: RcuReader<Snapshot>) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut ready = Vec::with_capacity(256);
+        let mut last_packet: Option<Instant> = None;
         loop {
-            let waited = {
+            let spinning = last_packet.is_some_and(|t| t.elapsed() < self.busy_poll);
+            let waited = if spinning {
+                self.handle.poller.wait(&mut events, &mut ready, 0)
+            } else {
                 let _asleep = tables.offline();
                 self.handle.poller.wait(&mut events, &mut ready, WAIT_MS)
             };
             if let Err(err) = waited {
                 tracing::error!(worker = self.index, %err, "epoll_wait failed");
-                std::thread::sleep(std::time::Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
             if ready.is_empty() {
+                if spinning {
+                    tables.quiesce();
+                    std::thread::yield_now();
+                }
                 continue;
             }
             // One version per batch: a publish takes effect at the next wake-up.
@@ -142,6 +160,9 @@ impl Worker {
                 }
             }
             tables.quiesce();
+            if !self.busy_poll.is_zero() {
+                last_packet = Some(Instant::now());
+            }
         }
     }
 

@@ -1,4 +1,4 @@
-//! `tapwire-dataplane --socket PATH [--workers N]`: the forwarder of one node. Run it in
+//! `tapwire-dataplane --socket PATH [--workers N] [--busy-poll-us N]`: the forwarder of one node. Run it in
 //! the node's network namespace; control connects to the socket.
 
 use std::path::PathBuf;
@@ -23,6 +23,10 @@ struct Args {
     /// UDP port for VXLAN.
     #[arg(long, default_value_t = 4789)]
     vxlan_port: u16,
+    /// After handling packets, a worker keeps polling (yielding the CPU between polls)
+    /// this long before it blocks, so a reply arriving soon finds it awake. 0 disables.
+    #[arg(long, default_value_t = daemon::DEFAULT_BUSY_POLL_US, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    busy_poll_us: u32,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         workers,
         underlay_interface: args.underlay_interface,
         vxlan_port: args.vxlan_port,
+        busy_poll: std::time::Duration::from_micros(u64::from(args.busy_poll_us)),
     };
     match daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
