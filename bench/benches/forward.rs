@@ -1,6 +1,7 @@
 //! The per-packet decision cost: `forward::from_pod` and the decapsulation entry points on
 //! the example tables, for each delivery path. This is the CPU the forwarder spends per
-//! packet outside syscalls (parse, checks, LPM lookup, header rewrite/encapsulation).
+//! packet outside syscalls (parse, checks, LPM lookup, header rewrite/encapsulation); and
+//! the checksum's per-byte cost, which software segmentation and coalescing pay.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use tapwire_dataplane::fixtures::{ip, pod_a_sends, received, tables};
@@ -77,5 +78,19 @@ fn fix_ipv4_checksum(header: &mut [u8]) {
     header[10..12].copy_from_slice(&sum.to_be_bytes());
 }
 
-criterion_group!(benches, from_pod, decap);
+/// The one's-complement sum over a segment's payload and over a whole super-frame: the
+/// per-byte work of software segmentation (TX) and of verifying before coalescing (RX).
+fn checksum(c: &mut Criterion) {
+    let mut group = c.benchmark_group("checksum");
+    for len in [1448usize, 65_536] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 131 + 7) as u8).collect();
+        group.throughput(Throughput::Bytes(len as u64));
+        group.bench_function(format!("sum_words_{len}"), |b| {
+            b.iter(|| black_box(tapwire_dataplane::packet::sum_words(black_box(&data), 0)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, from_pod, decap, checksum);
 criterion_main!(benches);

@@ -551,25 +551,12 @@ impl TcpSegment {
 }
 
 /// Copies `src` to `dst` (equal lengths) and returns the one's-complement sum of `src`
-/// added to `initial`, as [`sum_words`] would: copying and summing in one pass reads
-/// the bytes once.
+/// added to `initial`, as [`sum_words`] would. The copy is the platform `memcpy` and the
+/// sum then reads `dst` while it is still in cache: both run at tens of GB/s, faster than
+/// one fused loop that must do both a word at a time.
 fn copy_and_sum(dst: &mut [u8], src: &[u8], initial: u32) -> u32 {
-    let mut sum = u64::from(initial);
-    let mut from = src.chunks_exact(8);
-    let mut to = dst.chunks_exact_mut(8);
-    for (d, s) in (&mut to).zip(&mut from) {
-        d.copy_from_slice(s);
-        let mut word = [0u8; 8];
-        word.copy_from_slice(s);
-        let x = u64::from_be_bytes(word);
-        sum += (x >> 32) + (x & 0xffff_ffff);
-    }
-    let rest = from.remainder();
-    to.into_remainder().copy_from_slice(rest);
-    while sum >> 32 != 0 {
-        sum = (sum & 0xffff_ffff) + (sum >> 32);
-    }
-    sum_words(rest, sum as u32)
+    dst.copy_from_slice(src);
+    sum_words(dst, initial)
 }
 
 /// Whether the TCP checksum of `frame` (Ethernet + IPv4 with an `ip_len`-byte header) is
