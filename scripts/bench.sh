@@ -25,17 +25,15 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v sysctl >/dev/null || need+=(procps)
 # The full run profiles every path with perf; a quick run does only when asked.
-profile=1
+quick=0
+asked=0
 for arg in "$@"; do
   case "$arg" in
-    --quick) profile=0 ;;
+    --quick) quick=1 ;;
+    --profile) asked=1 ;;
   esac
 done
-for arg in "$@"; do
-  case "$arg" in
-    --profile) profile=1 ;;
-  esac
-done
+profile=$(( quick == 0 || asked == 1 ))
 if [ "$profile" -eq 1 ]; then
   command -v perf >/dev/null || need+=(linux-perf)
 fi

@@ -7,7 +7,7 @@
 //! whole and can be read side by side. The parsers are pure functions over `perf report`'s
 //! text; [`record`] is the only part that runs anything.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -64,19 +64,27 @@ pub fn perf_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Samples the whole machine while `work` runs and returns the parsed profile; the
-/// recording goes to `dir/<name>.perf.data` and the full report to `dir/<name>.txt`.
-/// `bound` caps the recording should `work` hang (perf then stops by itself).
+/// Samples the whole machine while `work` runs and returns what `work` returned, the
+/// parsed profile and the name of the text report within `dir`; the recording goes to
+/// `dir/<name>.perf.data` and the full report to `dir/<name>.txt`. `bound` caps the
+/// recording should `work` hang (perf then stops by itself).
 pub fn record<T>(
     dir: &Path,
     name: &str,
     bound: Duration,
     work: impl FnOnce() -> Result<T>,
-) -> Result<(T, Vec<SymbolShare>, PathBuf)> {
+) -> Result<(T, Vec<SymbolShare>, String)> {
     std::fs::create_dir_all(dir)
         .map_err(|e| BenchError::io(format!("creating {}", dir.display()), e))?;
     let data = dir.join(format!("{name}.perf.data"));
-    let mut perf = Command::new("perf")
+    // A recording left by an earlier run must not pass for this one's.
+    match std::fs::remove_file(&data) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(BenchError::io(format!("removing {}", data.display()), e));
+        }
+        _ => {}
+    }
+    let perf = Command::new("perf")
         .args(["record", "-a", "-q", "-e", "cpu-clock", "-F"])
         .arg(FREQUENCY_HZ.to_string())
         .arg("-o")
@@ -84,7 +92,7 @@ pub fn record<T>(
         .args(["--", "sleep"])
         .arg(bound.as_secs().max(1).to_string())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| BenchError::io("starting perf record", e))?;
     // perf needs a moment to open its events on every CPU before the work starts.
@@ -92,14 +100,18 @@ pub fn record<T>(
     let outcome = work();
     // SIGINT ends the recording early and cleanly; perf writes the file and exits.
     crate::sys::interrupt(perf.id());
-    let status = perf
-        .wait()
+    let recorded = perf
+        .wait_with_output()
         .map_err(|e| BenchError::io("waiting for perf record", e))?;
     let value = outcome?;
-    if !status.success() && !data.exists() {
+    if !data.exists() {
         return Err(BenchError::measure(
             "the profile",
-            format!("perf record failed ({status})"),
+            format!(
+                "perf record wrote nothing ({}): {}",
+                recorded.status,
+                String::from_utf8_lossy(&recorded.stderr).trim()
+            ),
         ));
     }
     let output = Command::new("perf")
@@ -117,13 +129,16 @@ pub fn record<T>(
             "--percent-limit",
         ])
         .arg(TEXT_PERCENT_LIMIT.to_string())
-        .stderr(Stdio::null())
         .output()
         .map_err(|e| BenchError::io("running perf report", e))?;
     if !output.status.success() {
         return Err(BenchError::measure(
             "the profile",
-            format!("perf report failed ({})", output.status),
+            format!(
+                "perf report failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
         ));
     }
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -134,10 +149,11 @@ pub fn record<T>(
             "perf recorded no samples",
         ));
     }
-    let text_path = dir.join(format!("{name}.txt"));
+    let file = format!("{name}.txt");
+    let text_path = dir.join(&file);
     std::fs::write(&text_path, render_text(&symbols))
         .map_err(|e| BenchError::io(format!("writing {}", text_path.display()), e))?;
-    Ok((value, symbols, text_path))
+    Ok((value, symbols, file))
 }
 
 /// Builds the profile of `path` from its symbols.

@@ -695,36 +695,35 @@ fn profile_section(profiles: &[PathProfile]) -> String {
          Shares are of all samples on all CPUs, so idle is what was left over. The full \
          symbol lists are in the files named below.\n\n",
     );
-    let mut groups: Vec<String> = Vec::new();
-    for p in profiles {
-        for share in p.by_task.iter().chain(&p.by_work) {
-            if !groups.contains(&share.name) {
-                groups.push(share.name.clone());
+    // Columns: every thread group, then every kind of work, as any profile has them. The
+    // two families share a name ("idle"), so a column is (family, name).
+    let mut columns: Vec<(bool, &str)> = Vec::new();
+    for (is_task, shares) in profiles
+        .iter()
+        .flat_map(|p| [(true, &p.by_task), (false, &p.by_work)])
+    {
+        for share in shares {
+            if !columns.contains(&(is_task, share.name.as_str())) {
+                columns.push((is_task, &share.name));
             }
         }
     }
-    let is_task = |name: &str| {
-        profiles
-            .iter()
-            .any(|p| p.by_task.iter().any(|s| s.name == name))
-    };
+    columns.sort_by_key(|(is_task, _)| !is_task);
     let mut header = vec!["path".to_string(), "TCP 1 Gbit/s".to_string()];
-    header.extend(groups.iter().map(|g| {
-        if is_task(g) {
-            format!("{g} (thread)")
-        } else {
-            format!("{g} (work)")
-        }
-    }));
+    header.extend(
+        columns.iter().map(|(is_task, name)| {
+            format!("{name} ({})", if *is_task { "thread" } else { "work" })
+        }),
+    );
     let rows: Vec<Vec<String>> = profiles
         .iter()
         .map(|p| {
             let mut row = vec![p.path.clone(), format!("{:.2}", p.tcp_gbps)];
-            row.extend(groups.iter().map(|g| {
-                let share = if is_task(g) { &p.by_task } else { &p.by_work };
-                share
+            row.extend(columns.iter().map(|(is_task, name)| {
+                let shares = if *is_task { &p.by_task } else { &p.by_work };
+                shares
                     .iter()
-                    .find(|s| &s.name == g)
+                    .find(|s| s.name == *name)
                     .map_or_else(|| "–".to_string(), |s| format!("{:.1}%", s.percent))
             }));
             row

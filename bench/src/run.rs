@@ -330,13 +330,18 @@ struct MeasuredPaths {
 fn measure_paths(opts: &RunOptions, progress: &Progress) -> Result<MeasuredPaths> {
     progress.say("labs: tapwire control plane (2 nodes, 2 workers each, pods through CNI)");
     let tapwire_lab = Lab::new()?;
-    let mut tapwire = TapwireCluster::start(&tapwire_lab)?;
+    let tapwire = TapwireCluster::start(&tapwire_lab)?;
     progress.say("labs: kernel routed veth (1 node, 2 pods)");
     let routed_lab = Lab::new()?;
     let routed = labs::kernel_routed(&routed_lab)?;
     progress.say("labs: kernel VXLAN (2 nodes, vxlan.calico)");
     let vxlan_lab = Lab::new()?;
     let kernel_vxlan = labs::kernel_vxlan(&vxlan_lab)?;
+    let mut labs_for_path = PathLabs {
+        tapwire,
+        routed,
+        kernel_vxlan,
+    };
 
     let mut rounds: Vec<(PathKind, Vec<RoundSample>)> = PathKind::ROUND_ORDER
         .iter()
@@ -346,23 +351,21 @@ fn measure_paths(opts: &RunOptions, progress: &Progress) -> Result<MeasuredPaths
     for round in 1..=opts.rounds {
         for (kind, samples) in &mut rounds {
             let label = format!("round {round}/{} {}", opts.rounds, kind.name());
-            let (pair, pids) = match kind.tapwire_mode() {
-                Some(mode) => {
-                    if let Some(took) = tapwire.set_mode(mode)? {
-                        progress.say(format!(
-                            "{label}: pool switched to {mode}; new form on the wire both ways after {took:.0?}"
-                        ));
-                        switches.push(took);
-                    }
-                    (tapwire.pair.clone(), Some(tapwire.dataplane_pids()?))
-                }
-                None if *kind == PathKind::KernelRouted => (routed.clone(), None),
-                None => (kernel_vxlan.clone(), None),
+            let (pair, switched) = labs_for_path.ready(*kind)?;
+            if let Some(took) = switched {
+                progress.say(format!(
+                    "{label}: pool switched; new form on the wire both ways after {took:.0?}"
+                ));
+                switches.push(took);
+            }
+            let pids = match kind.tapwire_mode() {
+                Some(_) => Some(labs_for_path.tapwire.dataplane_pids()?),
+                None => None,
             };
             let sample = measure_once(opts, round, &label, &pair, pids.as_deref(), progress)?;
             samples.push(sample);
             if kind.tapwire_mode().is_some() {
-                tapwire.check_running()?;
+                labs_for_path.tapwire.check_running()?;
             }
         }
     }
@@ -370,14 +373,7 @@ fn measure_paths(opts: &RunOptions, progress: &Progress) -> Result<MeasuredPaths
     let mut profile_errors = Vec::new();
     if opts.sections.profile {
         for kind in PathKind::ROUND_ORDER {
-            let pair = match kind.tapwire_mode() {
-                Some(mode) => {
-                    tapwire.set_mode(mode)?;
-                    tapwire.pair.clone()
-                }
-                None if kind == PathKind::KernelRouted => routed.clone(),
-                None => kernel_vxlan.clone(),
-            };
+            let (pair, _) = labs_for_path.ready(kind)?;
             match profile_path(opts, kind, &pair, progress) {
                 Ok(profile) => profiles.push(profile),
                 Err(err) => {
@@ -407,6 +403,28 @@ fn measure_paths(opts: &RunOptions, progress: &Progress) -> Result<MeasuredPaths
     })
 }
 
+/// The three labs, which between them realize every path.
+struct PathLabs<'lab> {
+    tapwire: TapwireCluster<'lab>,
+    routed: Pair,
+    kernel_vxlan: Pair,
+}
+
+impl PathLabs<'_> {
+    /// The pods to measure `kind` between, switching the tapwire pool to the path's mode
+    /// first if needed; with how long that switch took to show on the wire.
+    fn ready(&mut self, kind: PathKind) -> Result<(Pair, Option<Duration>)> {
+        Ok(match kind.tapwire_mode() {
+            Some(mode) => {
+                let switched = self.tapwire.set_mode(mode)?;
+                (self.tapwire.pair.clone(), switched)
+            }
+            None if kind == PathKind::KernelRouted => (self.routed.clone(), None),
+            None => (self.kernel_vxlan.clone(), None),
+        })
+    }
+}
+
 /// Profiles the whole machine during one 1-stream TCP run of `kind`.
 fn profile_path(
     opts: &RunOptions,
@@ -416,10 +434,10 @@ fn profile_path(
 ) -> Result<PathProfile> {
     let dir = opts.out.join(PROFILE_DIR);
     let bound = Duration::from_secs(u64::from(opts.tcp_seconds) + 30);
-    let (tcp, symbols, _) = profile::record(&dir, kind.name(), bound, || {
+    let (tcp, symbols, file) = profile::record(&dir, kind.name(), bound, || {
         iperf3_streams(&pair.client, &pair.server, opts.tcp_seconds, 1).map_err(Into::into)
     })?;
-    let text = format!("{PROFILE_DIR}/{}.txt", kind.name());
+    let text = format!("{PROFILE_DIR}/{file}");
     let summary = profile::summarize(kind.name(), tcp.gbps, &symbols, text);
     let top = |shares: &[profile::Share]| {
         shares

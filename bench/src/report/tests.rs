@@ -226,6 +226,8 @@ fn markdown_shows_each_profile_by_thread_work_and_symbol() {
         "## Where the time goes",
         "tapwire workers (thread)",
         "copying bytes (work)",
+        "idle (thread)",
+        "idle (work)",
         "| tapwire-vxlan | 7.50 | 40.0% |",
         "### kernel-vxlan (`profile/kernel-vxlan.txt`)",
         "| 20.00% | iperf3 | [kernel.kallsyms] | `tcp_sendmsg` |",
