@@ -157,9 +157,12 @@ pub enum Reply {
     /// DEL, CHECK and STATUS carry nothing.
     Done,
     NodeStatus(NodeStatusReply),
-    /// Documents as JSON values (IPPool, Node or WorkloadEndpoint), sorted by name.
+    /// Documents as JSON values (IPPool, Node or WorkloadEndpoint), sorted by name, and
+    /// those of the kind that are damaged in the datastore (skipped).
     Documents {
         items: Vec<serde_json::Value>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        damaged: Vec<crate::datastore::Damaged>,
     },
     /// What `apply` or `delete` did, one line per document (`ippool/default configured`).
     Changed {

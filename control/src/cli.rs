@@ -57,6 +57,7 @@ use std::time::SystemTime;
 use serde_json::{Map, Value};
 
 use crate::api::{codes, ApiError, NodeStatusReply, ResourceKind, RouteRow};
+use crate::datastore::Damaged;
 use crate::model::{
     self, from_document_value, IpPool, ModelError, Node, Resource, WorkloadEndpoint, API_VERSION,
 };
@@ -261,6 +262,34 @@ pub fn format_boxed(headings: &[&str], rows: &[Vec<String>]) -> String {
 
 // ---------------------------------------------------------------------------------------
 // Documents.
+
+/// How a user repairs a document that is damaged in the datastore.
+pub fn repair_hint(kind: &str, name: &str) -> String {
+    let delete = format!("tapwirectl delete {} {name}", kind.to_lowercase());
+    if kind == WorkloadEndpoint::KIND {
+        // Endpoints are not applied by hand; CNI ADD writes them again.
+        format!("repair it with `{delete}`")
+    } else {
+        format!("repair it with `{delete}`, or apply a good {kind} named {name:?} over it")
+    }
+}
+
+/// One warning line per document `get` skipped because it is damaged, with how to repair
+/// it.
+pub fn format_damaged(damaged: &[Damaged]) -> String {
+    damaged
+        .iter()
+        .map(|d| {
+            format!(
+                "warning: {} {:?} is damaged in the datastore and was skipped: {}; {}\n",
+                d.kind,
+                d.name,
+                d.reason,
+                repair_hint(&d.kind, &d.name)
+            )
+        })
+        .collect()
+}
 
 /// Keeps the workload endpoints of `namespace` (those without a namespace count as
 /// namespace `""`).

@@ -905,7 +905,7 @@ impl Call<'_> {
             },
             agent,
         )? {
-            Reply::Documents { items } => items,
+            Reply::Documents { items, .. } => items,
             other => {
                 return Err(PluginError::UnexpectedReply(format!(
                     "get workloadendpoints was answered with {}",
@@ -1584,6 +1584,7 @@ mod tests {
             })),
             Request::Get { .. } => Ok(Reply::Documents {
                 items: vec![wep("a"), wep("b"), wep("c")],
+                damaged: Vec::new(),
             }),
             _ => {
                 dels += 1;

@@ -20,17 +20,26 @@
 //! → handle; release = block → (block delete → affinity delete) → handle. The block is the
 //! source of truth; affinities and handles are indexes ([`Ipam::repair`] rebuilds them).
 //! Addresses inside a [`Node`]'s fixed `podCIDRs` (declared hosts) are never handed out.
+//!
+//! The blocks are cross-checked against the other records of an address, so that a lost or
+//! damaged block document never leads to an address handed out twice: a new allocation
+//! never takes an address that an [`IpamHandle`] or a [`WorkloadEndpoint`] holds, a block
+//! whose document is damaged keeps its range claimed (its CIDR is in its name), and
+//! [`Ipam::repair`] rebuilds a lost block from its handles. Allocations nobody owns (a
+//! control killed in the middle of an ADD) are found by [`Ipam::release_orphans`].
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ipnet::Ipv4Net;
 
-use crate::datastore::{check_name, Datastore, DatastoreError, DatastoreExt};
-use crate::model::{BlockAffinity, IpPool, IpamBlock, IpamHandle, Node, Resource};
+use crate::datastore::{check_name, Damaged, Datastore, DatastoreError, DatastoreExt};
+use crate::model::{
+    BlockAffinity, IpPool, IpamBlock, IpamHandle, Node, Resource, WorkloadEndpoint,
+};
 
 /// How many conflicting rounds an operation tolerates before giving up.
 pub const MAX_ATTEMPTS: u32 = 100;
@@ -63,8 +72,8 @@ pub enum IpamError {
     Datastore(#[from] DatastoreError),
 }
 
-/// What [`Ipam::repair`] fixed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What [`Ipam::repair`] fixed, and what it could not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairReport {
     /// Affinities written for blocks that had none.
     pub affinities_created: usize,
@@ -76,6 +85,55 @@ pub struct RepairReport {
     pub handles_removed: usize,
     /// Empty blocks released.
     pub blocks_released: usize,
+    /// Lost blocks written again from their handles.
+    pub blocks_rebuilt: usize,
+    /// What was left as it is, and why (a damaged block, handles of a lost block whose
+    /// node is unknown): those ranges stay out of use until someone repairs them.
+    pub unresolved: Vec<String>,
+}
+
+/// The IPAM handle of a pod interface: one per (CNI network, container, interface),
+/// `"{network}.{container_id}.{ifname}"` (`tapwire` when the network has no name).
+pub fn handle_id(network: &str, container_id: &str, ifname: &str) -> String {
+    let network = if network.is_empty() {
+        "tapwire"
+    } else {
+        network
+    };
+    format!("{network}.{container_id}.{ifname}")
+}
+
+/// Whether `handle` ([`handle_id`]) is the allocation of `endpoint` (same container and
+/// interface, whatever the network).
+pub fn handle_owned_by(handle: &str, endpoint: &WorkloadEndpoint) -> bool {
+    let Some(container_id) = endpoint.spec.container_id.as_deref() else {
+        return false;
+    };
+    let suffix = format!(".{container_id}.{}", endpoint.spec.endpoint);
+    handle
+        .strip_suffix(&suffix)
+        .is_some_and(|network| !network.is_empty())
+}
+
+/// The CIDRs of damaged block documents (from their names): claimed, though unreadable.
+fn damaged_block_cidrs(damaged: &[Damaged]) -> Vec<Ipv4Net> {
+    damaged
+        .iter()
+        .filter_map(|d| IpamBlock::cidr_from_name(&d.name))
+        .collect()
+}
+
+/// The lowest ordinal of `block` that is neither allocated nor held elsewhere, with its
+/// address.
+fn lowest_unheld(block: &IpamBlock, held: &BTreeSet<Ipv4Addr>) -> Option<(u32, Ipv4Addr)> {
+    let mut ordinal = 0u32;
+    while let Some(addr) = block.address(ordinal) {
+        if !block.spec.allocations.contains_key(&ordinal) && !held.contains(&addr) {
+            return Some((ordinal, addr));
+        }
+        ordinal = ordinal.checked_add(1)?;
+    }
+    None
 }
 
 /// Where a handle's address is.
@@ -159,6 +217,7 @@ impl<'a> Ipam<'a> {
         let mut blocks: Vec<IpamBlock> = self
             .store
             .list_as::<IpamBlock>()?
+            .items
             .into_iter()
             .filter(|b| b.node() == Some(node))
             .collect();
@@ -188,6 +247,7 @@ impl<'a> Ipam<'a> {
         let mut pools: Vec<IpPool> = self
             .store
             .list_as::<IpPool>()?
+            .items
             .into_iter()
             .filter(|p| !p.spec.disabled && p.validate().is_ok())
             .collect();
@@ -202,11 +262,30 @@ impl<'a> Ipam<'a> {
         &self,
         handle_id: &str,
     ) -> Result<(Option<IpamHandle>, Option<Allocation>), IpamError> {
-        let handle = self.store.get_as::<IpamHandle>(handle_id)?;
+        let handle = match self.store.get_as::<IpamHandle>(handle_id) {
+            Ok(handle) => handle,
+            // A damaged handle is only a damaged index: the blocks say where the allocation
+            // is, and the handle is written again below.
+            Err(e) if e.is_damage() => {
+                tracing::warn!(%handle_id, %e, "removing a damaged IPAM handle");
+                match self.store.delete(IpamHandle::KIND, handle_id, None) {
+                    Ok(()) | Err(DatastoreError::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some(h) = &handle {
-            let block = self
+            let block = match self
                 .store
-                .get_as::<IpamBlock>(&IpamBlock::name_for(h.spec.block))?;
+                .get_as::<IpamBlock>(&IpamBlock::name_for(h.spec.block))
+            {
+                Ok(block) => block,
+                // Its range stays claimed; what it held cannot be known, so the handle is
+                // treated as holding nothing readable.
+                Err(e) if e.is_damage() => None,
+                Err(e) => return Err(e.into()),
+            };
             if let Some(block) = block {
                 if let Some(ordinal) = block.ordinal(h.spec.address) {
                     if block.spec.allocations.get(&ordinal).map(String::as_str) == Some(handle_id) {
@@ -226,6 +305,7 @@ impl<'a> Ipam<'a> {
         let found = self
             .store
             .list_as::<IpamBlock>()?
+            .items
             .into_iter()
             .find_map(|block| {
                 let ordinal = block.ordinal_of_handle(handle_id)?;
@@ -271,7 +351,9 @@ impl<'a> Ipam<'a> {
                 handle: handle_id.to_string(),
             });
         }
-        let blocks = self.store.list_as::<IpamBlock>()?;
+        let listing = self.store.list_as::<IpamBlock>()?;
+        let blocks = listing.items;
+        let held = self.held_addresses()?;
 
         // A free address in one of this node's blocks.
         let mut mine: Vec<&IpamBlock> = blocks
@@ -280,10 +362,10 @@ impl<'a> Ipam<'a> {
             .filter(|b| pools.iter().any(|p| p.spec.cidr.contains(&b.spec.cidr)))
             .collect();
         mine.sort_by_key(|b| b.spec.cidr);
-        if let Some((block, ordinal)) = mine.into_iter().find_map(|b| Some((b, b.lowest_free()?))) {
-            let Some(addr) = block.address(ordinal) else {
-                return Ok(Round::Retry);
-            };
+        if let Some((block, (ordinal, addr))) = mine
+            .into_iter()
+            .find_map(|b| Some((b, lowest_unheld(b, &held)?)))
+        {
             let mut updated = block.clone();
             updated
                 .spec
@@ -300,10 +382,13 @@ impl<'a> Ipam<'a> {
         let reserved: Vec<Ipv4Net> = self
             .store
             .list_as::<Node>()?
+            .items
             .into_iter()
             .flat_map(|n| n.spec.pod_cidrs)
             .collect();
-        let Some(cidr) = free_block(&pools, &blocks, &reserved) else {
+        let mut claimed: Vec<Ipv4Net> = blocks.iter().map(|b| b.spec.cidr).collect();
+        claimed.extend(damaged_block_cidrs(&listing.damaged));
+        let Some(cidr) = free_block(&pools, &claimed, &reserved, &held) else {
             return Err(IpamError::ExhaustedPool {
                 node: node.to_string(),
                 handle: handle_id.to_string(),
@@ -325,6 +410,23 @@ impl<'a> Ipam<'a> {
         self.record_handle(handle_id, cidr, cidr.network())
     }
 
+    /// Every address some record holds besides the blocks: the handles' and the workload
+    /// endpoints'. A new allocation never takes one of these, so that a block document that
+    /// was lost (and a range claimed again) cannot lead to an address in use twice.
+    fn held_addresses(&self) -> Result<BTreeSet<Ipv4Addr>, IpamError> {
+        let mut held: BTreeSet<Ipv4Addr> = self
+            .store
+            .list_as::<IpamHandle>()?
+            .items
+            .iter()
+            .map(|h| h.spec.address)
+            .collect();
+        for endpoint in self.store.list_as::<WorkloadEndpoint>()?.items {
+            held.extend(endpoint.spec.ip_networks.iter().map(|n| n.addr()));
+        }
+        Ok(held)
+    }
+
     /// Writes the handle document of an allocation just made.
     fn record_handle(
         &self,
@@ -334,7 +436,7 @@ impl<'a> Ipam<'a> {
     ) -> Result<Round<Ipv4Addr>, IpamError> {
         match self
             .store
-            .create_as(&IpamHandle::new(handle_id, block, addr))
+            .create_as(&IpamHandle::new(handle_id, block, addr, SystemTime::now()))
         {
             Ok(_) => Ok(Round::Done(addr)),
             Err(e) if conflict(&e) => {
@@ -401,7 +503,21 @@ impl<'a> Ipam<'a> {
     fn ensure_affinity(&self, node: &str, cidr: Ipv4Net) -> Result<(), IpamError> {
         let affinity = BlockAffinity::new(node, cidr);
         for _ in 0..MAX_ATTEMPTS {
-            let result = match self.store.get_as::<BlockAffinity>(affinity.name())? {
+            let existing = match self.store.get_as::<BlockAffinity>(affinity.name()) {
+                Ok(existing) => existing,
+                // Only an index: a damaged one is written again.
+                Err(e) if e.is_damage() => {
+                    match self
+                        .store
+                        .delete(BlockAffinity::KIND, affinity.name(), None)
+                    {
+                        Ok(()) | Err(DatastoreError::NotFound { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let result = match existing {
                 None => self.store.create_as(&affinity),
                 Some(existing) => self.store.update_as(&existing),
             };
@@ -471,7 +587,12 @@ impl<'a> Ipam<'a> {
         let Some(affinity) = self.store.get_as::<BlockAffinity>(&name)? else {
             return Ok(false);
         };
-        let block = self.store.get_as::<IpamBlock>(&IpamBlock::name_for(cidr))?;
+        let block = match self.store.get_as::<IpamBlock>(&IpamBlock::name_for(cidr)) {
+            Ok(block) => block,
+            // Whose it is cannot be read: the affinity may be the only record of it.
+            Err(e) if e.is_damage() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
         if block.is_some_and(|b| b.node() == Some(node)) {
             return Ok(false);
         }
@@ -487,12 +608,21 @@ impl<'a> Ipam<'a> {
 
     /// Brings the indexes back in line with the blocks after a crash: affinities for
     /// blocks without one, no affinity without its block, a handle for every allocation,
-    /// no handle without its allocation, no empty block. Safe to run while other IPAM
-    /// operations are in flight (it uses the same compare-and-swap steps they do).
+    /// no handle whose block does not hold it, no empty block; and a block whose document
+    /// was lost is written again from its handles, affine to the node its affinity or its
+    /// endpoints name. What it cannot decide (a damaged block, lost blocks of an unknown
+    /// node) is left as it is, its range out of use, and listed in
+    /// [`RepairReport::unresolved`]. Safe to run while other IPAM operations are in flight
+    /// (it uses the same compare-and-swap steps they do).
     pub fn repair(&self) -> Result<RepairReport, IpamError> {
         let mut report = RepairReport::default();
         let blocks = self.store.list_as::<IpamBlock>()?;
-        for block in &blocks {
+        for damaged in &blocks.damaged {
+            report.unresolved.push(format!(
+                "{damaged}; its range stays out of use until it is deleted or rewritten"
+            ));
+        }
+        for block in &blocks.items {
             if block.spec.allocations.is_empty() {
                 if self.release_empty_block(block)? {
                     report.blocks_released += 1;
@@ -510,8 +640,14 @@ impl<'a> Ipam<'a> {
                 let (Some(addr), Ok(())) = (block.address(ordinal), check_name(handle_id)) else {
                     continue;
                 };
-                if self.store.get_as::<IpamHandle>(handle_id)?.is_none() {
-                    let doc = IpamHandle::new(handle_id, block.spec.cidr, addr);
+                let missing = match self.store.get_as::<IpamHandle>(handle_id) {
+                    Ok(handle) => handle.is_none(),
+                    // Rewritten by the next assign or release of the handle.
+                    Err(e) if e.is_damage() => false,
+                    Err(e) => return Err(e.into()),
+                };
+                if missing {
+                    let doc = IpamHandle::new(handle_id, block.spec.cidr, addr, SystemTime::now());
                     match self.store.create_as(&doc) {
                         Ok(_) => report.handles_created += 1,
                         Err(e) if conflict(&e) => {}
@@ -520,20 +656,25 @@ impl<'a> Ipam<'a> {
                 }
             }
         }
-        for affinity in self.store.list_as::<BlockAffinity>()? {
-            if self.remove_stale_affinity(&affinity.spec.node, affinity.spec.cidr)? {
-                report.affinities_removed += 1;
-            }
-        }
-        for handle in self.store.list_as::<IpamHandle>()? {
-            let holds = self
+        let mut lost: BTreeMap<Ipv4Net, Vec<IpamHandle>> = BTreeMap::new();
+        for handle in self.store.list_as::<IpamHandle>()?.items {
+            let block = match self
                 .store
-                .get_as::<IpamBlock>(&IpamBlock::name_for(handle.spec.block))?
-                .and_then(|b| {
-                    let ordinal = b.ordinal(handle.spec.address)?;
-                    b.spec.allocations.get(&ordinal).cloned()
-                });
-            if holds.as_deref() != Some(handle.name()) {
+                .get_as::<IpamBlock>(&IpamBlock::name_for(handle.spec.block))
+            {
+                Ok(Some(block)) => block,
+                Ok(None) => {
+                    lost.entry(handle.spec.block).or_default().push(handle);
+                    continue;
+                }
+                // Kept: it tells which address of the damaged block was in use.
+                Err(e) if e.is_damage() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let holds = block
+                .ordinal(handle.spec.address)
+                .and_then(|ordinal| block.spec.allocations.get(&ordinal));
+            if holds.map(String::as_str) != Some(handle.name()) {
                 match self
                     .store
                     .delete_as::<IpamHandle>(handle.name(), handle.metadata.revision())
@@ -544,25 +685,259 @@ impl<'a> Ipam<'a> {
                 }
             }
         }
+        for (cidr, handles) in lost {
+            self.rebuild_block(cidr, &handles, &mut report)?;
+        }
+        // After the rebuilds, which write affinities of their own.
+        for affinity in self.store.list_as::<BlockAffinity>()?.items {
+            if self.remove_stale_affinity(&affinity.spec.node, affinity.spec.cidr)? {
+                report.affinities_removed += 1;
+            }
+        }
         Ok(report)
+    }
+
+    /// Writes block `cidr` again from the handles that name it, affine to the node its
+    /// affinity (else its handles' endpoints) names; reports instead when that node is
+    /// not known for sure or the range is now inside another block.
+    fn rebuild_block(
+        &self,
+        cidr: Ipv4Net,
+        handles: &[IpamHandle],
+        report: &mut RepairReport,
+    ) -> Result<(), IpamError> {
+        let addresses: Vec<String> = handles
+            .iter()
+            .map(|h| format!("{} ({})", h.spec.address, h.name()))
+            .collect();
+        let mut unresolved = |why: String| {
+            report.unresolved.push(format!(
+                "block {cidr} is lost; handles {} name it, but {why}; the handles are kept and the range stays out of use",
+                addresses.join(", ")
+            ));
+        };
+        let blocks = self.store.list_as::<IpamBlock>()?;
+        if let Some(other) = blocks
+            .items
+            .iter()
+            .map(|b| b.spec.cidr)
+            .chain(damaged_block_cidrs(&blocks.damaged))
+            .find(|other| crate::model::nets_overlap(*other, cidr))
+        {
+            unresolved(format!("block {other} now overlaps it"));
+            return Ok(());
+        }
+        let by_affinity: BTreeSet<String> = self
+            .store
+            .list_as::<BlockAffinity>()?
+            .items
+            .into_iter()
+            .filter(|a| a.spec.cidr == cidr)
+            .map(|a| a.spec.node)
+            .collect();
+        let by_endpoint: BTreeSet<String> = self
+            .store
+            .list_as::<WorkloadEndpoint>()?
+            .items
+            .into_iter()
+            .filter(|ep| {
+                handles.iter().any(|h| handle_owned_by(h.name(), ep))
+                    || ep
+                        .spec
+                        .ip_networks
+                        .iter()
+                        .any(|n| handles.iter().any(|h| h.spec.address == n.addr()))
+            })
+            .map(|ep| ep.spec.node)
+            .collect();
+        let node = match (by_affinity.len(), by_endpoint.len()) {
+            (1, _) => by_affinity.iter().next().cloned(),
+            (0, 1) => by_endpoint.iter().next().cloned(),
+            _ => None,
+        };
+        let Some(node) = node else {
+            unresolved(format!(
+                "its node is not known for sure (affinities: {by_affinity:?}, endpoints' nodes: {by_endpoint:?})"
+            ));
+            return Ok(());
+        };
+        let mut block = IpamBlock::new(cidr, &node);
+        for handle in handles {
+            let Some(ordinal) = block.ordinal(handle.spec.address) else {
+                continue;
+            };
+            block
+                .spec
+                .allocations
+                .entry(ordinal)
+                .or_insert_with(|| handle.name().to_string());
+        }
+        if block.spec.allocations.is_empty() {
+            unresolved("none of their addresses is inside it".into());
+            return Ok(());
+        }
+        match self.store.create_as(&block) {
+            Ok(_) => report.blocks_rebuilt += 1,
+            // Someone else wrote it meanwhile (another repair): theirs stands.
+            Err(e) if conflict(&e) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        self.ensure_affinity(&node, cidr)
+    }
+
+    /// Releases every allocation of a block affine to `node` that no endpoint of
+    /// `endpoints` owns ([`handle_owned_by`]) and that is at least `min_age` old at `now`:
+    /// what a control killed in the middle of ADDs leaves. An allocation without a handle,
+    /// or whose handle has no timestamp, counts as made at `now` (its handle is written
+    /// with `now`), so it goes on a later sweep; with `min_age` zero (no ADD can be in
+    /// flight) everything orphaned goes at once. `endpoints` must be read after the
+    /// allocations it should protect were made (an ADD writes its endpoint last, so an
+    /// ADD in flight is protected by `min_age` instead). Each release is a compare-and-swap
+    /// like [`Ipam::release`], so concurrent assigns are safe. Returns what was released.
+    pub fn release_orphans(
+        &self,
+        node: &str,
+        endpoints: &[WorkloadEndpoint],
+        min_age: Duration,
+        now: SystemTime,
+    ) -> Result<Vec<(String, Ipv4Addr)>, IpamError> {
+        check("node name", node)?;
+        let mut released = Vec::new();
+        for block in self.blocks_of(node)? {
+            for (&ordinal, handle_id) in &block.spec.allocations {
+                if endpoints.iter().any(|ep| handle_owned_by(handle_id, ep)) {
+                    continue;
+                }
+                let Some(addr) = block.address(ordinal) else {
+                    continue;
+                };
+                let age = self.allocation_age(handle_id, block.spec.cidr, addr, min_age, now)?;
+                if age < min_age {
+                    continue;
+                }
+                if self.release_allocation(handle_id, block.spec.cidr, addr)? {
+                    released.push((handle_id.clone(), addr));
+                }
+            }
+        }
+        Ok(released)
+    }
+
+    /// How old `handle_id`'s allocation of `addr` in `cidr` is, by its handle; zero when
+    /// that is not recorded, after recording `now` (unless `min_age` is zero, when the age
+    /// does not matter).
+    fn allocation_age(
+        &self,
+        handle_id: &str,
+        cidr: Ipv4Net,
+        addr: Ipv4Addr,
+        min_age: Duration,
+        now: SystemTime,
+    ) -> Result<Duration, IpamError> {
+        let handle = match self.store.get_as::<IpamHandle>(handle_id) {
+            Ok(handle) => handle,
+            Err(e) if e.is_damage() || check_name(handle_id).is_err() => return Ok(Duration::ZERO),
+            Err(e) => return Err(e.into()),
+        };
+        let ours = handle
+            .as_ref()
+            .filter(|h| h.spec.block == cidr && h.spec.address == addr);
+        if let Some(at) = ours.and_then(IpamHandle::allocated_at) {
+            return Ok(now.duration_since(at).unwrap_or(Duration::ZERO));
+        }
+        if min_age.is_zero() {
+            return Ok(Duration::ZERO);
+        }
+        // Start the clock: write the handle (with `now`) as repair would.
+        let result = match (&handle, ours) {
+            (None, _) => self
+                .store
+                .create_as(&IpamHandle::new(handle_id, cidr, addr, now))
+                .map(|_| ()),
+            (Some(h), Some(_)) => {
+                let mut stamped = h.clone();
+                stamped.spec.timestamp = Some(crate::model::format_rfc3339(now));
+                self.store.update_as(&stamped).map(|_| ())
+            }
+            // A handle naming another address: a repair's business, not ours.
+            (Some(_), None) => Ok(()),
+        };
+        match result {
+            Ok(()) => Ok(Duration::ZERO),
+            Err(e) if conflict(&e) => Ok(Duration::ZERO),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Frees `handle_id`'s allocation of `addr` in `cidr` if it is still there, then its
+    /// handle if that still names it. `false` when the allocation was already gone.
+    fn release_allocation(
+        &self,
+        handle_id: &str,
+        cidr: Ipv4Net,
+        addr: Ipv4Addr,
+    ) -> Result<bool, IpamError> {
+        let mut freed = false;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let Some(block) = self.store.get_as::<IpamBlock>(&IpamBlock::name_for(cidr))? else {
+                break;
+            };
+            let Some(ordinal) = block.ordinal(addr) else {
+                break;
+            };
+            if block.spec.allocations.get(&ordinal).map(String::as_str) != Some(handle_id) {
+                break;
+            }
+            if self.free_ordinal(block, ordinal)? {
+                freed = true;
+                break;
+            }
+            if attempt == MAX_ATTEMPTS {
+                return Err(IpamError::Contention {
+                    handle: handle_id.to_string(),
+                    attempts: MAX_ATTEMPTS,
+                });
+            }
+            backoff(attempt);
+        }
+        if !freed {
+            return Ok(false);
+        }
+        let handle = match self.store.get_as::<IpamHandle>(handle_id) {
+            Ok(handle) => handle,
+            Err(e) if e.is_damage() || check_name(handle_id).is_err() => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(h) = handle.filter(|h| h.spec.block == cidr && h.spec.address == addr) {
+            match self
+                .store
+                .delete_as::<IpamHandle>(h.name(), h.metadata.revision())
+            {
+                Ok(()) => {}
+                Err(e) if conflict(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(true)
     }
 }
 
 /// The lowest block of the first pool that has one which is neither claimed (nor
-/// overlapping a claimed block of another size) nor inside a declared host's pod CIDRs.
-fn free_block(pools: &[IpPool], blocks: &[IpamBlock], reserved: &[Ipv4Net]) -> Option<Ipv4Net> {
+/// overlapping a claimed block of another size) nor inside a declared host's pod CIDRs,
+/// and holds no address that is `held` elsewhere.
+fn free_block(
+    pools: &[IpPool],
+    claimed_blocks: &[Ipv4Net],
+    reserved: &[Ipv4Net],
+    held: &BTreeSet<Ipv4Addr>,
+) -> Option<Ipv4Net> {
     // Claimed ranges by first address → last address; claimed blocks never overlap, so
     // the nearest range starting at or before a candidate's end is the only one to check.
-    let claimed: BTreeMap<u32, u32> = blocks
+    let claimed: BTreeMap<u32, u32> = claimed_blocks
         .iter()
-        .map(|b| {
-            (
-                u32::from(b.spec.cidr.network()),
-                u32::from(b.spec.cidr.broadcast()),
-            )
-        })
+        .map(|b| (u32::from(b.network()), u32::from(b.broadcast())))
         .collect();
-    let exact: BTreeSet<Ipv4Net> = blocks.iter().map(|b| b.spec.cidr).collect();
+    let exact: BTreeSet<Ipv4Net> = claimed_blocks.iter().copied().collect();
     for pool in pools {
         let Ok(candidates) = pool.spec.cidr.subnets(pool.spec.block_size) else {
             continue;
@@ -579,7 +954,11 @@ fn free_block(pools: &[IpPool], blocks: &[IpamBlock], reserved: &[Ipv4Net]) -> O
             let overlaps_reserved = reserved
                 .iter()
                 .any(|r| crate::model::nets_overlap(*r, cidr));
-            if !overlaps_claimed && !overlaps_reserved {
+            let holds_held = held
+                .range(cidr.network()..=cidr.broadcast())
+                .next()
+                .is_some();
+            if !overlaps_claimed && !overlaps_reserved && !holds_held {
                 return Some(cidr);
             }
         }
@@ -621,7 +1000,7 @@ mod tests {
         let blocks = ipam.blocks_of("node-a").unwrap();
         assert_eq!(blocks.len(), 1);
         assert_eq!(blocks[0].spec.cidr.to_string(), "10.65.0.0/26");
-        let affinities = store.list_as::<BlockAffinity>().unwrap();
+        let affinities = store.list_as::<BlockAffinity>().unwrap().items;
         let names: Vec<_> = affinities.iter().map(|a| a.name().to_string()).collect();
         assert_eq!(names, ["node-a-10-65-0-0-26", "node-b-10-65-0-64-26"]);
     }
@@ -633,7 +1012,7 @@ mod tests {
         let first = ipam.assign("node-a", "h1").unwrap();
         assert_eq!(ipam.assign("node-a", "h1").unwrap(), first);
         assert_eq!(ipam.lookup("h1").unwrap(), Some(first));
-        assert_eq!(store.list_as::<IpamHandle>().unwrap().len(), 1);
+        assert_eq!(store.list_as::<IpamHandle>().unwrap().items.len(), 1);
     }
 
     #[test]
@@ -648,9 +1027,9 @@ mod tests {
         assert_eq!(ipam.assign("node-a", "h3").unwrap(), a);
         assert_eq!(ipam.release("h2").unwrap(), Some(b));
         assert_eq!(ipam.release("h3").unwrap(), Some(a));
-        assert!(store.list_as::<IpamBlock>().unwrap().is_empty());
-        assert!(store.list_as::<BlockAffinity>().unwrap().is_empty());
-        assert!(store.list_as::<IpamHandle>().unwrap().is_empty());
+        assert!(store.list_as::<IpamBlock>().unwrap().items.is_empty());
+        assert!(store.list_as::<BlockAffinity>().unwrap().items.is_empty());
+        assert!(store.list_as::<IpamHandle>().unwrap().items.is_empty());
         assert_eq!(ipam.release("never-assigned").unwrap(), None);
     }
 
@@ -761,6 +1140,7 @@ mod tests {
                 "ghost",
                 "10.65.0.0/26".parse().unwrap(),
                 addr("10.65.0.9"),
+                SystemTime::now(),
             ))
             .unwrap();
         store
@@ -778,6 +1158,7 @@ mod tests {
                 handles_created: 1,
                 handles_removed: 1,
                 blocks_released: 0,
+                ..RepairReport::default()
             }
         );
         assert_eq!(ipam.repair().unwrap(), RepairReport::default());

@@ -15,6 +15,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::SystemTime;
 
 use ipnet::Ipv4Net;
 use serde::de::{DeserializeOwned, Error as _};
@@ -30,8 +31,11 @@ pub const DEFAULT_BLOCK_SIZE: u8 = 26;
 pub const MIN_BLOCK_SIZE: u8 = 20;
 /// The largest IPv4 block prefix length (one address per block).
 pub const MAX_BLOCK_SIZE: u8 = 32;
-/// `metadata.name`, label and similar strings longer than this are rejected.
-pub const MAX_NAME_BYTES: usize = 253;
+/// Object names (`metadata.name`) longer than this are rejected, everywhere
+/// ([`check_object_name`]). Kubernetes allows 253, but the file store keeps an object in
+/// `<name>.json` and writes it through `.<name>.json.tmp`, and a file name has at most 255
+/// bytes.
+pub const MAX_NAME_BYTES: usize = 240;
 
 /// Ranges no pool may touch: link-local (169.254.1.1 is every pod's gateway), loopback and
 /// multicast.
@@ -340,8 +344,32 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// Checks a user-chosen object name the way Kubernetes checks a DNS subdomain: lower-case
-/// letters, digits, `-` and `.`, starting and ending with a letter or digit.
+/// The rule every stored object's name follows (the datastore's keys, and so also every
+/// name [`validate_name`] accepts): not empty, at most [`MAX_NAME_BYTES`], no `/`, NUL or
+/// control character, no leading `.` (which also rules out `.` and `..`). The reason when
+/// it does not.
+pub fn check_object_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "{} bytes long; at most {MAX_NAME_BYTES} are allowed",
+            name.len()
+        ));
+    }
+    if name.starts_with('.') {
+        return Err("must not start with '.'".into());
+    }
+    if let Some(c) = name.chars().find(|c| *c == '/' || c.is_control()) {
+        return Err(format!("{c:?} is not allowed"));
+    }
+    Ok(())
+}
+
+/// Checks a user-chosen object name: a stored object's name ([`check_object_name`]) that
+/// is also a DNS subdomain the way Kubernetes checks one: lower-case letters, digits, `-`
+/// and `.`, starting and ending with a letter or digit.
 pub fn validate_name(kind: &'static str, name: &str) -> Result<(), ModelError> {
     let invalid = |reason: String| ModelError::Invalid {
         kind,
@@ -349,12 +377,7 @@ pub fn validate_name(kind: &'static str, name: &str) -> Result<(), ModelError> {
         field: "metadata.name",
         reason,
     };
-    if name.is_empty() {
-        return Err(invalid("must not be empty".into()));
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(invalid(format!("longer than {MAX_NAME_BYTES} bytes")));
-    }
+    check_object_name(name).map_err(invalid)?;
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
@@ -951,6 +974,17 @@ impl IpamBlock {
         cidr.to_string().replace(['.', '/'], "-")
     }
 
+    /// The CIDR a block document name stands for ([`IpamBlock::name_for`] backwards), so
+    /// that a damaged block still tells which range it claims. `None` for any other name.
+    pub fn cidr_from_name(name: &str) -> Option<Ipv4Net> {
+        let parts: Vec<&str> = name.split('-').collect();
+        let [a, b, c, d, len] = parts.as_slice() else {
+            return None;
+        };
+        let cidr: Ipv4Net = format!("{a}.{b}.{c}.{d}/{len}").parse().ok()?;
+        (Self::name_for(cidr) == name && cidr == cidr.trunc()).then_some(cidr)
+    }
+
     /// The node the block is affine to.
     pub fn node(&self) -> Option<&str> {
         self.spec.affinity.as_deref()?.strip_prefix("host:")
@@ -1063,18 +1097,34 @@ pub struct IpamHandleSpec {
     #[serde(with = "cidr")]
     pub block: Ipv4Net,
     pub address: Ipv4Addr,
+    /// When the allocation was made (or, for one found without its handle, first seen),
+    /// RFC 3339 UTC ([`format_rfc3339`]); Calico's `timestamp` attribute. The orphan sweep
+    /// leaves allocations younger than an ADD could take alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
 }
 
 impl IpamHandle {
-    pub fn new(handle_id: &str, block: Ipv4Net, address: Ipv4Addr) -> IpamHandle {
+    pub fn new(
+        handle_id: &str,
+        block: Ipv4Net,
+        address: Ipv4Addr,
+        allocated: SystemTime,
+    ) -> IpamHandle {
         IpamHandle {
             metadata: Metadata::named(handle_id),
             spec: IpamHandleSpec {
                 handle_id: handle_id.to_string(),
                 block,
                 address,
+                timestamp: Some(format_rfc3339(allocated)),
             },
         }
+    }
+
+    /// When the allocation was made, if recorded.
+    pub fn allocated_at(&self) -> Option<SystemTime> {
+        parse_rfc3339(self.spec.timestamp.as_deref()?)
     }
 }
 

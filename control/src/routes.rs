@@ -37,6 +37,9 @@ pub struct ClusterState {
     /// Each IPAM block and the node it is affine to.
     pub blocks: BTreeMap<Ipv4Net, String>,
     pub endpoints: Vec<WorkloadEndpoint>,
+    /// Documents that could not be read (damaged in the store), with why; left out above
+    /// and reported in [`DesiredDataplane::skipped`].
+    pub unreadable: Vec<String>,
 }
 
 /// What only the node itself knows.
@@ -233,7 +236,7 @@ pub fn desired_state(
     cluster: &ClusterState,
     local: &LocalNode,
 ) -> Result<DesiredDataplane, RoutesError> {
-    let mut skipped = Vec::new();
+    let mut skipped = cluster.unreadable.clone();
 
     // Nodes with a usable underlay address.
     let mut nodes: BTreeMap<&str, (&Node, Ipv4Net)> = BTreeMap::new();

@@ -238,7 +238,10 @@ fn standard_answer(request: &Request) -> Response {
                     "",
                 ));
             }
-            Reply::Documents { items }
+            Reply::Documents {
+                items,
+                damaged: Vec::new(),
+            }
         }
         Request::Apply { documents } => {
             let invalid = |e: tapwire_control::model::ModelError| {
@@ -674,7 +677,10 @@ fn get_lists_as_calicoctl_list_documents() {
     );
 
     // A listing of one is still a list; an empty listing too.
-    let agent = FakeAgent::replying(Reply::Documents { items: Vec::new() });
+    let agent = FakeAgent::replying(Reply::Documents {
+        items: Vec::new(),
+        damaged: Vec::new(),
+    });
     assert_eq!(
         ok(&agent, &["get", "ippools", "-o", "yaml"]),
         "apiVersion: projectcalico.org/v3\nitems: []\nkind: IPPoolList\nmetadata: {}\n"
@@ -1035,6 +1041,7 @@ fn agent_errors_are_reported_with_what_failed() {
             serde_json::json!({"apiVersion": "projectcalico.org/v3", "kind": "IPPool",
             "metadata": {"name": "odd"}, "spec": {"cidr": "not-a-cidr"}}),
         ],
+        damaged: Vec::new(),
     });
     let msg = fails(&agent, &["get", "ippools"]);
     assert!(
@@ -1147,4 +1154,23 @@ fn bad_arguments_are_usage_errors_with_exit_code_2() {
     let help = ctl(&agent, &["--help"]);
     assert_eq!(help.code, Some(0));
     assert!(help.stdout.contains("TAPWIRE_API"), "{}", help.stdout);
+}
+
+#[test]
+fn get_prints_the_readable_documents_and_warns_about_damaged_ones() {
+    let agent = FakeAgent::replying(Reply::Documents {
+        items: vec![to_document_value(&pools()[0])],
+        damaged: vec![tapwire_control::datastore::Damaged {
+            kind: "IPPool".into(),
+            name: "broken".into(),
+            reason: "corrupt datastore file /var/lib/tapwire/IPPool/broken.json: not JSON: expected value at line 1 column 1".into(),
+        }],
+    });
+    let run = ctl(&agent, &["get", "ippools"]);
+    assert_run(
+        &run,
+        0,
+        "NAME                  CIDR           SELECTOR\ndefault-ipv4-ippool   10.65.0.0/16   all()\n\n",
+        "warning: IPPool \"broken\" is damaged in the datastore and was skipped: corrupt datastore file /var/lib/tapwire/IPPool/broken.json: not JSON: expected value at line 1 column 1; repair it with `tapwirectl delete ippool broken`, or apply a good IPPool named \"broken\" over it\n",
+    );
 }

@@ -530,6 +530,7 @@ fn gc_agent(del_error: Option<ApiError>) -> FakeAgent {
                 wep("node-b", Some("elsewhere"), "eth0"),
                 wep("node-a", None, "eth0"),
             ],
+            damaged: vec![],
         }),
         Request::CniDel(del) if del.container_id == "leaked2" => match &del_error {
             Some(err) => Response::Error(err.clone()),
@@ -806,7 +807,10 @@ fn invalid_configurations_are_code_7_and_unsupported_fields_code_2() {
 fn arbitrary_input_never_crashes_the_plugin() {
     let agent = FakeAgent::start(|req| match req {
         Request::CniAdd(_) => Response::Ok(Reply::CniAdd(add_reply())),
-        Request::Get { .. } => Response::Ok(Reply::Documents { items: vec![] }),
+        Request::Get { .. } => Response::Ok(Reply::Documents {
+            items: vec![],
+            damaged: vec![],
+        }),
         _ => Response::Ok(Reply::Done),
     });
     let socket = agent.socket_str().to_string();

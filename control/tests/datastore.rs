@@ -26,7 +26,7 @@ fn pool(name: &str, cidr: &str) -> IpPool {
 fn crud_semantics(store: &dyn Datastore) {
     assert_eq!(store.revision().unwrap(), 0);
     assert!(store.get("IPPool", "a").unwrap().is_none());
-    assert!(store.list("IPPool").unwrap().is_empty());
+    assert!(store.list("IPPool").unwrap().items.is_empty());
 
     let created = store
         .create("IPPool", "a", json!({"spec": {"cidr": "10.1.0.0/16"}}))
@@ -50,6 +50,7 @@ fn crud_semantics(store: &dyn Datastore) {
     let names: Vec<_> = store
         .list("IPPool")
         .unwrap()
+        .items
         .into_iter()
         .map(|o| o.name)
         .collect();
@@ -136,20 +137,49 @@ fn typed_semantics(store: &dyn Datastore) {
     let names: Vec<_> = store
         .list_as::<IpPool>()
         .unwrap()
+        .items
         .into_iter()
         .map(|p| p.metadata.name)
         .collect();
     assert_eq!(names, ["p", "q"]);
     store.delete_as::<IpPool>("q", None).unwrap();
     assert!(store.get_as::<IpPool>("q").unwrap().is_none());
-    // A stored document of the wrong shape is an error naming it, not a panic.
+    // A stored document of the wrong shape is reported by name, and the others still
+    // list; reading it by name is an error naming it; applying over it replaces it.
+    store
+        .apply_as(&Node::new("good", "192.168.0.1/24".parse().unwrap()))
+        .unwrap();
     store
         .create("Node", "odd", json!({"apiVersion": "projectcalico.org/v3", "kind": "Node", "spec": {"colour": "red"}}))
         .unwrap();
-    let err = store.list_as::<Node>().unwrap_err();
-    let msg = err.to_string();
+    let nodes = store.list_as::<Node>().unwrap();
+    let names: Vec<_> = nodes
+        .items
+        .iter()
+        .map(|n| n.metadata.name.as_str())
+        .collect();
+    assert_eq!(names, ["good"]);
+    assert_eq!(nodes.damaged.len(), 1);
+    assert_eq!(
+        (
+            nodes.damaged[0].kind.as_str(),
+            nodes.damaged[0].name.as_str()
+        ),
+        ("Node", "odd")
+    );
+    let msg = &nodes.damaged[0].reason;
     assert!(msg.contains("stored Node \"odd\" is unreadable"), "{msg}");
     assert!(msg.contains("unknown field `colour`"), "{msg}");
+    let err = store.get_as::<Node>("odd").unwrap_err();
+    assert!(
+        err.is_damage() && err.to_string().contains("colour"),
+        "{err}"
+    );
+    store
+        .apply_as(&Node::new("odd", "192.168.0.2/24".parse().unwrap()))
+        .unwrap();
+    let nodes = store.list_as::<Node>().unwrap();
+    assert_eq!((nodes.items.len(), nodes.damaged.len()), (2, 0));
 }
 
 #[test]
@@ -226,12 +256,30 @@ fn corrupt_files_are_reported_with_their_path() {
     let msg = err.to_string();
     assert!(msg.contains(&bad.display().to_string()), "{msg}");
     assert!(msg.starts_with("corrupt datastore file"), "{msg}");
-    let err = store.list("IPPool").unwrap_err();
-    assert!(err.to_string().contains("bad.json"), "{err}");
+    assert!(err.is_damage(), "{err}");
+    // A listing skips it and reports it with the file, the good one still lists.
+    let listing = store.list("IPPool").unwrap();
+    let names: Vec<_> = listing.items.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["good"]);
+    assert_eq!(listing.damaged.len(), 1, "{listing:?}");
+    assert_eq!(listing.damaged[0].name, "bad");
+    assert!(
+        listing.damaged[0]
+            .reason
+            .contains(&bad.display().to_string()),
+        "{listing:?}"
+    );
+    let typed = store.list_as::<IpPool>().unwrap();
+    assert_eq!((typed.items.len(), typed.damaged.len()), (1, 1));
     // Still usable: the good object reads, and an unconditional delete clears the bad one.
     assert!(store.get("IPPool", "good").unwrap().is_some());
     store.delete("IPPool", "bad", None).unwrap();
-    assert_eq!(store.list("IPPool").unwrap().len(), 1);
+    assert_eq!(store.list("IPPool").unwrap().items.len(), 1);
+    // Applying a good document over a corrupt file replaces it.
+    fs::write(&bad, b"not json").unwrap();
+    store.apply_as(&pool("bad", "10.66.0.0/16")).unwrap();
+    let listing = store.list_as::<IpPool>().unwrap();
+    assert_eq!((listing.items.len(), listing.damaged.len()), (2, 0));
 
     fs::write(dir.path().join("IPPool/norev.json"), b"{\"metadata\": {}}").unwrap();
     let err = store.get("IPPool", "norev").unwrap_err();
@@ -415,4 +463,50 @@ fn opening_from_the_node_configuration() {
     })
     .unwrap_err();
     assert_eq!(err.to_string(), "etcd datastore not implemented yet");
+}
+
+#[test]
+fn a_corrupt_document_is_skipped_and_reported_by_the_cluster_state() {
+    use tapwire_control::routes::{desired_state, LocalNode};
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    store
+        .create_as(&Node::new("a", "192.168.0.1/24".parse().unwrap()))
+        .unwrap();
+    store
+        .create_as(&Node::new("b", "192.168.0.2/24".parse().unwrap()))
+        .unwrap();
+    store.create_as(&pool("p", "10.65.0.0/16")).unwrap();
+    let bad = dir.path().join("Node/b.json");
+    fs::write(&bad, b"not json\n").unwrap();
+
+    let state = datastore::read_cluster_state(&store).unwrap();
+    let names: Vec<_> = state
+        .nodes
+        .iter()
+        .map(|n| n.metadata.name.as_str())
+        .collect();
+    assert_eq!(names, ["a"]);
+    assert_eq!(state.pools.len(), 1);
+    assert_eq!(state.unreadable.len(), 1, "{:?}", state.unreadable);
+    let report = &state.unreadable[0];
+    assert!(
+        report.contains("Node \"b\"") && report.contains(&bad.display().to_string()),
+        "{report}"
+    );
+    let desired = desired_state(
+        &state,
+        &LocalNode {
+            name: "a".into(),
+            underlay_mtu_bytes: 1500,
+        },
+    )
+    .unwrap();
+    assert!(desired.skipped.contains(report), "{:?}", desired.skipped);
+    // Deleting it repairs the store.
+    store.delete("Node", "b", None).unwrap();
+    assert!(datastore::read_cluster_state(&store)
+        .unwrap()
+        .unreadable
+        .is_empty());
 }

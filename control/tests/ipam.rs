@@ -71,9 +71,9 @@ fn on_all_workers<T: Send + 'static>(
 /// Checks the store's IPAM documents against each other and returns every allocation
 /// (address → (node, handle)).
 fn check_consistent(store: &dyn Datastore) -> BTreeMap<Ipv4Addr, (String, String)> {
-    let blocks = store.list_as::<IpamBlock>().unwrap();
-    let affinities = store.list_as::<BlockAffinity>().unwrap();
-    let handles = store.list_as::<IpamHandle>().unwrap();
+    let blocks = store.list_as::<IpamBlock>().unwrap().items;
+    let affinities = store.list_as::<BlockAffinity>().unwrap().items;
+    let handles = store.list_as::<IpamHandle>().unwrap().items;
     let mut allocations = BTreeMap::new();
     for block in &blocks {
         let node = block
@@ -130,15 +130,15 @@ fn check_consistent(store: &dyn Datastore) -> BTreeMap<Ipv4Addr, (String, String
 
 fn assert_empty(store: &dyn Datastore) {
     assert!(
-        store.list_as::<IpamBlock>().unwrap().is_empty(),
+        store.list_as::<IpamBlock>().unwrap().items.is_empty(),
         "blocks leaked"
     );
     assert!(
-        store.list_as::<BlockAffinity>().unwrap().is_empty(),
+        store.list_as::<BlockAffinity>().unwrap().items.is_empty(),
         "affinities leaked"
     );
     assert!(
-        store.list_as::<IpamHandle>().unwrap().is_empty(),
+        store.list_as::<IpamHandle>().unwrap().items.is_empty(),
         "handles leaked"
     );
 }
@@ -419,4 +419,31 @@ fn separate_processes_on_two_nodes_never_share_an_address() {
         "each DEL released the address its ADD got"
     );
     assert_empty(&store);
+}
+
+#[test]
+fn a_damaged_block_keeps_its_range_claimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_pool(dir.path(), 26);
+    let ipam = Ipam::new(&store);
+    assert_eq!(
+        ipam.assign("node-a", "h0").unwrap(),
+        Ipv4Addr::new(10, 65, 0, 0)
+    );
+    // The block's file is damaged: its allocations cannot be read any more.
+    std::fs::write(dir.path().join("IPAMBlock/10-65-0-0-26.json"), b"not json").unwrap();
+    // Nothing of its range is handed out again, and assign does not loop on it.
+    let started = Instant::now();
+    let next = ipam.assign("node-a", "h1").unwrap();
+    assert_eq!(next, Ipv4Addr::new(10, 65, 0, 64));
+    let other = ipam.assign("node-b", "h2").unwrap();
+    assert_eq!(other, Ipv4Addr::new(10, 65, 0, 128));
+    assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
+    // Releasing the other handles works; the damaged block is reported by repair.
+    assert_eq!(ipam.release("h1").unwrap(), Some(next));
+    let report = ipam.repair().unwrap();
+    assert!(
+        report.unresolved.iter().any(|u| u.contains("10-65-0-0-26")),
+        "{report:?}"
+    );
 }

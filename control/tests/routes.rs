@@ -81,6 +81,7 @@ fn cluster(ipip: EncapMode, vxlan: EncapMode) -> ClusterState {
             (net("10.65.0.128/26"), C.to_string()),
         ]),
         endpoints: vec![pod(A, "pod-a", "10.65.0.2"), pod(B, "pod-b", "10.65.0.66")],
+        unreadable: Vec::new(),
     }
 }
 

@@ -18,7 +18,7 @@ use crate::api::{
     codes, read_request, write_response, ApiError, CniAddReply, CniRequest, CniRoute,
     NodeStatusReply, PeerRow, Reply, Request, ResourceKind, Response, RouteRow,
 };
-use crate::datastore::{read_cluster_state, DatastoreError, DatastoreExt};
+use crate::datastore::{read_cluster_state, Datastore, DatastoreError, DatastoreExt};
 use crate::ipam::{Ipam, IpamError};
 use crate::model::{
     check_batch, format_rfc3339, parse_documents, to_document_value, Document, IpPool, IpamBlock,
@@ -111,14 +111,9 @@ fn ipam_error(err: IpamError) -> ApiError {
     }
 }
 
-/// The IPAM handle of a pod interface: one per (network, container, interface).
+/// The IPAM handle of a pod interface ([`crate::ipam::handle_id`]).
 fn handle_id(req: &CniRequest) -> String {
-    let network = if req.network.is_empty() {
-        "tapwire"
-    } else {
-        &req.network
-    };
-    format!("{network}.{}.{}", req.container_id, req.ifname)
+    crate::ipam::handle_id(&req.network, &req.container_id, &req.ifname)
 }
 
 fn check_cni_request(req: &CniRequest, need_netns: bool) -> Result<(), ApiError> {
@@ -264,7 +259,8 @@ fn find_endpoint(shared: &Shared, req: &CniRequest) -> Result<Option<WorkloadEnd
     let endpoints = shared
         .store
         .list_as::<WorkloadEndpoint>()
-        .map_err(|e| datastore_error("reading workload endpoints failed", e))?;
+        .map_err(|e| datastore_error("reading workload endpoints failed", e))?
+        .items;
     Ok(endpoints.into_iter().find(|ep| {
         ep.spec.node == shared.config.node
             && ep.spec.container_id.as_deref() == Some(req.container_id.as_str())
@@ -338,7 +334,8 @@ fn cni_status(shared: &Shared) -> Result<(), ApiError> {
     let pools = shared
         .store
         .list_as::<IpPool>()
-        .map_err(|e| datastore_error("reading IP pools failed", e))?;
+        .map_err(|e| datastore_error("reading IP pools failed", e))?
+        .items;
     if !pools.iter().any(|p| !p.spec.disabled) {
         return Err(ApiError::new(
             codes::PLUGIN_NOT_AVAILABLE,
@@ -360,7 +357,8 @@ fn node_status(shared: &Shared) -> Result<NodeStatusReply, ApiError> {
     let nodes = shared
         .store
         .list_as::<Node>()
-        .map_err(|e| datastore_error("reading nodes failed", e))?;
+        .map_err(|e| datastore_error("reading nodes failed", e))?
+        .items;
     let (connected, in_sync, heartbeat, since) = shared.sync.status.read(|s| {
         (
             s.connected,
@@ -409,11 +407,19 @@ fn node_status(shared: &Shared) -> Result<NodeStatusReply, ApiError> {
     })
 }
 
-fn list_values<T: Resource>(shared: &Shared, name: Option<&str>) -> Result<Reply, ApiError> {
-    let store = shared.store.as_ref();
-    let items = match name {
+/// The error for a document that is damaged in the store, saying how to repair it.
+fn damaged_error(kind: &str, name: &str, err: &DatastoreError) -> ApiError {
+    ApiError::new(
+        codes::DATASTORE,
+        format!("{kind} {name:?} is damaged in the datastore"),
+        format!("{err}; {}", crate::cli::repair_hint(kind, name)),
+    )
+}
+
+fn list_values<T: Resource>(store: &dyn Datastore, name: Option<&str>) -> Result<Reply, ApiError> {
+    let (items, damaged) = match name {
         Some(name) => match store.get_as::<T>(name) {
-            Ok(Some(doc)) => vec![to_document_value(&doc)],
+            Ok(Some(doc)) => (vec![to_document_value(&doc)], Vec::new()),
             Ok(None) => {
                 return Err(ApiError::new(
                     codes::BAD_REQUEST,
@@ -421,27 +427,43 @@ fn list_values<T: Resource>(shared: &Shared, name: Option<&str>) -> Result<Reply
                     "",
                 ))
             }
+            Err(e) if e.is_damage() => return Err(damaged_error(T::KIND, name, &e)),
             Err(e) => return Err(datastore_error("reading the datastore failed", e)),
         },
-        None => store
-            .list_as::<T>()
-            .map_err(|e| datastore_error("reading the datastore failed", e))?
-            .iter()
-            .map(to_document_value)
-            .collect(),
+        None => {
+            let listing = store
+                .list_as::<T>()
+                .map_err(|e| datastore_error("reading the datastore failed", e))?;
+            let items = listing.items.iter().map(to_document_value).collect();
+            (items, listing.damaged)
+        }
     };
-    Ok(Reply::Documents { items })
+    Ok(Reply::Documents { items, damaged })
 }
 
 fn get(shared: &Shared, kind: ResourceKind, name: Option<&str>) -> Result<Reply, ApiError> {
+    get_documents(shared.store.as_ref(), kind, name)
+}
+
+fn get_documents(
+    store: &dyn Datastore,
+    kind: ResourceKind,
+    name: Option<&str>,
+) -> Result<Reply, ApiError> {
     match kind {
-        ResourceKind::Ippools => list_values::<IpPool>(shared, name),
-        ResourceKind::Nodes => list_values::<Node>(shared, name),
-        ResourceKind::Workloadendpoints => list_values::<WorkloadEndpoint>(shared, name),
+        ResourceKind::Ippools => list_values::<IpPool>(store, name),
+        ResourceKind::Nodes => list_values::<Node>(store, name),
+        ResourceKind::Workloadendpoints => list_values::<WorkloadEndpoint>(store, name),
     }
 }
 
 fn apply(shared: &Shared, text: &str) -> Result<Reply, ApiError> {
+    let reply = apply_documents(shared.store.as_ref(), text)?;
+    shared.nudge();
+    Ok(reply)
+}
+
+fn apply_documents(store: &dyn Datastore, text: &str) -> Result<Reply, ApiError> {
     let invalid = |e: crate::model::ModelError| {
         ApiError::new(codes::INVALID_DOCUMENT, "invalid document", e.to_string())
     };
@@ -453,10 +475,11 @@ fn apply(shared: &Shared, text: &str) -> Result<Reply, ApiError> {
             "",
         ));
     }
-    let store = shared.store.as_ref();
+    // A damaged pool cannot be checked against; applying over it replaces it.
     let pools = store
         .list_as::<IpPool>()
-        .map_err(|e| datastore_error("reading IP pools failed", e))?;
+        .map_err(|e| datastore_error("reading IP pools failed", e))?
+        .items;
     // Everything is checked before anything is written.
     check_batch(&docs, &pools).map_err(invalid)?;
     let mut results = Vec::new();
@@ -473,17 +496,13 @@ fn apply(shared: &Shared, text: &str) -> Result<Reply, ApiError> {
         })?;
         results.push(format!("{} {}", doc.kind(), doc.name()));
     }
-    shared.nudge();
     Ok(Reply::Changed { results })
 }
 
-/// Writes an applied document: create-or-replace, or — when the document carries the
-/// `metadata.resourceVersion` it was read at (an edited `get -o yaml`) — a
-/// compare-and-swap that fails if someone changed the object since.
-fn write_document<T: Resource>(
-    store: &dyn crate::datastore::Datastore,
-    doc: &T,
-) -> Result<(), DatastoreError> {
+/// Writes an applied document: create-or-replace (a damaged stored one too), or — when
+/// the document carries the `metadata.resourceVersion` it was read at (an edited `get -o
+/// yaml`) — a compare-and-swap that fails if someone changed the object since.
+fn write_document<T: Resource>(store: &dyn Datastore, doc: &T) -> Result<(), DatastoreError> {
     if doc.metadata().revision().is_some() {
         store.update_as(doc).map(|_| ())
     } else {
@@ -492,10 +511,14 @@ fn write_document<T: Resource>(
 }
 
 /// A user's Node document replaces the spec; the status a tapwire control keeps (and
-/// its underlay address) is its own and survives.
-fn apply_node(store: &dyn crate::datastore::Datastore, node: &Node) -> Result<(), DatastoreError> {
+/// its underlay address) is its own and survives (unless the stored one is damaged).
+fn apply_node(store: &dyn Datastore, node: &Node) -> Result<(), DatastoreError> {
     let mut node = node.clone();
-    if let Some(existing) = store.get_as::<Node>(node.name())? {
+    let existing = match store.get_as::<Node>(node.name()) {
+        Err(e) if e.is_damage() => None,
+        other => other?,
+    };
+    if let Some(existing) = existing {
         if existing.is_managed() {
             node.status = existing.status;
             if node.spec.bgp.is_none() {
@@ -507,7 +530,16 @@ fn apply_node(store: &dyn crate::datastore::Datastore, node: &Node) -> Result<()
 }
 
 fn delete(shared: &Shared, kind: ResourceKind, name: &str) -> Result<Reply, ApiError> {
-    let store = shared.store.as_ref();
+    let reply = delete_document(shared.store.as_ref(), kind, name)?;
+    shared.nudge();
+    Ok(reply)
+}
+
+fn delete_document(
+    store: &dyn Datastore,
+    kind: ResourceKind,
+    name: &str,
+) -> Result<Reply, ApiError> {
     let missing = |kind: &str| {
         Err(ApiError::new(
             codes::BAD_REQUEST,
@@ -517,46 +549,34 @@ fn delete(shared: &Shared, kind: ResourceKind, name: &str) -> Result<Reply, ApiE
     };
     let result = match kind {
         ResourceKind::Ippools => {
-            let Some(pool) = store
-                .get_as::<IpPool>(name)
-                .map_err(|e| datastore_error("reading IP pools failed", e))?
-            else {
-                return missing(IpPool::KIND);
-            };
-            let blocks = store
-                .list_as::<IpamBlock>()
-                .map_err(|e| datastore_error("reading IPAM blocks failed", e))?;
-            let in_use: usize = blocks
-                .iter()
-                .filter(|b| pool.spec.cidr.contains(&b.spec.cidr))
-                .map(|b| b.spec.allocations.len())
-                .sum();
-            if in_use > 0 {
-                return Err(ApiError::new(
-                    codes::INVALID_DOCUMENT,
-                    format!("IPPool {name:?} is in use"),
-                    format!(
-                        "{in_use} pod address(es) are allocated from it; remove those pods first"
-                    ),
-                ));
+            match store.get_as::<IpPool>(name) {
+                Ok(None) => return missing(IpPool::KIND),
+                Ok(Some(pool)) => check_pool_unused(store, &pool)?,
+                // A damaged pool has no CIDR to check: deleting it is how it is repaired,
+                // and the blocks it leaves are still claimed (IPAM never reuses them).
+                Err(e) if e.is_damage() => {}
+                Err(e) => return Err(datastore_error("reading IP pools failed", e)),
             }
             store.delete_as::<IpPool>(name, None)
         }
         ResourceKind::Nodes => store.delete_as::<Node>(name, None),
-        ResourceKind::Workloadendpoints => {
-            return Err(ApiError::new(
-                codes::BAD_REQUEST,
-                "workload endpoints are removed by the CNI plugin (DEL), not by hand",
-                "",
-            ))
-        }
+        // Only a damaged one, which no CNI DEL can find any more.
+        ResourceKind::Workloadendpoints => match store.get_as::<WorkloadEndpoint>(name) {
+            Err(e) if e.is_damage() => store.delete_as::<WorkloadEndpoint>(name, None),
+            _ => {
+                return Err(ApiError::new(
+                    codes::BAD_REQUEST,
+                    "workload endpoints are removed by the CNI plugin (DEL), not by hand",
+                    "only a damaged one can be deleted with tapwirectl",
+                ))
+            }
+        },
     };
     match result {
         Ok(()) => {}
         Err(DatastoreError::NotFound { kind, .. }) => return missing(&kind),
         Err(e) => return Err(datastore_error("deleting failed", e)),
     }
-    shared.nudge();
     let kind_name = match kind {
         ResourceKind::Ippools => IpPool::KIND,
         ResourceKind::Nodes => Node::KIND,
@@ -565,6 +585,38 @@ fn delete(shared: &Shared, kind: ResourceKind, name: &str) -> Result<Reply, ApiE
     Ok(Reply::Changed {
         results: vec![format!("{kind_name} {name}")],
     })
+}
+
+/// Refuses to delete a pool that addresses are still allocated from (or whose blocks
+/// cannot be read to tell).
+fn check_pool_unused(store: &dyn Datastore, pool: &IpPool) -> Result<(), ApiError> {
+    let name = pool.name();
+    let blocks = store
+        .list_as::<IpamBlock>()
+        .map_err(|e| datastore_error("reading IPAM blocks failed", e))?;
+    let in_use: usize = blocks
+        .items
+        .iter()
+        .filter(|b| pool.spec.cidr.contains(&b.spec.cidr))
+        .map(|b| b.spec.allocations.len())
+        .sum();
+    if in_use > 0 {
+        return Err(ApiError::new(
+            codes::INVALID_DOCUMENT,
+            format!("IPPool {name:?} is in use"),
+            format!("{in_use} pod address(es) are allocated from it; remove those pods first"),
+        ));
+    }
+    if let Some(damaged) = blocks.damaged.iter().find(|d| {
+        IpamBlock::cidr_from_name(&d.name).is_none_or(|cidr| pool.spec.cidr.contains(&cidr))
+    }) {
+        return Err(ApiError::new(
+            codes::INVALID_DOCUMENT,
+            format!("IPPool {name:?} may be in use"),
+            format!("{damaged}; whether addresses are allocated from the pool cannot be told"),
+        ));
+    }
+    Ok(())
 }
 
 fn routes(shared: &Shared) -> Vec<RouteRow> {
@@ -607,4 +659,79 @@ fn routes(shared: &Shared) -> Vec<RouteRow> {
             },
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastore::FileStore;
+
+    const POOL: &str = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: broken\nspec:\n  cidr: 10.66.0.0/16\n";
+
+    /// A file store with a good pool and node, and a corrupt pool and node file.
+    fn damaged_store() -> (tempfile::TempDir, FileStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        store
+            .create_as(&IpPool::new("good", "10.65.0.0/16".parse().unwrap()))
+            .unwrap();
+        store
+            .create_as(&Node::new("a", "192.168.0.1/24".parse().unwrap()))
+            .unwrap();
+        std::fs::write(dir.path().join("IPPool/broken.json"), "not json").unwrap();
+        std::fs::write(dir.path().join("Node/b.json"), "{").unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn get_lists_the_readable_documents_and_the_damaged_ones() {
+        let (dir, store) = damaged_store();
+        let Reply::Documents { items, damaged } =
+            get_documents(&store, ResourceKind::Ippools, None).unwrap()
+        else {
+            panic!("not documents")
+        };
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["metadata"]["name"], "good");
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged[0].name, "broken");
+        let file = dir.path().join("IPPool/broken.json");
+        assert!(
+            damaged[0].reason.contains(&file.display().to_string()),
+            "{damaged:?}"
+        );
+        // By name: an error naming the file and saying how to repair it.
+        let err = get_documents(&store, ResourceKind::Ippools, Some("broken")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&file.display().to_string()), "{msg}");
+        assert!(msg.contains("tapwirectl delete ippool broken"), "{msg}");
+        assert!(get_documents(&store, ResourceKind::Nodes, Some("a")).is_ok());
+    }
+
+    #[test]
+    fn apply_and_delete_repair_damaged_documents() {
+        let (_dir, store) = damaged_store();
+        // Applying a pool works although another pool and a node are damaged, and a good
+        // document applied over a damaged one replaces it.
+        apply_documents(&store, POOL).unwrap();
+        let pool = store.get_as::<IpPool>("broken").unwrap().unwrap();
+        assert_eq!(pool.spec.cidr.to_string(), "10.66.0.0/16");
+        apply_documents(
+            &store,
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: b\nspec:\n  bgp:\n    ipv4Address: 192.168.0.2/24\n",
+        )
+        .unwrap();
+        assert!(store.get_as::<Node>("b").unwrap().is_some());
+        // Deleting a damaged document removes it (a pool is not read first).
+        std::fs::write(_dir.path().join("IPPool/broken.json"), "[").unwrap();
+        delete_document(&store, ResourceKind::Ippools, "broken").unwrap();
+        assert!(store.get("IPPool", "broken").unwrap().is_none());
+        delete_document(&store, ResourceKind::Ippools, "good").unwrap();
+        // A damaged endpoint can be deleted by hand; a readable one cannot.
+        store
+            .create("WorkloadEndpoint", "w", serde_json::json!({"spec": 1}))
+            .unwrap();
+        delete_document(&store, ResourceKind::Workloadendpoints, "w").unwrap();
+        assert!(store.get("WorkloadEndpoint", "w").unwrap().is_none());
+    }
 }

@@ -249,7 +249,10 @@ fn get(agent: &Agent, args: GetArgs, out: &mut Output) -> Result<(), CliError> {
         name: args.name.clone(),
     };
     let mut items = match agent.call(&request, &action)? {
-        Reply::Documents { items } => items,
+        Reply::Documents { items, damaged } => {
+            out.notes.push_str(&cli::format_damaged(&damaged));
+            items
+        }
         other => return Err(unexpected(&action, "documents", &other)),
     };
     let endpoints = args.kind == ResourceKind::Workloadendpoints;

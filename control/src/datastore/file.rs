@@ -20,7 +20,8 @@ use rustix::fs::FlockOperation;
 use serde_json::Value;
 
 use super::{
-    check_kind, check_name, stamp, stamped_revision, Datastore, DatastoreError, RawObject,
+    check_kind, check_name, stamp, stamped_revision, Damaged, Datastore, DatastoreError, Listing,
+    RawObject,
 };
 
 const LOCK_FILE: &str = ".lock";
@@ -285,16 +286,20 @@ impl Datastore for FileStore {
         Self::read_object(&path, kind, name)
     }
 
-    fn list(&self, kind: &str) -> Result<Vec<RawObject>, DatastoreError> {
+    fn list(&self, kind: &str) -> Result<Listing<RawObject>, DatastoreError> {
         let dir = self.kind_dir(kind)?;
         let _lock = self.lock(FlockOperation::LockShared)?;
-        let mut objects = Vec::new();
+        let mut listing = Listing::default();
         for (path, name) in object_files(&dir)? {
-            if let Some(obj) = Self::read_object(&path, kind, &name)? {
-                objects.push(obj);
+            match Self::read_object(&path, kind, &name) {
+                Ok(Some(obj)) => listing.items.push(obj),
+                Ok(None) => {}
+                // One file that cannot be read (not JSON, no revision, an I/O error on it)
+                // is that object's problem, not the listing's.
+                Err(e) => listing.damaged.push(Damaged::new(kind, &name, &e)),
             }
         }
-        Ok(objects)
+        Ok(listing)
     }
 
     fn create(&self, kind: &str, name: &str, value: Value) -> Result<RawObject, DatastoreError> {

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
-use super::{check_kind, check_name, stamp, Datastore, DatastoreError, RawObject};
+use super::{check_kind, check_name, stamp, Datastore, DatastoreError, Listing, RawObject};
 
 /// A [`Datastore`] held in memory.
 #[derive(Debug, Default)]
@@ -91,15 +91,21 @@ impl Datastore for MemStore {
             .map(|(rev, value)| raw(kind, name, *rev, value)))
     }
 
-    fn list(&self, kind: &str) -> Result<Vec<RawObject>, DatastoreError> {
+    fn list(&self, kind: &str) -> Result<Listing<RawObject>, DatastoreError> {
         check_kind(kind)?;
-        Ok(self
+        // Values are stored only after `stamp` checked them, so every one is readable here;
+        // documents of the wrong shape show up as damaged in `list_as`.
+        let items = self
             .inner()
             .objects
             .iter()
             .filter(|((k, _), _)| k == kind)
             .map(|((_, name), (rev, value))| raw(kind, name, *rev, value))
-            .collect())
+            .collect();
+        Ok(Listing {
+            items,
+            damaged: Vec::new(),
+        })
     }
 
     fn create(&self, kind: &str, name: &str, value: Value) -> Result<RawObject, DatastoreError> {

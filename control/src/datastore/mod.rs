@@ -9,6 +9,12 @@
 //! other's writes. [`Datastore::revision`] is cheap, so a [`Watcher`] polls it and the
 //! caller re-reads what it needs when it moves.
 //!
+//! A damaged document (a file that is not JSON, a value that is not of its kind's shape)
+//! never stops work on the others: listings return the readable objects in
+//! [`Listing::items`] and each damaged one, with why, in [`Listing::damaged`], for the
+//! caller to skip and report. Reading a damaged object by name is an error naming it;
+//! deleting it, or applying a good document over it, repairs it.
+//!
 //! Backends: [`FileStore`] (one directory, safe for several processes) and [`MemStore`]
 //! (tests). [`DatastoreExt`] adds typed access over [`crate::model`] documents.
 //! This module knows nothing of IPAM or routes.
@@ -23,15 +29,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::model::{self, DatastoreConfig, IpPool, IpamBlock, ModelError, Node, Resource};
+use crate::model::{
+    self, DatastoreConfig, IpPool, IpamBlock, ModelError, Node, Resource, WorkloadEndpoint,
+};
 use crate::routes::ClusterState;
 
 pub use file::FileStore;
 pub use mem::MemStore;
-
-/// Object names longer than this are rejected (the file store adds a suffix and must stay
-/// under the file-name limit of 255 bytes).
-pub const MAX_KEY_BYTES: usize = 240;
 
 /// How often a [`Watcher`] looks at the revision while waiting.
 pub const WATCH_POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -90,6 +94,58 @@ pub enum DatastoreError {
     NotImplemented(&'static str),
 }
 
+impl DatastoreError {
+    /// Whether the error is about one damaged stored document (rather than the store as a
+    /// whole): that document can be skipped, deleted or overwritten.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            DatastoreError::Corrupt { .. } | DatastoreError::Decode { .. }
+        )
+    }
+}
+
+/// A stored document that cannot be read, as listings report it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Damaged {
+    pub kind: String,
+    pub name: String,
+    /// Why, naming where it is stored (for the file store, the file).
+    pub reason: String,
+}
+
+impl Damaged {
+    fn new(kind: &str, name: &str, error: &DatastoreError) -> Damaged {
+        Damaged {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Damaged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "damaged {} {:?}: {}", self.kind, self.name, self.reason)
+    }
+}
+
+/// What a listing found: the readable objects, sorted by name, and the damaged ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    pub damaged: Vec<Damaged>,
+}
+
+impl<T> Default for Listing<T> {
+    fn default() -> Self {
+        Listing {
+            items: Vec::new(),
+            damaged: Vec::new(),
+        }
+    }
+}
+
 /// One stored object: its key, revision and document.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawObject {
@@ -107,8 +163,9 @@ pub trait Datastore: Send + Sync + fmt::Debug {
     /// The object, or `None` when there is none.
     fn get(&self, kind: &str, name: &str) -> Result<Option<RawObject>, DatastoreError>;
 
-    /// Every object of `kind`, sorted by name.
-    fn list(&self, kind: &str) -> Result<Vec<RawObject>, DatastoreError>;
+    /// Every object of `kind`, sorted by name; objects that cannot be read are listed in
+    /// [`Listing::damaged`] instead. An error means the listing as a whole failed.
+    fn list(&self, kind: &str) -> Result<Listing<RawObject>, DatastoreError>;
 
     /// Stores a new object; [`DatastoreError::AlreadyExists`] if the key is taken.
     /// `value` must be a JSON object; its `metadata.name` (added if absent) must be `name`.
@@ -160,27 +217,13 @@ pub fn check_kind(kind: &str) -> Result<(), DatastoreError> {
     Ok(())
 }
 
-/// Checks a name: it becomes a file name, so no `/`, no NUL or control characters, no
-/// leading `.` (which also rules out `.` and `..`) and at most [`MAX_KEY_BYTES`].
+/// Checks a name with [`model::check_object_name`] (the one rule for every object name).
 pub fn check_name(name: &str) -> Result<(), DatastoreError> {
-    let bad = |reason: String| DatastoreError::InvalidKey {
+    model::check_object_name(name).map_err(|reason| DatastoreError::InvalidKey {
         what: "name",
         value: name.to_string(),
         reason,
-    };
-    if name.is_empty() {
-        return Err(bad("must not be empty".into()));
-    }
-    if name.len() > MAX_KEY_BYTES {
-        return Err(bad(format!("longer than {MAX_KEY_BYTES} bytes")));
-    }
-    if name.starts_with('.') {
-        return Err(bad("must not start with '.'".into()));
-    }
-    if let Some(c) = name.chars().find(|c| *c == '/' || c.is_control()) {
-        return Err(bad(format!("{c:?} is not allowed")));
-    }
-    Ok(())
+    })
 }
 
 /// Checks a value about to be stored and stamps its name and revision into `metadata`.
@@ -235,9 +278,23 @@ pub trait DatastoreExt: Datastore {
         self.get(T::KIND, name)?.map(decode).transpose()
     }
 
-    /// Every stored document of the kind, sorted by name.
-    fn list_as<T: Resource>(&self) -> Result<Vec<T>, DatastoreError> {
-        self.list(T::KIND)?.into_iter().map(decode).collect()
+    /// Every stored document of the kind, sorted by name; those that cannot be read or
+    /// decoded are in [`Listing::damaged`].
+    fn list_as<T: Resource>(&self) -> Result<Listing<T>, DatastoreError> {
+        let raw = self.list(T::KIND)?;
+        let mut listing = Listing {
+            items: Vec::with_capacity(raw.items.len()),
+            damaged: raw.damaged,
+        };
+        for obj in raw.items {
+            let (kind, name) = (obj.kind.clone(), obj.name.clone());
+            match decode(obj) {
+                Ok(doc) => listing.items.push(doc),
+                Err(e) => listing.damaged.push(Damaged::new(&kind, &name, &e)),
+            }
+        }
+        listing.damaged.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(listing)
     }
 
     /// Stores a new document; returns it with its revision.
@@ -259,12 +316,24 @@ pub trait DatastoreExt: Datastore {
     }
 
     /// Creates the document or replaces whatever is stored under its name (last writer
-    /// wins, as `calicoctl apply`); retries a few times if it races with another writer.
+    /// wins, as `calicoctl apply`), a damaged document too; retries a few times if it
+    /// races with another writer.
     fn apply_as<T: Resource>(&self, doc: &T) -> Result<T, DatastoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = match self.get(T::KIND, doc.name())? {
+            let current = match self.get(T::KIND, doc.name()) {
+                // A damaged document has no revision to compare against: it is removed,
+                // and the next round creates the new one.
+                Err(e) if e.is_damage() && attempt < 8 => {
+                    match self.delete(T::KIND, doc.name(), None) {
+                        Ok(()) | Err(DatastoreError::NotFound { .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                other => other?,
+            };
+            let result = match current {
                 None => self.create(T::KIND, doc.name(), model::to_document_value(doc)),
                 Some(current) => self.update(
                     T::KIND,
@@ -311,18 +380,32 @@ pub fn decode<T: Resource>(raw: RawObject) -> Result<T, DatastoreError> {
 }
 
 /// Everything route computation needs, read from the store: nodes, pools, block owners
-/// and workload endpoints.
+/// and workload endpoints. Damaged documents are left out and named in
+/// [`ClusterState::unreadable`] (which route computation reports as skipped).
 pub fn read_cluster_state(store: &dyn Datastore) -> Result<ClusterState, DatastoreError> {
-    let blocks: BTreeMap<_, _> = store
-        .list_as::<IpamBlock>()?
+    let mut unreadable = Vec::new();
+    let mut items = |listing_damaged: Vec<Damaged>| {
+        unreadable.extend(listing_damaged.iter().map(Damaged::to_string));
+    };
+    let blocks = store.list_as::<IpamBlock>()?;
+    items(blocks.damaged);
+    let blocks: BTreeMap<_, _> = blocks
+        .items
         .into_iter()
         .filter_map(|b| Some((b.spec.cidr, b.node()?.to_string())))
         .collect();
+    let nodes = store.list_as::<Node>()?;
+    items(nodes.damaged);
+    let pools = store.list_as::<IpPool>()?;
+    items(pools.damaged);
+    let endpoints = store.list_as::<WorkloadEndpoint>()?;
+    items(endpoints.damaged);
     Ok(ClusterState {
-        nodes: store.list_as::<Node>()?,
-        pools: store.list_as::<IpPool>()?,
+        nodes: nodes.items,
+        pools: pools.items,
         blocks,
-        endpoints: store.list_as()?,
+        endpoints: endpoints.items,
+        unreadable,
     })
 }
 
@@ -390,7 +473,8 @@ mod tests {
         for bad in ["", ".", "..", ".hidden", "a/b", "../etc", "a\0b", "a\nb"] {
             assert!(check_name(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(check_name(&"x".repeat(MAX_KEY_BYTES + 1)).is_err());
+        assert!(check_name(&"x".repeat(model::MAX_NAME_BYTES + 1)).is_err());
+        assert!(check_name(&"x".repeat(model::MAX_NAME_BYTES)).is_ok());
         for good in [
             "default-ipv4-ippool",
             "10-65-0-0-26",
