@@ -510,3 +510,131 @@ fn a_corrupt_document_is_skipped_and_reported_by_the_cluster_state() {
         .unreadable
         .is_empty());
 }
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn the_store_is_root_only_and_an_old_store_is_tightened_on_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).unwrap();
+    store.create_as(&pool("p", "10.65.0.0/16")).unwrap();
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&root.join("IPPool")), 0o700);
+    for file in [".lock", ".revision", "IPPool/p.json"] {
+        assert_eq!(mode(&root.join(file)), 0o600, "{file}");
+    }
+    // A store written before: world-readable directories and files.
+    let old = fs::Permissions::from_mode;
+    fs::set_permissions(&root, old(0o755)).unwrap();
+    fs::set_permissions(root.join("IPPool"), old(0o755)).unwrap();
+    for file in [".lock", ".revision", "IPPool/p.json"] {
+        fs::set_permissions(root.join(file), old(0o644)).unwrap();
+    }
+    let store = FileStore::open(&root).unwrap();
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&root.join("IPPool")), 0o700);
+    for file in [".lock", ".revision", "IPPool/p.json"] {
+        assert_eq!(mode(&root.join(file)), 0o600, "{file}");
+    }
+    assert!(store.get_as::<IpPool>("p").unwrap().is_some());
+}
+
+#[test]
+fn a_lock_held_elsewhere_fails_operations_within_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path())
+        .unwrap()
+        .with_lock_timeout(Duration::from_millis(300));
+    store.create_as(&pool("p", "10.65.0.0/16")).unwrap();
+    // Another process (here: another descriptor, read-only as an unprivileged user
+    // could open it) holds the lock.
+    let lock_path = dir.path().join(".lock");
+    let holder = fs::File::open(&lock_path).unwrap();
+    rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    for op in ["get", "list", "create"] {
+        let started = Instant::now();
+        let result = match op {
+            "get" => store.get("IPPool", "p").map(|_| ()),
+            "list" => store.list("IPPool").map(|_| ()),
+            _ => store.create("IPPool", "q", json!({})).map(|_| ()),
+        };
+        let waited = started.elapsed();
+        let err = result.unwrap_err();
+        assert!(matches!(err, DatastoreError::Locked { .. }), "{op}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("locked by another process")
+                && msg.contains(&lock_path.display().to_string()),
+            "{msg}"
+        );
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
+            "{op}: {waited:?}"
+        );
+    }
+    drop(holder);
+    assert!(store.get("IPPool", "p").unwrap().is_some());
+}
+
+/// Runs `f` on a thread whose file-system user is `uid` (without root's file
+/// permission override when `uid` is not 0); other threads keep theirs.
+fn as_fs_user<T: Send>(uid: u32, f: impl FnOnce() -> T + Send) -> T {
+    thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setfsuid takes an integer and changes only this thread's file-system
+                // user id (the raw syscall, not glibc's process-wide wrapper); the thread
+                // ends when `f` returns.
+                unsafe { libc::syscall(libc::SYS_setfsuid, uid) };
+                f()
+            })
+            .join()
+            .unwrap()
+    })
+}
+
+#[test]
+fn a_read_only_store_can_be_read_and_refuses_writes_clearly() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).unwrap();
+    store.create_as(&pool("p", "10.65.0.0/16")).unwrap();
+    drop(store);
+    // A copy its reader cannot write: read-only directories and files of the reader.
+    // Who we are: the owner of what we just made.
+    let me = std::os::unix::fs::MetadataExt::uid(&fs::metadata(&root).unwrap());
+    let reader = if me == 0 { 65534 } else { me };
+    for path in [
+        root.join(".lock"),
+        root.join(".revision"),
+        root.join("IPPool/p.json"),
+    ] {
+        chown(&path, Some(reader), None).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+    }
+    for path in [root.join("IPPool"), root.clone()] {
+        chown(&path, Some(reader), None).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o500)).unwrap();
+    }
+    let (got, listed, err) = as_fs_user(reader, || {
+        let store = FileStore::open(&root).unwrap();
+        (
+            store.get_as::<IpPool>("p").unwrap(),
+            store.list("IPPool").unwrap().items.len(),
+            store.create_as(&pool("q", "10.66.0.0/16")).unwrap_err(),
+        )
+    });
+    assert!(got.is_some());
+    assert_eq!(listed, 1);
+    assert!(matches!(err, DatastoreError::ReadOnly { .. }), "{err}");
+    assert!(err.to_string().contains("read-only"), "{err}");
+    // Let the scratch directory be removed.
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(root.join("IPPool"), fs::Permissions::from_mode(0o700)).unwrap();
+}

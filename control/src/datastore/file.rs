@@ -10,11 +10,22 @@
 //! fsynced: a crash leaves either the old or the new document, never a torn one. The
 //! global revision is bumped *before* the object is written, so a crash between the two
 //! can only skip a revision, never hand the same revision to two versions of an object.
-//! Files that do not parse are reported with their path.
+//! Files that do not parse are reported with their path. A write that fails removes its
+//! temporary file.
+//!
+//! The store holds container ids, namespace paths and pod addresses, and whoever can lock
+//! it can stall every CNI call: it is root's alone (directories 0700, files 0600, the lock
+//! included), and [`FileStore::open`] tightens a store made before that. No operation
+//! waits longer than [`LOCK_TIMEOUT`] for another process's lock; then it fails with
+//! [`DatastoreError::Locked`]. A store that cannot be written (a read-only mount, a copy
+//! owned by someone else) can still be read; writing to it fails with
+//! [`DatastoreError::ReadOnly`].
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rustix::fs::FlockOperation;
 use serde_json::Value;
@@ -28,16 +39,37 @@ const LOCK_FILE: &str = ".lock";
 const REVISION_FILE: &str = ".revision";
 const OBJECT_SUFFIX: &str = ".json";
 const TEMP_SUFFIX: &str = ".tmp";
+/// The store's directories: root's alone.
+const DIR_MODE: u32 = 0o700;
+/// The store's files, the lock included (`flock` works on a read-only descriptor, so a
+/// readable lock file would let anyone stall the store).
+const FILE_MODE: u32 = 0o600;
+
+/// How long an operation waits for a lock another process holds before it fails with
+/// [`DatastoreError::Locked`]. Writers hold it for a few milliseconds.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest sleep between two attempts to take a contended lock.
+const LOCK_POLL_MAX: Duration = Duration::from_millis(10);
 
 /// A [`Datastore`] in a directory (see the module docs for the layout and guarantees).
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
+    lock_timeout: Duration,
 }
 
-/// Holds a `flock` until dropped (closing the file releases it).
+/// Holds a `flock` until dropped (closing the file releases it); holds nothing for a
+/// store nobody can write (no lock file, and none can be made).
 struct Lock {
-    _file: File,
+    _file: Option<File>,
+}
+
+/// Whether opening a file failed because the store cannot be written here.
+fn is_read_only(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EROFS | libc::EACCES | libc::EPERM)
+    )
 }
 
 fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DatastoreError + 'a {
@@ -49,15 +81,39 @@ fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> D
 }
 
 impl FileStore {
-    /// Opens (creating if needed) the store in `dir`, and removes temporary files a
-    /// crashed writer may have left.
+    /// Opens (creating if needed) the store in `dir`: makes it root's alone (directories
+    /// 0700, files 0600, also of a store made before), and removes temporary files a
+    /// crashed writer may have left. A store that cannot be written opens for reading.
     pub fn open(dir: impl AsRef<Path>) -> Result<FileStore, DatastoreError> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(io_error("creating directory", &dir))?;
-        let store = FileStore { dir };
-        let _lock = store.lock(FlockOperation::LockExclusive)?;
-        store.remove_temp_files()?;
+        if !dir.is_dir() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(&dir)
+                .map_err(io_error("creating directory", &dir))?;
+        }
+        let store = FileStore {
+            dir,
+            lock_timeout: LOCK_TIMEOUT,
+        };
+        match store.lock(FlockOperation::LockExclusive) {
+            Ok(_lock) => {
+                store.tighten_permissions()?;
+                store.remove_temp_files()?;
+            }
+            // Readable still; every write will say it is read-only.
+            Err(DatastoreError::ReadOnly { .. }) => {}
+            Err(e) => return Err(e),
+        }
         Ok(store)
+    }
+
+    /// The same store, waiting at most `timeout` for another process's lock (instead of
+    /// [`LOCK_TIMEOUT`]).
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> FileStore {
+        self.lock_timeout = timeout;
+        self
     }
 
     /// The store's directory.
@@ -65,22 +121,81 @@ impl FileStore {
         &self.dir
     }
 
+    /// Takes the store's lock, waiting at most `lock_timeout` for other holders. A shared
+    /// lock of a store that cannot be written is taken on a read-only descriptor (or not at
+    /// all when there is no lock file: then nobody can write); an exclusive one fails with
+    /// [`DatastoreError::ReadOnly`].
     fn lock(&self, operation: FlockOperation) -> Result<Lock, DatastoreError> {
         let path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
+        let exclusive = operation == FlockOperation::LockExclusive;
+        let file = match OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(FILE_MODE)
             .open(&path)
-            .map_err(io_error("opening lock file", &path))?;
+        {
+            Ok(file) => file,
+            Err(e) if is_read_only(&e) && exclusive => {
+                return Err(DatastoreError::ReadOnly {
+                    dir: self.dir.clone(),
+                    source: e,
+                })
+            }
+            Err(e) if is_read_only(&e) => match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Lock { _file: None }),
+                Err(e) => return Err(io_error("opening lock file", &path)(e)),
+            },
+            Err(e) => return Err(io_error("opening lock file", &path)(e)),
+        };
+        let attempt = if exclusive {
+            FlockOperation::NonBlockingLockExclusive
+        } else {
+            FlockOperation::NonBlockingLockShared
+        };
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
         loop {
-            match rustix::fs::flock(&file, operation) {
-                Ok(()) => return Ok(Lock { _file: file }),
+            match rustix::fs::flock(&file, attempt) {
+                Ok(()) => return Ok(Lock { _file: Some(file) }),
                 Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    let waited = started.elapsed();
+                    if waited >= self.lock_timeout {
+                        return Err(DatastoreError::Locked {
+                            path,
+                            waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                        });
+                    }
+                    std::thread::sleep(pause.min(self.lock_timeout - waited));
+                    pause = (pause * 2).min(LOCK_POLL_MAX);
+                }
                 Err(errno) => return Err(io_error("locking", &path)(errno.into())),
             }
         }
+    }
+
+    /// Makes every directory of the store 0700 and every file 0600 (a store made by an
+    /// older version was world-readable). Called with the exclusive lock held.
+    fn tighten_permissions(&self) -> Result<(), DatastoreError> {
+        let mut dirs = vec![self.dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            set_mode(&dir, DIR_MODE)?;
+            let entries = fs::read_dir(&dir).map_err(io_error("listing", &dir))?;
+            for entry in entries {
+                let entry = entry.map_err(io_error("listing", &dir))?;
+                let path = entry.path();
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push(path),
+                    Ok(t) if t.is_file() => set_mode(&path, FILE_MODE)?,
+                    // Symbolic links and the like are not the store's.
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     fn kind_dir(&self, kind: &str) -> Result<PathBuf, DatastoreError> {
@@ -121,7 +236,7 @@ impl FileStore {
     }
 
     /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the
-    /// directory.
+    /// directory. When a step fails (a full disk), the temporary file is removed.
     fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DatastoreError> {
         let parent = path.parent().unwrap_or(Path::new("."));
         let file_name = path
@@ -129,11 +244,25 @@ impl FileStore {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let temp = parent.join(format!(".{file_name}{TEMP_SUFFIX}"));
-        let mut file = File::create(&temp).map_err(io_error("creating", &temp))?;
-        file.write_all(bytes).map_err(io_error("writing", &temp))?;
-        file.sync_all().map_err(io_error("syncing", &temp))?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&temp)
+            .map_err(io_error("creating", &temp))?;
+        let written = file
+            .write_all(bytes)
+            .map_err(io_error("writing", &temp))
+            .and_then(|()| file.sync_all().map_err(io_error("syncing", &temp)));
         drop(file);
-        fs::rename(&temp, path).map_err(io_error("renaming into place", path))?;
+        if let Err(e) = written
+            .and_then(|()| fs::rename(&temp, path).map_err(io_error("renaming into place", path)))
+        {
+            // Best effort: the error to report is the one above.
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
         sync_dir(parent)
     }
 
@@ -237,7 +366,11 @@ impl FileStore {
         bytes.push(b'\n');
         let kind_dir = path.parent().unwrap_or(&self.dir);
         if !kind_dir.is_dir() {
-            fs::create_dir_all(kind_dir).map_err(io_error("creating directory", kind_dir))?;
+            DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(kind_dir)
+                .map_err(io_error("creating directory", kind_dir))?;
             sync_dir(&self.dir)?;
         }
         self.write_revision(revision)?;
@@ -271,6 +404,19 @@ fn object_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, DatastoreError> {
     }
     files.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(files)
+}
+
+/// Sets `path`'s permission bits to `mode` unless they already are.
+fn set_mode(path: &Path, mode: u32) -> Result<(), DatastoreError> {
+    let current = fs::symlink_metadata(path)
+        .map_err(io_error("reading permissions of", path))?
+        .permissions()
+        .mode();
+    if current & 0o7777 != mode {
+        fs::set_permissions(path, Permissions::from_mode(mode))
+            .map_err(io_error("restricting permissions of", path))?;
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), DatastoreError> {
@@ -377,5 +523,26 @@ impl Datastore for FileStore {
     fn revision(&self) -> Result<u64, DatastoreError> {
         // A missing file is a store nobody has written to yet.
         Ok(self.revision_file()?.unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The target is a directory that is not empty: the rename fails.
+        let target = dir.path().join("x.json");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("inside"), b"").unwrap();
+        let err = FileStore::write_atomic(&target, b"{}\n").unwrap_err();
+        assert!(err.to_string().contains("renaming into place"), "{err}");
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["x.json"], "the temporary file is gone");
     }
 }

@@ -34,7 +34,7 @@ use crate::model::{
 };
 use crate::routes::ClusterState;
 
-pub use file::FileStore;
+pub use file::{FileStore, LOCK_TIMEOUT};
 pub use mem::MemStore;
 
 /// How often a [`Watcher`] looks at the revision while waiting.
@@ -84,6 +84,19 @@ pub enum DatastoreError {
     /// A file of the store is not what the store wrote.
     #[error("corrupt datastore file {}: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    /// Another process held the store's lock for longer than an operation waits.
+    #[error(
+        "the datastore is locked by another process: {} was still locked after {waited_ms} ms",
+        path.display()
+    )]
+    Locked { path: PathBuf, waited_ms: u64 },
+    /// The store cannot be written here (a read-only mount, or not this user's): it can
+    /// be read, not changed.
+    #[error("the datastore {} is read-only here ({source}); it can be read but not changed", dir.display())]
+    ReadOnly {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{op} {}: {source}", path.display())]
     Io {
         op: &'static str,
