@@ -638,3 +638,26 @@ fn a_read_only_store_can_be_read_and_refuses_writes_clearly() {
     fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
     fs::set_permissions(root.join("IPPool"), fs::Permissions::from_mode(0o700)).unwrap();
 }
+
+#[test]
+fn one_name_rule_for_validation_and_the_store() {
+    use tapwire_control::model::MAX_NAME_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    // The longest valid name is stored (and rewritten, through its temporary file).
+    let longest = pool(&"a".repeat(MAX_NAME_BYTES), "10.65.0.0/16");
+    longest.validate().unwrap();
+    let stored = store.create_as(&longest).unwrap();
+    store.update_as(&stored).unwrap();
+    // Longer (the probe's 253 bytes, which Kubernetes would allow) fails validation,
+    // with the same limit the store applies.
+    let long = pool(&"a".repeat(253), "10.66.0.0/16");
+    let msg = long.validate().unwrap_err().to_string();
+    assert!(msg.contains(&format!("at most {MAX_NAME_BYTES}")), "{msg}");
+    let err = store.create_as(&long).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("at most {MAX_NAME_BYTES}")),
+        "{err}"
+    );
+}
