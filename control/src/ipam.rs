@@ -1168,4 +1168,232 @@ mod tests {
         store.delete_as::<IpamHandle>("h1", None).unwrap();
         assert_eq!(ipam.release("h1").unwrap(), Some(a));
     }
+
+    fn endpoint(node: &str, container_id: &str, address: Ipv4Addr) -> WorkloadEndpoint {
+        WorkloadEndpoint {
+            metadata: crate::model::Metadata::named(format!("{node}-cni-{container_id}-eth0")),
+            spec: crate::model::WorkloadEndpointSpec {
+                node: node.to_string(),
+                orchestrator: "cni".into(),
+                workload: container_id.to_string(),
+                endpoint: "eth0".into(),
+                interface_name: "eth0".into(),
+                ip_networks: vec![Ipv4Net::from(address)],
+                mac: None,
+                netns: None,
+                container_id: Some(container_id.to_string()),
+                profiles: Vec::new(),
+            },
+        }
+    }
+
+    fn pod_handle(container_id: &str) -> String {
+        handle_id("k8s-pod-network", container_id, "eth0")
+    }
+
+    #[test]
+    fn handle_ids_and_their_endpoints() {
+        assert_eq!(handle_id("net", "c1", "eth0"), "net.c1.eth0");
+        assert_eq!(handle_id("", "c1", "eth0"), "tapwire.c1.eth0");
+        let ep = endpoint("node-a", "c1", addr("10.65.0.1"));
+        assert!(handle_owned_by("net.c1.eth0", &ep));
+        assert!(handle_owned_by("tapwire.c1.eth0", &ep));
+        assert!(!handle_owned_by("net.c1.eth1", &ep));
+        assert!(!handle_owned_by("net.xc1.eth0", &ep));
+        assert!(!handle_owned_by(".c1.eth0", &ep));
+        let mut no_container = ep.clone();
+        no_container.spec.container_id = None;
+        assert!(!handle_owned_by("net.c1.eth0", &no_container));
+    }
+
+    #[test]
+    fn orphans_of_a_crash_are_released_and_owned_allocations_kept() {
+        // A control killed during 20 ADDs: 20 allocations, endpoints for 8.
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let ipam = Ipam::new(&store);
+        let mut endpoints = Vec::new();
+        for i in 0..20 {
+            let container = format!("c{i}");
+            let a = ipam.assign("node-a", &pod_handle(&container)).unwrap();
+            if i % 5 < 2 {
+                endpoints.push(endpoint("node-a", &container, a));
+            }
+        }
+        // Another node's allocation without an endpoint is not this node's business.
+        let elsewhere = ipam.assign("node-b", &pod_handle("b1")).unwrap();
+        let released = ipam
+            .release_orphans("node-a", &endpoints, Duration::ZERO, SystemTime::now())
+            .unwrap();
+        assert_eq!(released.len(), 12, "{released:?}");
+        for ep in &endpoints {
+            let handle = pod_handle(ep.spec.container_id.as_deref().unwrap());
+            assert_eq!(
+                ipam.lookup(&handle).unwrap(),
+                Some(ep.spec.ip_networks[0].addr())
+            );
+        }
+        let blocks = ipam.blocks_of("node-a").unwrap();
+        let allocated: usize = blocks.iter().map(|b| b.spec.allocations.len()).sum();
+        assert_eq!(allocated, 8);
+        assert_eq!(store.list_as::<IpamHandle>().unwrap().items.len(), 9);
+        assert_eq!(ipam.lookup(&pod_handle("b1")).unwrap(), Some(elsewhere));
+        // Nothing more to do.
+        let again = ipam
+            .release_orphans("node-a", &endpoints, Duration::ZERO, SystemTime::now())
+            .unwrap();
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn young_orphans_are_left_for_a_later_sweep() {
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let ipam = Ipam::new(&store);
+        let min_age = Duration::from_secs(60);
+        let now = SystemTime::now();
+        let young = ipam.assign("node-a", &pod_handle("young")).unwrap();
+        // An allocation whose handle write was lost, and one whose handle has no time.
+        let lost = ipam.assign("node-a", &pod_handle("lost")).unwrap();
+        store
+            .delete_as::<IpamHandle>(&pod_handle("lost"), None)
+            .unwrap();
+        let untimed = ipam.assign("node-a", &pod_handle("untimed")).unwrap();
+        let mut handle = store
+            .get_as::<IpamHandle>(&pod_handle("untimed"))
+            .unwrap()
+            .unwrap();
+        handle.spec.timestamp = None;
+        store.update_as(&handle).unwrap();
+
+        // In flight as far as anyone can tell: nothing goes, and the clock starts for the
+        // two without a time.
+        let released = ipam.release_orphans("node-a", &[], min_age, now).unwrap();
+        assert!(released.is_empty(), "{released:?}");
+        for h in ["lost", "untimed"] {
+            let handle = store.get_as::<IpamHandle>(&pod_handle(h)).unwrap().unwrap();
+            assert!(handle.allocated_at().is_some(), "{h}");
+        }
+        // Later, all three are old enough.
+        let later = now + Duration::from_secs(120);
+        let mut released = ipam.release_orphans("node-a", &[], min_age, later).unwrap();
+        released.sort();
+        let mut expected = vec![
+            (pod_handle("lost"), lost),
+            (pod_handle("untimed"), untimed),
+            (pod_handle("young"), young),
+        ];
+        expected.sort();
+        assert_eq!(released, expected);
+        assert!(store.list_as::<IpamBlock>().unwrap().items.is_empty());
+        assert!(store.list_as::<IpamHandle>().unwrap().items.is_empty());
+        assert!(store.list_as::<BlockAffinity>().unwrap().items.is_empty());
+    }
+
+    #[test]
+    fn a_sweep_never_releases_an_add_in_flight() {
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let ipam = Ipam::new(&store);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let released = ipam
+                        .release_orphans("node-a", &[], Duration::from_secs(60), SystemTime::now())
+                        .unwrap();
+                    assert!(released.is_empty(), "{released:?}");
+                }
+            });
+            let ipam = Ipam::new(&store);
+            let mut got = BTreeSet::new();
+            for i in 0..40 {
+                assert!(got.insert(
+                    ipam.assign("node-a", &pod_handle(&format!("c{i}")))
+                        .unwrap()
+                ));
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let ipam = Ipam::new(&store);
+        for i in 0..40 {
+            assert!(ipam
+                .lookup(&pod_handle(&format!("c{i}")))
+                .unwrap()
+                .is_some());
+        }
+    }
+
+    #[test]
+    fn a_lost_block_is_rebuilt_from_its_handles() {
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let ipam = Ipam::new(&store);
+        let a = ipam.assign("node-a", "h1").unwrap();
+        let b = ipam.assign("node-a", "h2").unwrap();
+        store.delete_as::<IpamBlock>("10-65-0-0-26", None).unwrap();
+        // Before any repair, the next ADD hands out nothing in use.
+        let c = ipam.assign("node-b", "h3").unwrap();
+        assert!(![a, b].contains(&c), "{c} handed out twice");
+        assert_eq!(c, addr("10.65.0.64"));
+
+        let report = ipam.repair().unwrap();
+        assert_eq!(report.blocks_rebuilt, 1, "{report:?}");
+        assert!(report.unresolved.is_empty(), "{report:?}");
+        let block = store.get_as::<IpamBlock>("10-65-0-0-26").unwrap().unwrap();
+        assert_eq!(block.node(), Some("node-a"));
+        assert_eq!(
+            block.spec.allocations,
+            BTreeMap::from([(0, "h1".to_string()), (1, "h2".to_string())])
+        );
+        assert_eq!(ipam.lookup("h1").unwrap(), Some(a));
+        assert_eq!(ipam.assign("node-a", "h4").unwrap(), addr("10.65.0.2"));
+        assert_eq!(ipam.repair().unwrap(), RepairReport::default());
+    }
+
+    #[test]
+    fn a_lost_block_takes_its_node_from_the_endpoints_or_stays_out_of_use() {
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let ipam = Ipam::new(&store);
+        let a = ipam.assign("node-a", &pod_handle("c1")).unwrap();
+        store.delete_as::<IpamBlock>("10-65-0-0-26", None).unwrap();
+        store
+            .delete_as::<BlockAffinity>("node-a-10-65-0-0-26", None)
+            .unwrap();
+        // Nothing tells the node: the handle is kept, the range stays out of use.
+        let report = ipam.repair().unwrap();
+        assert_eq!(report.blocks_rebuilt, 0);
+        assert_eq!(report.handles_removed, 0);
+        assert!(
+            report.unresolved.iter().any(|u| u.contains("10.65.0.0/26")),
+            "{report:?}"
+        );
+        assert!(store
+            .get_as::<IpamHandle>(&pod_handle("c1"))
+            .unwrap()
+            .is_some());
+        assert_eq!(ipam.assign("node-b", "other").unwrap(), addr("10.65.0.64"));
+        // Its endpoint tells.
+        store.create_as(&endpoint("node-a", "c1", a)).unwrap();
+        let report = ipam.repair().unwrap();
+        assert_eq!(report.blocks_rebuilt, 1, "{report:?}");
+        let block = store.get_as::<IpamBlock>("10-65-0-0-26").unwrap().unwrap();
+        assert_eq!(block.node(), Some("node-a"));
+        assert!(store
+            .get_as::<BlockAffinity>("node-a-10-65-0-0-26")
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn addresses_of_endpoints_are_never_handed_out() {
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let ipam = Ipam::new(&store);
+        // A pod whose block and handle are both gone: only its endpoint remains.
+        store
+            .create_as(&endpoint("node-z", "c9", addr("10.65.0.5")))
+            .unwrap();
+        assert_eq!(ipam.assign("node-a", "h1").unwrap(), addr("10.65.0.64"));
+        // Inside a block: the endpoint's address is skipped.
+        store
+            .create_as(&endpoint("node-a", "c8", addr("10.65.0.65")))
+            .unwrap();
+        assert_eq!(ipam.assign("node-a", "h2").unwrap(), addr("10.65.0.66"));
+    }
 }

@@ -17,7 +17,7 @@ use std::time::Instant;
 use ipnet::Ipv4Net;
 use tapwire_control::datastore::{Datastore, DatastoreExt, FileStore};
 use tapwire_control::ipam::{Ipam, IpamError};
-use tapwire_control::model::{BlockAffinity, IpPool, IpamBlock, IpamHandle};
+use tapwire_control::model::{BlockAffinity, IpPool, IpamBlock, IpamHandle, Resource};
 
 const NODES: [&str; 2] = ["node-a", "node-b"];
 const THREADS_PER_NODE: usize = 4;
@@ -445,5 +445,31 @@ fn a_damaged_block_keeps_its_range_claimed() {
     assert!(
         report.unresolved.iter().any(|u| u.contains("10-65-0-0-26")),
         "{report:?}"
+    );
+}
+
+#[test]
+fn a_deleted_block_file_never_leads_to_a_duplicate_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_pool(dir.path(), 26);
+    let ipam = Ipam::new(&store);
+    let first: Vec<Ipv4Addr> = (0..3)
+        .map(|i| ipam.assign("node-a", &handle(i)).unwrap())
+        .collect();
+    std::fs::remove_file(dir.path().join("IPAMBlock/10-65-0-0-26.json")).unwrap();
+    // The next ADDs, on this node and another, take nothing in use.
+    let a = ipam.assign("node-a", &handle(3)).unwrap();
+    let b = ipam.assign("node-b", &handle(4)).unwrap();
+    assert!(!first.contains(&a) && !first.contains(&b), "{a} {b}");
+    // Repair writes the block again from its handles (its affinity names the node).
+    let report = ipam.repair().unwrap();
+    assert_eq!(report.blocks_rebuilt, 1, "{report:?}");
+    for (i, want) in first.iter().enumerate() {
+        assert_eq!(ipam.lookup(&handle(i)).unwrap(), Some(*want));
+    }
+    let blocks = ipam.blocks_of("node-a").unwrap();
+    assert!(
+        blocks.iter().any(|b| b.name() == "10-65-0-0-26"),
+        "{blocks:?}"
     );
 }
