@@ -178,7 +178,18 @@ fn register_node(
         dataplane_in_sync: in_sync,
     };
     for _ in 0..8 {
-        let result = match store.get_as::<Node>(&config.node)? {
+        let current = match store.get_as::<Node>(&config.node) {
+            // Our own document, damaged: written anew (what a user had set in it is lost).
+            Err(e) if e.is_damage() => {
+                tracing::warn!(%e, "this node's Node document is damaged; writing it anew");
+                match store.delete_as::<Node>(&config.node, None) {
+                    Ok(()) | Err(DatastoreError::NotFound { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            other => other?,
+        };
+        let result = match current {
             None => {
                 let mut node = Node::new(config.node.clone(), underlay.address);
                 node.status.tapwire = Some(status.clone());
@@ -265,5 +276,31 @@ fn watch_loop(shared: &Shared, nudges: Receiver<()>) {
             }
             last_heartbeat = Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_own_node_document_is_written_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = datastore::FileStore::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("Node")).unwrap();
+        std::fs::write(dir.path().join("Node/node-a.json"), "not json").unwrap();
+        let config = NodeConfig::parse(
+            "node = \"node-a\"\nunderlay_interface = \"eth0\"\n",
+            Path::new("node.toml"),
+        )
+        .unwrap();
+        let underlay = Underlay {
+            interface: "eth0".into(),
+            address: "192.168.0.1/24".parse().unwrap(),
+            mtu_bytes: 1500,
+        };
+        register_node(&store, &config, &underlay, false).unwrap();
+        let node = store.get_as::<Node>("node-a").unwrap().unwrap();
+        assert_eq!(node.underlay(), Some(underlay.address));
     }
 }
