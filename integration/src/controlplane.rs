@@ -629,6 +629,7 @@ impl<'lab> ControlPlane<'lab> {
         let blocks = self
             .store()?
             .list_as::<IpamBlock>()
+            .map(|listing| listing.items)
             .map_err(|e| LabError::Invalid(format!("reading IPAM blocks: {e}")))?;
         Ok(blocks
             .iter()
@@ -647,6 +648,7 @@ impl<'lab> ControlPlane<'lab> {
         let handles = self
             .store()?
             .list_as::<IpamHandle>()
+            .map(|listing| listing.items)
             .map_err(|e| LabError::Invalid(format!("reading IPAM handles: {e}")))?;
         Ok(handles.iter().map(|h| h.metadata.name.clone()).collect())
     }
@@ -655,6 +657,7 @@ impl<'lab> ControlPlane<'lab> {
     pub fn workload_endpoints(&self) -> Result<Vec<WorkloadEndpoint>> {
         self.store()?
             .list_as::<WorkloadEndpoint>()
+            .map(|listing| listing.items)
             .map_err(|e| LabError::Invalid(format!("reading workload endpoints: {e}")))
     }
 
