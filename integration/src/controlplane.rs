@@ -28,7 +28,7 @@ use crate::lab::{
     bin_dir, binary, dataplane_command, spawn_logging_to, tail, Block, Lab, Node, Pod,
 };
 use crate::netns::Netns;
-use crate::process::Proc;
+use crate::process::{CommandOutput, Proc};
 
 /// The network name in the CNI configuration (Calico's).
 pub const NETWORK_NAME: &str = "k8s-pod-network";
@@ -40,6 +40,13 @@ pub const DEBIAN_CNI_DIR: &str = "/usr/lib/cni";
 pub const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long an API call of the lab's own (status polling) may take.
 const API_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The two processes of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    Control,
+    Dataplane,
+}
 
 /// One node of a [`ControlPlane`]: its namespace, sockets, config file and processes.
 #[derive(Debug)]
@@ -386,6 +393,26 @@ impl<'lab> ControlPlane<'lab> {
     pub fn restart_control(&self, name: &str) -> Result<()> {
         self.stop_control(name)?;
         self.start_control(name)
+    }
+
+    /// Runs a second instance of one of node `name`'s daemons with the running one's
+    /// configuration, as a careless operator might, and returns how it ended (killed,
+    /// and an error, if it still runs after `timeout`).
+    pub fn run_second_instance(
+        &self,
+        name: &str,
+        daemon: Daemon,
+        timeout: Duration,
+    ) -> Result<CommandOutput> {
+        let cmd = self.with_member(name, |m| match daemon {
+            Daemon::Control => {
+                let bin = binary("tapwire-control")?.display().to_string();
+                let config = m.config.display().to_string();
+                Ok(m.node.netns().command(&[&bin, "--config", &config]))
+            }
+            Daemon::Dataplane => dataplane_command(&m.node, &m.dataplane_socket, self.workers),
+        })?;
+        crate::process::run(self.lab.shared(), cmd, timeout)
     }
 
     /// Fails if node `name`'s control has exited (with its log tail).
