@@ -1148,3 +1148,62 @@ fn bad_arguments_are_usage_errors_with_exit_code_2() {
     assert_eq!(help.code, Some(0));
     assert!(help.stdout.contains("TAPWIRE_API"), "{}", help.stdout);
 }
+
+#[test]
+fn input_larger_than_a_request_is_refused_without_reading_it_all() {
+    let agent = FakeAgent::standard();
+    // An endless file: read just past the limit, then refused (not 16 GiB of memory).
+    let run = ctl(&agent, &["apply", "-f", "/dev/zero"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.starts_with("Failed to apply: reading /dev/zero: larger than the 16 MiB")
+            || run.stderr.contains("reading /dev/zero: larger than the 16 MiB"),
+        "{}",
+        run.stderr
+    );
+    // The same from standard input.
+    let big = "#".repeat(api::MAX_MESSAGE_BYTES + 10);
+    let run = ctl_stdin(&agent, &["apply", "-f", "-"], Some(&big));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("standard input: larger than the 16 MiB"),
+        "{}",
+        run.stderr
+    );
+    // Under the limit as a file, over it once encoded as a request (every quote is
+    // escaped): its own message, not a broken pipe.
+    let quotes = "\"".repeat(9 << 20);
+    let run = ctl_stdin(&agent, &["apply", "-f", "-"], Some(&quotes));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("request too large for the tapwire-control API")
+            && !run.stderr.contains("Is tapwire-control running"),
+        "{}",
+        run.stderr
+    );
+    assert!(agent.requests().is_empty(), "{:?}", agent.requests());
+}
+
+#[test]
+fn an_agent_that_closes_without_answering_is_told_apart_from_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("closing.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            // Reads the request, then goes away as a killed agent would.
+            let _ = api::read_request(&mut stream);
+            drop(stream);
+        }
+    });
+    let run = ctl_at(&socket, &["get", "nodes"], None);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.starts_with(
+            "Failed to get Node resources: tapwire-control closed the connection without answering"
+        ),
+        "{}",
+        run.stderr
+    );
+}
