@@ -1156,8 +1156,11 @@ fn input_larger_than_a_request_is_refused_without_reading_it_all() {
     let run = ctl(&agent, &["apply", "-f", "/dev/zero"]);
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(
-        run.stderr.starts_with("Failed to apply: reading /dev/zero: larger than the 16 MiB")
-            || run.stderr.contains("reading /dev/zero: larger than the 16 MiB"),
+        run.stderr
+            .starts_with("Failed to apply: reading /dev/zero: larger than the 16 MiB")
+            || run
+                .stderr
+                .contains("reading /dev/zero: larger than the 16 MiB"),
         "{}",
         run.stderr
     );
@@ -1166,7 +1169,8 @@ fn input_larger_than_a_request_is_refused_without_reading_it_all() {
     let run = ctl_stdin(&agent, &["apply", "-f", "-"], Some(&big));
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(
-        run.stderr.contains("standard input: larger than the 16 MiB"),
+        run.stderr
+            .contains("standard input: larger than the 16 MiB"),
         "{}",
         run.stderr
     );
@@ -1176,7 +1180,8 @@ fn input_larger_than_a_request_is_refused_without_reading_it_all() {
     let run = ctl_stdin(&agent, &["apply", "-f", "-"], Some(&quotes));
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(
-        run.stderr.contains("request too large for the tapwire-control API")
+        run.stderr
+            .contains("request too large for the tapwire-control API")
             && !run.stderr.contains("Is tapwire-control running"),
         "{}",
         run.stderr

@@ -289,6 +289,25 @@ impl<'lab> ControlPlane<'lab> {
         })
     }
 
+    /// Node `name`'s dataplane log so far.
+    pub fn dataplane_log(&self, name: &str) -> Result<String> {
+        self.with_member(name, |m| {
+            Ok(std::fs::read_to_string(&m.dataplane_log).unwrap_or_default())
+        })
+    }
+
+    /// Runs the `tapwire` plugin's CHECK for `pod` on node `node` with the result its ADD
+    /// returned, as a runtime does.
+    pub fn cni_check(&self, node: &str, pod: &str) -> Result<PluginRun> {
+        let added = self.cni_pod(pod)?;
+        let mut conf = self.network_conf(node)?;
+        if let Some(map) = conf.as_object_mut() {
+            map.insert("prevResult".into(), added.result.clone());
+        }
+        self.runtime(node)?
+            .exec(CniCommand::Check, &conf, &added.args)
+    }
+
     /// Starts `tapwire-dataplane` on node `name` and waits for its control socket. Does
     /// not connect to it: that is the agent's job (the dataplane takes the newest
     /// connection as its control).

@@ -62,6 +62,14 @@ impl StatusCell {
         self.changed.notify_all();
     }
 
+    /// Forgets what the dataplane said about endpoint `key`, so that only a later report
+    /// counts.
+    pub fn forget_endpoint(&self, key: &str) {
+        self.update(|s| {
+            s.endpoints.remove(key);
+        });
+    }
+
     /// Waits until `ready` holds or `timeout` passes; returns whether it holds.
     pub fn wait_for(&self, timeout: Duration, ready: impl Fn(&SyncStatus) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
