@@ -90,16 +90,17 @@ pub struct Shared {
     pub underlay: Underlay,
     pub store: Box<dyn Datastore>,
     pub sync: Sync,
-    /// The last computed desired state (None until the first computation succeeds).
-    pub desired: Mutex<Option<DesiredDataplane>>,
+    /// The last computed desired state (None until the first computation succeeds),
+    /// shared with the sync thread without copies.
+    pub desired: Mutex<Option<Arc<DesiredDataplane>>>,
     /// Nudges the watch loop to recompute now (after an API write).
     pub recompute: Mutex<Sender<()>>,
     pub started: SystemTime,
 }
 
 impl Shared {
-    /// A copy of the current desired state.
-    pub fn desired(&self) -> Option<DesiredDataplane> {
+    /// The current desired state.
+    pub fn desired(&self) -> Option<Arc<DesiredDataplane>> {
         match self.desired.lock() {
             Ok(d) => d.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -241,9 +242,10 @@ fn recompute(shared: &Shared) {
             for skipped in &desired.skipped {
                 tracing::warn!(%skipped, "document left out of the dataplane state");
             }
-            let changed = shared.desired().as_ref() != Some(&desired);
+            let changed = shared.desired().as_deref() != Some(&desired);
             if changed {
-                shared.sync.set_desired(desired.clone());
+                let desired = Arc::new(desired);
+                shared.sync.set_desired(Arc::clone(&desired));
                 if let Ok(mut slot) = shared.desired.lock() {
                     *slot = Some(desired);
                 }
