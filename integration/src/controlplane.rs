@@ -408,6 +408,17 @@ impl<'lab> ControlPlane<'lab> {
         })
     }
 
+    /// Kills node `name`'s `tapwire-control` with SIGKILL (a crash: nothing it was doing
+    /// is finished or undone).
+    pub fn kill_control(&self, name: &str) -> Result<()> {
+        self.with_member(name, |m| {
+            if let Some(mut proc) = m.control.take() {
+                proc.kill()?;
+            }
+            Ok(())
+        })
+    }
+
     /// Stops and starts node `name`'s `tapwire-control`.
     pub fn restart_control(&self, name: &str) -> Result<()> {
         self.stop_control(name)?;
