@@ -270,6 +270,21 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply
             e.to_string(),
         )
     };
+    let mut body = serde_json::to_vec(request)
+        .map_err(|e| ApiError::new(codes::DECODE_FAILURE, "encoding the request", e.to_string()))?;
+    body.push(b'\n');
+    // The agent would stop reading and close the connection; say why here instead.
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(ApiError::new(
+            codes::BAD_REQUEST,
+            "request too large for the tapwire-control API",
+            format!(
+                "{} bytes; the API takes at most {} MiB per request",
+                body.len(),
+                MAX_MESSAGE_BYTES >> 20
+            ),
+        ));
+    }
     let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
     stream
         .set_read_timeout(Some(timeout))
@@ -277,9 +292,6 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply
     stream
         .set_write_timeout(Some(timeout))
         .map_err(unreachable)?;
-    let mut body = serde_json::to_vec(request)
-        .map_err(|e| ApiError::new(codes::DECODE_FAILURE, "encoding the request", e.to_string()))?;
-    body.push(b'\n');
     stream.write_all(&body).map_err(unreachable)?;
     stream
         .shutdown(std::net::Shutdown::Write)
@@ -294,6 +306,18 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply
             codes::DECODE_FAILURE,
             "answer from tapwire-control too large",
             format!("more than {MAX_MESSAGE_BYTES} bytes"),
+        ));
+    }
+    if answer.is_empty() {
+        // The agent accepted the request and went away before answering (it crashed or
+        // was stopped): what it did is unknown, and a retry is the way on.
+        return Err(ApiError::new(
+            codes::TRY_AGAIN_LATER,
+            "tapwire-control closed the connection without answering",
+            format!(
+                "{}: the request may be partly done; retry it once tapwire-control is back",
+                socket.display()
+            ),
         ));
     }
     match serde_json::from_slice::<Response>(&answer) {

@@ -231,6 +231,20 @@ fn effective_encap(pool: Option<&IpPool>, same_subnet: bool) -> Encap {
     }
 }
 
+/// The encapsulation of `pools` with the largest overhead: the pods' MTU must leave room
+/// for it, whichever peer a packet goes to.
+pub fn worst_encap<'a>(pools: impl IntoIterator<Item = &'a IpPool>) -> Encap {
+    pools
+        .into_iter()
+        .map(|pool| match pool.encapsulation() {
+            PoolEncap::None => Encap::None,
+            PoolEncap::Ipip(_) => Encap::Ipip,
+            PoolEncap::Vxlan(_) => Encap::Vxlan,
+        })
+        .max_by_key(|encap| encap.overhead_bytes())
+        .unwrap_or(Encap::None)
+}
+
 /// Computes what `local`'s dataplane should hold.
 pub fn desired_state(
     cluster: &ClusterState,
@@ -298,20 +312,11 @@ pub fn desired_state(
         );
     }
 
-    let mut worst_overhead = Encap::None;
     for pool in &pools {
         let encap = pool.encapsulation();
         desired.encapsulation.ipip |= matches!(encap, PoolEncap::Ipip(_));
         desired.encapsulation.vxlan |= matches!(encap, PoolEncap::Vxlan(_));
         desired.encapsulation.no_encap |= encap == PoolEncap::None;
-        let pool_encap = match encap {
-            PoolEncap::None => Encap::None,
-            PoolEncap::Ipip(_) => Encap::Ipip,
-            PoolEncap::Vxlan(_) => Encap::Vxlan,
-        };
-        if pool_encap.overhead_bytes() > worst_overhead.overhead_bytes() {
-            worst_overhead = pool_encap;
-        }
         let allowed_uses = if pool.spec.allowed_uses.is_empty() {
             vec!["Workload".to_string(), "Tunnel".to_string()]
         } else {
@@ -332,7 +337,7 @@ pub fn desired_state(
             },
         );
     }
-    desired.pod_mtu_bytes = pod_mtu(local.underlay_mtu_bytes, worst_overhead);
+    desired.pod_mtu_bytes = pod_mtu(local.underlay_mtu_bytes, worst_encap(pools.iter().copied()));
 
     // Block owners: IPAM's blocks, then declared hosts' fixed pod CIDRs.
     let mut owners: BTreeMap<Ipv4Net, &str> = cluster

@@ -1174,3 +1174,67 @@ fn get_prints_the_readable_documents_and_warns_about_damaged_ones() {
         "warning: IPPool \"broken\" is damaged in the datastore and was skipped: corrupt datastore file /var/lib/tapwire/IPPool/broken.json: not JSON: expected value at line 1 column 1; repair it with `tapwirectl delete ippool broken`, or apply a good IPPool named \"broken\" over it\n",
     );
 }
+
+#[test]
+fn input_larger_than_a_request_is_refused_without_reading_it_all() {
+    let agent = FakeAgent::standard();
+    // An endless file: read just past the limit, then refused (not 16 GiB of memory).
+    let run = ctl(&agent, &["apply", "-f", "/dev/zero"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with("Failed to apply: reading /dev/zero: larger than the 16 MiB")
+            || run
+                .stderr
+                .contains("reading /dev/zero: larger than the 16 MiB"),
+        "{}",
+        run.stderr
+    );
+    // The same from standard input.
+    let big = "#".repeat(api::MAX_MESSAGE_BYTES + 10);
+    let run = ctl_stdin(&agent, &["apply", "-f", "-"], Some(&big));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("standard input: larger than the 16 MiB"),
+        "{}",
+        run.stderr
+    );
+    // Under the limit as a file, over it once encoded as a request (every quote is
+    // escaped): its own message, not a broken pipe.
+    let quotes = "\"".repeat(9 << 20);
+    let run = ctl_stdin(&agent, &["apply", "-f", "-"], Some(&quotes));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("request too large for the tapwire-control API")
+            && !run.stderr.contains("Is tapwire-control running"),
+        "{}",
+        run.stderr
+    );
+    assert!(agent.requests().is_empty(), "{:?}", agent.requests());
+}
+
+#[test]
+fn an_agent_that_closes_without_answering_is_told_apart_from_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("closing.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            // Reads the request, then goes away as a killed agent would.
+            let _ = api::read_request(&mut stream);
+            drop(stream);
+        }
+    });
+    let run = ctl_at(&socket, &["get", "nodes"], None);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.starts_with(
+            "Failed to get Node resources: tapwire-control closed the connection without answering"
+        ),
+        "{}",
+        run.stderr
+    );
+}

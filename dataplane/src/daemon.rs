@@ -19,6 +19,7 @@ use tapwire_proto::{
     frame, from_dataplane, DataplaneInSync, EndpointStatus, FrameError, FromDataplane,
     ProcessStatusUpdate, ToDataplane, WorkloadEndpointStatusRemove, WorkloadEndpointStatusUpdate,
 };
+use tapwire_sys::unix::InstanceLock;
 use tapwire_sys::{link, netns, tap};
 
 use crate::counters::{named_totals, EndpointCounters, WorkerCounters};
@@ -71,6 +72,9 @@ pub enum StartError {
     ControlSocket { path: PathBuf, source: io::Error },
     #[error("starting a thread: {0}")]
     Thread(io::Error),
+    /// Another `tapwire-dataplane` serves this socket.
+    #[error("not starting: {0}")]
+    AlreadyRunning(io::Error),
 }
 
 /// What connection threads tell the state thread.
@@ -120,6 +124,9 @@ struct Dataplane {
 
 /// Runs the dataplane until the process is killed.
 pub fn run(opts: Options) -> Result<(), StartError> {
+    // Before any socket is opened: a second dataplane on this node would steal the
+    // control socket and the underlay's traffic from the first.
+    let instance = InstanceLock::for_socket(&opts.socket).map_err(StartError::AlreadyRunning)?;
     let ul = &opts.underlay_interface;
     let underlay_err = |source| StartError::Underlay {
         name: ul.clone(),
@@ -197,7 +204,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         move |r| events.send(Event::Resolved(r)).is_ok()
     })
     .map_err(StartError::Thread)?;
-    let listener = bind_control_socket(&opts.socket)?;
+    let listener = bind_control_socket(&opts.socket, &instance)?;
     std::thread::Builder::new()
         .name("tapwire-accept".into())
         .spawn(move || accept_loop(listener, events_tx))
@@ -225,8 +232,8 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     Ok(())
 }
 
-fn bind_control_socket(path: &Path) -> Result<UnixListener, StartError> {
-    tapwire_sys::unix::bind_private(path).map_err(|source| StartError::ControlSocket {
+fn bind_control_socket(path: &Path, held: &InstanceLock) -> Result<UnixListener, StartError> {
+    tapwire_sys::unix::bind_private(path, held).map_err(|source| StartError::ControlSocket {
         path: path.to_path_buf(),
         source,
     })

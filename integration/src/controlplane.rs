@@ -28,7 +28,7 @@ use crate::lab::{
     bin_dir, binary, dataplane_command, spawn_logging_to, tail, Block, Lab, Node, Pod,
 };
 use crate::netns::Netns;
-use crate::process::Proc;
+use crate::process::{CommandOutput, Proc};
 
 /// The network name in the CNI configuration (Calico's).
 pub const NETWORK_NAME: &str = "k8s-pod-network";
@@ -40,6 +40,13 @@ pub const DEBIAN_CNI_DIR: &str = "/usr/lib/cni";
 pub const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long an API call of the lab's own (status polling) may take.
 const API_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The two processes of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    Control,
+    Dataplane,
+}
 
 /// One node of a [`ControlPlane`]: its namespace, sockets, config file and processes.
 #[derive(Debug)]
@@ -282,6 +289,25 @@ impl<'lab> ControlPlane<'lab> {
         })
     }
 
+    /// Node `name`'s dataplane log so far.
+    pub fn dataplane_log(&self, name: &str) -> Result<String> {
+        self.with_member(name, |m| {
+            Ok(std::fs::read_to_string(&m.dataplane_log).unwrap_or_default())
+        })
+    }
+
+    /// Runs the `tapwire` plugin's CHECK for `pod` on node `node` with the result its ADD
+    /// returned, as a runtime does.
+    pub fn cni_check(&self, node: &str, pod: &str) -> Result<PluginRun> {
+        let added = self.cni_pod(pod)?;
+        let mut conf = self.network_conf(node)?;
+        if let Some(map) = conf.as_object_mut() {
+            map.insert("prevResult".into(), added.result.clone());
+        }
+        self.runtime(node)?
+            .exec(CniCommand::Check, &conf, &added.args)
+    }
+
     /// Starts `tapwire-dataplane` on node `name` and waits for its control socket. Does
     /// not connect to it: that is the agent's job (the dataplane takes the newest
     /// connection as its control).
@@ -382,10 +408,41 @@ impl<'lab> ControlPlane<'lab> {
         })
     }
 
+    /// Kills node `name`'s `tapwire-control` with SIGKILL (a crash: nothing it was doing
+    /// is finished or undone).
+    pub fn kill_control(&self, name: &str) -> Result<()> {
+        self.with_member(name, |m| {
+            if let Some(mut proc) = m.control.take() {
+                proc.kill()?;
+            }
+            Ok(())
+        })
+    }
+
     /// Stops and starts node `name`'s `tapwire-control`.
     pub fn restart_control(&self, name: &str) -> Result<()> {
         self.stop_control(name)?;
         self.start_control(name)
+    }
+
+    /// Runs a second instance of one of node `name`'s daemons with the running one's
+    /// configuration, as a careless operator might, and returns how it ended (killed,
+    /// and an error, if it still runs after `timeout`).
+    pub fn run_second_instance(
+        &self,
+        name: &str,
+        daemon: Daemon,
+        timeout: Duration,
+    ) -> Result<CommandOutput> {
+        let cmd = self.with_member(name, |m| match daemon {
+            Daemon::Control => {
+                let bin = binary("tapwire-control")?.display().to_string();
+                let config = m.config.display().to_string();
+                Ok(m.node.netns().command(&[&bin, "--config", &config]))
+            }
+            Daemon::Dataplane => dataplane_command(&m.node, &m.dataplane_socket, self.workers),
+        })?;
+        crate::process::run(self.lab.shared(), cmd, timeout)
     }
 
     /// Fails if node `name`'s control has exited (with its log tail).

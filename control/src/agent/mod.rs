@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::Ipv4Net;
 use tapwire_sys::link;
+use tapwire_sys::unix::InstanceLock;
 
 use crate::datastore::{
     self, read_cluster_state, Datastore, DatastoreError, DatastoreExt, Watcher,
@@ -51,6 +52,9 @@ pub enum AgentError {
     },
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
+    /// Another `tapwire-control` serves this node (its API socket or its dataplane).
+    #[error("not starting: {0}")]
+    AlreadyRunning(std::io::Error),
 }
 
 /// What this node knows about itself from its own interfaces.
@@ -86,16 +90,17 @@ pub struct Shared {
     pub underlay: Underlay,
     pub store: Box<dyn Datastore>,
     pub sync: Sync,
-    /// The last computed desired state (None until the first computation succeeds).
-    pub desired: Mutex<Option<DesiredDataplane>>,
+    /// The last computed desired state (None until the first computation succeeds),
+    /// shared with the sync thread without copies.
+    pub desired: Mutex<Option<Arc<DesiredDataplane>>>,
     /// Nudges the watch loop to recompute now (after an API write).
     pub recompute: Mutex<Sender<()>>,
     pub started: SystemTime,
 }
 
 impl Shared {
-    /// A copy of the current desired state.
-    pub fn desired(&self) -> Option<DesiredDataplane> {
+    /// The current desired state.
+    pub fn desired(&self) -> Option<Arc<DesiredDataplane>> {
         match self.desired.lock() {
             Ok(d) => d.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -119,6 +124,15 @@ impl Shared {
 
 /// Runs the agent until the process is killed.
 pub fn run(config: NodeConfig) -> Result<(), AgentError> {
+    // Before anything else: a second control for this node must not take over the API
+    // socket or fight the first over the dataplane connection.
+    let _instance = [
+        InstanceLock::for_socket(&config.api_socket),
+        InstanceLock::acquire(&client_lock_path(&config.dataplane_socket)),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(AgentError::AlreadyRunning)?;
     let underlay = Underlay::read(&config.underlay_interface)?;
     let store = datastore::open(&config.datastore)?;
     // A control that crashed mid-way through an IPAM write leaves indexes to rebuild.
@@ -131,7 +145,7 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
 
     let sync = Sync::start(config.dataplane_socket.clone()).map_err(AgentError::Thread)?;
     let (tx, rx) = mpsc::channel();
-    let listener = bind_api_socket(&config.api_socket)?;
+    let listener = bind_api_socket(&config.api_socket, &_instance[0])?;
     let shared = Arc::new(Shared {
         config,
         underlay,
@@ -153,8 +167,15 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
     Ok(())
 }
 
-fn bind_api_socket(path: &Path) -> Result<UnixListener, AgentError> {
-    tapwire_sys::unix::bind_private(path).map_err(|source| AgentError::ApiSocket {
+/// The lock a dataplane's one client (this agent) holds: `<dataplane socket>.client.lock`.
+fn client_lock_path(dataplane_socket: &Path) -> PathBuf {
+    let mut name = dataplane_socket.as_os_str().to_owned();
+    name.push(".client.lock");
+    PathBuf::from(name)
+}
+
+fn bind_api_socket(path: &Path, held: &InstanceLock) -> Result<UnixListener, AgentError> {
+    tapwire_sys::unix::bind_private(path, held).map_err(|source| AgentError::ApiSocket {
         path: path.to_path_buf(),
         source,
     })
@@ -232,9 +253,10 @@ fn recompute(shared: &Shared) {
             for skipped in &desired.skipped {
                 tracing::warn!(%skipped, "document left out of the dataplane state");
             }
-            let changed = shared.desired().as_ref() != Some(&desired);
+            let changed = shared.desired().as_deref() != Some(&desired);
             if changed {
-                shared.sync.set_desired(desired.clone());
+                let desired = Arc::new(desired);
+                shared.sync.set_desired(Arc::clone(&desired));
                 if let Ok(mut slot) = shared.desired.lock() {
                     *slot = Some(desired);
                 }

@@ -18,14 +18,14 @@ use crate::api::{
     codes, read_request, write_response, ApiError, CniAddReply, CniRequest, CniRoute,
     NodeStatusReply, PeerRow, Reply, Request, ResourceKind, Response, RouteRow,
 };
-use crate::datastore::{read_cluster_state, Datastore, DatastoreError, DatastoreExt};
+use crate::datastore::{Datastore, DatastoreError, DatastoreExt};
 use crate::ipam::{Ipam, IpamError};
 use crate::model::{
     check_batch, format_rfc3339, parse_documents, to_document_value, Document, IpPool, IpamBlock,
     Metadata, Node, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
 };
-use crate::podnet::{self, PodInterfaceSpec, POD_GATEWAY};
-use crate::routes::{desired_state, encap_name, RouteKind};
+use crate::podnet::{self, pod_mtu, PodInterfaceSpec, POD_GATEWAY};
+use crate::routes::{encap_name, worst_encap, RouteKind};
 
 /// How long a CNI ADD waits for the dataplane to attach the new pod's queues.
 const ATTACH_WAIT: Duration = Duration::from_secs(5);
@@ -149,6 +149,16 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
             format!("CNI_NETNS={}", req.netns),
         ));
     }
+    if is_own_netns(netns) {
+        return Err(ApiError::new(
+            codes::INVALID_ENVIRONMENT,
+            "CNI_NETNS is the node's own network namespace, not a container's",
+            format!(
+                "CNI_NETNS={}: refusing to put a pod interface on the node",
+                req.netns
+            ),
+        ));
+    }
     let node = &shared.config.node;
     let store = shared.store.as_ref();
     let ipam = Ipam::new(store);
@@ -162,20 +172,23 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
 
     // The pools as stored now, not as the watch loop last saw them: a pool applied through
     // another node's agent a moment ago may not have reached this node's desired state.
-    let mtu_bytes = read_cluster_state(store)
-        .ok()
-        .and_then(|state| desired_state(&state, &shared.local()).ok())
-        .or_else(|| shared.desired())
-        .map(|d| d.pod_mtu_bytes)
-        .filter(|m| *m > 0)
-        .unwrap_or(shared.underlay.mtu_bytes);
+    let mtu_bytes = match store.list_as::<IpPool>() {
+        Ok(pools) => pod_mtu(
+            shared.underlay.mtu_bytes,
+            worst_encap(pools.items.iter().filter(|p| p.validate().is_ok())),
+        ),
+        Err(err) => {
+            release();
+            return Err(datastore_error("reading IP pools failed", err));
+        }
+    };
     let spec = PodInterfaceSpec {
         netns_path: netns.to_path_buf(),
         ifname: req.ifname.clone(),
         address,
         mtu_bytes,
     };
-    let interface = match podnet::create_pod_interface(&spec) {
+    let interface = match create_replacing_leftover(&spec) {
         Ok(i) => i,
         Err(err) => {
             release();
@@ -189,13 +202,7 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
 
     let (orchestrator, workload, namespace) = workload_of(req);
     let mac = crate::model::MacAddr(interface.mac);
-    let calico_name = WorkloadEndpoint::calico_name(node, orchestrator, &workload, &req.ifname);
-    // Endpoint names are keys of one flat collection: pods of the same name in two
-    // namespaces must not collide, so the namespace prefixes the Calico-style name.
-    let mut metadata = Metadata::named(match &namespace {
-        Some(ns) => format!("{ns}.{calico_name}"),
-        None => calico_name,
-    });
+    let mut metadata = Metadata::named(endpoint_name(node, req));
     metadata.namespace = namespace;
     let endpoint = WorkloadEndpoint {
         metadata,
@@ -212,6 +219,10 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
             profiles: Vec::new(),
         },
     };
+    let key = endpoint_key(&endpoint);
+    // Only a report about this interface counts: forget what the dataplane said about an
+    // earlier one of the same endpoint (a retried ADD).
+    shared.sync.status.forget_endpoint(&key);
     if let Err(err) = store.apply_as(&endpoint) {
         let _ = podnet::delete_pod_interface(netns, &req.ifname);
         release();
@@ -221,14 +232,42 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
         ));
     }
 
-    // Let the dataplane attach the pod before answering, so the pod can send at once.
+    // The pod is served only once the dataplane holds its queues: until then its packets
+    // go nowhere, so an ADD that cannot get there fails and undoes itself.
     shared.nudge();
-    let key = endpoint_key(&endpoint);
     let attached = shared.sync.status.wait_for(ATTACH_WAIT, |s| {
         s.endpoints.get(&key).is_some_and(|state| state == "up")
     });
     if !attached {
-        tracing::warn!(%key, "the dataplane has not attached the pod yet; answering anyway");
+        let (connected, in_sync, state) = shared
+            .sync
+            .status
+            .read(|s| (s.connected, s.in_sync, s.endpoints.get(&key).cloned()));
+        tracing::warn!(%key, connected, in_sync, ?state, "the dataplane did not attach the pod; undoing the ADD");
+        if let Err(err) = store.delete_as::<WorkloadEndpoint>(endpoint.name(), None) {
+            tracing::error!(%key, %err, "removing the endpoint of a failed ADD failed");
+        }
+        shared.nudge();
+        let _ = podnet::delete_pod_interface(netns, &req.ifname);
+        release();
+        let why = if !connected {
+            format!(
+                "tapwire-dataplane is not connected ({})",
+                shared.config.dataplane_socket.display()
+            )
+        } else if !in_sync {
+            "tapwire-dataplane has not applied the node's state yet".to_string()
+        } else {
+            format!(
+                "endpoint {key} is {}",
+                state.as_deref().unwrap_or("not reported")
+            )
+        };
+        return Err(ApiError::new(
+            codes::TRY_AGAIN_LATER,
+            format!("the dataplane did not attach the pod within {ATTACH_WAIT:?}"),
+            format!("{why}; nothing was left behind, retry the ADD"),
+        ));
     }
     Ok(CniAddReply {
         interface: req.ifname.clone(),
@@ -244,6 +283,45 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
     })
 }
 
+/// Whether `netns` is the namespace this agent runs in (the node's): a runtime bug or a
+/// careless `CNI_NETNS=/proc/self/ns/net` must not put a pod interface on the node.
+fn is_own_netns(netns: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let own = id(Path::new("/proc/thread-self/ns/net"));
+    own.is_some() && id(netns) == own
+}
+
+/// Creates the pod interface; a TAP of that name already there is what an earlier ADD of
+/// this container left (it crashed, or the runtime retries) and is replaced. Anything else
+/// of that name is not ours and stays: the ADD fails.
+fn create_replacing_leftover(
+    spec: &PodInterfaceSpec,
+) -> Result<podnet::PodInterface, podnet::PodnetError> {
+    match podnet::create_pod_interface(spec) {
+        Err(podnet::PodnetError::CreateTap { source, .. })
+            if source.raw_os_error() == Some(libc::EEXIST)
+                && podnet::delete_pod_interface(&spec.netns_path, &spec.ifname).is_ok() =>
+        {
+            tracing::info!(netns = %spec.netns_path.display(), ifname = %spec.ifname, "replaced a TAP an earlier ADD left");
+            podnet::create_pod_interface(spec)
+        }
+        other => other,
+    }
+}
+
+/// The endpoint's name: Calico's `<node>-<orchestrator>-<workload>-<endpoint>`, prefixed
+/// with the Kubernetes namespace, because endpoint names are keys of one flat collection
+/// and pods of the same name in two namespaces must not collide.
+fn endpoint_name(node: &str, req: &CniRequest) -> String {
+    let (orchestrator, workload, namespace) = workload_of(req);
+    let calico_name = WorkloadEndpoint::calico_name(node, orchestrator, &workload, &req.ifname);
+    match namespace {
+        Some(ns) => format!("{ns}.{calico_name}"),
+        None => calico_name,
+    }
+}
+
 /// The dataplane's key for an endpoint (`orchestrator/workload/endpoint`).
 fn endpoint_key(endpoint: &WorkloadEndpoint) -> String {
     format!(
@@ -254,25 +332,55 @@ fn endpoint_key(endpoint: &WorkloadEndpoint) -> String {
     )
 }
 
-/// This node's endpoint for the CNI call, if recorded.
+/// This node's endpoint for the CNI call, if recorded: by the name the ADD gave it (one
+/// read), else — a call without the pod's Kubernetes names, such as GC's DELs — by
+/// container id and interface among all endpoints.
 fn find_endpoint(shared: &Shared, req: &CniRequest) -> Result<Option<WorkloadEndpoint>, ApiError> {
-    let endpoints = shared
-        .store
-        .list_as::<WorkloadEndpoint>()
-        .map_err(|e| datastore_error("reading workload endpoints failed", e))?
-        .items;
-    Ok(endpoints.into_iter().find(|ep| {
+    let store = shared.store.as_ref();
+    let ours = |ep: &WorkloadEndpoint| {
         ep.spec.node == shared.config.node
             && ep.spec.container_id.as_deref() == Some(req.container_id.as_str())
             && ep.spec.endpoint == req.ifname
-    }))
+    };
+    let name = endpoint_name(&shared.config.node, req);
+    if let Ok(Some(ep)) = store.get_as::<WorkloadEndpoint>(&name) {
+        if ours(&ep) {
+            return Ok(Some(ep));
+        }
+    }
+    let endpoints = store
+        .list_as::<WorkloadEndpoint>()
+        .map_err(|e| datastore_error("reading workload endpoints failed", e))?
+        .items;
+    Ok(endpoints.into_iter().find(ours))
 }
 
+/// How long a DEL waits for the dataplane to let go of the pod's queues before it
+/// removes the TAP anyway.
+const DETACH_WAIT: Duration = Duration::from_secs(2);
+
+/// DEL, in an order that is safe to repeat after any failure: the endpoint record first
+/// (if the datastore refuses, nothing else was touched), then — once the dataplane has
+/// let go of the pod — its TAP, then its address.
 fn cni_del(shared: &Shared, req: &CniRequest) -> Result<(), ApiError> {
     check_cni_request(req, false)?;
     let store = shared.store.as_ref();
     let endpoint = find_endpoint(shared, req)?;
-    // The interface first: the netns from the call, else the one recorded at ADD.
+    if let Some(ep) = &endpoint {
+        match store.delete_as::<WorkloadEndpoint>(ep.name(), None) {
+            Ok(()) | Err(DatastoreError::NotFound { .. }) => {}
+            Err(e) => return Err(datastore_error("removing the workload endpoint failed", e)),
+        }
+        shared.nudge();
+        let key = endpoint_key(ep);
+        let detached = shared.sync.status.wait_for(DETACH_WAIT, |s| {
+            !s.connected || !s.endpoints.contains_key(&key)
+        });
+        if !detached {
+            tracing::warn!(%key, "the dataplane still holds the pod; removing its TAP anyway");
+        }
+    }
+    // The netns from the call, else the one recorded at ADD.
     let netns = if req.netns.is_empty() {
         endpoint.as_ref().and_then(|ep| ep.spec.netns.clone())
     } else {
@@ -286,12 +394,6 @@ fn cni_del(shared: &Shared, req: &CniRequest) -> Result<(), ApiError> {
                 e.to_string(),
             )
         })?;
-    }
-    if let Some(ep) = &endpoint {
-        match store.delete_as::<WorkloadEndpoint>(ep.name(), None) {
-            Ok(()) | Err(DatastoreError::NotFound { .. }) => {}
-            Err(e) => return Err(datastore_error("removing the workload endpoint failed", e)),
-        }
     }
     Ipam::new(store)
         .release(&handle_id(req))
@@ -324,6 +426,26 @@ fn cni_check(shared: &Shared, req: &CniRequest) -> Result<(), ApiError> {
             format!(
                 "{} has {}, expected {:?}",
                 req.ifname, interface.address, want
+            ),
+        ));
+    }
+    // An interface nobody reads is a black hole: the dataplane must hold its queues.
+    let key = endpoint_key(&endpoint);
+    let state = shared.sync.status.read(|s| {
+        (s.connected && s.in_sync)
+            .then(|| s.endpoints.get(&key).cloned())
+            .flatten()
+    });
+    if state.as_deref() != Some("up") {
+        return Err(ApiError::new(
+            codes::INTERFACE,
+            "the pod interface is not served by the dataplane",
+            format!(
+                "endpoint {key}: {}",
+                match state {
+                    Some(state) => format!("the dataplane reports it {state}"),
+                    None => "the dataplane does not hold it".to_string(),
+                }
             ),
         ));
     }

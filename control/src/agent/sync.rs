@@ -62,6 +62,14 @@ impl StatusCell {
         self.changed.notify_all();
     }
 
+    /// Forgets what the dataplane said about endpoint `key`, so that only a later report
+    /// counts.
+    pub fn forget_endpoint(&self, key: &str) {
+        self.update(|s| {
+            s.endpoints.remove(key);
+        });
+    }
+
     /// Waits until `ready` holds or `timeout` passes; returns whether it holds.
     pub fn wait_for(&self, timeout: Duration, ready: impl Fn(&SyncStatus) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
@@ -85,7 +93,7 @@ impl StatusCell {
 }
 
 enum Command {
-    Desired(Box<DesiredDataplane>),
+    Desired(Arc<DesiredDataplane>),
     Counters(Sender<Vec<(String, u64)>>),
     FromDataplane(u64, Box<FromDataplane>),
     Disconnected(u64),
@@ -134,8 +142,8 @@ impl Sync {
     }
 
     /// Hands over a new desired state; the dataplane gets the difference.
-    pub fn set_desired(&self, desired: DesiredDataplane) {
-        let _ = self.commands.send(Command::Desired(Box::new(desired)));
+    pub fn set_desired(&self, desired: Arc<DesiredDataplane>) {
+        let _ = self.commands.send(Command::Desired(desired));
     }
 
     /// Asks the dataplane for its counters; `None` if it does not answer in time.
@@ -150,14 +158,14 @@ struct Connection {
     id: u64,
     stream: UnixStream,
     /// What the dataplane holds (as far as we have sent it).
-    sent: DesiredDataplane,
+    sent: Arc<DesiredDataplane>,
 }
 
 struct Syncer {
     socket: PathBuf,
     commands: Sender<Command>,
     status: Arc<StatusCell>,
-    desired: Option<DesiredDataplane>,
+    desired: Option<Arc<DesiredDataplane>>,
     conn: Option<Connection>,
     next_conn: u64,
     sequence: u64,
@@ -186,7 +194,6 @@ impl Syncer {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Desired(desired) => {
-                let desired = *desired;
                 if let Some(conn) = &mut self.conn {
                     let changes = diff(&conn.sent, &desired);
                     if !changes.is_empty() {
@@ -195,7 +202,7 @@ impl Syncer {
                             "sending changes to the dataplane"
                         );
                         let ok = send_all(&mut conn.stream, &mut self.sequence, changes);
-                        conn.sent = desired.clone();
+                        conn.sent = Arc::clone(&desired);
                         if !ok {
                             self.drop_connection("write failed");
                         }

@@ -287,17 +287,31 @@ fn source_label(file: &Path) -> String {
 
 /// The text of FILE, or of standard input for `-`.
 fn read_documents(file: &Path, action: &str) -> Result<String, CliError> {
-    let read = if file == Path::new("-") {
-        let mut text = String::new();
-        io::stdin().read_to_string(&mut text).map(|_| text)
-    } else {
-        std::fs::read_to_string(file)
-    };
-    read.map_err(|source| CliError::Read {
+    let error = |source| CliError::Read {
         action: action.into(),
         path: source_label(file),
         source,
-    })
+    };
+    // Never more than one request can carry: a larger input (`-f /dev/zero`) is refused
+    // after reading just past the limit, not held in memory.
+    let limit = api::MAX_MESSAGE_BYTES as u64;
+    let mut bytes = Vec::new();
+    if file == Path::new("-") {
+        io::stdin().take(limit + 1).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+    }
+    .map_err(error)?;
+    if bytes.len() as u64 > limit {
+        return Err(error(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "larger than the {} MiB a request to tapwire-control can carry",
+                limit >> 20
+            ),
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| error(io::Error::new(io::ErrorKind::InvalidData, e)))
 }
 
 fn apply(agent: &Agent, file: &Path, out: &mut Output) -> Result<(), CliError> {
