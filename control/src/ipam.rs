@@ -699,7 +699,10 @@ impl<'a> Ipam<'a> {
 
     /// Writes block `cidr` again from the handles that name it, affine to the node its
     /// affinity (else its handles' endpoints) names; reports instead when that node is
-    /// not known for sure or the range is now inside another block.
+    /// not known for sure or the range is now inside another block. Handles that neither
+    /// an affinity nor any endpoint vouches for are what a release interrupted between
+    /// deleting the empty block and deleting the handle leaves: no pod uses their
+    /// addresses, and they are removed (else they would keep the range out of use forever).
     fn rebuild_block(
         &self,
         cidr: Ipv4Net,
@@ -750,6 +753,19 @@ impl<'a> Ipam<'a> {
             })
             .map(|ep| ep.spec.node)
             .collect();
+        if by_affinity.is_empty() && by_endpoint.is_empty() {
+            for handle in handles {
+                match self
+                    .store
+                    .delete_as::<IpamHandle>(handle.name(), handle.metadata.revision())
+                {
+                    Ok(()) => report.handles_removed += 1,
+                    Err(e) if conflict(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(());
+        }
         let node = match (by_affinity.len(), by_endpoint.len()) {
             (1, _) => by_affinity.iter().next().cloned(),
             (0, 1) => by_endpoint.iter().next().cloned(),
@@ -1352,11 +1368,15 @@ mod tests {
         let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
         let ipam = Ipam::new(&store);
         let a = ipam.assign("node-a", &pod_handle("c1")).unwrap();
+        let b = ipam.assign("node-a", &pod_handle("c2")).unwrap();
         store.delete_as::<IpamBlock>("10-65-0-0-26", None).unwrap();
         store
             .delete_as::<BlockAffinity>("node-a-10-65-0-0-26", None)
             .unwrap();
-        // Nothing tells the node: the handle is kept, the range stays out of use.
+        // Endpoints on two nodes claim its addresses: the node is not known for sure, the
+        // handles are kept and the range stays out of use.
+        let on_b = store.create_as(&endpoint("node-b", "c2", b)).unwrap();
+        store.create_as(&endpoint("node-a", "c1", a)).unwrap();
         let report = ipam.repair().unwrap();
         assert_eq!(report.blocks_rebuilt, 0);
         assert_eq!(report.handles_removed, 0);
@@ -1369,8 +1389,10 @@ mod tests {
             .unwrap()
             .is_some());
         assert_eq!(ipam.assign("node-b", "other").unwrap(), addr("10.65.0.64"));
-        // Its endpoint tells.
-        store.create_as(&endpoint("node-a", "c1", a)).unwrap();
+        // With only node-a's endpoint, the node is known.
+        store
+            .delete_as::<WorkloadEndpoint>(on_b.name(), None)
+            .unwrap();
         let report = ipam.repair().unwrap();
         assert_eq!(report.blocks_rebuilt, 1, "{report:?}");
         let block = store.get_as::<IpamBlock>("10-65-0-0-26").unwrap().unwrap();
@@ -1379,6 +1401,24 @@ mod tests {
             .get_as::<BlockAffinity>("node-a-10-65-0-0-26")
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn handles_left_by_an_interrupted_release_do_not_hold_a_range_forever() {
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let ipam = Ipam::new(&store);
+        ipam.assign("node-a", "h1").unwrap();
+        // A release that deleted the emptied block and its affinity, then died before the
+        // handle: no affinity and no endpoint vouch for it.
+        store.delete_as::<IpamBlock>("10-65-0-0-26", None).unwrap();
+        store
+            .delete_as::<BlockAffinity>("node-a-10-65-0-0-26", None)
+            .unwrap();
+        let report = ipam.repair().unwrap();
+        assert_eq!(report.handles_removed, 1, "{report:?}");
+        assert_eq!(report.blocks_rebuilt, 0, "{report:?}");
+        assert!(report.unresolved.is_empty(), "{report:?}");
+        assert_eq!(ipam.assign("node-b", "h2").unwrap(), addr("10.65.0.0"));
     }
 
     #[test]

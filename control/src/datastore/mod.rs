@@ -397,22 +397,22 @@ pub fn decode<T: Resource>(raw: RawObject) -> Result<T, DatastoreError> {
 /// [`ClusterState::unreadable`] (which route computation reports as skipped).
 pub fn read_cluster_state(store: &dyn Datastore) -> Result<ClusterState, DatastoreError> {
     let mut unreadable = Vec::new();
-    let mut items = |listing_damaged: Vec<Damaged>| {
-        unreadable.extend(listing_damaged.iter().map(Damaged::to_string));
+    let mut report = |damaged: Vec<Damaged>| {
+        unreadable.extend(damaged.iter().map(Damaged::to_string));
     };
     let blocks = store.list_as::<IpamBlock>()?;
-    items(blocks.damaged);
+    report(blocks.damaged);
     let blocks: BTreeMap<_, _> = blocks
         .items
         .into_iter()
         .filter_map(|b| Some((b.spec.cidr, b.node()?.to_string())))
         .collect();
     let nodes = store.list_as::<Node>()?;
-    items(nodes.damaged);
+    report(nodes.damaged);
     let pools = store.list_as::<IpPool>()?;
-    items(pools.damaged);
+    report(pools.damaged);
     let endpoints = store.list_as::<WorkloadEndpoint>()?;
-    items(endpoints.damaged);
+    report(endpoints.damaged);
     Ok(ClusterState {
         nodes: nodes.items,
         pools: pools.items,
