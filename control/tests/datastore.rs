@@ -542,6 +542,21 @@ fn the_store_is_root_only_and_an_old_store_is_tightened_on_open() {
         assert_eq!(mode(&root.join(file)), 0o600, "{file}");
     }
     assert!(store.get_as::<IpPool>("p").unwrap().is_some());
+
+    // Opened while another process holds the lock: open does not wait, and the first
+    // write tightens the store instead.
+    fs::set_permissions(&root, old(0o755)).unwrap();
+    fs::set_permissions(root.join("IPPool/p.json"), old(0o644)).unwrap();
+    let holder = fs::File::open(root.join(".lock")).unwrap();
+    rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockShared).unwrap();
+    let started = Instant::now();
+    let store = FileStore::open(&root).unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(mode(&root), 0o755);
+    drop(holder);
+    store.create_as(&pool("q", "10.66.0.0/16")).unwrap();
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&root.join("IPPool/p.json")), 0o600);
 }
 
 #[test]
@@ -660,4 +675,17 @@ fn one_name_rule_for_validation_and_the_store() {
             .contains(&format!("at most {MAX_NAME_BYTES}")),
         "{err}"
     );
+}
+
+#[test]
+fn a_directory_that_is_not_a_store_is_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let err = FileStore::open(dir.path()).unwrap_err();
+    assert!(matches!(err, DatastoreError::NotAStore { .. }), "{err}");
+    assert!(err.to_string().contains("not a tapwire datastore"), "{err}");
+    assert_eq!(mode(dir.path()), 0o755, "its permissions are untouched");
+    assert!(!dir.path().join(".lock").exists());
 }

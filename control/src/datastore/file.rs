@@ -15,7 +15,8 @@
 //!
 //! The store holds container ids, namespace paths and pod addresses, and whoever can lock
 //! it can stall every CNI call: it is root's alone (directories 0700, files 0600, the lock
-//! included), and [`FileStore::open`] tightens a store made before that. No operation
+//! included), and [`FileStore::open`] tightens a store made before that (or, when another
+//! process holds the lock at that moment, the instance's first write does). No operation
 //! waits longer than [`LOCK_TIMEOUT`] for another process's lock; then it fails with
 //! [`DatastoreError::Locked`]. A store that cannot be written (a read-only mount, a copy
 //! owned by someone else) can still be read; writing to it fails with
@@ -25,6 +26,8 @@ use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::fs::FlockOperation;
@@ -48,14 +51,18 @@ const FILE_MODE: u32 = 0o600;
 /// How long an operation waits for a lock another process holds before it fails with
 /// [`DatastoreError::Locked`]. Writers hold it for a few milliseconds.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest sleep between two attempts to take a contended lock.
-const LOCK_POLL_MAX: Duration = Duration::from_millis(10);
+/// The sleeps between two attempts to take a contended lock: short, so that a waiter
+/// finds the gaps between other writers' locks (`flock` has no timed wait).
+const LOCK_POLL_MIN: Duration = Duration::from_micros(100);
+const LOCK_POLL_MAX: Duration = Duration::from_millis(2);
 
 /// A [`Datastore`] in a directory (see the module docs for the layout and guarantees).
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
     lock_timeout: Duration,
+    /// Whether [`FileStore::maintain`] has run (shared by clones).
+    maintained: Arc<AtomicBool>,
 }
 
 /// Holds a `flock` until dropped (closing the file releases it); holds nothing for a
@@ -93,20 +100,43 @@ impl FileStore {
                 .create(&dir)
                 .map_err(io_error("creating directory", &dir))?;
         }
+        if !Self::is_store_dir(&dir)? {
+            return Err(DatastoreError::NotAStore { dir });
+        }
         let store = FileStore {
             dir,
             lock_timeout: LOCK_TIMEOUT,
+            maintained: Arc::new(AtomicBool::new(false)),
         };
-        match store.lock(FlockOperation::LockExclusive) {
-            Ok(_lock) => {
-                store.tighten_permissions()?;
-                store.remove_temp_files()?;
-            }
+        // Without waiting: a busy store is tidied by this instance's first write instead
+        // (waiting behind a stream of writers here would starve the open).
+        match store.lock_within(FlockOperation::LockExclusive, Duration::ZERO) {
+            Ok(_lock) => store.maintain()?,
             // Readable still; every write will say it is read-only.
-            Err(DatastoreError::ReadOnly { .. }) => {}
+            Err(DatastoreError::ReadOnly { .. } | DatastoreError::Locked { .. }) => {}
             Err(e) => return Err(e),
         }
         Ok(store)
+    }
+
+    /// Makes the store root's alone and removes temporary files a crashed writer left,
+    /// once per instance. Called with the exclusive lock held (a temporary file may be a
+    /// write in progress otherwise).
+    fn maintain(&self) -> Result<(), DatastoreError> {
+        if !self.maintained.load(Ordering::Relaxed) {
+            self.tighten_permissions()?;
+            self.remove_temp_files()?;
+            self.maintained.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The exclusive lock, for a mutation (after [`FileStore::maintain`] if this instance
+    /// has not yet).
+    fn lock_for_writing(&self) -> Result<Lock, DatastoreError> {
+        let lock = self.lock(FlockOperation::LockExclusive)?;
+        self.maintain()?;
+        Ok(lock)
     }
 
     /// The same store, waiting at most `timeout` for another process's lock (instead of
@@ -126,6 +156,14 @@ impl FileStore {
     /// all when there is no lock file: then nobody can write); an exclusive one fails with
     /// [`DatastoreError::ReadOnly`].
     fn lock(&self, operation: FlockOperation) -> Result<Lock, DatastoreError> {
+        self.lock_within(operation, self.lock_timeout)
+    }
+
+    fn lock_within(
+        &self,
+        operation: FlockOperation,
+        timeout: Duration,
+    ) -> Result<Lock, DatastoreError> {
         let path = self.dir.join(LOCK_FILE);
         let exclusive = operation == FlockOperation::LockExclusive;
         let file = match OpenOptions::new()
@@ -156,20 +194,20 @@ impl FileStore {
             FlockOperation::NonBlockingLockShared
         };
         let started = Instant::now();
-        let mut pause = Duration::from_millis(1);
+        let mut pause = LOCK_POLL_MIN;
         loop {
             match rustix::fs::flock(&file, attempt) {
                 Ok(()) => return Ok(Lock { _file: Some(file) }),
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(rustix::io::Errno::WOULDBLOCK) => {
                     let waited = started.elapsed();
-                    if waited >= self.lock_timeout {
+                    if waited >= timeout {
                         return Err(DatastoreError::Locked {
                             path,
                             waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
                         });
                     }
-                    std::thread::sleep(pause.min(self.lock_timeout - waited));
+                    std::thread::sleep(pause.min(timeout - waited));
                     pause = (pause * 2).min(LOCK_POLL_MAX);
                 }
                 Err(errno) => return Err(io_error("locking", &path)(errno.into())),
@@ -180,22 +218,41 @@ impl FileStore {
     /// Makes every directory of the store 0700 and every file 0600 (a store made by an
     /// older version was world-readable). Called with the exclusive lock held.
     fn tighten_permissions(&self) -> Result<(), DatastoreError> {
+        set_mode(&self.dir, DIR_MODE)?;
         let mut dirs = vec![self.dir.clone()];
-        while let Some(dir) = dirs.pop() {
-            set_mode(&dir, DIR_MODE)?;
-            let entries = fs::read_dir(&dir).map_err(io_error("listing", &dir))?;
+        dirs.extend(self.kind_dirs()?);
+        for (depth, dir) in dirs.iter().enumerate() {
+            if depth > 0 {
+                set_mode(dir, DIR_MODE)?;
+            }
+            let entries = fs::read_dir(dir).map_err(io_error("listing", dir))?;
             for entry in entries {
-                let entry = entry.map_err(io_error("listing", &dir))?;
-                let path = entry.path();
-                match entry.file_type() {
-                    Ok(t) if t.is_dir() => dirs.push(path),
-                    Ok(t) if t.is_file() => set_mode(&path, FILE_MODE)?,
-                    // Symbolic links and the like are not the store's.
-                    _ => {}
+                let entry = entry.map_err(io_error("listing", dir))?;
+                // Symbolic links and the like are not the store's.
+                if entry.file_type().is_ok_and(|t| t.is_file()) {
+                    set_mode(&entry.path(), FILE_MODE)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Whether the directory is a store (or can become one): it holds the store's lock or
+    /// revision file, or nothing but kind directories (a new store is empty). Anything
+    /// else is someone else's directory, whose permissions the store must not change.
+    fn is_store_dir(dir: &Path) -> Result<bool, DatastoreError> {
+        if dir.join(LOCK_FILE).exists() || dir.join(REVISION_FILE).exists() {
+            return Ok(true);
+        }
+        for entry in fs::read_dir(dir).map_err(io_error("listing", dir))? {
+            let entry = entry.map_err(io_error("listing", dir))?;
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let name = entry.file_name();
+            if !is_dir || check_kind(&name.to_string_lossy()).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn kind_dir(&self, kind: &str) -> Result<PathBuf, DatastoreError> {
@@ -408,7 +465,7 @@ fn object_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, DatastoreError> {
 
 /// Sets `path`'s permission bits to `mode` unless they already are.
 fn set_mode(path: &Path, mode: u32) -> Result<(), DatastoreError> {
-    let current = fs::symlink_metadata(path)
+    let current = fs::metadata(path)
         .map_err(io_error("reading permissions of", path))?
         .permissions()
         .mode();
@@ -450,7 +507,7 @@ impl Datastore for FileStore {
 
     fn create(&self, kind: &str, name: &str, value: Value) -> Result<RawObject, DatastoreError> {
         let path = self.object_path(kind, name)?;
-        let _lock = self.lock(FlockOperation::LockExclusive)?;
+        let _lock = self.lock_for_writing()?;
         if path.symlink_metadata().is_ok() {
             return Err(DatastoreError::AlreadyExists {
                 kind: kind.to_string(),
@@ -468,7 +525,7 @@ impl Datastore for FileStore {
         expected_revision: u64,
     ) -> Result<RawObject, DatastoreError> {
         let path = self.object_path(kind, name)?;
-        let _lock = self.lock(FlockOperation::LockExclusive)?;
+        let _lock = self.lock_for_writing()?;
         let current =
             Self::read_object(&path, kind, name)?.ok_or_else(|| DatastoreError::NotFound {
                 kind: kind.to_string(),
@@ -492,7 +549,7 @@ impl Datastore for FileStore {
         expected_revision: Option<u64>,
     ) -> Result<(), DatastoreError> {
         let path = self.object_path(kind, name)?;
-        let _lock = self.lock(FlockOperation::LockExclusive)?;
+        let _lock = self.lock_for_writing()?;
         let not_found = || DatastoreError::NotFound {
             kind: kind.to_string(),
             name: name.to_string(),

@@ -84,6 +84,13 @@ pub enum DatastoreError {
     /// A file of the store is not what the store wrote.
     #[error("corrupt datastore file {}: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    /// The directory holds other things than a store: the store does not take it over
+    /// (it would make it root's alone).
+    #[error(
+        "{} is not a tapwire datastore (it holds other files and no .lock); point the datastore at a new or empty directory",
+        dir.display()
+    )]
+    NotAStore { dir: PathBuf },
     /// Another process held the store's lock for longer than an operation waits.
     #[error(
         "the datastore is locked by another process: {} was still locked after {waited_ms} ms",
