@@ -1528,6 +1528,19 @@ impl NodeConfig {
         if let Err(ModelError::Invalid { reason, .. }) = validate_name(Node::KIND, &config.node) {
             return Err(invalid("node", reason));
         }
+        // The node's block affinities are named after it: they must be storable too.
+        let widest = Ipv4Net::new(Ipv4Addr::new(255, 255, 255, 255), 32)
+            .map(|cidr| BlockAffinity::name_for(&config.node, cidr));
+        if let Ok(affinity) = widest {
+            if let Err(reason) = check_object_name(&affinity) {
+                return Err(invalid(
+                    "node",
+                    format!(
+                        "too long for the names derived from it (its block affinities: {reason})"
+                    ),
+                ));
+            }
+        }
         let ifname = &config.underlay_interface;
         if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ', '\0']) {
             return Err(invalid(
@@ -1923,6 +1936,14 @@ spec:
         assert!(msg.contains("missing field `underlay_interface`"), "{msg}");
         let msg = err("node = \"Node_A\"\nunderlay_interface = \"eth0\"\n");
         assert!(msg.contains(": node:"), "{msg}");
+        // Room for its affinities' names ("<node>-255-255-255-255-32").
+        let longest = "n".repeat(MAX_NAME_BYTES - 19);
+        let text = format!("node = \"{longest}\"\nunderlay_interface = \"eth0\"\n");
+        assert!(NodeConfig::parse(&text, path).is_ok());
+        let msg = err(&format!(
+            "node = \"{longest}n\"\nunderlay_interface = \"eth0\"\n"
+        ));
+        assert!(msg.contains(": node: too long"), "{msg}");
         let msg = err("node = \"a\"\nunderlay_interface = \"an-interface-name-too-long\"\n");
         assert!(msg.contains("underlay_interface"), "{msg}");
         let msg = err("node = [\n");
