@@ -209,7 +209,7 @@ impl<'a> Ipam<'a> {
     /// The address `handle_id` holds, if any.
     pub fn lookup(&self, handle_id: &str) -> Result<Option<Ipv4Addr>, IpamError> {
         check("handle id", handle_id)?;
-        Ok(self.find_allocation(handle_id)?.1.map(|a| a.addr))
+        Ok(self.find_allocation(handle_id, false)?.1.map(|a| a.addr))
     }
 
     /// The blocks affine to `node`, by CIDR.
@@ -257,10 +257,13 @@ impl<'a> Ipam<'a> {
 
     /// The handle document (if any) and the block + ordinal holding `handle_id`'s
     /// allocation (if any): through the handle document when it is right, else by
-    /// scanning blocks (an allocation whose handle write was lost).
+    /// scanning blocks (an allocation whose handle write was lost). When the handle's block
+    /// is damaged, `strict` makes that an error (an assign cannot tell whether the handle
+    /// still holds its address there); otherwise the handle counts as holding nothing.
     fn find_allocation(
         &self,
         handle_id: &str,
+        strict: bool,
     ) -> Result<(Option<IpamHandle>, Option<Allocation>), IpamError> {
         let handle = match self.store.get_as::<IpamHandle>(handle_id) {
             Ok(handle) => handle,
@@ -281,9 +284,8 @@ impl<'a> Ipam<'a> {
                 .get_as::<IpamBlock>(&IpamBlock::name_for(h.spec.block))
             {
                 Ok(block) => block,
-                // Its range stays claimed; what it held cannot be known, so the handle is
-                // treated as holding nothing readable.
-                Err(e) if e.is_damage() => None,
+                // Its range stays claimed whatever happens here.
+                Err(e) if e.is_damage() && !strict => None,
                 Err(e) => return Err(e.into()),
             };
             if let Some(block) = block {
@@ -321,7 +323,7 @@ impl<'a> Ipam<'a> {
 
     fn try_assign(&self, node: &str, handle_id: &str) -> Result<Round<Ipv4Addr>, IpamError> {
         // Idempotence: the handle already holds an address.
-        let (handle, found) = self.find_allocation(handle_id)?;
+        let (handle, found) = self.find_allocation(handle_id, true)?;
         if let Some(stale) = &handle {
             let valid = found.as_ref().is_some_and(|a| {
                 a.addr == stale.spec.address && a.block.spec.cidr == stale.spec.block
@@ -534,7 +536,7 @@ impl<'a> Ipam<'a> {
     }
 
     fn try_release(&self, handle_id: &str) -> Result<Round<Option<Ipv4Addr>>, IpamError> {
-        let (handle, found) = self.find_allocation(handle_id)?;
+        let (handle, found) = self.find_allocation(handle_id, false)?;
         let mut released = None;
         if let Some(Allocation {
             block,
@@ -1419,6 +1421,25 @@ mod tests {
         assert_eq!(report.blocks_rebuilt, 0, "{report:?}");
         assert!(report.unresolved.is_empty(), "{report:?}");
         assert_eq!(ipam.assign("node-b", "h2").unwrap(), addr("10.65.0.0"));
+    }
+
+    #[test]
+    fn a_handle_in_a_damaged_block_is_refused_by_assign_and_released() {
+        let store = store_with(&[pool("p", "10.65.0.0/16", 26)]);
+        let ipam = Ipam::new(&store);
+        ipam.assign("node-a", "h1").unwrap();
+        let damaged = serde_json::json!({"spec": "garbage"});
+        let block = store.get("IPAMBlock", "10-65-0-0-26").unwrap().unwrap();
+        store
+            .update("IPAMBlock", "10-65-0-0-26", damaged, block.revision)
+            .unwrap();
+        // Whether h1 still holds its address there cannot be told: no second address.
+        let err = ipam.assign("node-a", "h1").unwrap_err();
+        assert!(err.to_string().contains("10-65-0-0-26"), "{err}");
+        // A DEL lets go of the handle; the range stays claimed.
+        assert_eq!(ipam.release("h1").unwrap(), None);
+        assert!(store.get_as::<IpamHandle>("h1").unwrap().is_none());
+        assert_eq!(ipam.assign("node-a", "h2").unwrap(), addr("10.65.0.64"));
     }
 
     #[test]
