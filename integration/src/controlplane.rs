@@ -282,6 +282,13 @@ impl<'lab> ControlPlane<'lab> {
         })
     }
 
+    /// Node `name`'s dataplane log so far.
+    pub fn dataplane_log(&self, name: &str) -> Result<String> {
+        self.with_member(name, |m| {
+            Ok(std::fs::read_to_string(&m.dataplane_log).unwrap_or_default())
+        })
+    }
+
     /// Starts `tapwire-dataplane` on node `name` and waits for its control socket. Does
     /// not connect to it: that is the agent's job (the dataplane takes the newest
     /// connection as its control).
