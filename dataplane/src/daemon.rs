@@ -5,6 +5,9 @@
 //! (decode frames, hand messages over a channel), one resolver (ARP for peers' underlay
 //! MACs), and this state thread, the only writer of tables. Control messages never touch
 //! the packet path directly: the state thread builds a new [`Snapshot`] and swaps it in.
+//! The packet path talks back only when a pod queue dies (its TAP was deleted): the worker
+//! stops polling it and sends one [`DeadQueue`]; the state thread detaches the pod and
+//! attaches it again once a TAP of that name is back.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
