@@ -38,6 +38,8 @@ fn a_pod_whose_tap_is_deleted_and_added_again_is_reattached() {
     // The pod's eth0 goes away: the dataplane stops using its queues.
     sandbox.netns.ip(&["link", "del", "eth0"]).unwrap();
     std::thread::sleep(Duration::from_millis(500));
+    let run = cp.cni_check("node1", "pa").unwrap();
+    assert!(!run.succeeded(), "CHECK passed without eth0: {:?}", run.output);
 
     // The runtime adds the pod again: a new TAP named eth0 in the same namespace.
     let again = cp.cni_add("node1", &sandbox).unwrap().pod;
@@ -48,6 +50,8 @@ fn a_pod_whose_tap_is_deleted_and_added_again_is_reattached() {
         "pa reachable again {:.2?} after its second ADD",
         started.elapsed()
     );
+    let run = cp.cni_check("node1", "pa").unwrap();
+    assert!(run.succeeded(), "CHECK of the re-added pod: {:?}", run.output);
     let link = again.exec(&["ip", "-o", "link", "show", "eth0"]).unwrap();
     assert!(link.contains("LOWER_UP"), "no queue attached: {link}");
     for (from, to) in [(&again, &b), (&b, &again)] {
