@@ -172,6 +172,14 @@ pub struct EndpointEntry {
 }
 
 impl EndpointEntry {
+    /// The dataplane's key: `orchestrator/workload/endpoint`.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.orchestrator, self.workload_id, self.endpoint
+        )
+    }
+
     fn id(&self) -> proto::WorkloadEndpointId {
         proto::WorkloadEndpointId {
             orchestrator_id: self.orchestrator.clone(),
@@ -211,6 +219,53 @@ pub struct DesiredDataplane {
     pub encapsulation: EncapsulationEntry,
     /// Documents left out, and why. Not sent; for logs and `tapwirectl`.
     pub skipped: Vec<String>,
+}
+
+impl DesiredDataplane {
+    /// Adds one of this node's workload endpoints and the routes to its addresses — the
+    /// one definition [`desired_state`] uses for every endpoint, and a CNI ADD uses to hand
+    /// its new pod to the dataplane without recomputing everything. `pools` are the valid
+    /// pools, `local_ip` this node's underlay address. An endpoint the dataplane cannot
+    /// attach is refused with the reason.
+    pub fn add_local_endpoint(
+        &mut self,
+        wep: &WorkloadEndpoint,
+        pools: &[&IpPool],
+        local_ip: Ipv4Addr,
+    ) -> Result<(), String> {
+        let Some(netns) = wep.spec.netns.as_deref().filter(|n| !n.is_empty()) else {
+            return Err(format!(
+                "WorkloadEndpoint {:?}: no spec.netns (the pod's network namespace)",
+                wep.name()
+            ));
+        };
+        let entry = EndpointEntry {
+            orchestrator: wep.spec.orchestrator.clone(),
+            workload_id: wep.workload_id(),
+            endpoint: wep.spec.endpoint.clone(),
+            interface_name: wep.spec.interface_name.clone(),
+            mac: wep.spec.mac,
+            ipv4_nets: wep.spec.ip_networks.clone(),
+            netns: netns.to_string(),
+        };
+        for net in &wep.spec.ip_networks {
+            let pool = pool_of(pools, *net);
+            self.routes.insert(
+                *net,
+                RouteEntry {
+                    kind: RouteKind::LocalWorkload,
+                    node: self.hostname.clone(),
+                    node_ip: local_ip,
+                    pool_type: PoolType::of(pool),
+                    same_subnet: false,
+                    nat_outgoing: pool.is_some_and(|p| p.spec.nat_outgoing),
+                    encap: Encap::None,
+                },
+            );
+        }
+        self.endpoints.insert(entry.key(), entry);
+        Ok(())
+    }
 }
 
 /// The most specific pool containing `net`.
@@ -393,42 +448,9 @@ pub fn desired_state(
         .iter()
         .filter(|w| w.spec.node == local.name)
     {
-        let Some(netns) = wep.spec.netns.as_deref().filter(|n| !n.is_empty()) else {
-            skipped.push(format!(
-                "WorkloadEndpoint {:?}: no spec.netns (the pod's network namespace)",
-                wep.name()
-            ));
-            continue;
-        };
-        let entry = EndpointEntry {
-            orchestrator: wep.spec.orchestrator.clone(),
-            workload_id: wep.workload_id(),
-            endpoint: wep.spec.endpoint.clone(),
-            interface_name: wep.spec.interface_name.clone(),
-            mac: wep.spec.mac,
-            ipv4_nets: wep.spec.ip_networks.clone(),
-            netns: netns.to_string(),
-        };
-        for net in &wep.spec.ip_networks {
-            let pool = pool_of(&pools, *net);
-            desired.routes.insert(
-                *net,
-                RouteEntry {
-                    kind: RouteKind::LocalWorkload,
-                    node: local.name.clone(),
-                    node_ip: my_underlay.addr(),
-                    pool_type: PoolType::of(pool),
-                    same_subnet: false,
-                    nat_outgoing: pool.is_some_and(|p| p.spec.nat_outgoing),
-                    encap: Encap::None,
-                },
-            );
+        if let Err(e) = desired.add_local_endpoint(wep, &pools, my_underlay.addr()) {
+            skipped.push(e);
         }
-        let key = format!(
-            "{}/{}/{}",
-            entry.orchestrator, entry.workload_id, entry.endpoint
-        );
-        desired.endpoints.insert(key, entry);
     }
 
     desired.skipped = skipped;

@@ -748,3 +748,34 @@ fn cross_subnet_uses_the_local_subnet_and_bare_addresses_are_host_routes() {
     assert!(!desired.routes[&net("10.65.0.64/26")].same_subnet);
     assert_eq!(desired.routes[&net("10.65.0.64/26")].encap, Encap::Ipip);
 }
+
+#[test]
+fn an_endpoint_added_to_a_computed_state_equals_the_state_computed_with_it() {
+    // What a CNI ADD hands the dataplane at once (the published state plus its endpoint)
+    // must be exactly what the next full recompute yields, in every mode: otherwise the
+    // recompute would send the dataplane a correction.
+    for (ipip, vxlan) in [
+        (EncapMode::Always, EncapMode::Never),
+        (EncapMode::Never, EncapMode::CrossSubnet),
+        (EncapMode::Never, EncapMode::Never),
+    ] {
+        let before = cluster(ipip, vxlan);
+        let mut after = before.clone();
+        let new_pod = pod(A, "pod-new", "10.65.0.3");
+        after.endpoints.push(new_pod.clone());
+        let mut fast = compute(&before);
+        let pools: Vec<&IpPool> = before.pools.iter().collect();
+        fast.add_local_endpoint(&new_pod, &pools, ip("192.168.0.1"))
+            .unwrap();
+        assert_eq!(fast, compute(&after), "{ipip:?}/{vxlan:?}");
+        assert!(diff(&fast, &compute(&after)).is_empty());
+    }
+    // An endpoint the dataplane could not attach is refused, with the reason.
+    let mut no_netns = pod(A, "pod-x", "10.65.0.4");
+    no_netns.spec.netns = None;
+    let mut state = compute(&cluster(EncapMode::Always, EncapMode::Never));
+    let err = state
+        .add_local_endpoint(&no_netns, &[], ip("192.168.0.1"))
+        .unwrap_err();
+    assert!(err.contains("no spec.netns"), "{err}");
+}

@@ -5,8 +5,11 @@
 //! (decode frames, hand messages over a channel), one resolver (ARP for peers' underlay
 //! MACs), and this state thread, the only writer of tables. Control messages never touch
 //! the packet path directly: the state thread builds a new [`Snapshot`] and swaps it in.
+//! The packet path talks back only when a pod queue dies (its TAP was deleted): the worker
+//! stops polling it and sends one [`DeadQueue`]; the state thread detaches the pod and
+//! attaches it again once a TAP of that name is back.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -17,20 +20,24 @@ use std::time::{Duration, Instant};
 
 use tapwire_proto::{
     frame, from_dataplane, DataplaneInSync, EndpointStatus, FrameError, FromDataplane,
-    ProcessStatusUpdate, ToDataplane, WorkloadEndpointStatusRemove, WorkloadEndpointStatusUpdate,
+    ProcessStatusUpdate, ToDataplane, WorkloadEndpointId, WorkloadEndpointStatusRemove,
+    WorkloadEndpointStatusUpdate,
 };
 use tapwire_sys::unix::InstanceLock;
 use tapwire_sys::{link, netns, tap};
 
 use crate::counters::{named_totals, EndpointCounters, WorkerCounters};
-use crate::io::{IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender};
+use crate::io::{
+    queue_attached, IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver,
+    VxlanSender,
+};
 use crate::rcu::Rcu;
 use crate::resolver::{self, Resolved};
 use crate::state::{
     build_tables, Applied, AttachedEndpoint, Desired, EndpointSpec, TablesBuilder, Underlay,
 };
 use crate::tables::Tables;
-use crate::worker::{PodQueues, Snapshot, Worker, WorkerHandle, WorkerSockets};
+use crate::worker::{DeadQueue, PodQueues, Snapshot, Worker, WorkerHandle, WorkerSockets};
 
 /// How often the dataplane tells control it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -77,7 +84,7 @@ pub enum StartError {
     AlreadyRunning(io::Error),
 }
 
-/// What connection threads tell the state thread.
+/// What connection threads (and workers) tell the state thread.
 enum Event {
     Connected(u64, UnixStream),
     Message(u64, Box<ToDataplane>),
@@ -85,6 +92,8 @@ enum Event {
     Malformed(u64, String),
     Disconnected(u64),
     Resolved(Resolved),
+    /// A worker found a pod queue dead (every worker holding one reports it).
+    QueueDead(DeadQueue),
 }
 
 /// A pod whose queues are attached.
@@ -107,8 +116,9 @@ struct Dataplane {
     /// A snapshot being received on a new connection, applied at its InSync.
     pending: Option<Desired>,
     attached: BTreeMap<String, Attachment>,
-    /// Wanted endpoints whose queues could not be attached yet.
-    unattached: BTreeSet<String>,
+    /// Wanted endpoints whose queues are not attached (yet, or again), with the id their
+    /// status was reported under.
+    unattached: BTreeMap<String, WorkloadEndpointId>,
     free_slots: Vec<u32>,
     next_slot: u32,
     next_generation: u32,
@@ -151,6 +161,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         pods: Vec::new(),
     });
 
+    let (events_tx, events_rx) = mpsc::channel();
     let workers = opts.workers.max(1);
     let fanout_group = (std::process::id() & 0xffff) as u16;
     let mut handles = Vec::with_capacity(workers);
@@ -188,7 +199,13 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 None
             },
         };
-        let worker = Worker::new(w, Arc::clone(&handle), sockets, opts.busy_poll)
+        let report_dead = {
+            let events = events_tx.clone();
+            Box::new(move |dead| {
+                let _ = events.send(Event::QueueDead(dead));
+            })
+        };
+        let worker = Worker::new(w, Arc::clone(&handle), sockets, opts.busy_poll, report_dead)
             .map_err(sock_err("epoll registration"))?;
         let reader = snapshot.reader();
         std::thread::Builder::new()
@@ -198,7 +215,6 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         handles.push(handle);
     }
 
-    let (events_tx, events_rx) = mpsc::channel();
     let resolver_tx = resolver::spawn(ifindex, underlay.ip, underlay.mac, {
         let events = events_tx.clone();
         move |r| events.send(Event::Resolved(r)).is_ok()
@@ -210,24 +226,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         .spawn(move || accept_loop(listener, events_tx))
         .map_err(StartError::Thread)?;
 
-    let mut dataplane = Dataplane {
-        underlay,
-        workers: handles,
-        snapshot,
-        live: desired,
-        pending: None,
-        attached: BTreeMap::new(),
-        unattached: BTreeSet::new(),
-        free_slots: Vec::new(),
-        next_slot: 0,
-        next_generation: 1,
-        neighbors: HashMap::new(),
-        resolver: resolver_tx,
-        conn: None,
-        sequence: 0,
-        started: Instant::now(),
-        tables: TablesBuilder::default(),
-    };
+    let mut dataplane = Dataplane::new(underlay, handles, snapshot, resolver_tx);
     dataplane.run(events_rx);
     Ok(())
 }
@@ -293,6 +292,32 @@ fn read_loop(id: u64, stream: UnixStream, events: Sender<Event>) {
 }
 
 impl Dataplane {
+    fn new(
+        underlay: Underlay,
+        workers: Vec<Arc<WorkerHandle>>,
+        snapshot: Rcu<Snapshot>,
+        resolver: Sender<Vec<Ipv4Addr>>,
+    ) -> Dataplane {
+        Dataplane {
+            underlay,
+            workers,
+            snapshot,
+            live: Desired::default(),
+            pending: None,
+            attached: BTreeMap::new(),
+            unattached: BTreeMap::new(),
+            free_slots: Vec::new(),
+            next_slot: 0,
+            next_generation: 1,
+            neighbors: HashMap::new(),
+            resolver,
+            conn: None,
+            sequence: 0,
+            started: Instant::now(),
+            tables: TablesBuilder::default(),
+        }
+    }
+
     fn run(&mut self, events: Receiver<Event>) {
         let mut last_heartbeat = Instant::now();
         loop {
@@ -368,7 +393,42 @@ impl Dataplane {
                 self.neighbors.insert(resolved.ip, resolved.mac);
                 changed
             }
+            Event::QueueDead(dead) => self.queue_dead(dead),
         }
+    }
+
+    /// A worker found one of a pod's queues dead: its TAP is gone. Detaches that
+    /// attachment (once, though every worker reports it; reports about an attachment
+    /// already replaced are stale and ignored), tells control the endpoint is down, and
+    /// leaves it to [`Self::retry_unattached`], which attaches it again as soon as a TAP
+    /// of its name exists in the pod's namespace. True if the tables must be rebuilt.
+    fn queue_dead(&mut self, dead: DeadQueue) -> bool {
+        let key = self.attached.iter().find_map(|(key, att)| {
+            (att.info.slot == dead.slot && att.pod.generation == dead.generation)
+                .then(|| key.clone())
+        });
+        let Some(key) = key else {
+            tracing::debug!(?dead, "stale report of a dead pod queue");
+            return false;
+        };
+        let err = dead.errno.map(io::Error::from_raw_os_error);
+        let err = err.as_ref().map(tracing::field::display);
+        tracing::warn!(
+            %key, slot = dead.slot, worker = dead.worker, err,
+            "pod queue failed (TAP deleted?); endpoint down until its TAP is back"
+        );
+        self.lost(&key);
+        true
+    }
+
+    /// An attachment whose TAP is gone: detaches it, reports the endpoint down and
+    /// retries it every RETRY.
+    fn lost(&mut self, key: &str) {
+        let Some(att) = self.release(key) else {
+            return;
+        };
+        self.unattached.insert(key.to_string(), att.spec.id.clone());
+        self.send_endpoint_status(&att.spec, "down");
     }
 
     fn is_current(&self, id: u64) -> bool {
@@ -419,7 +479,7 @@ impl Dataplane {
 
     /// Tries again to attach endpoints that failed; true if any succeeded.
     fn retry_unattached(&mut self) -> bool {
-        let keys: Vec<String> = self.unattached.iter().cloned().collect();
+        let keys: Vec<String> = self.unattached.keys().cloned().collect();
         for key in &keys {
             self.attach(key);
         }
@@ -451,12 +511,21 @@ impl Dataplane {
             return;
         };
         if let Some(existing) = self.attached.get_mut(key) {
-            if existing.spec.netns == spec.netns && existing.spec.ifname == spec.ifname {
+            let same_tap = existing.spec.netns == spec.netns && existing.spec.ifname == spec.ifname;
+            // Queues of a deleted TAP stay open but detached, also when a new TAP of the
+            // same name took its place (a second CNI ADD): those are attached afresh.
+            let alive = existing.pod.queues.iter().all(queue_attached);
+            if same_tap && alive {
                 existing.spec = spec.clone();
                 self.send_endpoint_status(&spec, "up");
                 return;
             }
-            self.detach(key);
+            if same_tap {
+                tracing::warn!(%key, "pod's TAP was deleted or replaced; attaching again");
+                self.lost(key);
+            } else {
+                self.detach(key);
+            }
         }
         match self.open_queues(&spec) {
             Ok((queues, mac, mtu_bytes)) => {
@@ -495,7 +564,8 @@ impl Dataplane {
             }
             Err(err) => {
                 // Report once, then retry quietly every RETRY.
-                if self.unattached.insert(key.to_string()) {
+                if !self.unattached.contains_key(key) {
+                    self.unattached.insert(key.to_string(), spec.id.clone());
                     tracing::warn!(%key, netns = %spec.netns.display(), %err, "attaching endpoint failed; will retry");
                     self.send_endpoint_status(&spec, "down");
                 }
@@ -530,24 +600,36 @@ impl Dataplane {
         })
     }
 
+    /// Control no longer wants the endpoint (or moved it to another TAP): detaches its
+    /// queues, if attached, and withdraws its status.
     fn detach(&mut self, key: &str) {
-        self.unattached.remove(key);
-        let Some(att) = self.attached.remove(key) else {
-            return;
+        let unattached = self.unattached.remove(key);
+        let id = match self.release(key) {
+            Some(att) => {
+                tracing::info!(%key, "endpoint detached");
+                att.spec.id
+            }
+            None => match unattached {
+                Some(id) => id,
+                None => return,
+            },
         };
+        self.send(from_dataplane::Payload::WorkloadEndpointStatusRemove(
+            WorkloadEndpointStatusRemove { id: Some(id) },
+        ));
+    }
+
+    /// Takes an attachment out: its queues leave every worker's poller and its slot is
+    /// free. The queues close when the last snapshot naming them is reclaimed.
+    fn release(&mut self, key: &str) -> Option<Attachment> {
+        let att = self.attached.remove(key)?;
         for (w, worker) in self.workers.iter().enumerate() {
             if let Some(queue) = att.pod.queues.get(w) {
                 let _ = worker.poller.remove(queue.as_raw_fd());
             }
         }
         self.free_slots.push(att.info.slot);
-        tracing::info!(%key, "endpoint detached");
-        self.send(from_dataplane::Payload::WorkloadEndpointStatusRemove(
-            WorkloadEndpointStatusRemove {
-                id: Some(att.spec.id.clone()),
-            },
-        ));
-        // The queues close when the last snapshot naming them is dropped by the workers.
+        Some(att)
     }
 
     /// Builds and publishes a new snapshot from the live state, updating the FIB with
@@ -643,3 +725,6 @@ impl Dataplane {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,7 +9,7 @@ use crate::forward::PacketBuf;
 use crate::packet::{
     emit_ethernet, Ipv4Repr, Mac, ETHERTYPE_IPV4, ETH_HEADER_LEN, GATEWAY_MAC, IPPROTO_TCP,
 };
-use crate::tables::{Encap, EndpointEntry, LocalNode, Peer, RouteTarget, Tables};
+use crate::tables::{Encap, EndpointEntry, LocalNode, Peer, RouteTarget, Tables, TunnelsInUse};
 
 pub const POD_A_MAC: Mac = [0x02, 0, 0, 0, 0, 0x0a];
 pub const POD_B_MAC: Mac = [0x02, 0, 0, 0, 0, 0x0b];
@@ -28,7 +28,8 @@ pub fn prefix(s: &str) -> Prefix {
 
 /// Node 192.168.0.1 with pods a (10.65.1.2, slot 0) and b (10.65.1.3, slot 1) in block
 /// 10.65.1.0/26; peer node-b at 192.168.0.2 owns 10.65.2.0/26 (`encap`) and, for the
-/// unresolved case, node-c at 192.168.0.3 owns 10.65.3.0/26 unencapsulated.
+/// unresolved case, node-c at 192.168.0.3 owns 10.65.3.0/26 unencapsulated. The only
+/// tunnel in use is `encap`'s.
 pub fn tables(encap: Encap) -> Tables {
     let mut fib = Fib::new();
     fib.insert(prefix("10.65.1.0/26"), RouteTarget::Blackhole);
@@ -80,6 +81,7 @@ pub fn tables(encap: Encap) -> Tables {
             },
         ],
         peer_by_underlay: HashMap::from([(ip("192.168.0.2"), 0), (ip("192.168.0.3"), 1)]),
+        tunnels_in_use: TunnelsInUse::default().with(encap),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::packet::{
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HEADER_LEN, GATEWAY_MAC, IPPROTO_IPIP, IPPROTO_TCP,
     UDP_HEADER_LEN, VXLAN_HEADER_LEN,
 };
-use crate::tables::{Encap, EndpointIdx, RouteTarget, Tables};
+use crate::tables::{Encap, EndpointIdx, PeerIdx, RouteTarget, Tables};
 
 /// Bytes reserved in front of every received frame: enough for an outer IPv4 + UDP +
 /// VXLAN header in front of the pod's Ethernet header.
@@ -157,10 +157,18 @@ pub enum DropReason {
     /// Offload metadata (virtio-net header) tapwire cannot honour: a GSO type other than
     /// TCP over IPv4, or checksum offsets outside the frame.
     BadOffload,
+    /// Tunnel traffic from a known node whose inner source is not routed to that node
+    /// (Calico's RPF check): a local pod's address, another node's, or none of the
+    /// cluster's.
+    TunnelSpoofedSource,
+    /// IPIP while no route of this node uses IPIP.
+    IpipNotInUse,
+    /// VXLAN while no route of this node uses VXLAN.
+    VxlanNotInUse,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::MalformedEthernet,
         DropReason::MalformedIpv4,
         DropReason::BadChecksum,
@@ -186,6 +194,9 @@ impl DropReason {
         DropReason::NotLocal,
         DropReason::TxFailed,
         DropReason::BadOffload,
+        DropReason::TunnelSpoofedSource,
+        DropReason::IpipNotInUse,
+        DropReason::VxlanNotInUse,
     ];
 
     /// The counter name (snake case).
@@ -216,6 +227,9 @@ impl DropReason {
             DropReason::NotLocal => "not_local",
             DropReason::TxFailed => "tx_failed",
             DropReason::BadOffload => "bad_offload",
+            DropReason::TunnelSpoofedSource => "tunnel_spoofed_source",
+            DropReason::IpipNotInUse => "ipip_not_in_use",
+            DropReason::VxlanNotInUse => "vxlan_not_in_use",
         }
     }
 }
@@ -607,13 +621,15 @@ fn icmp_error(
 /// A VXLAN frame received on the UDP socket: `buf` holds the UDP payload (VXLAN header
 /// and inner Ethernet frame), `outer_src` the sender's underlay address.
 pub fn from_vxlan(tables: &Tables, outer_src: Ipv4Addr, buf: &mut PacketBuf) -> Action {
-    let known_vtep = tables
+    let Some(&sender) = tables
         .peer_by_underlay
         .get(&outer_src)
-        .and_then(|&p| tables.peer(p))
-        .is_some_and(|p| p.vtep_mac.is_some());
-    if !known_vtep {
+        .filter(|&&p| tables.peer(p).is_some_and(|p| p.vtep_mac.is_some()))
+    else {
         return Action::Drop(DropReason::UnknownTunnelSource);
+    };
+    if !tables.tunnels_in_use.vxlan {
+        return Action::Drop(DropReason::VxlanNotInUse);
     }
     let Some(vni) = packet::parse_vxlan(buf.frame()) else {
         return Action::Drop(DropReason::MalformedVxlan);
@@ -631,7 +647,7 @@ pub fn from_vxlan(tables: &Tables, outer_src: Ipv4Addr, buf: &mut PacketBuf) -> 
     if inner.ethertype() != ETHERTYPE_IPV4 {
         return Action::Drop(drop_for_ethertype(inner.ethertype()));
     }
-    decapsulated(tables, buf, eth_start)
+    decapsulated(tables, buf, eth_start, Some(sender))
 }
 
 /// An IPIP packet from the raw socket: `buf` holds the outer IPv4 header and the inner
@@ -642,14 +658,17 @@ pub fn from_ipip(tables: &Tables, buf: &mut PacketBuf) -> Action {
         Ok(_) => return Action::Ignore,
         Err(_) => return Action::Drop(DropReason::MalformedIpv4),
     };
-    if !tables.peer_by_underlay.contains_key(&outer_src) {
+    let Some(&sender) = tables.peer_by_underlay.get(&outer_src) else {
         return Action::Drop(DropReason::UnknownTunnelSource);
+    };
+    if !tables.tunnels_in_use.ipip {
+        return Action::Drop(DropReason::IpipNotInUse);
     }
     // The outer header (>= 20 bytes) has been read: its tail becomes the inner frame's
     // Ethernet header, and the headroom covers the rest.
     let eth_start = buf.start + inner_start - ETH_HEADER_LEN;
     emit_ethernet(&mut buf.data[eth_start..], [0; 6], [0; 6], ETHERTYPE_IPV4);
-    decapsulated(tables, buf, eth_start)
+    decapsulated(tables, buf, eth_start, Some(sender))
 }
 
 /// A frame seen on the underlay interface's packet socket: unencapsulated pod traffic
@@ -671,15 +690,33 @@ pub fn from_underlay_ethernet(tables: &Tables, buf: &mut PacketBuf) -> Action {
         return Action::Ignore;
     }
     let eth_start = buf.start;
-    decapsulated(tables, buf, eth_start)
+    decapsulated(tables, buf, eth_start, None)
 }
 
 /// Validates the inner IPv4 packet of tunnel or underlay traffic and routes it to a pod.
-fn decapsulated(tables: &Tables, buf: &mut PacketBuf, eth_start: usize) -> Action {
-    match Ipv4Packet::new_checked(&buf.data[eth_start + ETH_HEADER_LEN..buf.end]) {
-        Ok(ip) if ip.checksum_ok() => {}
+/// Tunnel traffic names the node that sent it (`tunnel_from`): its inner source must
+/// route to that node — a block or host address it owns — as Calico's RPF check on
+/// tunnel devices demands. Otherwise any node could inject packets "from" a local pod,
+/// another node's pods or the outside world.
+fn decapsulated(
+    tables: &Tables,
+    buf: &mut PacketBuf,
+    eth_start: usize,
+    tunnel_from: Option<PeerIdx>,
+) -> Action {
+    let src = match Ipv4Packet::new_checked(&buf.data[eth_start + ETH_HEADER_LEN..buf.end]) {
+        Ok(ip) if ip.checksum_ok() => ip.src(),
         Ok(_) => return Action::Drop(DropReason::BadChecksum),
         Err(_) => return Action::Drop(DropReason::MalformedIpv4),
+    };
+    if let Some(sender) = tunnel_from {
+        let owned_by_sender = matches!(
+            tables.fib.lookup(src),
+            Some(RouteTarget::RemoteNode { peer, .. }) if *peer == sender
+        );
+        if !owned_by_sender {
+            return Action::Drop(DropReason::TunnelSpoofedSource);
+        }
     }
     let mut scratch = [0u8; SCRATCH_LEN];
     route_ipv4(tables, buf, eth_start, Ingress::Underlay, &mut scratch)

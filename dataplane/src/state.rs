@@ -24,7 +24,7 @@ use tapwire_proto::{
 use crate::fib::{Fib, Prefix, PrefixError};
 use crate::packet::Mac;
 use crate::tables::{
-    Encap, EndpointEntry, EndpointIdx, LocalNode, Peer, PeerIdx, RouteTarget, Tables,
+    Encap, EndpointEntry, EndpointIdx, LocalNode, Peer, PeerIdx, RouteTarget, Tables, TunnelsInUse,
 };
 
 /// A message that could not be applied. The message is skipped; state is unchanged.
@@ -538,7 +538,35 @@ pub struct TablesBuilder {
     basis: Option<Basis>,
     /// The endpoint nets in `fib`, prefix → slot.
     endpoint_nets: BTreeMap<Prefix, EndpointIdx>,
+    /// How many entries of `fib` use each encapsulation (indexed by `Encap as usize`).
+    encap_routes: EncapRoutes,
     last: Option<FibUpdate>,
+}
+
+/// Remote routes per encapsulation, kept up to date as the FIB changes, so that which
+/// tunnels are in use is known without scanning the routes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct EncapRoutes([usize; Encap::ALL.len()]);
+
+impl EncapRoutes {
+    /// Counts `target` in (`added`) or out.
+    fn count(&mut self, target: Option<&RouteTarget>, added: bool) {
+        if let Some(RouteTarget::RemoteNode { encap, .. }) = target {
+            let n = &mut self.0[*encap as usize];
+            *n = if added {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1)
+            };
+        }
+    }
+
+    fn in_use(self) -> TunnelsInUse {
+        Encap::ALL
+            .into_iter()
+            .filter(|e| self.0[*e as usize] > 0)
+            .fold(TunnelsInUse::default(), TunnelsInUse::with)
+    }
 }
 
 impl TablesBuilder {
@@ -645,11 +673,16 @@ impl TablesBuilder {
                     }
                 }
                 for prefix in &dirty {
-                    match target(prefix) {
+                    let want = target(prefix);
+                    let have = self.fib.get(prefix).copied();
+                    if want == have {
+                        continue;
+                    }
+                    self.encap_routes.count(have.as_ref(), false);
+                    self.encap_routes.count(want.as_ref(), true);
+                    match want {
                         Some(want) => {
-                            if self.fib.get(prefix) != Some(&want) {
-                                self.fib.insert(*prefix, want);
-                            }
+                            self.fib.insert(*prefix, want);
                         }
                         None => {
                             self.fib.remove(prefix);
@@ -661,12 +694,15 @@ impl TablesBuilder {
                 }
             }
             _ => {
+                let mut encap_routes = EncapRoutes::default();
                 let routes = desired
                     .routes
                     .keys()
                     .chain(endpoint_nets.keys())
-                    .filter_map(|dst| Some((*dst, target(dst)?)));
+                    .filter_map(|dst| Some((*dst, target(dst)?)))
+                    .inspect(|(_, target)| encap_routes.count(Some(target), true));
                 self.fib = routes.collect();
+                self.encap_routes = encap_routes;
                 FibUpdate::Rebuilt
             }
         };
@@ -680,6 +716,7 @@ impl TablesBuilder {
             endpoints,
             peers,
             peer_by_underlay,
+            tunnels_in_use: self.encap_routes.in_use(),
         }
     }
 

@@ -83,6 +83,30 @@ pub struct Peer {
     pub underlay_mac: Option<Mac>,
 }
 
+/// Which tunnels this node accepts from its peers: an encapsulation is accepted while
+/// some route of this node uses it, as Felix allows IPIP and VXLAN only while a pool does.
+/// Decided per encapsulation for all peers at once: during a pool's mode switch each node
+/// accepts the new encapsulation as soon as its own routes use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TunnelsInUse {
+    pub ipip: bool,
+    pub vxlan: bool,
+}
+
+impl TunnelsInUse {
+    /// In use by a route of encapsulation `encap` (unencapsulated routes use no tunnel).
+    pub fn with(self, encap: Encap) -> TunnelsInUse {
+        match encap {
+            Encap::None => self,
+            Encap::Ipip => TunnelsInUse { ipip: true, ..self },
+            Encap::Vxlan => TunnelsInUse {
+                vxlan: true,
+                ..self
+            },
+        }
+    }
+}
+
 /// A local pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointEntry {
@@ -109,6 +133,8 @@ pub struct Tables {
     pub peers: Vec<Peer>,
     /// Underlay address → peer, for accepting tunnel traffic only from known nodes.
     pub peer_by_underlay: HashMap<Ipv4Addr, PeerIdx>,
+    /// The encapsulations routes use: tunnel traffic of any other is refused.
+    pub tunnels_in_use: TunnelsInUse,
 }
 
 impl Tables {
@@ -128,6 +154,7 @@ impl Tables {
             endpoints: Vec::new(),
             peers: Vec::new(),
             peer_by_underlay: HashMap::new(),
+            tunnels_in_use: TunnelsInUse::default(),
         }
     }
 }

@@ -33,6 +33,23 @@ pub struct PodQueues {
     pub counters: EndpointCounters,
 }
 
+/// A pod queue a worker stopped polling because reading it failed with something other
+/// than `WouldBlock`: its device was deleted (`EBADFD`: the pod's `eth0` removed or its
+/// namespace destroyed) or it broke. The state thread detaches that attachment and attaches
+/// the pod afresh once its TAP exists again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadQueue {
+    pub slot: u32,
+    pub generation: u32,
+    pub worker: usize,
+    /// The read's error number, for the state thread's log line.
+    pub errno: Option<i32>,
+}
+
+/// How a worker tells the state thread about a [`DeadQueue`] (once per queue: the worker
+/// stops polling it). Called on the error path only.
+pub type ReportDead = Box<dyn Fn(DeadQueue) + Send>;
+
 /// What workers read: the tables plus the pod queues they name.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -76,6 +93,7 @@ pub struct Worker {
     scratch: [u8; SCRATCH_LEN],
     segments: Segments,
     gro: Coalescer,
+    report_dead: ReportDead,
 }
 
 impl std::fmt::Debug for Worker {
@@ -92,6 +110,7 @@ impl Worker {
         handle: Arc<WorkerHandle>,
         sockets: WorkerSockets,
         busy_poll: Duration,
+        report_dead: ReportDead,
     ) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
         handle.poller.add(sockets.vxlan.as_raw_fd(), Token::Vxlan)?;
@@ -110,6 +129,7 @@ impl Worker {
             scratch: [0; SCRATCH_LEN],
             segments: Segments::new(),
             gro: Coalescer::new(),
+            report_dead,
         })
     }
 
@@ -183,11 +203,20 @@ impl Worker {
             let n = match read {
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
-                    // The pod namespace is gone (EBADFD) or the device broke: stop polling
-                    // it; the state thread detaches it when control removes the endpoint.
-                    tracing::warn!(worker = self.index, slot, %err, "pod queue read failed");
+                    // The device is gone (EBADFD: `eth0` deleted, or the pod's namespace)
+                    // or broke. Stop polling this queue (a dead queue is always readable)
+                    // and tell the state thread, which detaches the pod, logs it once and
+                    // attaches it again when its TAP is back.
+                    tracing::debug!(worker = self.index, slot, %err, "pod queue read failed");
                     let _ = self.handle.poller.remove(queue.as_raw_fd());
+                    (self.report_dead)(DeadQueue {
+                        slot,
+                        generation,
+                        worker: self.index,
+                        errno: err.raw_os_error(),
+                    });
                     return;
                 }
             };

@@ -3,7 +3,8 @@
 //! an `AF_PACKET` socket on its `eth0` (the kernel refuses some shapes itself; the test
 //! says which), and malformed VXLAN from the underlay. On the control socket, a
 //! malformed frame closes that connection only, and reconnecting with the same snapshot
-//! does not disturb running traffic.
+//! does not disturb running traffic. A known node cannot tunnel packets whose source it
+//! does not own, nor use an encapsulation no route uses.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use tapwire_integration::check::{assert_pings, REACHABLE_WITHIN};
+use tapwire_integration::desired::endpoint_key;
 use tapwire_integration::traffic::ping_start;
 use tapwire_integration::{
     ping, rawsock, skip_unless_root, Cluster, Counters, Dataplane, Lab, Mode, Netns, Pod,
@@ -381,4 +383,130 @@ fn reconnecting_with_the_same_snapshot_does_not_interrupt_traffic() {
         stats.output
     );
     cluster.check_running().unwrap();
+}
+
+/// What node2 tunnels to node1 in the spoofing test, and how.
+#[derive(Clone, Copy)]
+enum Tunnel {
+    Vxlan,
+    Ipip,
+}
+
+/// Sends `inner` (an IPv4 packet) from node2's underlay address to node1's, wrapped as
+/// node2's dataplane would: VXLAN (VNI 4096, between the nodes' VTEP MACs) from a UDP
+/// socket, or IPIP as a whole Ethernet frame on node2's underlay interface.
+fn tunnel_from(
+    node2: &tapwire_integration::Node,
+    node1: &tapwire_integration::Node,
+    how: Tunnel,
+    inner: &[u8],
+) {
+    match how {
+        Tunnel::Vxlan => {
+            let mut datagram = vec![0x08, 0, 0, 0];
+            datagram.extend_from_slice(&(4096u32 << 8).to_be_bytes());
+            datagram.extend(ethernet(
+                node1.vtep_mac,
+                node2.vtep_mac,
+                ETHERTYPE_IPV4,
+                inner,
+            ));
+            let to = SocketAddr::from((node1.underlay_ip, 4789));
+            node2
+                .netns()
+                .run(|| UdpSocket::bind("0.0.0.0:0")?.send_to(&datagram, to))
+                .unwrap();
+        }
+        Tunnel::Ipip => {
+            let outer = ipv4(node2.underlay_ip, node1.underlay_ip, 4, inner);
+            let frame = ethernet(
+                node1.underlay_mac,
+                node2.underlay_mac,
+                ETHERTYPE_IPV4,
+                &outer,
+            );
+            send(node2.netns(), &[frame]).remove(0).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_known_node_cannot_tunnel_sources_it_does_not_own_nor_unused_encapsulations() {
+    if skip_unless_root(
+        "a_known_node_cannot_tunnel_sources_it_does_not_own_nor_unused_encapsulations",
+    ) {
+        return;
+    }
+    let lab = Lab::new().unwrap();
+    let mut cluster = Cluster::start(&lab, Mode::Vxlan).unwrap();
+    let (a, c) = cluster
+        .reachable_pair("pod-a", "pod-c", REACHABLE_WITHIN)
+        .unwrap();
+    let b = cluster.pod("pod-b").unwrap().clone();
+    let node1 = cluster.nodes[0].clone();
+    let node2 = cluster.nodes[1].clone();
+    assert_eq!((a.node.as_str(), b.node.as_str()), ("node1", "node1"));
+    assert_eq!(c.node, "node2");
+    // What pod a is given: nothing spoofed may add to it.
+    let to_a = format!("endpoint.{}.tx_packets", endpoint_key(&a));
+    let echo_to_a = |src: Ipv4Addr| ipv4(src, a.ip, 1, &icmp_echo(32));
+    let outside = Ipv4Addr::new(10, 99, 0, 1);
+
+    for (mode, in_use, unused, unused_counter) in [
+        (
+            Mode::Vxlan,
+            Tunnel::Vxlan,
+            Tunnel::Ipip,
+            "drop.ipip_not_in_use",
+        ),
+        (
+            Mode::Ipip,
+            Tunnel::Ipip,
+            Tunnel::Vxlan,
+            "drop.vxlan_not_in_use",
+        ),
+    ] {
+        if cluster.mode != mode {
+            cluster.switch_mode(mode).unwrap();
+        }
+        let before = cluster.dataplane("node1").unwrap().counters().unwrap();
+        // (a) a pod of node1 itself, (b) an address of no node node2 owns; and a packet
+        // with a source node2 does own, in the encapsulation no route uses.
+        tunnel_from(&node2, &node1, in_use, &echo_to_a(b.ip));
+        tunnel_from(&node2, &node1, in_use, &echo_to_a(outside));
+        tunnel_from(&node2, &node1, unused, &echo_to_a(c.ip));
+        let expected = BTreeMap::from([("drop.tunnel_spoofed_source", 2), (unused_counter, 1)]);
+        let grown = wait_for_drops(cluster.dataplane("node1").unwrap(), &before, &expected);
+        eprintln!("{mode}: drops counted:\n{}", grown.nonzero());
+        assert_eq!(
+            grown.get(&to_a),
+            0,
+            "{mode}: pod a was given a spoofed packet\n{}",
+            grown.nonzero()
+        );
+
+        // The same path with node2's own pod as the source is delivered: the drops above
+        // are the source's and the encapsulation's doing.
+        tunnel_from(&node2, &node1, in_use, &echo_to_a(c.ip));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let grown = cluster
+                .dataplane("node1")
+                .unwrap()
+                .counters()
+                .unwrap()
+                .since(&before);
+            if grown.get(&to_a) >= 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: a genuine packet from node2 was not delivered\n{}",
+                grown.nonzero()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    cluster.check_running().unwrap();
+    assert_pings(&c, &a, 3);
 }

@@ -24,7 +24,10 @@ use crate::datastore::{
     self, read_cluster_state, Datastore, DatastoreError, DatastoreExt, Watcher,
 };
 use crate::ipam::Ipam;
-use crate::model::{format_rfc3339, Node, NodeBgpSpec, NodeConfig, TapwireNodeStatus};
+use crate::model::{
+    format_rfc3339, IpPool, Node, NodeBgpSpec, NodeConfig, Resource, TapwireNodeStatus,
+    WorkloadEndpoint,
+};
 use crate::routes::{desired_state, DesiredDataplane, LocalNode};
 use sync::Sync;
 
@@ -93,6 +96,9 @@ pub struct Shared {
     /// The last computed desired state (None until the first computation succeeds),
     /// shared with the sync thread without copies.
     pub desired: Mutex<Option<Arc<DesiredDataplane>>>,
+    /// Endpoints CNI ADDs wrote, with the store revision of the write, that a recompute
+    /// may not have read yet (see [`Shared::publish_endpoint`]).
+    pub fresh: Mutex<Vec<(u64, WorkloadEndpoint)>>,
     /// Nudges the watch loop to recompute now (after an API write).
     pub recompute: Mutex<Sender<()>>,
     pub started: SystemTime,
@@ -101,10 +107,7 @@ pub struct Shared {
 impl Shared {
     /// The current desired state.
     pub fn desired(&self) -> Option<Arc<DesiredDataplane>> {
-        match self.desired.lock() {
-            Ok(d) => d.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        lock(&self.desired).clone()
     }
 
     /// Asks the watch loop to recompute at once.
@@ -112,6 +115,31 @@ impl Shared {
         if let Ok(tx) = self.recompute.lock() {
             let _ = tx.send(());
         }
+    }
+
+    /// Hands the dataplane an endpoint a CNI ADD just wrote (at store revision
+    /// `revision`): the published desired state plus this endpoint, without re-reading the
+    /// cluster, so an ADD costs the same with 2 pods or 200. Recomputes keep the endpoint
+    /// until they have read the store at or past `revision` (then the store has it, or its
+    /// deletion). `pools` are the valid pools.
+    pub fn publish_endpoint(
+        &self,
+        revision: u64,
+        endpoint: &WorkloadEndpoint,
+        pools: &[&IpPool],
+    ) -> Result<(), String> {
+        lock(&self.fresh).push((revision, endpoint.clone()));
+        let mut slot = lock(&self.desired);
+        // Before the first recompute there is nothing to add to; that recompute has it.
+        let Some(current) = slot.as_ref() else {
+            return Ok(());
+        };
+        let mut next = (**current).clone();
+        next.add_local_endpoint(endpoint, pools, self.underlay.address.addr())?;
+        let next = Arc::new(next);
+        self.sync.set_desired(Arc::clone(&next));
+        *slot = Some(next);
+        Ok(())
     }
 
     fn local(&self) -> LocalNode {
@@ -152,6 +180,7 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
         store,
         sync,
         desired: Mutex::new(None),
+        fresh: Mutex::new(Vec::new()),
         recompute: Mutex::new(tx),
         started: SystemTime::now(),
     });
@@ -239,27 +268,49 @@ fn register_node(
     ))
 }
 
+/// A mutex's value, also after a panic elsewhere (the data here stays consistent: every
+/// writer replaces whole values).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Recomputes the desired state from the datastore and hands it to the sync thread.
 fn recompute(shared: &Shared) {
-    let state = match read_cluster_state(shared.store.as_ref()) {
-        Ok(state) => state,
+    let store = shared.store.as_ref();
+    // Everything written up to this revision is in what is read next.
+    let read = store
+        .revision()
+        .and_then(|revision| Ok((revision, read_cluster_state(store)?)));
+    let (revision, mut state) = match read {
+        Ok(read) => read,
         Err(err) => {
             tracing::error!(%err, "reading the datastore failed; keeping the last state");
             return;
         }
     };
+    {
+        let mut fresh = lock(&shared.fresh);
+        fresh.retain(|(written, _)| *written > revision);
+        for (_, endpoint) in fresh.iter() {
+            if !state.endpoints.iter().any(|e| e.name() == endpoint.name()) {
+                state.endpoints.push(endpoint.clone());
+            }
+        }
+    }
     match desired_state(&state, &shared.local()) {
         Ok(desired) => {
             for skipped in &desired.skipped {
                 tracing::warn!(%skipped, "document left out of the dataplane state");
             }
-            let changed = shared.desired().as_deref() != Some(&desired);
-            if changed {
+            // Published under the lock, so the sync thread gets states in the order they
+            // are published here and in `publish_endpoint`.
+            let mut slot = lock(&shared.desired);
+            if slot.as_deref() != Some(&desired) {
                 let desired = Arc::new(desired);
                 shared.sync.set_desired(Arc::clone(&desired));
-                if let Ok(mut slot) = shared.desired.lock() {
-                    *slot = Some(desired);
-                }
+                *slot = Some(desired);
             }
         }
         Err(err) => tracing::error!(%err, "computing routes failed; keeping the last state"),

@@ -172,16 +172,18 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
 
     // The pools as stored now, not as the watch loop last saw them: a pool applied through
     // another node's agent a moment ago may not have reached this node's desired state.
-    let mtu_bytes = match store.list_as::<IpPool>() {
-        Ok(pools) => pod_mtu(
-            shared.underlay.mtu_bytes,
-            worst_encap(pools.items.iter().filter(|p| p.validate().is_ok())),
-        ),
+    let pools = match store.list_as::<IpPool>() {
+        Ok(pools) => pools.items,
         Err(err) => {
             release();
             return Err(datastore_error("reading IP pools failed", err));
         }
     };
+    let pools: Vec<&IpPool> = pools.iter().filter(|p| p.validate().is_ok()).collect();
+    let mtu_bytes = pod_mtu(
+        shared.underlay.mtu_bytes,
+        worst_encap(pools.iter().copied()),
+    );
     let spec = PodInterfaceSpec {
         netns_path: netns.to_path_buf(),
         ifname: req.ifname.clone(),
@@ -223,17 +225,24 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
     // Only a report about this interface counts: forget what the dataplane said about an
     // earlier one of the same endpoint (a retried ADD).
     shared.sync.status.forget_endpoint(&key);
-    if let Err(err) = store.apply_as(&endpoint) {
-        let _ = podnet::delete_pod_interface(netns, &req.ifname);
-        release();
-        return Err(datastore_error(
-            "recording the workload endpoint failed",
-            err,
-        ));
-    }
+    let written = match store.apply_as(&endpoint) {
+        Ok(written) => written,
+        Err(err) => {
+            let _ = podnet::delete_pod_interface(netns, &req.ifname);
+            release();
+            return Err(datastore_error(
+                "recording the workload endpoint failed",
+                err,
+            ));
+        }
+    };
 
     // The pod is served only once the dataplane holds its queues: until then its packets
     // go nowhere, so an ADD that cannot get there fails and undoes itself.
+    let revision = written.metadata.revision().unwrap_or(0);
+    if let Err(err) = shared.publish_endpoint(revision, &written, &pools) {
+        tracing::warn!(%key, %err, "the new endpoint cannot go to the dataplane");
+    }
     shared.nudge();
     let attached = shared.sync.status.wait_for(ATTACH_WAIT, |s| {
         s.endpoints.get(&key).is_some_and(|state| state == "up")

@@ -461,6 +461,132 @@ fn ipip_from_a_known_node_is_delivered_and_transit_is_refused() {
     );
 }
 
+/// An IPIP packet from `outer_src` to this node carrying `inner_src` → `inner_dst`.
+fn ipip_packet(outer_src: &str, inner_src: &str, inner_dst: &str) -> Vec<u8> {
+    let inner = ipv4_packet(inner_src, inner_dst, 63, true, 100);
+    let mut pkt = vec![0u8; 20];
+    Ipv4Repr {
+        src: ip(outer_src),
+        dst: ip("192.168.0.1"),
+        protocol: IPPROTO_IPIP,
+        ttl: 64,
+        dont_fragment: true,
+        payload_len: inner.len(),
+    }
+    .emit(&mut pkt);
+    pkt.extend(inner);
+    pkt
+}
+
+/// The UDP payload of a VXLAN frame from node-b's VTEP carrying `inner_src` → `inner_dst`.
+fn vxlan_packet(inner_src: &str, inner_dst: &str) -> Vec<u8> {
+    let pkt = ipv4_packet(inner_src, inner_dst, 63, true, 100);
+    let mut out = vec![0u8; VXLAN_HEADER_LEN];
+    emit_vxlan(&mut out, 4096);
+    out.extend(eth_frame(OUR_VTEP, PEER_VTEP, ETHERTYPE_IPV4, &pkt));
+    out
+}
+
+#[test]
+fn tunnel_traffic_must_come_from_the_node_owning_its_inner_source() {
+    let delivered = |action: Action| matches!(action, Action::ToPod { endpoint: 0, .. });
+    let spoofed = Action::Drop(DropReason::TunnelSpoofedSource);
+    // node-b (192.168.0.2) owns 10.65.2.0/26 only; node-c (192.168.0.3) 10.65.3.0/26.
+    let t = tables(Encap::Ipip);
+    let ipip = |outer: &str, inner_src: &str| {
+        from_ipip(
+            &t,
+            &mut received(&ipip_packet(outer, inner_src, "10.65.1.2")),
+        )
+    };
+    assert!(delivered(ipip("192.168.0.2", "10.65.2.7")));
+    assert!(delivered(ipip("192.168.0.3", "10.65.3.7")));
+    for (outer, inner_src, what) in [
+        ("192.168.0.2", "10.65.1.3", "a pod of this node"),
+        (
+            "192.168.0.2",
+            "10.65.1.40",
+            "an unused address of this node's block",
+        ),
+        ("192.168.0.2", "10.65.3.7", "a pod of another node"),
+        ("192.168.0.3", "10.65.2.7", "a pod of another node"),
+        ("192.168.0.2", "8.8.8.8", "no pod at all"),
+        (
+            "192.168.0.2",
+            "192.168.0.2",
+            "the sender's underlay address",
+        ),
+    ] {
+        assert_eq!(ipip(outer, inner_src), spoofed, "IPIP from {outer}: {what}");
+    }
+
+    let t = tables(Encap::Vxlan);
+    let vxlan = |inner_src: &str| {
+        from_vxlan(
+            &t,
+            ip("192.168.0.2"),
+            &mut received(&vxlan_packet(inner_src, "10.65.1.2")),
+        )
+    };
+    assert!(delivered(vxlan("10.65.2.7")));
+    for inner_src in ["10.65.1.3", "10.65.1.40", "10.65.3.7", "8.8.8.8"] {
+        assert_eq!(vxlan(inner_src), spoofed, "VXLAN from {inner_src}");
+    }
+}
+
+#[test]
+fn tunnels_are_accepted_only_while_a_route_uses_them() {
+    let ipip = |t: &Tables, outer: &str| {
+        from_ipip(
+            t,
+            &mut received(&ipip_packet(outer, "10.65.2.7", "10.65.1.2")),
+        )
+    };
+    let vxlan = |t: &Tables, outer: &str| {
+        from_vxlan(
+            t,
+            ip(outer),
+            &mut received(&vxlan_packet("10.65.2.7", "10.65.1.2")),
+        )
+    };
+    let vxlan_only = tables(Encap::Vxlan);
+    assert_eq!(
+        ipip(&vxlan_only, "192.168.0.2"),
+        Action::Drop(DropReason::IpipNotInUse)
+    );
+    assert!(matches!(
+        vxlan(&vxlan_only, "192.168.0.2"),
+        Action::ToPod { .. }
+    ));
+    let ipip_only = tables(Encap::Ipip);
+    assert_eq!(
+        vxlan(&ipip_only, "192.168.0.2"),
+        Action::Drop(DropReason::VxlanNotInUse)
+    );
+    assert!(matches!(
+        ipip(&ipip_only, "192.168.0.2"),
+        Action::ToPod { .. }
+    ));
+    let unencapsulated = tables(Encap::None);
+    assert_eq!(
+        ipip(&unencapsulated, "192.168.0.2"),
+        Action::Drop(DropReason::IpipNotInUse)
+    );
+    assert_eq!(
+        vxlan(&unencapsulated, "192.168.0.2"),
+        Action::Drop(DropReason::VxlanNotInUse)
+    );
+    // Strangers are strangers whatever is in use.
+    assert_eq!(
+        ipip(&vxlan_only, "192.168.0.77"),
+        Action::Drop(DropReason::UnknownTunnelSource)
+    );
+    assert_eq!(
+        vxlan(&ipip_only, "192.168.0.77"),
+        Action::Drop(DropReason::UnknownTunnelSource)
+    );
+}
+
 #[test]
 fn unencapsulated_underlay_traffic_for_a_local_pod_is_delivered_else_ignored() {
     let t = tables(Encap::None);

@@ -5,11 +5,13 @@
 
 mod poll;
 mod socket;
+mod tap;
 
 pub use poll::{Poller, Token};
 pub use socket::{
     ArpSocket, IpipReceiver, PacketSocket, RawIpSender, UdpReceiver, VxlanSender, MAX_RECV_BATCH,
 };
+pub use tap::queue_attached;
 
 use std::io;
 

@@ -133,6 +133,66 @@ fn remote_encap(d: &Desired) -> Option<Encap> {
 }
 
 #[test]
+fn the_tunnels_in_use_are_those_of_the_routes() {
+    let in_use = |d: &Desired| {
+        build_tables(d, &underlay(), &attached_pod_1(), &HashMap::new()).tunnels_in_use
+    };
+    let (ipip, vxlan, none) = (
+        TunnelsInUse {
+            ipip: true,
+            vxlan: false,
+        },
+        TunnelsInUse {
+            ipip: false,
+            vxlan: true,
+        },
+        TunnelsInUse::default(),
+    );
+    assert_eq!(in_use(&cluster("Always", "", IpPoolType::Ipip, true)), ipip);
+    assert_eq!(
+        in_use(&cluster("", "Always", IpPoolType::Vxlan, true)),
+        vxlan
+    );
+    assert_eq!(
+        in_use(&cluster("Never", "", IpPoolType::NoEncap, true)),
+        none
+    );
+    // Cross-subnet within the subnet: unencapsulated, no tunnel.
+    assert_eq!(
+        in_use(&cluster("CrossSubnet", "", IpPoolType::Ipip, true)),
+        none
+    );
+    // No remote route at all (this node's blocks only): no tunnel.
+    let mut alone = cluster("Always", "", IpPoolType::Ipip, true);
+    alone.apply(route_remove("10.65.2.0/26")).unwrap();
+    assert_eq!(in_use(&alone), none);
+
+    // Kept up to date incrementally: the last IPIP route going turns IPIP off.
+    let mut d = cluster("Always", "", IpPoolType::Ipip, true);
+    let mut builder = TablesBuilder::default();
+    let mut build = |d: &mut Desired| {
+        let changes = d.take_route_changes();
+        builder
+            .build(d, changes, &underlay(), &attached_pod_1(), &HashMap::new())
+            .tunnels_in_use
+    };
+    assert_eq!(build(&mut d), ipip);
+    d.apply(block(
+        "10.65.3.0/26",
+        "node-b",
+        "192.168.0.2",
+        IpPoolType::Ipip,
+        true,
+    ))
+    .unwrap();
+    assert_eq!(build(&mut d), ipip);
+    d.apply(route_remove("10.65.2.0/26")).unwrap();
+    assert_eq!(build(&mut d), ipip);
+    d.apply(route_remove("10.65.3.0/26")).unwrap();
+    assert_eq!(build(&mut d), none);
+}
+
+#[test]
 fn local_pods_blackholed_blocks_and_remote_blocks() {
     let d = cluster("", "Always", IpPoolType::Vxlan, true);
     let t = build_tables(&d, &underlay(), &attached_pod_1(), &HashMap::new());
@@ -293,6 +353,7 @@ fn incremental_builds_equal_full_builds_and_touch_only_changed_prefixes() {
         assert_eq!(fib_entries(&t), fib_entries(&full));
         assert_eq!(t.peers, full.peers);
         assert_eq!(t.endpoints, full.endpoints);
+        assert_eq!(t.tunnels_in_use, full.tunnels_in_use);
         t
     };
 
