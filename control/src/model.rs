@@ -1967,6 +1967,20 @@ spec:
     fn block_arithmetic() {
         let mut block = IpamBlock::new(net("10.65.1.64/26"), "node-a");
         assert_eq!(block.metadata.name, "10-65-1-64-26");
+        // A damaged block's range, from its name alone.
+        assert_eq!(
+            IpamBlock::cidr_from_name("10-65-1-64-26"),
+            Some(net("10.65.1.64/26"))
+        );
+        for other in [
+            "10-65-1-65-26",
+            "10-65-1-64",
+            "010-65-1-64-26",
+            "a-b-c-d-26",
+            "x",
+        ] {
+            assert_eq!(IpamBlock::cidr_from_name(other), None, "{other}");
+        }
         assert_eq!(block.node(), Some("node-a"));
         assert_eq!(block.size(), 64);
         assert_eq!(block.address(0), Some(Ipv4Addr::new(10, 65, 1, 64)));
