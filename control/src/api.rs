@@ -50,6 +50,10 @@ pub enum Request {
     Routes,
     /// `tapwirectl stats`: the dataplane's counters.
     Stats,
+    /// CNI GC, after its DELs: release this node's addresses that no workload endpoint
+    /// holds and that are older than any ADD in flight (Calico's IPAM leak collection).
+    /// Answered with `Changed`, one line per released address.
+    ReleaseOrphans,
 }
 
 /// The kinds the CLI reads and writes.

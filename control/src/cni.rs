@@ -951,6 +951,15 @@ impl Call<'_> {
             }
             code.get_or_insert(err.code());
         }
+        // Addresses whose endpoint never got written (an ADD cut short by a crash) have
+        // nothing for the DELs above to find: the agent releases them once they are older
+        // than any ADD in flight could be.
+        if code != Some(codes::TRY_AGAIN_LATER) {
+            if let Err(err) = self.call(&Request::ReleaseOrphans, agent) {
+                failures.push(format!("releasing addresses without an endpoint: {err}"));
+                code.get_or_insert(err.code());
+            }
+        }
         match code {
             None => Ok(()),
             Some(code) => Err(PluginError::GcIncomplete { code, failures }),

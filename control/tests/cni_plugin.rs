@@ -572,6 +572,7 @@ fn gc_deletes_only_this_nodes_endpoints_missing_from_the_valid_list() {
             },
             gc_del("leaked1"),
             gc_del("leaked2"),
+            Request::ReleaseOrphans,
         ]
     );
 }

@@ -33,6 +33,12 @@ use sync::Sync;
 
 /// How often the node's status (heartbeat) is written.
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How often the agent looks for this node's addresses that no endpoint holds.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(60);
+/// How old such an address must be before a running agent releases it: far longer than
+/// an ADD holds an address before writing its endpoint (every step of it is bounded by
+/// seconds), as Calico's leak grace period is.
+pub(crate) const ORPHAN_GRACE: Duration = Duration::from_secs(300);
 /// How often the datastore's revision is looked at.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -168,6 +174,12 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
         Ok(report) => tracing::info!(?report, "IPAM checked"),
         Err(err) => tracing::warn!(%err, "IPAM repair failed; continuing"),
     }
+    // ADDs that the previous control did not finish hold addresses no endpoint names; no
+    // ADD can be in flight on this node now (its API is not served yet, and the instance
+    // lock keeps any other control away), so every such address goes at once.
+    if let Err(err) = release_orphans(store.as_ref(), &config.node, Duration::ZERO) {
+        tracing::warn!(%err, "releasing addresses without an endpoint failed; continuing");
+    }
     register_node(store.as_ref(), &config, &underlay, false)?;
     tracing::info!(node = %config.node, underlay = %underlay.address, "node registered");
 
@@ -276,6 +288,31 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Releases `node`'s addresses that no workload endpoint holds and that are older than
+/// `min_age`; returns them (handle, address). Refuses while a workload endpoint document
+/// is damaged: the address it names would look unused.
+pub(crate) fn release_orphans(
+    store: &dyn Datastore,
+    node: &str,
+    min_age: Duration,
+) -> Result<Vec<(String, std::net::Ipv4Addr)>, String> {
+    let endpoints = store
+        .list_as::<WorkloadEndpoint>()
+        .map_err(|e| format!("reading workload endpoints: {e}"))?;
+    if let Some(damaged) = endpoints.damaged.first() {
+        return Err(format!(
+            "not releasing anything while a workload endpoint is unreadable ({damaged})"
+        ));
+    }
+    let released = Ipam::new(store)
+        .release_orphans(node, &endpoints.items, min_age, SystemTime::now())
+        .map_err(|e| e.to_string())?;
+    for (handle, addr) in &released {
+        tracing::info!(%handle, %addr, "released an address no workload endpoint holds");
+    }
+    Ok(released)
+}
+
 /// Recomputes the desired state from the datastore and hands it to the sync thread.
 fn recompute(shared: &Shared) {
     let store = shared.store.as_ref();
@@ -324,6 +361,7 @@ fn watch_loop(shared: &Shared, nudges: Receiver<()>) {
     let mut watcher = Watcher::from_revision(0);
     let mut last_heartbeat = Instant::now();
     let mut reported_in_sync = false;
+    let mut last_sweep = Instant::now();
     loop {
         let nudged = match nudges.recv_timeout(POLL) {
             Ok(()) => true,
@@ -348,6 +386,12 @@ fn watch_loop(shared: &Shared, nudges: Receiver<()>) {
                 Err(err) => tracing::warn!(%err, "refreshing the node status failed"),
             }
             last_heartbeat = Instant::now();
+        }
+        if last_sweep.elapsed() >= ORPHAN_SWEEP {
+            if let Err(err) = release_orphans(store, &shared.config.node, ORPHAN_GRACE) {
+                tracing::warn!(%err, "releasing addresses without an endpoint failed");
+            }
+            last_sweep = Instant::now();
         }
     }
 }

@@ -79,6 +79,26 @@ fn handle(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
         Request::Routes => Ok(Reply::Routes {
             routes: routes(shared),
         }),
+        Request::ReleaseOrphans => {
+            let released = super::release_orphans(
+                shared.store.as_ref(),
+                &shared.config.node,
+                super::ORPHAN_GRACE,
+            )
+            .map_err(|e| {
+                ApiError::new(
+                    codes::DATASTORE,
+                    "releasing addresses without an endpoint failed",
+                    e,
+                )
+            })?;
+            Ok(Reply::Changed {
+                results: released
+                    .iter()
+                    .map(|(handle, addr)| format!("released {addr} ({handle})"))
+                    .collect(),
+            })
+        }
         Request::Stats => match shared.sync.counters(COUNTERS_WAIT) {
             Some(counters) => Ok(Reply::Stats { counters }),
             None => Err(ApiError::new(
