@@ -18,7 +18,7 @@ use crate::api::{
     codes, read_request, write_response, ApiError, CniAddReply, CniRequest, CniRoute,
     NodeStatusReply, PeerRow, Reply, Request, ResourceKind, Response, RouteRow,
 };
-use crate::datastore::{Datastore, DatastoreError, DatastoreExt};
+use crate::datastore::{check_document_size, Datastore, DatastoreError, DatastoreExt};
 use crate::ipam::{Ipam, IpamError};
 use crate::model::{
     check_batch, format_rfc3339, parse_documents, to_document_value, Document, IpPool, IpamBlock,
@@ -114,7 +114,13 @@ fn handle(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
 }
 
 fn datastore_error(what: &str, err: DatastoreError) -> ApiError {
-    ApiError::new(codes::DATASTORE, what, err.to_string())
+    // A busy store is worth a retry (CNI's "try again later"); anything else is not.
+    let code = if matches!(err, DatastoreError::Locked { .. }) {
+        codes::TRY_AGAIN_LATER
+    } else {
+        codes::DATASTORE
+    };
+    ApiError::new(code, what, err.to_string())
 }
 
 fn ipam_error(err: IpamError) -> ApiError {
@@ -127,6 +133,7 @@ fn ipam_error(err: IpamError) -> ApiError {
         IpamError::Contention { .. } => {
             ApiError::new(codes::TRY_AGAIN_LATER, "IPAM is busy", err.to_string())
         }
+        IpamError::Datastore(err) => datastore_error("IPAM failed", err),
         other => ApiError::new(codes::DATASTORE, "IPAM failed", other.to_string()),
     }
 }
@@ -633,6 +640,15 @@ fn apply_documents(store: &dyn Datastore, text: &str) -> Result<Reply, ApiError>
         .items;
     // Everything is checked before anything is written.
     check_batch(&docs, &pools).map_err(invalid)?;
+    for doc in &docs {
+        let value = match doc {
+            Document::IpPool(pool) => to_document_value(pool),
+            Document::Node(node) => to_document_value(node),
+        };
+        check_document_size(doc.kind(), doc.name(), &value).map_err(|e| {
+            ApiError::new(codes::INVALID_DOCUMENT, "document too large", e.to_string())
+        })?;
+    }
     let mut results = Vec::new();
     for doc in docs {
         let written = match &doc {
@@ -884,5 +900,24 @@ mod tests {
             .unwrap();
         delete_document(&store, ResourceKind::Workloadendpoints, "w").unwrap();
         assert!(store.get("WorkloadEndpoint", "w").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_huge_document_is_refused_and_nothing_of_its_batch_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        // The probe's 15 MB document, as an annotation; with a small pool before it.
+        let huge = format!(
+            "{POOL}---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: huge\n  annotations:\n    note: \"{}\"\nspec:\n  cidr: 10.67.0.0/16\n",
+            "x".repeat(15 << 20)
+        );
+        let err = apply_documents(&store, &huge).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a stored document may be at most 512 KiB"),
+            "{err}"
+        );
+        assert!(store.get("IPPool", "huge").unwrap().is_none());
+        assert!(store.get("IPPool", "broken").unwrap().is_none());
     }
 }

@@ -246,6 +246,10 @@ pub fn check_name(name: &str) -> Result<(), DatastoreError> {
     })
 }
 
+/// The largest document a store takes (its JSON encoding): far above any IPPool, Node or
+/// IPAM block (a full IPAM block of a /20, the largest block size, is ~300 KiB), far below the API's request cap.
+pub const MAX_DOCUMENT_BYTES: usize = 512 << 10;
+
 /// Checks a value about to be stored and stamps its name and revision into `metadata`.
 fn stamp(kind: &str, name: &str, mut value: Value, revision: u64) -> Result<Value, DatastoreError> {
     let invalid = |reason: String| DatastoreError::InvalidObject {
@@ -277,7 +281,27 @@ fn stamp(kind: &str, name: &str, mut value: Value, revision: u64) -> Result<Valu
         "resourceVersion".into(),
         Value::String(revision.to_string()),
     );
+    check_document_size(kind, name, &value)?;
     Ok(value)
+}
+
+/// Refuses a document larger than [`MAX_DOCUMENT_BYTES`]. Every document is read again
+/// and again (each recompute, each ADD): one huge one would slow them all down, and none
+/// of tapwire's kinds comes anywhere near the limit.
+pub fn check_document_size(kind: &str, name: &str, value: &Value) -> Result<(), DatastoreError> {
+    let bytes = serde_json::to_vec(value).map_or(usize::MAX, |b| b.len());
+    if bytes > MAX_DOCUMENT_BYTES {
+        return Err(DatastoreError::InvalidObject {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            reason: format!(
+                "the document is {} KiB; a stored document may be at most {} KiB",
+                bytes.div_ceil(1024),
+                MAX_DOCUMENT_BYTES / 1024
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The revision stamped in a stored value.
@@ -522,5 +546,15 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("does not match"), "{err}");
         assert!(stamp("IPPool", "p", serde_json::json!([1]), 1).is_err());
+        let big = "x".repeat(MAX_DOCUMENT_BYTES);
+        let err = stamp("IPPool", "p", serde_json::json!({"spec": {"note": big}}), 1).unwrap_err();
+        assert!(err.to_string().contains("may be at most 512 KiB"), "{err}");
+        assert!(stamp(
+            "IPPool",
+            "p",
+            serde_json::json!({"spec": {"note": "x".repeat(400 << 10)}}),
+            1
+        )
+        .is_ok());
     }
 }
