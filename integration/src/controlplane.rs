@@ -141,6 +141,17 @@ impl<'lab> ControlPlane<'lab> {
         Ok(cp)
     }
 
+    /// The small cluster most tests start from: node1 and node2 with the default IPIP
+    /// pool, pod `pod-a` on node1 and `pod-c` on node2, each reaching the other.
+    pub fn two_nodes_two_pods(lab: &'lab Lab) -> Result<(ControlPlane<'lab>, [Pod; 2])> {
+        let cp = ControlPlane::with_pool(lab, &["node1", "node2"], &default_ipip_pool())?;
+        let pods = cp.add_pods([("node1", "pod-a"), ("node2", "pod-c")])?;
+        let [a, c] = &pods;
+        crate::traffic::wait_reachable(a, c.ip, crate::check::REACHABLE_WITHIN)?;
+        crate::traffic::wait_reachable(c, a.ip, crate::check::REACHABLE_WITHIN)?;
+        Ok((cp, pods))
+    }
+
     /// `tapwirectl apply -f -` of `documents` on node `name`; a non-zero exit is an error
     /// carrying what it printed. Returns its standard output.
     pub fn apply(&self, name: &str, documents: &str) -> Result<String> {

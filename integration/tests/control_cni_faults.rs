@@ -48,11 +48,7 @@ fn pods_are_added_and_checked_only_while_the_dataplane_serves_them() {
         return;
     }
     let lab = Lab::new().unwrap();
-    let cp = ControlPlane::with_pool(&lab, &["node1", "node2"], &default_ipip_pool()).unwrap();
-    let [a, c] = cp
-        .add_pods([("node1", "pod-a"), ("node2", "pod-c")])
-        .unwrap();
-    wait_reachable(&a, c.ip, REACHABLE_WITHIN).unwrap();
+    let (cp, [a, c]) = ControlPlane::two_nodes_two_pods(&lab).unwrap();
     let run = cp.cni_check("node1", "pod-a").unwrap();
     assert!(run.succeeded(), "CHECK of a served pod: {:?}", run.output);
 
@@ -175,11 +171,7 @@ fn a_del_the_datastore_refuses_leaves_the_pod_whole_and_its_retry_removes_everyt
         return;
     }
     let lab = Lab::new().unwrap();
-    let cp = ControlPlane::with_pool(&lab, &["node1", "node2"], &default_ipip_pool()).unwrap();
-    let [a, c] = cp
-        .add_pods([("node1", "pod-a"), ("node2", "pod-c")])
-        .unwrap();
-    wait_reachable(&a, c.ip, REACHABLE_WITHIN).unwrap();
+    let (cp, [a, c]) = ControlPlane::two_nodes_two_pods(&lab).unwrap();
     let added = cp.cni_pod("pod-a").unwrap();
 
     {

@@ -8,9 +8,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use tapwire_integration::check::{assert_nothing_recorded, assert_pings, REACHABLE_WITHIN};
-use tapwire_integration::controlplane::{default_ipip_pool, ippool_yaml};
-use tapwire_integration::traffic::wait_reachable;
+use tapwire_integration::check::{assert_nothing_recorded, assert_pings};
+use tapwire_integration::controlplane::ippool_yaml;
 use tapwire_integration::{skip_unless_root, ControlPlane, Lab};
 
 #[test]
@@ -19,11 +18,7 @@ fn a_damaged_document_is_reported_skipped_and_repairable() {
         return;
     }
     let lab = Lab::new().unwrap();
-    let cp = ControlPlane::with_pool(&lab, &["node1", "node2"], &default_ipip_pool()).unwrap();
-    let [a, c] = cp
-        .add_pods([("node1", "pod-a"), ("node2", "pod-c")])
-        .unwrap();
-    wait_reachable(&a, c.ip, REACHABLE_WITHIN).unwrap();
+    let (cp, [a, c]) = ControlPlane::two_nodes_two_pods(&lab).unwrap();
     let store = cp.datastore_dir().to_path_buf();
     let mode = std::fs::metadata(&store).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the store is root's alone");

@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use tapwire_integration::check::{assert_pings, REACHABLE_WITHIN};
-use tapwire_integration::controlplane::default_ipip_pool;
 use tapwire_integration::traffic::wait_reachable;
 use tapwire_integration::{skip_unless_root, ControlPlane, Daemon, Lab};
 
@@ -20,11 +19,7 @@ fn a_second_control_or_dataplane_for_a_node_refuses_to_start_and_changes_nothing
         return;
     }
     let lab = Lab::new().unwrap();
-    let cp = ControlPlane::with_pool(&lab, &["node1", "node2"], &default_ipip_pool()).unwrap();
-    let [a, c] = cp
-        .add_pods([("node1", "pod-a"), ("node2", "pod-c")])
-        .unwrap();
-    wait_reachable(&a, c.ip, REACHABLE_WITHIN).unwrap();
+    let (cp, [a, c]) = ControlPlane::two_nodes_two_pods(&lab).unwrap();
     let reconnects_before = cp
         .control_log("node1")
         .unwrap()

@@ -14,8 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use tapwire_integration::check::{assert_pings, assert_transfer, REACHABLE_WITHIN};
-use tapwire_integration::controlplane::default_ipip_pool;
+use tapwire_integration::check::{assert_pings, assert_transfer};
 use tapwire_integration::traffic::wait_reachable;
 use tapwire_integration::{skip_unless_root, tcp_transfer, ControlPlane, Lab, Pod, Transfer};
 
@@ -58,12 +57,7 @@ fn a_stream_survives_control_restarts_and_traffic_resumes_after_a_dataplane_rest
         return;
     }
     let lab = Lab::new().unwrap();
-    let cp = ControlPlane::with_pool(&lab, &["node1", "node2"], &default_ipip_pool()).unwrap();
-    let [a, c] = cp
-        .add_pods([("node1", "pod-a"), ("node2", "pod-c")])
-        .unwrap();
-    wait_reachable(&a, c.ip, REACHABLE_WITHIN).unwrap();
-    wait_reachable(&c, a.ip, REACHABLE_WITHIN).unwrap();
+    let (cp, [a, c]) = ControlPlane::two_nodes_two_pods(&lab).unwrap();
     let before = (interface_view(&a), interface_view(&c));
 
     // Control restarts under a running stream.
