@@ -171,6 +171,10 @@ pub enum Reply {
     /// What `apply` or `delete` did, one line per document (`ippool/default configured`).
     Changed {
         results: Vec<String>,
+        /// What else happened, or deserves a warning (`tapwirectl` prints these on
+        /// stderr): the addresses a `delete node` released, say.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        notes: Vec<String>,
     },
     Routes {
         routes: Vec<RouteRow>,

@@ -803,6 +803,13 @@ impl<'a> Ipam<'a> {
         self.ensure_affinity(&node, cidr)
     }
 
+    /// Releases every address of `node`'s blocks, and so the blocks and their affinities:
+    /// what `tapwirectl delete node` does for a node that is gone for good, as Calico's
+    /// IPAM garbage collection does. Returns what was released.
+    pub fn release_node(&self, node: &str) -> Result<Vec<(String, Ipv4Addr)>, IpamError> {
+        self.release_orphans(node, &[], Duration::ZERO, SystemTime::now())
+    }
+
     /// Releases every allocation of a block affine to `node` that no endpoint of
     /// `endpoints` owns ([`handle_owned_by`]) and that is at least `min_age` old at `now`:
     /// what a control killed in the middle of ADDs leaves. An allocation without a handle,

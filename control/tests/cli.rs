@@ -259,6 +259,7 @@ fn standard_answer(request: &Request) -> Response {
                     .iter()
                     .map(|d| format!("{} {}", d.kind(), d.name()))
                     .collect(),
+                notes: Vec::new(),
             }
         }
         Request::Delete { kind, name } => {
@@ -276,6 +277,7 @@ fn standard_answer(request: &Request) -> Response {
             }
             Reply::Changed {
                 results: vec![format!("{kind_name} {name}")],
+                notes: Vec::new(),
             }
         }
         Request::Routes => Reply::Routes {

@@ -93,7 +93,8 @@ fn handle(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
                 )
             })?;
             Ok(Reply::Changed {
-                results: released
+                results: Vec::new(),
+                notes: released
                     .iter()
                     .map(|(handle, addr)| format!("released {addr} ({handle})"))
                     .collect(),
@@ -663,7 +664,10 @@ fn apply_documents(store: &dyn Datastore, text: &str) -> Result<Reply, ApiError>
         })?;
         results.push(format!("{} {}", doc.kind(), doc.name()));
     }
-    Ok(Reply::Changed { results })
+    Ok(Reply::Changed {
+        results,
+        notes: Vec::new(),
+    })
 }
 
 /// Writes an applied document: create-or-replace (a damaged stored one too), or — when
@@ -726,7 +730,7 @@ fn delete_document(
             }
             store.delete_as::<IpPool>(name, None)
         }
-        ResourceKind::Nodes => store.delete_as::<Node>(name, None),
+        ResourceKind::Nodes => return delete_node(store, name),
         // Only a damaged one, which no CNI DEL can find any more.
         ResourceKind::Workloadendpoints => match store.get_as::<WorkloadEndpoint>(name) {
             Err(e) if e.is_damage() => store.delete_as::<WorkloadEndpoint>(name, None),
@@ -751,8 +755,75 @@ fn delete_document(
     };
     Ok(Reply::Changed {
         results: vec![format!("{kind_name} {name}")],
+        notes: Vec::new(),
     })
 }
+
+/// Removes a node that is gone for good, as `calicoctl delete node` does: its workload
+/// endpoints, every address and block it holds (so every dataplane drops its routes), then
+/// its Node document — in that order, so a failure leaves the node to delete again. A node
+/// that still sends heartbeats is removed too, with a warning: its control would register
+/// it again and claim new blocks.
+fn delete_node(store: &dyn Datastore, name: &str) -> Result<Reply, ApiError> {
+    let node = match store.get_as::<Node>(name) {
+        Ok(Some(node)) => Some(node),
+        Ok(None) => {
+            return Err(ApiError::new(
+                codes::BAD_REQUEST,
+                format!("Node {name:?} not found"),
+                "",
+            ))
+        }
+        // A damaged document still names the node whose state is to go.
+        Err(e) if e.is_damage() => None,
+        Err(e) => return Err(datastore_error("reading the node failed", e)),
+    };
+    let endpoints = store
+        .list_as::<WorkloadEndpoint>()
+        .map_err(|e| datastore_error("reading workload endpoints failed", e))?;
+    let mut notes = Vec::new();
+    for ep in endpoints.items.iter().filter(|ep| ep.spec.node == name) {
+        match store.delete_as::<WorkloadEndpoint>(ep.name(), None) {
+            Ok(()) | Err(DatastoreError::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(datastore_error(
+                    "removing the node's workload endpoints failed",
+                    e,
+                ))
+            }
+        }
+        notes.push(format!("removed workload endpoint {}", ep.name()));
+    }
+    let released = Ipam::new(store).release_node(name).map_err(ipam_error)?;
+    notes.extend(
+        released
+            .iter()
+            .map(|(handle, addr)| format!("released {addr} ({handle})")),
+    );
+    match store.delete_as::<Node>(name, None) {
+        Ok(()) | Err(DatastoreError::NotFound { .. }) => {}
+        Err(e) => return Err(datastore_error("deleting failed", e)),
+    }
+    let heartbeat = node
+        .as_ref()
+        .and_then(|n| n.status.tapwire.as_ref())
+        .and_then(|t| crate::model::parse_rfc3339(&t.last_heartbeat))
+        .and_then(|at| std::time::SystemTime::now().duration_since(at).ok());
+    if let Some(age) = heartbeat.filter(|age| *age < NODE_ALIVE_WITHIN) {
+        notes.push(format!(
+            "warning: node {name} sent a heartbeat {}s ago; if its tapwire-control still runs \
+             it registers the node again",
+            age.as_secs()
+        ));
+    }
+    Ok(Reply::Changed {
+        results: vec![format!("{} {name}", Node::KIND)],
+        notes,
+    })
+}
+
+/// A node whose last heartbeat is younger than this may still be running.
+const NODE_ALIVE_WITHIN: Duration = Duration::from_secs(30);
 
 /// Refuses to delete a pool that addresses are still allocated from (or whose blocks
 /// cannot be read to tell).

@@ -318,7 +318,7 @@ fn apply(agent: &Agent, file: &Path, out: &mut Output) -> Result<(), CliError> {
     let action = format!("apply resources from {}", source_label(file));
     let documents = read_documents(file, &action)?;
     match agent.call(&Request::Apply { documents }, &action)? {
-        Reply::Changed { results } => {
+        Reply::Changed { results, .. } => {
             out.stdout.push_str(&cli::success_line("applied", &results));
             Ok(())
         }
@@ -338,8 +338,11 @@ fn delete_one(
         name: name.to_string(),
     };
     match agent.call(&request, &action)? {
-        Reply::Changed { results } => {
+        Reply::Changed { results, notes } => {
             out.stdout.push_str(&cli::success_line("deleted", &results));
+            for note in notes {
+                out.notes.push_str(&format!("{note}\n"));
+            }
             Ok(())
         }
         other => Err(unexpected(&action, "a change report", &other)),
@@ -381,7 +384,7 @@ fn delete_file(agent: &Agent, file: &Path, out: &mut Output) -> Result<(), CliEr
             name: name.to_string(),
         };
         match agent.call(&request, &action) {
-            Ok(Reply::Changed { results: done }) => results.extend(done),
+            Ok(Reply::Changed { results: done, .. }) => results.extend(done),
             Ok(other) => return Err(unexpected(&action, "a change report", &other)),
             Err(err) => {
                 if !results.is_empty() {
