@@ -375,6 +375,16 @@ impl<'lab> ControlPlane<'lab> {
         })
     }
 
+    /// Kills node `name`'s dataplane with SIGKILL (a crash).
+    pub fn kill_dataplane(&self, name: &str) -> Result<()> {
+        self.with_member(name, |m| {
+            if let Some(mut proc) = m.dataplane.take() {
+                proc.kill()?;
+            }
+            Ok(())
+        })
+    }
+
     /// Stops and starts node `name`'s dataplane, then waits until its agent has
     /// reconnected and the dataplane applied the full state again.
     pub fn restart_dataplane(&self, name: &str) -> Result<()> {
