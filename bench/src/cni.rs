@@ -1,27 +1,34 @@
-//! CNI ADD latency as pods accumulate on one node: a one-node tapwire control plane
-//! (`tapwire-dataplane` and `tapwire-control`, Calico's default IPIP pool), `pods` pods
-//! added one after another through the `tapwire` plugin, each ADD timed from exec to exit.
-//! The first `window` ADDs are compared with the last `window` of the same pass (a ratio
-//! of medians, so the machine's speed cancels out); each pass is a fresh control plane,
-//! and the passes give the spread. At the end of a pass the last pod must ping the first:
-//! the figures come from a working node.
+//! CNI ADD latency as pods accumulate on one node. Each pass starts two one-node tapwire
+//! control planes (`tapwire-dataplane` and `tapwire-control`, Calico's default IPIP pool),
+//! each in a lab of its own: the *filled* node is given `pods` pods one after another
+//! through the `tapwire` plugin, and its last `window` ADDs alternate with the first
+//! `window` ADDs of the *fresh* node. The figure is the filled node's median ADD over the
+//! fresh node's — pods `pods − window + 1..=pods` against pods `1..=window`, measured at
+//! the same time, so that a machine busy with other work (this one is shared) slows both
+//! ends alike, as the paths section alternates its paths. Passes on new nodes give the
+//! spread; the filled node's ADDs from the first on are kept as the curve. At the end of
+//! a pass the last pod of each node must ping its first: the figures come from working
+//! nodes.
 //!
-//! Why the plugin is executed directly rather than through the lab's runtime
-//! ([`tapwire_integration::cni::Runtime`]): that runs plugins with `ip netns exec <node>`,
-//! whose own cost grows with every namespace (bind mount) the pods add — a growth of the
-//! harness, not of tapwire. The plugin needs nothing of the node's namespace (it only
-//! talks to the agent's socket, whose path is in the network configuration), so it runs
-//! in the harness's namespace with the same CNI environment and configuration, and the
-//! wait for it blocks (no polling interval in the figure). How much `ip netns exec`
-//! itself grew over the pass is measured on the side and reported.
+//! An ADD is timed from the plugin's exec to its exit (waited for without polling), with
+//! the CNI environment and configuration a runtime passes — but not through the lab's
+//! runtime ([`tapwire_integration::cni::Runtime`]), which runs plugins with
+//! `ip netns exec <node>`, whose own cost grows with every namespace (bind mount) the pods
+//! add: a growth of the harness, not of tapwire. The plugin needs nothing of the node's
+//! namespace (it talks only to the agent's socket, whose path is in the configuration),
+//! so it runs in the harness's namespace. How much `ip netns exec` itself grew over the
+//! pass is measured on the side and reported.
 //!
-//! Besides the wall time, the CPU time `tapwire-control` and `tapwire-dataplane` spent
-//! per ADD in each window (from `/proc`, including the work an ADD leaves for later, such
-//! as the agent's recompute of the cluster).
+//! Before every ADD both nodes' processes get to finish what earlier ADDs left them (a
+//! recompute of the cluster): the ADD waits until none of their threads runs
+//! ([`SETTLE_MIN`] at least, [`SETTLE_MAX`] at most), so that the fresh node's ADDs are
+//! not slowed by the filled node's background work. That work shows in the CPU figures:
+//! the CPU time `tapwire-control` and `tapwire-dataplane` spent per ADD over each window
+//! (`/proc`).
 //!
-//! [`summarize_pass`] and [`window`] are pure; [`measure_pass`] drives the lab.
+//! [`summarize_pass`] and [`window`] are pure; [`measure_pass`] drives the labs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -31,10 +38,10 @@ use tapwire_integration::controlplane::default_ipip_pool;
 use tapwire_integration::lab::{bin_dir, binary};
 use tapwire_integration::process::CommandOutput;
 use tapwire_integration::traffic::wait_reachable;
-use tapwire_integration::{ControlPlane, Lab, Netns};
+use tapwire_integration::{ControlPlane, Lab, Netns, Pod};
 
 use crate::error::{BenchError, Result};
-use crate::procfs::{process_cpu_ticks, ticks_per_second};
+use crate::procfs::{process_cpu_ticks, running_threads, ticks_per_second};
 use crate::report::{AddWindow, CniPass, CniScaling};
 use crate::stats::{median, percentile};
 
@@ -48,6 +55,13 @@ const NETNS_EXEC_PROBES: usize = 5;
 
 /// Untimed `VERSION` runs of the plugin before a pass.
 const WARM_UP_RUNS: usize = 3;
+/// Before each ADD, the processes of both nodes get at least this long, and then until
+/// none of their threads runs, to finish what earlier ADDs left them …
+pub const SETTLE_MIN: Duration = Duration::from_millis(5);
+/// … but no longer than this.
+pub const SETTLE_MAX: Duration = Duration::from_millis(500);
+/// How often the threads are looked at while settling.
+const SETTLE_POLL: Duration = Duration::from_millis(1);
 
 /// How much to measure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +75,7 @@ pub struct CniOptions {
 }
 
 impl CniOptions {
-    /// The full run: five passes of 200 pods (about 5 s each).
+    /// The full run: five passes of 200 pods (10 to 20 s each).
     pub fn full() -> CniOptions {
         CniOptions {
             pods: 200,
@@ -99,16 +113,25 @@ impl CniOptions {
     }
 }
 
-/// What one pass recorded, before summarizing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PassSamples {
-    /// Each ADD's wall time, in order, ms.
+/// The ADDs of one node, in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeSamples {
+    /// Each ADD's wall time, ms.
     pub add_ms: Vec<f64>,
     /// `tapwire-control`'s CPU ticks before each ADD, then once after the last (one more
     /// entry than `add_ms`).
     pub control_ticks: Vec<u64>,
     /// The same for `tapwire-dataplane`.
     pub dataplane_ticks: Vec<u64>,
+}
+
+/// What one pass recorded, before summarizing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassSamples {
+    /// The node given every pod; its last `window` ADDs alternated with `fresh`'s.
+    pub filled: NodeSamples,
+    /// The node given only `window` pods, alternating with `filled`'s last ones.
+    pub fresh: NodeSamples,
     /// Milliseconds per CPU tick.
     pub ms_per_tick: f64,
     /// `ip netns exec <node> true`, ms, before the first ADD and after the last.
@@ -116,34 +139,35 @@ pub struct PassSamples {
     pub netns_exec_ms_after: f64,
 }
 
-/// The figures of ADDs `from..to` (0-based, `to` exclusive) of `samples`; `None` if the
+/// The figures of ADDs `from..to` (0-based, `to` exclusive) of `node`; `None` if the
 /// range is empty or outside the samples.
-pub fn window(samples: &PassSamples, from: usize, to: usize) -> Option<AddWindow> {
-    let add_ms = samples.add_ms.get(from..to).filter(|w| !w.is_empty())?;
+pub fn window(node: &NodeSamples, ms_per_tick: f64, from: usize, to: usize) -> Option<AddWindow> {
+    let add_ms = node.add_ms.get(from..to).filter(|w| !w.is_empty())?;
     let count = add_ms.len() as f64;
     let cpu_ms_per_add = |ticks: &[u64]| -> Option<f64> {
         let spent = ticks.get(to)?.checked_sub(*ticks.get(from)?)?;
-        Some(spent as f64 * samples.ms_per_tick / count)
+        Some(spent as f64 * ms_per_tick / count)
     };
     Some(AddWindow {
         from_pod: from + 1,
         to_pod: to,
         p50_ms: percentile(add_ms, 50.0)?,
         p90_ms: percentile(add_ms, 90.0)?,
-        control_cpu_ms_per_add: cpu_ms_per_add(&samples.control_ticks)?,
-        dataplane_cpu_ms_per_add: cpu_ms_per_add(&samples.dataplane_ticks)?,
+        control_cpu_ms_per_add: cpu_ms_per_add(&node.control_ticks)?,
+        dataplane_cpu_ms_per_add: cpu_ms_per_add(&node.dataplane_ticks)?,
     })
 }
 
-/// Pass `pass` summarized: its first and last `window` ADDs and their ratio of medians.
-/// `None` when there are fewer than `2 × window` ADDs or the first median is not positive.
+/// Pass `pass` summarized: the fresh node's `window_len` ADDs against the filled node's
+/// last `window_len`, and their ratio of medians. `None` when a node has fewer ADDs or
+/// the fresh median is not positive.
 pub fn summarize_pass(pass: usize, samples: &PassSamples, window_len: usize) -> Option<CniPass> {
-    let n = samples.add_ms.len();
-    if window_len == 0 || n < 2 * window_len {
+    let n = samples.filled.add_ms.len();
+    if window_len == 0 || n < 2 * window_len || samples.fresh.add_ms.len() < window_len {
         return None;
     }
-    let first = window(samples, 0, window_len)?;
-    let last = window(samples, n - window_len, n)?;
+    let first = window(&samples.fresh, samples.ms_per_tick, 0, window_len)?;
+    let last = window(&samples.filled, samples.ms_per_tick, n - window_len, n)?;
     let ratio_p50 = (first.p50_ms > 0.0).then(|| last.p50_ms / first.p50_ms)?;
     Some(CniPass {
         pass,
@@ -152,7 +176,8 @@ pub fn summarize_pass(pass: usize, samples: &PassSamples, window_len: usize) -> 
         ratio_p50,
         netns_exec_ms_before: samples.netns_exec_ms_before,
         netns_exec_ms_after: samples.netns_exec_ms_after,
-        add_ms: samples.add_ms.clone(),
+        add_ms: samples.filled.add_ms.clone(),
+        fresh_add_ms: samples.fresh.add_ms.clone(),
     })
 }
 
@@ -167,7 +192,7 @@ pub fn scaling(pods: usize, window: usize, passes: Vec<CniPass>) -> Option<CniSc
     })
 }
 
-/// Runs every pass of `opts`, each in a lab of its own (dropped, so cleaned up, before the
+/// Runs every pass of `opts`, each in labs of its own (dropped, so cleaned up, before the
 /// next one starts).
 pub fn measure(opts: &CniOptions, progress: &mut dyn FnMut(String)) -> Result<CniScaling> {
     opts.check()?;
@@ -175,8 +200,9 @@ pub fn measure(opts: &CniOptions, progress: &mut dyn FnMut(String)) -> Result<Cn
     for pass in 1..=opts.passes {
         let started = Instant::now();
         let samples = {
-            let lab = Lab::new()?;
-            measure_pass(&lab, opts.pods, &mut *progress)?
+            let filled_lab = Lab::new()?;
+            let fresh_lab = Lab::new()?;
+            measure_pass(&filled_lab, &fresh_lab, opts, &mut *progress)?
         };
         let summary = summarize_pass(pass, &samples, opts.window).ok_or_else(|| {
             BenchError::measure(
@@ -207,51 +233,73 @@ pub fn measure(opts: &CniOptions, progress: &mut dyn FnMut(String)) -> Result<Cn
         .ok_or_else(|| BenchError::measure("CNI ADD", "no pass was measured"))
 }
 
-/// One pass in `lab`: starts the node, adds `pods` pods timing each ADD, and checks the
-/// last pod reaches the first.
-pub fn measure_pass(
-    lab: &Lab,
-    pods: usize,
-    progress: &mut dyn FnMut(String),
-) -> Result<PassSamples> {
-    let cp = ControlPlane::with_pool(lab, &[NODE], &default_ipip_pool())?;
-    let node = cp.node(NODE)?;
-    let plugin = binary("tapwire")?;
-    let cni_path = bin_dir()?.display().to_string();
-    let conf = serde_json::to_vec(&cp.network_conf(NODE)?)?;
-    let missing = |what: &str| BenchError::Invalid(format!("no {what} runs on {NODE}"));
-    let control = cp
-        .control_pid(NODE)?
-        .ok_or_else(|| missing("tapwire-control"))?;
-    let dataplane = cp
-        .dataplane_pid(NODE)?
-        .ok_or_else(|| missing("tapwire-dataplane"))?;
-    progress(format!(
-        "CNI: one node up; adding {pods} pods, timing the plugin's ADD"
-    ));
+/// One node of a pass: its control plane, what a runtime passes its plugin, and what
+/// its ADDs measured.
+struct TimedNode<'lab> {
+    cp: ControlPlane<'lab>,
+    plugin: PathBuf,
+    cni_path: String,
+    conf: Vec<u8>,
+    control: u32,
+    dataplane: u32,
+    samples: NodeSamples,
+    pods: Vec<Pod>,
+}
 
-    // The plugin's executable in the page cache before the first timed ADD.
-    for _ in 0..WARM_UP_RUNS {
-        let env = plugin_env(CniCommand::Version, &cni_path, &no_container());
-        exec_plugin(&plugin, &env, &conf)?;
+impl<'lab> TimedNode<'lab> {
+    /// Starts a one-node control plane with the default IPIP pool in `lab`.
+    fn start(lab: &'lab Lab) -> Result<TimedNode<'lab>> {
+        let cp = ControlPlane::with_pool(lab, &[NODE], &default_ipip_pool())?;
+        let missing = |what: &str| BenchError::Invalid(format!("no {what} runs on {NODE}"));
+        let control = cp
+            .control_pid(NODE)?
+            .ok_or_else(|| missing("tapwire-control"))?;
+        let dataplane = cp
+            .dataplane_pid(NODE)?
+            .ok_or_else(|| missing("tapwire-dataplane"))?;
+        let conf = serde_json::to_vec(&cp.network_conf(NODE)?)?;
+        Ok(TimedNode {
+            cp,
+            plugin: binary("tapwire")?,
+            cni_path: bin_dir()?.display().to_string(),
+            conf,
+            control,
+            dataplane,
+            samples: NodeSamples::default(),
+            pods: Vec::new(),
+        })
     }
-    let netns_exec_ms_before = netns_exec_ms(node.netns())?;
-    let mut samples = PassSamples {
-        add_ms: Vec::with_capacity(pods),
-        control_ticks: Vec::with_capacity(pods + 1),
-        dataplane_ticks: Vec::with_capacity(pods + 1),
-        ms_per_tick: 1e3 / ticks_per_second() as f64,
-        netns_exec_ms_before,
-        netns_exec_ms_after: 0.0,
-    };
-    let mut first = None;
-    let mut last = None;
-    for i in 1..=pods {
-        let sandbox = cp.sandbox(&format!("p{i}"))?;
-        let env = plugin_env(CniCommand::Add, &cni_path, &sandbox.args);
-        samples.control_ticks.push(process_cpu_ticks(control)?);
-        samples.dataplane_ticks.push(process_cpu_ticks(dataplane)?);
-        let (output, elapsed) = exec_plugin(&plugin, &env, &conf)?;
+
+    /// Runs the plugin's `VERSION` a few times, untimed: its executable in the page cache
+    /// before the first timed ADD.
+    fn warm_up(&self) -> Result<()> {
+        let none = CniArgs {
+            container_id: String::new(),
+            netns: String::new(),
+            ifname: String::new(),
+            pod: None,
+        };
+        let env = plugin_env(CniCommand::Version, &self.cni_path, &none);
+        for _ in 0..WARM_UP_RUNS {
+            exec_plugin(&self.plugin, &env, &self.conf)?;
+        }
+        Ok(())
+    }
+
+    /// Creates pod `name`'s namespace, waits until the processes `quiet` are idle
+    /// ([`settle`]), then runs and times the plugin's ADD for it and records the pod.
+    /// Returns the ADD's wall time.
+    fn add(&mut self, name: &str, quiet: &[u32]) -> Result<Duration> {
+        let sandbox = self.cp.sandbox(name)?;
+        let env = plugin_env(CniCommand::Add, &self.cni_path, &sandbox.args);
+        settle(quiet)?;
+        self.samples
+            .control_ticks
+            .push(process_cpu_ticks(self.control)?);
+        self.samples
+            .dataplane_ticks
+            .push(process_cpu_ticks(self.dataplane)?);
+        let (output, elapsed) = exec_plugin(&self.plugin, &env, &self.conf)?;
         let run = PluginRun {
             plugin: "tapwire".into(),
             command: CniCommand::Add,
@@ -260,34 +308,114 @@ pub fn measure_pass(
             elapsed,
         };
         let result = run.into_result()?;
-        samples.add_ms.push(elapsed.as_secs_f64() * 1e3);
-        let added = cp.record_pod(NODE, &sandbox, result, elapsed)?;
-        if i == 1 {
-            first = Some(added.pod);
-        } else if i == pods {
-            last = Some(added.pod);
-        }
-        if i % 50 == 0 && i < pods {
+        self.samples.add_ms.push(elapsed.as_secs_f64() * 1e3);
+        let added = self.cp.record_pod(NODE, &sandbox, result, elapsed)?;
+        self.pods.push(added.pod);
+        Ok(elapsed)
+    }
+
+    /// Closes the CPU samples, right after the last ADD.
+    fn close(&mut self) -> Result<()> {
+        self.samples
+            .control_ticks
+            .push(process_cpu_ticks(self.control)?);
+        self.samples
+            .dataplane_ticks
+            .push(process_cpu_ticks(self.dataplane)?);
+        Ok(())
+    }
+
+    /// Checks the last pod reaches the first and that both processes still run; returns
+    /// the samples and what was checked.
+    fn finish(self) -> Result<(NodeSamples, String)> {
+        let (Some(first), Some(last)) = (self.pods.first(), self.pods.last()) else {
+            return Err(BenchError::Invalid("no pods were added".into()));
+        };
+        wait_reachable(last, first.ip, REACHABLE_TIMEOUT)?;
+        self.cp.check_running()?;
+        let checked = format!(
+            "{} ({}) answers pings from {} ({})",
+            first.name, first.ip, last.name, last.ip
+        );
+        Ok((self.samples, checked))
+    }
+}
+
+/// One pass: `opts.pods − opts.window` pods added on a node in `filled_lab`, then the
+/// last `opts.window` alternating with the first `opts.window` pods of a fresh node in
+/// `fresh_lab`, so that both ends of the comparison run at the same time and a machine
+/// busy with something else slows both alike. Before every ADD both nodes' processes
+/// have finished what earlier ADDs left them ([`settle`]: the fresh node's ADDs are not
+/// slowed by the filled node's recompute); what they spend is in the CPU figures.
+pub fn measure_pass(
+    filled_lab: &Lab,
+    fresh_lab: &Lab,
+    opts: &CniOptions,
+    progress: &mut dyn FnMut(String),
+) -> Result<PassSamples> {
+    let mut filled = TimedNode::start(filled_lab)?;
+    let mut fresh = TimedNode::start(fresh_lab)?;
+    filled.warm_up()?;
+    let node = filled.cp.node(NODE)?;
+    let alone = opts.pods - opts.window;
+    progress(format!(
+        "CNI: two nodes up; adding {alone} pods on one, then {} on each in turn",
+        opts.window
+    ));
+    let quiet = [
+        filled.control,
+        filled.dataplane,
+        fresh.control,
+        fresh.dataplane,
+    ];
+    let netns_exec_ms_before = netns_exec_ms(node.netns())?;
+    for i in 1..=alone {
+        let took = filled.add(&format!("p{i}"), &quiet)?;
+        if i % 50 == 0 {
             progress(format!(
                 "CNI: {i} pods, last ADD {:.1} ms",
-                elapsed.as_secs_f64() * 1e3
+                took.as_secs_f64() * 1e3
             ));
         }
     }
-    samples.control_ticks.push(process_cpu_ticks(control)?);
-    samples.dataplane_ticks.push(process_cpu_ticks(dataplane)?);
-    samples.netns_exec_ms_after = netns_exec_ms(node.netns())?;
-
-    let (Some(first), Some(last)) = (first, last) else {
-        return Err(BenchError::Invalid(format!("{pods} pods: need at least 2")));
-    };
-    wait_reachable(&last, first.ip, REACHABLE_TIMEOUT)?;
-    cp.check_running()?;
+    for k in 1..=opts.window {
+        fresh.add(&format!("p{k}"), &quiet)?;
+        filled.add(&format!("p{}", alone + k), &quiet)?;
+    }
+    filled.close()?;
+    fresh.close()?;
+    let netns_exec_ms_after = netns_exec_ms(node.netns())?;
+    let (filled, filled_check) = filled.finish()?;
+    let (fresh, fresh_check) = fresh.finish()?;
     progress(format!(
-        "CNI: {pods} pods added; {} ({}) answers pings from {} ({})",
-        first.name, first.ip, last.name, last.ip
+        "CNI: {} pods on one node, {} on the other; {filled_check}; {fresh_check}",
+        opts.pods, opts.window
     ));
-    Ok(samples)
+    Ok(PassSamples {
+        filled,
+        fresh,
+        ms_per_tick: 1e3 / ticks_per_second() as f64,
+        netns_exec_ms_before,
+        netns_exec_ms_after,
+    })
+}
+
+/// Waits [`SETTLE_MIN`], then until no thread of `pids` has been running or runnable in
+/// two looks in a row, at most [`SETTLE_MAX`] in all (a process that stays busy longer
+/// is measured busy).
+fn settle(pids: &[u32]) -> Result<()> {
+    let deadline = Instant::now() + SETTLE_MAX;
+    std::thread::sleep(SETTLE_MIN);
+    let mut quiet_looks = 0;
+    while quiet_looks < 2 && Instant::now() < deadline {
+        let mut running = 0;
+        for pid in pids {
+            running += running_threads(*pid)?;
+        }
+        quiet_looks = if running == 0 { quiet_looks + 1 } else { 0 };
+        std::thread::sleep(SETTLE_POLL);
+    }
+    Ok(())
 }
 
 /// Executes `plugin` in this process's namespace with `env` and `stdin`, as a runtime
@@ -344,16 +472,6 @@ fn exec_plugin(
     ))
 }
 
-/// The arguments of a command about no container (`VERSION`).
-fn no_container() -> CniArgs {
-    CniArgs {
-        container_id: String::new(),
-        netns: String::new(),
-        ifname: String::new(),
-        pod: None,
-    }
-}
-
 /// The median time of `ip netns exec <netns> true`, ms: the lab runtime's own overhead
 /// per plugin run, which is not in the ADD figures.
 fn netns_exec_ms(netns: &Netns) -> Result<f64> {
@@ -382,13 +500,22 @@ fn netns_exec_ms(netns: &Netns) -> Result<f64> {
 mod tests {
     use super::*;
 
-    /// `n` ADDs whose times grow from 10 ms by `step` ms each; the control spends one
+    /// `n` ADDs whose times grow from `from_ms` by `step` ms each; the control spends one
     /// tick per ADD, the dataplane one every other ADD.
-    fn growing(n: usize, step: f64) -> PassSamples {
-        PassSamples {
-            add_ms: (0..n).map(|i| 10.0 + step * i as f64).collect(),
+    fn node(n: usize, from_ms: f64, step: f64) -> NodeSamples {
+        NodeSamples {
+            add_ms: (0..n).map(|i| from_ms + step * i as f64).collect(),
             control_ticks: (0..=n as u64).map(|i| 100 + i).collect(),
             dataplane_ticks: (0..=n as u64).map(|i| 50 + i / 2).collect(),
+        }
+    }
+
+    /// A pass whose filled node grows by `step` ms per ADD from 10 ms and whose fresh node
+    /// takes 10 ms and up, like the filled node's first ADDs.
+    fn pass_samples(pods: usize, fresh: usize, step: f64) -> PassSamples {
+        PassSamples {
+            filled: node(pods, 10.0, step),
+            fresh: node(fresh, 10.0, step),
             ms_per_tick: 10.0,
             netns_exec_ms_before: 2.0,
             netns_exec_ms_after: 9.0,
@@ -397,50 +524,55 @@ mod tests {
 
     #[test]
     fn windows_take_nearest_rank_percentiles_and_cpu_per_add() {
-        let samples = growing(100, 1.0);
-        let w = window(&samples, 0, 20);
-        let Some(w) = w else { panic!("a window of 20") };
+        let samples = node(100, 10.0, 1.0);
+        let Some(w) = window(&samples, 10.0, 0, 20) else {
+            panic!("a window of 20")
+        };
         // 10..=29 ms: the 10th and 18th of 20.
         assert_eq!((w.from_pod, w.to_pod), (1, 20));
         assert_eq!((w.p50_ms, w.p90_ms), (19.0, 27.0));
         assert_eq!(w.control_cpu_ms_per_add, 10.0);
         assert_eq!(w.dataplane_cpu_ms_per_add, 5.0);
-        assert_eq!(window(&samples, 20, 20), None);
-        assert_eq!(window(&samples, 90, 101), None);
+        assert_eq!(window(&samples, 10.0, 20, 20), None);
+        assert_eq!(window(&samples, 10.0, 90, 101), None);
     }
 
     #[test]
-    fn a_pass_compares_its_last_adds_with_its_first() {
-        let samples = growing(200, 0.1);
+    fn a_pass_compares_the_filled_nodes_last_adds_with_the_fresh_nodes() {
+        let mut samples = pass_samples(200, 20, 0.1);
+        // The fresh node is what counts as "pods 1–20", not the filled node's start.
+        samples.fresh = node(20, 12.0, 0.0);
         let Some(pass) = summarize_pass(2, &samples, 20) else {
-            panic!("200 ADDs make a pass")
+            panic!("200 and 20 ADDs make a pass")
         };
         assert_eq!(pass.pass, 2);
+        assert_eq!((pass.first.from_pod, pass.first.to_pod), (1, 20));
         assert_eq!((pass.last.from_pod, pass.last.to_pod), (181, 200));
-        // First p50: 10 + 0.1 × 9 = 10.9; last: 10 + 0.1 × 189 = 28.9.
-        assert!((pass.first.p50_ms - 10.9).abs() < 1e-9);
+        // Last p50: 10 + 0.1 × 189 = 28.9.
+        assert_eq!(pass.first.p50_ms, 12.0);
         assert!((pass.last.p50_ms - 28.9).abs() < 1e-9);
-        assert!((pass.ratio_p50 - 28.9 / 10.9).abs() < 1e-9);
-        assert_eq!(pass.add_ms.len(), 200);
+        assert!((pass.ratio_p50 - 28.9 / 12.0).abs() < 1e-9);
+        assert_eq!((pass.add_ms.len(), pass.fresh_add_ms.len()), (200, 20));
         assert_eq!(pass.netns_exec_ms_after, 9.0);
         // Flat ADDs give 1.
-        let flat = summarize_pass(1, &growing(40, 0.0), 20).map(|p| p.ratio_p50);
+        let flat = summarize_pass(1, &pass_samples(40, 20, 0.0), 20).map(|p| p.ratio_p50);
         assert_eq!(flat, Some(1.0));
     }
 
     #[test]
     fn too_few_adds_or_a_zero_median_is_no_pass() {
-        assert_eq!(summarize_pass(1, &growing(39, 1.0), 20), None);
-        assert_eq!(summarize_pass(1, &growing(40, 1.0), 0), None);
-        let mut zero = growing(40, 0.0);
-        zero.add_ms.iter_mut().take(20).for_each(|ms| *ms = 0.0);
+        assert_eq!(summarize_pass(1, &pass_samples(39, 20, 1.0), 20), None);
+        assert_eq!(summarize_pass(1, &pass_samples(40, 19, 1.0), 20), None);
+        assert_eq!(summarize_pass(1, &pass_samples(40, 20, 1.0), 0), None);
+        let mut zero = pass_samples(40, 20, 0.0);
+        zero.fresh.add_ms.iter_mut().for_each(|ms| *ms = 0.0);
         assert_eq!(summarize_pass(1, &zero, 20), None);
     }
 
     #[test]
     fn the_judged_ratio_is_the_median_over_passes() {
         let pass = |n: usize, ratio: f64| {
-            summarize_pass(n, &growing(40, 0.0), 20).map(|mut p| {
+            summarize_pass(n, &pass_samples(40, 20, 0.0), 20).map(|mut p| {
                 p.ratio_p50 = ratio;
                 p
             })

@@ -162,13 +162,14 @@ pub struct CniScaling {
     pub passes: Vec<CniPass>,
 }
 
-/// One pass: a fresh one-node control plane given `pods` pods.
+/// One pass: a one-node control plane given `pods` pods, its last `window` ADDs
+/// alternating with the first `window` of a fresh node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CniPass {
     pub pass: usize,
-    /// The first `window` ADDs.
+    /// The fresh node's `window` ADDs (pods 1 to `window`).
     pub first: AddWindow,
-    /// The last `window` ADDs.
+    /// The filled node's last `window` ADDs, alternating with the fresh node's.
     pub last: AddWindow,
     /// `last.p50_ms / first.p50_ms`.
     pub ratio_p50: f64,
@@ -176,8 +177,10 @@ pub struct CniPass {
     /// runtime's overhead, which grows with namespaces and is kept out of the ADD figures.
     pub netns_exec_ms_before: f64,
     pub netns_exec_ms_after: f64,
-    /// Every ADD's wall time (plugin exec to exit), in order, ms.
+    /// Every ADD's wall time (plugin exec to exit) on the filled node, in order, ms.
     pub add_ms: Vec<f64>,
+    /// The fresh node's ADDs, ms.
+    pub fresh_add_ms: Vec<f64>,
 }
 
 /// The ADDs of pods `from_pod..=to_pod` (1-based) of one pass.
@@ -188,15 +191,16 @@ pub struct AddWindow {
     /// Nearest-rank percentiles of the ADDs' wall times, ms.
     pub p50_ms: f64,
     pub p90_ms: f64,
-    /// CPU time of `tapwire-control` (and `tapwire-dataplane`) from the window's first ADD
-    /// to the next window's, per ADD, ms: what the agent did for these pods, also after
-    /// their ADDs returned.
+    /// CPU time of the node's `tapwire-control` (and `tapwire-dataplane`) from just before
+    /// the window's first ADD to just after its last, per ADD, ms: what the agent did for
+    /// these pods, also after their ADDs returned.
     pub control_cpu_ms_per_add: f64,
     pub dataplane_cpu_ms_per_add: f64,
 }
 
 impl CniPass {
-    /// The median ADD of each run of `size` consecutive ADDs (the last run may be shorter).
+    /// The median ADD of each run of `size` consecutive ADDs on the filled node (the last
+    /// run may be shorter).
     pub fn p50_per(&self, size: usize) -> Vec<f64> {
         self.add_ms
             .chunks(size.max(1))
@@ -841,26 +845,33 @@ fn cni_section(c: &CniScaling) -> String {
     let mut out = String::from("\n## CNI ADD as pods accumulate\n\n");
     let _ = writeln!(
         out,
-        "One node (`tapwire-dataplane` and `tapwire-control`, IPIP pool) given {pods} pods \
-         one after another through the `tapwire` CNI plugin, per pass; each pass is a fresh \
-         node. An ADD is timed from the plugin's exec to its exit, the plugin run directly \
-         with the CNI environment and configuration a runtime passes — not through \
-         `ip netns exec`, whose own cost grows with every namespace (its time before the \
-         first ADD and after the last is shown apart). The first {window} ADDs are compared \
-         with the last {window} of the same pass (nearest-rank percentiles); the target \
-         judges the median of the passes' ratios. CPU ms/ADD is the process's CPU time \
-         over the window, per ADD, including work an ADD leaves for later. Each pass ends \
-         with the last pod pinging the first.\n",
+        "Each pass starts two one-node control planes (`tapwire-dataplane` and \
+         `tapwire-control`, IPIP pool). One is given {pods} pods one after another through \
+         the `tapwire` CNI plugin; its last {window} ADDs alternate with the first {window} \
+         of the other, fresh node, so both ends of the comparison run at the same time and \
+         other work on the machine slows both alike. An ADD is timed from the plugin's \
+         exec to its exit, the plugin run directly with the CNI environment and \
+         configuration a runtime passes — not through `ip netns exec`, whose own cost \
+         grows with every namespace (its time before the first ADD and after the last is \
+         shown apart). Before each ADD the processes of both nodes finish what earlier \
+         ADDs left them: at least {settle_ms} ms, then until none of their threads runs \
+         (at most {settle_max_ms} ms). Percentiles are nearest-rank; the target judges the median of the \
+         passes' ratios. CPU ms/ADD is the node's process CPU time over the window, per \
+         ADD, including work an ADD leaves for later. Each pass ends with the last pod of \
+         each node pinging its first.\n",
         pods = c.pods,
-        window = c.window
+        window = c.window,
+        settle_ms = crate::cni::SETTLE_MIN.as_millis(),
+        settle_max_ms = crate::cni::SETTLE_MAX.as_millis()
     );
     let header = cni_header(c);
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     out.push_str(&md_table(&header, &cni_rows(c)));
     let _ = writeln!(
         out,
-        "\nMedian ADD (ms) of each {} pods, in order:\n",
-        c.window
+        "\nMedian ADD (ms) of each {} pods on the filled node, in order (the last {} \
+         alternating with the fresh node's):\n",
+        c.window, c.window
     );
     for p in &c.passes {
         let shown: Vec<String> = p

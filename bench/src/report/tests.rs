@@ -279,6 +279,7 @@ fn cni_pass(pass: usize, first_p50: f64, last_p50: f64) -> CniPass {
         add_ms: (0..200)
             .map(|i| if i < 100 { 10.0 } else { 12.0 })
             .collect(),
+        fresh_add_ms: vec![first_p50; 20],
     }
 }
 
