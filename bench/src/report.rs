@@ -171,8 +171,13 @@ pub struct CniPass {
     pub first: AddWindow,
     /// The filled node's last `window` ADDs, alternating with the fresh node's.
     pub last: AddWindow,
-    /// `last.p50_ms / first.p50_ms`.
+    /// `last.p50_ms / first.p50_ms` (what the target judges).
     pub ratio_p50: f64,
+    /// The filled node's own first `window` ADDs, seconds before its last: the same
+    /// comparison on one node, exposed to whatever else the machine did meanwhile.
+    pub filled_first: AddWindow,
+    /// `last.p50_ms / filled_first.p50_ms`.
+    pub filled_ratio_p50: f64,
     /// `ip netns exec <node> true` before the first ADD and after the last, ms: the lab
     /// runtime's overhead, which grows with namespaces and is kept out of the ADD figures.
     pub netns_exec_ms_before: f64,
@@ -572,6 +577,8 @@ fn cni_header(c: &CniScaling) -> Vec<String> {
         format!("pods {}–{} p50 ms", last.0, last.1),
         "p90 ms".into(),
         "last/first p50".into(),
+        format!("filled node pods {}–{} p50 ms", first.0, first.1),
+        "last/that p50".into(),
         "control CPU ms/ADD".into(),
         "dataplane CPU ms/ADD".into(),
         "ip netns exec ms".into(),
@@ -589,6 +596,8 @@ fn cni_rows(c: &CniScaling) -> Vec<Vec<String>> {
                 format!("{:.1}", p.last.p50_ms),
                 format!("{:.1}", p.last.p90_ms),
                 format!("{:.2}x", p.ratio_p50),
+                format!("{:.1}", p.filled_first.p50_ms),
+                format!("{:.2}x", p.filled_ratio_p50),
                 format!(
                     "{:.1} → {:.1}",
                     p.first.control_cpu_ms_per_add, p.last.control_cpu_ms_per_add
@@ -857,8 +866,10 @@ fn cni_section(c: &CniScaling) -> String {
          ADDs left them: at least {settle_ms} ms, then until none of their threads runs \
          (at most {settle_max_ms} ms). Percentiles are nearest-rank; the target judges the median of the \
          passes' ratios. CPU ms/ADD is the node's process CPU time over the window, per \
-         ADD, including work an ADD leaves for later. Each pass ends with the last pod of \
-         each node pinging its first.\n",
+         ADD, including work an ADD leaves for later. For comparison, the filled node's \
+         own first {window} ADDs (seconds earlier, so exposed to whatever else ran \
+         meanwhile) and its last against them. Each pass ends with the last pod of each \
+         node pinging its first.\n",
         pods = c.pods,
         window = c.window,
         settle_ms = crate::cni::SETTLE_MIN.as_millis(),
