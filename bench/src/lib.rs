@@ -11,6 +11,7 @@
 //! - [`traffic`]: the UDP small-packet and request/response tests (iperf3 does TCP);
 //! - [`fibbench`]: in-process LPM lookups, memory and update latency;
 //! - [`memory`]: the dataplane's RSS with many pods and routes;
+//! - [`cni`]: CNI ADD latency as pods accumulate on one node (tapwire's control plane);
 //! - [`profile`]: a machine-wide `perf` profile of each path, parsed into shares;
 //! - [`report`]: `results.json`, targets, the terminal table, `report.md`, `chart.svg`;
 //! - [`run`]: one run end to end; [`sys`]: the few syscalls (the only `unsafe`).
@@ -19,6 +20,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod cni;
 pub mod error;
 pub mod fibbench;
 pub mod labs;

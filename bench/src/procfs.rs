@@ -1,6 +1,7 @@
 //! CPU time and memory as the kernel reports them in `/proc`: machine-wide CPU time per
-//! state (`/proc/stat`), a process's user and system time (`/proc/PID/stat`) and its
-//! resident set (`VmRSS` in `/proc/PID/status`). Parsers are pure functions over the text;
+//! state (`/proc/stat`), a process's user and system time (`/proc/PID/stat`), whether its
+//! threads are running (`/proc/PID/task/TID/stat`) and its resident set (`VmRSS` in
+//! `/proc/PID/status`). Parsers are pure functions over the text;
 //! the readers only open the files.
 
 use std::time::Duration;
@@ -99,6 +100,18 @@ pub fn parse_pid_stat(text: &str) -> Result<(u64, u64)> {
     Ok((field(14)?, field(15)?))
 }
 
+/// The state letter (field 3) of a `/proc/PID/stat` or `/proc/PID/task/TID/stat` line:
+/// `R` running or runnable, `S` sleeping, `D` in uninterruptible sleep, ….
+pub fn parse_stat_state(text: &str) -> Result<char> {
+    text.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|state| state.chars().next())
+        .ok_or_else(|| BenchError::Parse {
+            what: "/proc/PID/stat".into(),
+            reason: format!("no state after the command name in {text:?}"),
+        })
+}
+
 /// The `VmRSS:` value of `/proc/PID/status` text, in bytes.
 pub fn parse_vm_rss(text: &str) -> Result<u64> {
     let bad = |reason: &str| BenchError::Parse {
@@ -136,6 +149,26 @@ pub fn machine_cpu() -> Result<CpuTimes> {
 pub fn process_cpu_ticks(pid: u32) -> Result<u64> {
     let (utime, stime) = parse_pid_stat(&read(&format!("/proc/{pid}/stat"))?)?;
     Ok(utime + stime)
+}
+
+/// How many of process `pid`'s threads are running or waiting for a CPU (state `R`) now.
+/// A thread that exits while this reads is not counted.
+pub fn running_threads(pid: u32) -> Result<usize> {
+    let dir = format!("/proc/{pid}/task");
+    let tasks = std::fs::read_dir(&dir).map_err(|source| BenchError::Io {
+        what: format!("listing {dir}"),
+        source,
+    })?;
+    let mut running = 0;
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if parse_stat_state(&text)? == 'R' {
+            running += 1;
+        }
+    }
+    Ok(running)
 }
 
 /// Process `pid`'s resident set size in bytes.
@@ -200,6 +233,15 @@ mod tests {
             Ok((731, 268))
         );
         assert!(parse_pid_stat("4242 (short) S 1 2").is_err());
+    }
+
+    #[test]
+    fn stat_state_after_a_name_holding_spaces_and_parens() {
+        let line = "4242 (tapwire (w) 0) R 1 4242 4242 0 -1 4194560 120 0 0 0 17 3 0";
+        assert_eq!(parse_stat_state(line).ok(), Some('R'));
+        assert_eq!(parse_stat_state("7 (api) S 1").ok(), Some('S'));
+        assert!(parse_stat_state("7 (api)").is_err());
+        assert!(parse_stat_state("no name").is_err());
     }
 
     #[test]

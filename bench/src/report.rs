@@ -21,6 +21,9 @@ pub struct Results {
     pub fib_update: Option<FibUpdate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataplane_memory: Option<DataplaneMemory>,
+    /// CNI ADD latency as pods accumulate on one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniScaling>,
     /// Where the CPU time goes on each path (full runs, or `--profile`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<PathProfile>,
@@ -145,6 +148,70 @@ pub struct DataplaneMemory {
     pub rss_empty_bytes: u64,
     /// From the first message to `DataplaneInSync` with every endpoint up.
     pub apply_s: f64,
+}
+
+/// CNI ADD latency as pods accumulate on one node (see [`crate::cni`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CniScaling {
+    /// Pods added one after another in each pass.
+    pub pods: usize,
+    /// ADDs compared at each end of a pass.
+    pub window: usize,
+    /// The median over passes of each pass's `ratio_p50` (what the target judges).
+    pub ratio_p50: f64,
+    pub passes: Vec<CniPass>,
+}
+
+/// One pass: a one-node control plane given `pods` pods, its last `window` ADDs
+/// alternating with the first `window` of a fresh node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CniPass {
+    pub pass: usize,
+    /// The fresh node's `window` ADDs (pods 1 to `window`).
+    pub first: AddWindow,
+    /// The filled node's last `window` ADDs, alternating with the fresh node's.
+    pub last: AddWindow,
+    /// `last.p50_ms / first.p50_ms` (what the target judges).
+    pub ratio_p50: f64,
+    /// The filled node's own first `window` ADDs, seconds before its last: the same
+    /// comparison on one node, exposed to whatever else the machine did meanwhile.
+    pub filled_first: AddWindow,
+    /// `last.p50_ms / filled_first.p50_ms`.
+    pub filled_ratio_p50: f64,
+    /// `ip netns exec <node> true` before the first ADD and after the last, ms: the lab
+    /// runtime's overhead, which grows with namespaces and is kept out of the ADD figures.
+    pub netns_exec_ms_before: f64,
+    pub netns_exec_ms_after: f64,
+    /// Every ADD's wall time (plugin exec to exit) on the filled node, in order, ms.
+    pub add_ms: Vec<f64>,
+    /// The fresh node's ADDs, ms.
+    pub fresh_add_ms: Vec<f64>,
+}
+
+/// The ADDs of pods `from_pod..=to_pod` (1-based) of one pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddWindow {
+    pub from_pod: usize,
+    pub to_pod: usize,
+    /// Nearest-rank percentiles of the ADDs' wall times, ms.
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    /// CPU time of the node's `tapwire-control` (and `tapwire-dataplane`) from just before
+    /// the window's first ADD to just after its last, per ADD, ms: what the agent did for
+    /// these pods, also after their ADDs returned.
+    pub control_cpu_ms_per_add: f64,
+    pub dataplane_cpu_ms_per_add: f64,
+}
+
+impl CniPass {
+    /// The median ADD of each run of `size` consecutive ADDs on the filled node (the last
+    /// run may be shorter).
+    pub fn p50_per(&self, size: usize) -> Vec<f64> {
+        self.add_ms
+            .chunks(size.max(1))
+            .filter_map(|chunk| crate::stats::percentile(chunk, 50.0))
+            .collect()
+    }
 }
 
 /// One target and its verdict.
@@ -280,6 +347,7 @@ pub fn evaluate_targets(results: &Results) -> Vec<TargetResult> {
         target: "≤ 10 µs".into(),
         pass: update.map(|v| v <= 10.0),
     });
+    out.push(cni_target(results.cni.as_ref()));
     let rss = results
         .dataplane_memory
         .as_ref()
@@ -292,6 +360,39 @@ pub fn evaluate_targets(results: &Results) -> Vec<TargetResult> {
         pass: rss.map(|v| v <= 64.0 * MIB),
     });
     out
+}
+
+/// The largest growth of CNI ADD p50 from a node's first pods to its last that passes.
+pub const CNI_MAX_RATIO: f64 = 1.5;
+
+/// ADD p50 of the last pods over the first, median of the passes, with their spread.
+fn cni_target(cni: Option<&CniScaling>) -> TargetResult {
+    let (pods, window) = cni.map_or((200, 20), |c| (c.pods, c.window));
+    let ratio = cni.map(|c| c.ratio_p50);
+    let shown = match cni {
+        Some(c) if c.passes.len() > 1 => {
+            let ratios = c.passes.iter().map(|p| p.ratio_p50);
+            let low = ratios.clone().fold(f64::INFINITY, f64::min);
+            let high = ratios.fold(f64::NEG_INFINITY, f64::max);
+            format!(
+                "{:.2} ({low:.2}–{high:.2} over {} passes)",
+                c.ratio_p50,
+                c.passes.len()
+            )
+        }
+        Some(c) => format!("{:.2} (1 pass)", c.ratio_p50),
+        None => "not measured".into(),
+    };
+    TargetResult {
+        what: format!(
+            "CNI ADD p50 at pods {}–{pods} / pods 1–{window}, one node",
+            pods.saturating_sub(window) + 1
+        ),
+        measured: ratio,
+        shown,
+        target: format!("≤ {CNI_MAX_RATIO}"),
+        pass: ratio.map(|r| r <= CNI_MAX_RATIO),
+    }
 }
 
 fn verdict(pass: Option<bool>) -> &'static str {
@@ -461,6 +562,59 @@ fn fib_rows(results: &Results) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The CNI table's header for windows of `c`.
+fn cni_header(c: &CniScaling) -> Vec<String> {
+    let (first, last) = c.passes.first().map_or(((0, 0), (0, 0)), |p| {
+        (
+            (p.first.from_pod, p.first.to_pod),
+            (p.last.from_pod, p.last.to_pod),
+        )
+    });
+    vec![
+        "CNI ADD, one node".into(),
+        format!("pods {}–{} p50 ms", first.0, first.1),
+        "p90 ms".into(),
+        format!("pods {}–{} p50 ms", last.0, last.1),
+        "p90 ms".into(),
+        "last/first p50".into(),
+        format!("filled node pods {}–{} p50 ms", first.0, first.1),
+        "last/that p50".into(),
+        "control CPU ms/ADD".into(),
+        "dataplane CPU ms/ADD".into(),
+        "ip netns exec ms".into(),
+    ]
+}
+
+fn cni_rows(c: &CniScaling) -> Vec<Vec<String>> {
+    c.passes
+        .iter()
+        .map(|p| {
+            vec![
+                format!("pass {}", p.pass),
+                format!("{:.1}", p.first.p50_ms),
+                format!("{:.1}", p.first.p90_ms),
+                format!("{:.1}", p.last.p50_ms),
+                format!("{:.1}", p.last.p90_ms),
+                format!("{:.2}x", p.ratio_p50),
+                format!("{:.1}", p.filled_first.p50_ms),
+                format!("{:.2}x", p.filled_ratio_p50),
+                format!(
+                    "{:.1} → {:.1}",
+                    p.first.control_cpu_ms_per_add, p.last.control_cpu_ms_per_add
+                ),
+                format!(
+                    "{:.1} → {:.1}",
+                    p.first.dataplane_cpu_ms_per_add, p.last.dataplane_cpu_ms_per_add
+                ),
+                format!(
+                    "{:.1} → {:.1}",
+                    p.netns_exec_ms_before, p.netns_exec_ms_after
+                ),
+            ]
+        })
+        .collect()
+}
+
 const TARGET_HEADER: [&str; 4] = ["target", "measured", "required", "verdict"];
 
 fn target_rows(results: &Results) -> Vec<Vec<String>> {
@@ -537,6 +691,12 @@ pub fn terminal_table(results: &Results) -> String {
     if !results.fib.is_empty() {
         out.push('\n');
         out.push_str(&text_table(&FIB_HEADER, &fib_rows(results)));
+    }
+    if let Some(c) = &results.cni {
+        let header = cni_header(c);
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        out.push('\n');
+        out.push_str(&text_table(&header, &cni_rows(c)));
     }
     for line in extras_lines(results) {
         let _ = writeln!(out, "{line}");
@@ -638,6 +798,9 @@ pub fn markdown(results: &Results) -> String {
         out.push_str("\n## Route table (LPM)\n\n");
         out.push_str(&md_table(&FIB_HEADER, &fib_rows(results)));
     }
+    if let Some(c) = &results.cni {
+        out.push_str(&cni_section(c));
+    }
     let extras = extras_lines(results);
     if !extras.is_empty() {
         out.push('\n');
@@ -682,6 +845,53 @@ pub fn markdown(results: &Results) -> String {
         ],
         &round_rows,
     ));
+    out
+}
+
+/// The CNI scaling section of `report.md`: how it was measured, the passes, and each
+/// pass's median ADD per `window` pods.
+fn cni_section(c: &CniScaling) -> String {
+    let mut out = String::from("\n## CNI ADD as pods accumulate\n\n");
+    let _ = writeln!(
+        out,
+        "Each pass starts two one-node control planes (`tapwire-dataplane` and \
+         `tapwire-control`, IPIP pool). One is given {pods} pods one after another through \
+         the `tapwire` CNI plugin; its last {window} ADDs alternate with the first {window} \
+         of the other, fresh node, so both ends of the comparison run at the same time and \
+         other work on the machine slows both alike. An ADD is timed from the plugin's \
+         exec to its exit, the plugin run directly with the CNI environment and \
+         configuration a runtime passes — not through `ip netns exec`, whose own cost \
+         grows with every namespace (its time before the first ADD and after the last is \
+         shown apart). Before each ADD the processes of both nodes finish what earlier \
+         ADDs left them: at least {settle_ms} ms, then until none of their threads runs \
+         (at most {settle_max_ms} ms). Percentiles are nearest-rank; the target judges the median of the \
+         passes' ratios. CPU ms/ADD is the node's process CPU time over the window, per \
+         ADD, including work an ADD leaves for later. For comparison, the filled node's \
+         own first {window} ADDs (seconds earlier, so exposed to whatever else ran \
+         meanwhile) and its last against them. Each pass ends with the last pod of each \
+         node pinging its first.\n",
+        pods = c.pods,
+        window = c.window,
+        settle_ms = crate::cni::SETTLE_MIN.as_millis(),
+        settle_max_ms = crate::cni::SETTLE_MAX.as_millis()
+    );
+    let header = cni_header(c);
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    out.push_str(&md_table(&header, &cni_rows(c)));
+    let _ = writeln!(
+        out,
+        "\nMedian ADD (ms) of each {} pods on the filled node, in order (the last {} \
+         alternating with the fresh node's):\n",
+        c.window, c.window
+    );
+    for p in &c.passes {
+        let shown: Vec<String> = p
+            .p50_per(c.window)
+            .iter()
+            .map(|ms| format!("{ms:.1}"))
+            .collect();
+        let _ = writeln!(out, "- pass {}: {}", p.pass, shown.join(", "));
+    }
     out
 }
 

@@ -1,5 +1,5 @@
 //! One benchmark run from start to end: the route-table measurements, the dataplane's
-//! memory, then the paths — every lab up at once, several rounds, each round measuring
+//! memory, CNI ADD latency as pods accumulate, then the paths — every lab up at once, several rounds, each round measuring
 //! every path in turn — then medians, targets and the report files. Progress goes to
 //! stderr as it happens; the caller prints the final table.
 
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tapwire_integration::traffic::iperf3_streams;
 use tapwire_integration::Lab;
 
+use crate::cni::{self, CniOptions};
 use crate::error::{BenchError, Result};
 use crate::fibbench::{self, FibOptions};
 use crate::labs::{self, Pair, TapwireCluster, POD_MTU};
@@ -40,6 +41,7 @@ pub struct RunOptions {
     pub udp_duration: Duration,
     pub rr_duration: Duration,
     pub fib: FibOptions,
+    pub cni: CniOptions,
     /// Which parts to run (all by default).
     pub sections: Sections,
     /// The command line, for the report.
@@ -53,6 +55,8 @@ pub struct Sections {
     pub fib: bool,
     /// The dataplane's RSS with 64 pods and 100k routes.
     pub memory: bool,
+    /// CNI ADD latency with 1 to 200 pods on one node.
+    pub cni: bool,
     /// The five paths.
     pub paths: bool,
     /// A `perf` profile of each path's 1-stream TCP run, after the measured rounds.
@@ -64,6 +68,7 @@ impl Default for Sections {
         Sections {
             fib: true,
             memory: true,
+            cni: true,
             paths: true,
             profile: true,
         }
@@ -81,6 +86,7 @@ impl RunOptions {
             udp_duration: Duration::from_secs(3),
             rr_duration: Duration::from_secs(3),
             fib: FibOptions::full(),
+            cni: CniOptions::full(),
             sections: Sections::default(),
             command,
         }
@@ -96,6 +102,7 @@ impl RunOptions {
             udp_duration: Duration::from_secs(1),
             rr_duration: Duration::from_secs(1),
             fib: FibOptions::quick(),
+            cni: CniOptions::quick(),
             sections: Sections {
                 profile: false,
                 ..Sections::default()
@@ -207,6 +214,24 @@ pub fn run(opts: &RunOptions, allocated: &dyn Fn() -> u64) -> Result<Results> {
         None
     };
 
+    let cni = if opts.sections.cni {
+        progress.say(format!(
+            "CNI ADD: {} passes of {} pods on one node, first {} ADDs against the last {}",
+            opts.cni.passes, opts.cni.pods, opts.cni.window, opts.cni.window
+        ));
+        section("CNI ADD", &progress, &mut errors, || {
+            let scaling = cni::measure(&opts.cni, &mut |line| progress.say(line))?;
+            progress.say(format!(
+                "CNI ADD: last/first p50 ×{:.2} (median of {} passes)",
+                scaling.ratio_p50,
+                scaling.passes.len()
+            ));
+            Ok(scaling)
+        })
+    } else {
+        None
+    };
+
     let (paths, switches, profiles) = if opts.sections.paths {
         section("paths", &progress, &mut errors, || {
             measure_paths(opts, &progress)
@@ -227,6 +252,7 @@ pub fn run(opts: &RunOptions, allocated: &dyn Fn() -> u64) -> Result<Results> {
         fib,
         fib_update,
         dataplane_memory,
+        cni,
         profiles,
         targets: Vec::new(),
         errors,

@@ -238,18 +238,8 @@ impl Runtime {
             .to_string();
         let bin = self.find_plugin(&plugin)?;
         let bin = bin.display().to_string();
-        let cni_path = self.cni_path();
-        let cni_args = args.cni_args();
-        let mut env: Vec<(&str, &str)> =
-            vec![("CNI_COMMAND", command.as_str()), ("CNI_PATH", &cni_path)];
-        if !matches!(command, CniCommand::Version | CniCommand::Status) {
-            env.extend([
-                ("CNI_CONTAINERID", args.container_id.as_str()),
-                ("CNI_NETNS", args.netns.as_str()),
-                ("CNI_IFNAME", args.ifname.as_str()),
-                ("CNI_ARGS", cni_args.as_str()),
-            ]);
-        }
+        let env = plugin_env(command, &self.cni_path(), args);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let stdin = serde_json::to_vec(conf).map_err(|e| LabError::Invalid(e.to_string()))?;
         let started = Instant::now();
         let output = self
@@ -328,6 +318,29 @@ impl Runtime {
     }
 }
 
+/// The CNI environment of one plugin execution for `command`: `CNI_COMMAND` and
+/// `CNI_PATH`, and for the commands about a container `CNI_CONTAINERID`, `CNI_NETNS`,
+/// `CNI_IFNAME` and `CNI_ARGS` from `args`.
+pub fn plugin_env(
+    command: CniCommand,
+    cni_path: &str,
+    args: &CniArgs,
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("CNI_COMMAND", command.as_str().to_string()),
+        ("CNI_PATH", cni_path.to_string()),
+    ];
+    if !matches!(command, CniCommand::Version | CniCommand::Status) {
+        env.extend([
+            ("CNI_CONTAINERID", args.container_id.clone()),
+            ("CNI_NETNS", args.netns.clone()),
+            ("CNI_IFNAME", args.ifname.clone()),
+            ("CNI_ARGS", args.cni_args()),
+        ]);
+    }
+    env
+}
+
 /// A configuration list's `plugins`.
 fn plugins(list: &Value) -> Result<&Vec<Value>> {
     list.get("plugins")
@@ -403,6 +416,37 @@ mod tests {
             "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1;\
              K8S_POD_INFRA_CONTAINER_ID=c1"
         );
+    }
+
+    #[test]
+    fn plugin_env_names_the_container_except_for_version_and_status() {
+        let args = CniArgs {
+            container_id: "c1".into(),
+            netns: "/var/run/netns/x".into(),
+            ifname: "eth0".into(),
+            pod: None,
+        };
+        let keys = |command| -> Vec<&str> {
+            plugin_env(command, "/opt/cni/bin", &args)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        assert_eq!(
+            keys(CniCommand::Add),
+            [
+                "CNI_COMMAND",
+                "CNI_PATH",
+                "CNI_CONTAINERID",
+                "CNI_NETNS",
+                "CNI_IFNAME",
+                "CNI_ARGS"
+            ]
+        );
+        assert_eq!(keys(CniCommand::Version), ["CNI_COMMAND", "CNI_PATH"]);
+        let env = plugin_env(CniCommand::Del, "/opt/cni/bin", &args);
+        assert!(env.contains(&("CNI_COMMAND", "DEL".to_string())));
+        assert!(env.contains(&("CNI_NETNS", "/var/run/netns/x".to_string())));
     }
 
     #[test]

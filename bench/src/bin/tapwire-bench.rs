@@ -1,8 +1,9 @@
 //! `tapwire-bench`: measures tapwire's paths against the kernel's on this host and writes
 //! `bench-report/` (see `scripts/bench.sh`).
 //!
-//! - `tapwire-bench run [--quick] [--out DIR] [--rounds N] [--skip fib|memory|paths|profile]
-//!   [--profile]`: everything — route table, dataplane memory, every path (tapwire
+//! - `tapwire-bench run [--quick] [--out DIR] [--rounds N] [--skip fib|memory|cni|paths|profile]
+//!   [--profile]`: everything — route table, dataplane memory, CNI ADD latency with 1 to
+//!   200 pods on one node, every path (tapwire
 //!   none/VXLAN/IPIP, kernel routed/VXLAN), and a `perf` profile of each path (full runs,
 //!   or `--profile`) — with progress on stderr and the final table on stdout.
 //! - `tapwire-bench fib [--quick]`: only the in-process route-table measurements.
@@ -93,6 +94,8 @@ enum Section {
     Fib,
     /// The dataplane's RSS with 64 pods and 100k routes.
     Memory,
+    /// CNI ADD latency as 200 pods are added on one node (first ADDs against the last).
+    Cni,
     /// The five paths (tapwire none/VXLAN/IPIP, kernel routed/VXLAN).
     Paths,
     /// The `perf` profile of each path (taken after the measured rounds).
@@ -172,6 +175,7 @@ fn execute(command: Command) -> Result<(), BenchError> {
             opts.sections = Sections {
                 fib: !skip.contains(&Section::Fib),
                 memory: !skip.contains(&Section::Memory),
+                cni: !skip.contains(&Section::Cni),
                 paths: !skip.contains(&Section::Paths),
                 profile: (profile || opts.sections.profile)
                     && !skip.contains(&Section::Profile)

@@ -64,6 +64,7 @@ fn sample() -> Results {
             reader_lookups_per_s: 1e8,
         }),
         dataplane_memory: None,
+        cni: None,
         profiles: Vec::new(),
         targets: Vec::new(),
         errors: Vec::new(),
@@ -145,6 +146,7 @@ fn targets_are_judged_on_ratios_from_the_same_run() {
             (Some(false), "+35.0 µs".to_string()),      // 60 − 25
             (Some(true), "3.00, 3.00 MiB".to_string()), // 300M / 100M, 3 MiB
             (Some(false), "12.00 µs".to_string()),      // median update
+            (None, "not measured".to_string()),         // no CNI section
             (None, "not measured".to_string()),         // no RSS in the sample
         ]
     );
@@ -256,4 +258,116 @@ fn chart_axis_is_round() {
     assert_eq!(nice_ceiling(4.2), 5.0);
     assert_eq!(nice_ceiling(0.0), 1.0);
     assert_eq!(nice_ceiling(100.0), 100.0);
+}
+
+fn cni_pass(pass: usize, first_p50: f64, last_p50: f64) -> CniPass {
+    let window = |from_pod, to_pod, p50_ms: f64, cpu| AddWindow {
+        from_pod,
+        to_pod,
+        p50_ms,
+        p90_ms: p50_ms + 2.0,
+        control_cpu_ms_per_add: cpu,
+        dataplane_cpu_ms_per_add: 0.5,
+    };
+    CniPass {
+        pass,
+        first: window(1, 20, first_p50, 2.0),
+        last: window(181, 200, last_p50, 2.5),
+        ratio_p50: last_p50 / first_p50,
+        filled_first: window(1, 20, 8.0, 2.0),
+        filled_ratio_p50: last_p50 / 8.0,
+        netns_exec_ms_before: 1.5,
+        netns_exec_ms_after: 6.0,
+        add_ms: (0..200)
+            .map(|i| if i < 100 { 10.0 } else { 12.0 })
+            .collect(),
+        fresh_add_ms: vec![first_p50; 20],
+    }
+}
+
+fn with_cni(passes: Vec<CniPass>) -> Results {
+    let mut results = sample();
+    let ratios: Vec<f64> = passes.iter().map(|p| p.ratio_p50).collect();
+    results.cni = Some(CniScaling {
+        pods: 200,
+        window: 20,
+        ratio_p50: median(&ratios).unwrap_or(f64::NAN),
+        passes,
+    });
+    results.targets = evaluate_targets(&results);
+    results
+}
+
+fn cni_verdict(results: &Results) -> Option<(String, String, Option<bool>)> {
+    results
+        .targets
+        .iter()
+        .find(|t| t.what.starts_with("CNI ADD"))
+        .map(|t| (t.what.clone(), t.shown.clone(), t.pass))
+}
+
+#[test]
+fn cni_target_judges_the_median_ratio_and_shows_the_spread() {
+    assert_eq!(
+        cni_verdict(&sample()),
+        Some((
+            "CNI ADD p50 at pods 181–200 / pods 1–20, one node".into(),
+            "not measured".into(),
+            None
+        ))
+    );
+    let flat = with_cni(vec![
+        cni_pass(1, 10.0, 11.0),
+        cni_pass(2, 10.0, 16.0),
+        cni_pass(3, 10.0, 9.0),
+    ]);
+    assert_eq!(
+        cni_verdict(&flat).map(|(_, shown, pass)| (shown, pass)),
+        Some(("1.10 (0.90–1.60 over 3 passes)".into(), Some(true)))
+    );
+    let growing = with_cni(vec![cni_pass(1, 14.0, 54.0)]);
+    assert_eq!(
+        cni_verdict(&growing).map(|(_, shown, pass)| (shown, pass)),
+        Some(("3.86 (1 pass)".into(), Some(false)))
+    );
+}
+
+#[test]
+fn cni_passes_show_in_the_table_the_markdown_and_the_json() {
+    let results = with_cni(vec![cni_pass(1, 10.0, 11.0), cni_pass(2, 10.0, 12.0)]);
+    let table = terminal_table(&results);
+    for needle in [
+        "CNI ADD, one node",
+        "pods 1–20 p50 ms",
+        "pods 181–200 p50 ms",
+        "pass 2",
+        "1.20x",
+        "2.0 → 2.5",
+        "1.5 → 6.0",
+        "1.15 (1.10–1.20 over 2 passes)",
+    ] {
+        assert!(table.contains(needle), "missing {needle:?} in\n{table}");
+    }
+    let md = markdown(&results);
+    for needle in [
+        "## CNI ADD as pods accumulate",
+        "| pass 1 | 10.0 | 12.0 | 11.0 | 13.0 | 1.10x | 8.0 | 1.38x |",
+        "- pass 1: 10.0, 10.0, 10.0, 10.0, 10.0, 12.0, 12.0, 12.0, 12.0, 12.0",
+        "| CNI ADD p50 at pods 181–200 / pods 1–20, one node | 1.15 (1.10–1.20 over 2 passes) | ≤ 1.5 | pass |",
+    ] {
+        assert!(md.contains(needle), "missing {needle:?} in\n{md}");
+    }
+    let json = serde_json::to_string(&results).unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    assert_eq!(value["cni"]["passes"][1]["last"]["to_pod"], 200);
+    assert_eq!(
+        value["cni"]["passes"][0]["add_ms"].as_array().map(Vec::len),
+        Some(200)
+    );
+    let back: Result<Results, _> = serde_json::from_str(&json);
+    assert_eq!(back.ok(), Some(results));
+    // A results.json from before the section still reads.
+    let old = serde_json::to_string(&sample()).unwrap_or_default();
+    let old: Option<Results> = serde_json::from_str(&old).ok();
+    assert_eq!(old.map(|r| r.cni), Some(None));
 }
