@@ -2,9 +2,10 @@
 //! namespaces on the underlay, with mutual TLS, as tapwire-control's etcd datastore
 //! will use it.
 //!
-//! - From a node's namespace, across the underlay router, etcdctl with the lab's client
-//!   certificate writes and reads a key; without a client certificate, or with one from
-//!   another CA, it is refused and writes nothing.
+//! - From the namespace of a node running tapwire-dataplane and tapwire-control, across
+//!   the underlay router, etcdctl with the lab's client certificate writes and reads a
+//!   key; without a client certificate, or with one from another CA, it is refused,
+//!   writes nothing, and the members log the rejected handshakes.
 //! - Killing the leader (SIGKILL) gets a new leader within a few seconds, and writes go
 //!   on; the old leader, started again, rejoins with its data and catches up.
 //! - With every member stopped, etcdctl fails within its bounds; started again, the
@@ -15,7 +16,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tapwire_integration::{skip_unless_root, EtcdCluster, Lab, Netns};
+use tapwire_integration::{skip_unless_root, ControlPlane, EtcdCluster, Lab, Netns};
 
 /// How long a new leader may take after the old one is killed: the election timeout
 /// (randomised to 1-2 s) plus a vote, with room for a split vote on a busy machine.
@@ -99,8 +100,10 @@ fn a_node_reaches_the_etcd_cluster_with_mutual_tls_and_nothing_else_gets_in() {
         assert!(toml.starts_with("[datastore]\nkind = \"etcd\"\n"), "{toml}");
         assert!(toml.contains("\"https://192.168.254.3:2379\"]"), "{toml}");
 
-        // A node in another underlay subnet: the requests cross the underlay router.
-        let node = lab.add_node_in_subnet("node1", 1).unwrap();
+        // A node running tapwire's dataplane and control (file datastore for now), in
+        // another underlay subnet: the requests cross the underlay router.
+        let cp = ControlPlane::new(&lab).unwrap();
+        let node = cp.add_node_in_subnet("node1", 1).unwrap();
         put(&etcd, node.netns(), "/tapwire/lab/k1", "v1");
         assert_eq!(get(&etcd, node.netns(), "/tapwire/lab/k1"), "v1");
 
