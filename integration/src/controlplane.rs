@@ -783,7 +783,7 @@ fn read(path: &Path) -> String {
 
 /// Starts `cmd` with standard error appended to `log` (logs go on across restarts; see
 /// [`spawn_logging_to`]), registered with the lab under `label`.
-fn spawn_logged(
+pub(crate) fn spawn_logged(
     lab: &Lab,
     cmd: &mut std::process::Command,
     log: &Path,

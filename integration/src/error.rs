@@ -74,6 +74,9 @@ pub enum LabError {
     /// `tapwire-control` did not come up, or exited.
     #[error("tapwire-control on {node}: {reason}")]
     Agent { node: String, reason: String },
+    /// An etcd member of the lab did not come up, exited, or answered unexpectedly.
+    #[error("etcd {member}: {reason}")]
+    Etcd { member: String, reason: String },
     /// The lab was asked for something it cannot build.
     #[error("invalid lab request: {0}")]
     Invalid(String),

@@ -10,6 +10,8 @@
 //! (MTU 1500), with a default route via its subnet's router, so nodes in different
 //! subnets reach each other only through the router, as across a real L3 hop. Pods are
 //! namespaces `<prefix>-<pod>` whose `eth0` is built by `tapwire_control::podnet`.
+//! Subnet [`ETCD_SUBNET`] is kept for the etcd members of [`crate::etcd`], plugged in
+//! the same way as nodes.
 
 use std::fmt;
 use std::fs::File;
@@ -37,6 +39,10 @@ pub const BIN_DIR_ENV: &str = "TAPWIRE_BIN_DIR";
 const DATAPLANE_START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long control messages may take to be applied.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The underlay subnet (`192.168.254.0/24`) of the lab's etcd members
+/// ([`crate::etcd`]); nodes cannot be added to it, so member addresses never collide
+/// with node addresses.
+pub const ETCD_SUBNET: u8 = 254;
 
 /// Distinguishes the labs one process creates.
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -66,16 +72,24 @@ const TOOLS: [(&str, &str); 5] = [
 
 /// Fails with [`LabError::ToolMissing`] for the first tool that is not installed.
 pub fn check_tools() -> Result<()> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
     for (tool, package) in TOOLS {
-        let found = std::env::split_paths(&path)
-            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-            .any(|dir| dir.join(tool).is_file());
-        if !found {
-            return Err(LabError::ToolMissing { tool, package });
-        }
+        require_tool(tool, package)?;
     }
     Ok(())
+}
+
+/// Fails with [`LabError::ToolMissing`] (naming Debian package `package`) unless `tool`
+/// is in `$PATH`, `/usr/sbin` or `/sbin`.
+pub fn require_tool(tool: &'static str, package: &'static str) -> Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .any(|dir| dir.join(tool).is_file());
+    if found {
+        Ok(())
+    } else {
+        Err(LabError::ToolMissing { tool, package })
+    }
 }
 
 /// The directory holding the workspace binaries: `$TAPWIRE_BIN_DIR`, else the directory
@@ -335,34 +349,14 @@ impl Lab {
                 "underlay subnet 255 is not usable".into(),
             ));
         }
-        let gateway = Ipv4Addr::new(192, 168, subnet, 254);
-        self.ensure_subnet(subnet, gateway)?;
-
+        if subnet == ETCD_SUBNET {
+            return Err(LabError::Invalid(format!(
+                "underlay subnet {ETCD_SUBNET} is reserved for the lab's etcd members"
+            )));
+        }
         let netns = self.create_netns(name)?;
-        let port = format!("n{index}");
-        self.underlay.add_veth_to_eth0(&port, &netns)?;
-        self.underlay
-            .ip(&["link", "set", &port, "master", &format!("br{subnet}"), "up"])?;
-        let underlay_ip = Ipv4Addr::new(192, 168, subnet, index);
-        netns.ip(&[
-            "link",
-            "set",
-            "eth0",
-            "mtu",
-            &UNDERLAY_MTU.to_string(),
-            "up",
-        ])?;
-        netns.ip(&["addr", "add", &format!("{underlay_ip}/24"), "dev", "eth0"])?;
-        netns.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            &gateway.to_string(),
-            "dev",
-            "eth0",
-        ])?;
-        let underlay_mac = netns.run(|| link::hwaddr("eth0"))?;
+        let (underlay_ip, underlay_mac) =
+            self.attach_to_underlay(&netns, &format!("n{index}"), subnet, index)?;
 
         let block = Block {
             addr: Ipv4Addr::new(10, 65, index, 0),
@@ -384,6 +378,57 @@ impl Lab {
             .unwrap_or_else(PoisonError::into_inner)
             .push(node.clone());
         Ok(node)
+    }
+
+    /// Plugs `netns` into underlay subnet `subnet` as host `host` (1-253), the way every
+    /// underlay host is plugged: a veth whose underlay end `port` joins bridge
+    /// `br<subnet>` (created on first use) and whose other end is `eth0` in `netns`, MTU
+    /// [`UNDERLAY_MTU`], `192.168.<subnet>.<host>/24`, default route via the subnet's
+    /// router. Returns the address and `eth0`'s MAC.
+    pub(crate) fn attach_to_underlay(
+        &self,
+        netns: &Netns,
+        port: &str,
+        subnet: u8,
+        host: u8,
+    ) -> Result<(Ipv4Addr, [u8; 6])> {
+        if subnet == 255 {
+            return Err(LabError::Invalid(
+                "underlay subnet 255 is not usable".into(),
+            ));
+        }
+        if !(1..=253).contains(&host) {
+            return Err(LabError::Invalid(format!(
+                "underlay host number {host}: use 1-253 (254 is the router)"
+            )));
+        }
+        let gateway = Ipv4Addr::new(192, 168, subnet, 254);
+        self.ensure_subnet(subnet, gateway)?;
+
+        self.underlay.add_veth_to_eth0(port, netns)?;
+        self.underlay
+            .ip(&["link", "set", port, "master", &format!("br{subnet}"), "up"])?;
+        let ip = Ipv4Addr::new(192, 168, subnet, host);
+        netns.ip(&[
+            "link",
+            "set",
+            "eth0",
+            "mtu",
+            &UNDERLAY_MTU.to_string(),
+            "up",
+        ])?;
+        netns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        netns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &gateway.to_string(),
+            "dev",
+            "eth0",
+        ])?;
+        let mac = netns.run(|| link::hwaddr("eth0"))?;
+        Ok((ip, mac))
     }
 
     /// Creates `subnet`'s bridge with its router address the first time it is used.

@@ -21,7 +21,9 @@
 //! real control plane instead: `tapwire-control` next to every dataplane, one shared file
 //! datastore, pods added through the `tapwire` CNI plugin invoked as a container runtime
 //! invokes it ([`cni`], configuration lists with `prevResult` included), and the cluster
-//! driven with `tapwirectl` ([`ctl`]).
+//! driven with `tapwirectl` ([`ctl`]). [`EtcdCluster`] runs a 3-member (or N-member)
+//! etcd cluster with mutual TLS in namespaces on the underlay ([`etcd`]), for the etcd
+//! datastore.
 //!
 //! Cleanup: dropping the lab kills every process it started (by PID) and deletes every
 //! namespace it created, also when a test panics (the dataplane logs are printed first);
@@ -29,7 +31,8 @@
 //! Every command and traffic run is bounded in time.
 //!
 //! The lab needs root, iproute2, tcpdump, iputils-ping and iperf3 (and, for chained
-//! CNI tests, Debian's containernetworking-plugins), and the workspace binaries built (`cargo build --workspace --bins`); they are found next to the running
+//! CNI tests, Debian's containernetworking-plugins; for etcd, etcd-server, etcd-client
+//! and openssl), and the workspace binaries built (`cargo build --workspace --bins`); they are found next to the running
 //! executable (a test's `target/<profile>/deps/..`) or in `$TAPWIRE_BIN_DIR`.
 //!
 //! ```no_run
@@ -53,6 +56,7 @@ pub mod controlplane;
 pub mod ctl;
 pub mod desired;
 mod error;
+pub mod etcd;
 pub mod kernel;
 pub mod lab;
 pub mod netns;
@@ -67,6 +71,7 @@ pub use controlplane::{CniPod, ControlPlane, Daemon, Sandbox};
 pub use ctl::{Table, Tapwirectl};
 pub use desired::Mode;
 pub use error::{CniFailure, LabError, Result};
+pub use etcd::{EtcdCluster, EtcdTls};
 pub use lab::{is_root, Dataplane, Lab, Node, Pod};
 pub use netns::Netns;
 pub use traffic::{iperf3, ping, tcp_transfer, PingStats, Transfer, TransferReport};
