@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tapwire_control::api::{self, NodeStatusReply, Reply, Request};
-use tapwire_control::datastore::{DatastoreExt, FileStore};
-use tapwire_control::model::{IpamBlock, IpamHandle, WorkloadEndpoint};
+use tapwire_control::datastore::{self, Datastore, DatastoreExt};
+use tapwire_control::model::{IpamBlock, IpamHandle, NodeConfig, WorkloadEndpoint};
 use tapwire_control::podnet;
 
 use crate::cni::{CniArgs, CniCommand, PluginRun, Runtime, CNI_VERSION};
@@ -82,11 +82,24 @@ pub struct CniPod {
     pub add_elapsed: Duration,
 }
 
+/// Where a lab control plane keeps its state.
+#[derive(Debug, Clone)]
+pub enum LabDatastore {
+    /// The embedded file store: one directory every node's control shares.
+    File(PathBuf),
+    /// etcd (see [`crate::EtcdCluster`]): the `[datastore]` section of every node.toml,
+    /// and a namespace from which the lab itself reaches the endpoints (for its checks).
+    Etcd {
+        section: String,
+        reach_from: PathBuf,
+    },
+}
+
 /// A lab cluster run by `tapwire-control`; see the module documentation.
 #[derive(Debug)]
 pub struct ControlPlane<'lab> {
     lab: &'lab Lab,
-    datastore: PathBuf,
+    datastore: LabDatastore,
     workers: usize,
     members: Mutex<Vec<Member>>,
     pods: Mutex<Vec<CniPod>>,
@@ -100,6 +113,24 @@ impl<'lab> ControlPlane<'lab> {
     /// An empty control plane in `lab`: the shared datastore directory, and a check that
     /// every binary it runs has been built.
     pub fn new(lab: &'lab Lab) -> Result<ControlPlane<'lab>> {
+        let datastore = lab.dir().join("datastore");
+        std::fs::create_dir_all(&datastore)
+            .map_err(|source| LabError::io(format!("creating {}", datastore.display()), source))?;
+        ControlPlane::on(lab, LabDatastore::File(datastore))
+    }
+
+    /// An empty control plane in `lab` whose nodes keep their state in `etcd`.
+    pub fn on_etcd(lab: &'lab Lab, etcd: &crate::EtcdCluster<'_>) -> Result<ControlPlane<'lab>> {
+        ControlPlane::on(
+            lab,
+            LabDatastore::Etcd {
+                section: etcd.datastore_toml(),
+                reach_from: etcd.member_netns(0)?.path(),
+            },
+        )
+    }
+
+    fn on(lab: &'lab Lab, datastore: LabDatastore) -> Result<ControlPlane<'lab>> {
         for name in [
             "tapwire-dataplane",
             "tapwire-control",
@@ -108,9 +139,6 @@ impl<'lab> ControlPlane<'lab> {
         ] {
             binary(name)?;
         }
-        let datastore = lab.dir().join("datastore");
-        std::fs::create_dir_all(&datastore)
-            .map_err(|source| LabError::io(format!("creating {}", datastore.display()), source))?;
         Ok(ControlPlane {
             lab,
             datastore,
@@ -163,9 +191,15 @@ impl<'lab> ControlPlane<'lab> {
         self.lab
     }
 
-    /// The shared datastore directory (`[datastore] path` of every node).
-    pub fn datastore_dir(&self) -> &Path {
-        &self.datastore
+    /// The shared datastore directory (`[datastore] path` of every node) of a control
+    /// plane on the file store.
+    pub fn datastore_dir(&self) -> Result<&Path> {
+        match &self.datastore {
+            LabDatastore::File(dir) => Ok(dir),
+            LabDatastore::Etcd { .. } => Err(LabError::Invalid(
+                "this control plane keeps its state in etcd, not in a directory".into(),
+            )),
+        }
     }
 
     /// Adds a node in underlay subnet 0 and starts its dataplane and control; returns
@@ -215,14 +249,23 @@ impl<'lab> ControlPlane<'lab> {
              dataplane_socket = \"{dataplane}\"\n\
              api_socket = \"{api}\"\n\
              \n\
-             [datastore]\n\
-             kind = \"file\"\n\
-             path = \"{datastore}\"\n",
+             {datastore}",
             node = member.node.name,
             dataplane = member.dataplane_socket.display(),
             api = member.api_socket.display(),
-            datastore = self.datastore.display(),
+            datastore = self.datastore_section(),
         )
+    }
+
+    /// The `[datastore]` section of every node's configuration.
+    fn datastore_section(&self) -> String {
+        match &self.datastore {
+            LabDatastore::File(dir) => format!(
+                "[datastore]\nkind = \"file\"\npath = \"{}\"\n",
+                dir.display()
+            ),
+            LabDatastore::Etcd { section, .. } => section.clone(),
+        }
     }
 
     fn with_member<T>(&self, name: &str, f: impl FnOnce(&mut Member) -> Result<T>) -> Result<T> {
@@ -692,23 +735,40 @@ impl<'lab> ControlPlane<'lab> {
         self.runtime(node)?.exec(CniCommand::Del, &conf, args)
     }
 
-    /// Opens the shared datastore as the controls do (for leak checks).
-    fn store(&self) -> Result<FileStore> {
-        FileStore::open(&self.datastore).map_err(|e| {
-            LabError::Invalid(format!(
-                "opening the datastore {}: {e}",
-                self.datastore.display()
-            ))
-        })
+    /// Runs `f` on the shared datastore, opened as the controls open it (for the lab's
+    /// checks); etcd is reached from a namespace on the underlay.
+    pub fn with_store<T: Send>(
+        &self,
+        f: impl FnOnce(&dyn Datastore) -> Result<T> + Send,
+    ) -> Result<T> {
+        let text = format!(
+            "node = \"lab\"\nunderlay_interface = \"eth0\"\n{}",
+            self.datastore_section()
+        );
+        let config = NodeConfig::parse(&text, Path::new("lab datastore"))
+            .map_err(|e| LabError::Invalid(format!("the lab's datastore section: {e}")))?;
+        let open = move || {
+            let store = datastore::open(&config.datastore)
+                .map_err(|e| LabError::Invalid(format!("opening the datastore: {e}")))?;
+            f(store.as_ref())
+        };
+        match &self.datastore {
+            LabDatastore::File(_) => open(),
+            LabDatastore::Etcd { reach_from, .. } => {
+                tapwire_sys::netns::run_in_netns(reach_from, || Ok(open()))
+                    .map_err(|source| LabError::io("entering the etcd namespace", source))?
+            }
+        }
     }
 
     /// Every IPAM block in the datastore: `(cidr, node, allocated addresses)`.
     pub fn ipam_blocks(&self) -> Result<Vec<(String, String, usize)>> {
-        let blocks = self
-            .store()?
-            .list_as::<IpamBlock>()
-            .map(|listing| listing.items)
-            .map_err(|e| LabError::Invalid(format!("reading IPAM blocks: {e}")))?;
+        let blocks = self.with_store(|store| {
+            store
+                .list_as::<IpamBlock>()
+                .map(|listing| listing.items)
+                .map_err(|e| LabError::Invalid(format!("reading IPAM blocks: {e}")))
+        })?;
         Ok(blocks
             .iter()
             .map(|b| {
@@ -723,20 +783,23 @@ impl<'lab> ControlPlane<'lab> {
 
     /// Every IPAM handle id in the datastore (one per pod interface holding an address).
     pub fn ipam_handles(&self) -> Result<Vec<String>> {
-        let handles = self
-            .store()?
-            .list_as::<IpamHandle>()
-            .map(|listing| listing.items)
-            .map_err(|e| LabError::Invalid(format!("reading IPAM handles: {e}")))?;
+        let handles = self.with_store(|store| {
+            store
+                .list_as::<IpamHandle>()
+                .map(|listing| listing.items)
+                .map_err(|e| LabError::Invalid(format!("reading IPAM handles: {e}")))
+        })?;
         Ok(handles.iter().map(|h| h.metadata.name.clone()).collect())
     }
 
     /// Every workload endpoint in the datastore.
     pub fn workload_endpoints(&self) -> Result<Vec<WorkloadEndpoint>> {
-        self.store()?
-            .list_as::<WorkloadEndpoint>()
-            .map(|listing| listing.items)
-            .map_err(|e| LabError::Invalid(format!("reading workload endpoints: {e}")))
+        self.with_store(|store| {
+            store
+                .list_as::<WorkloadEndpoint>()
+                .map(|listing| listing.items)
+                .map_err(|e| LabError::Invalid(format!("reading workload endpoints: {e}")))
+        })
     }
 
     /// The IPAM block holding `ip` and the node it is affine to.

@@ -67,7 +67,7 @@ pub mod traffic;
 pub use cleanup::install_signal_cleanup;
 pub use cluster::{push_snapshot, Cluster, ClusterSpec};
 pub use control::{Controller, Counters};
-pub use controlplane::{CniPod, ControlPlane, Daemon, Sandbox};
+pub use controlplane::{CniPod, ControlPlane, Daemon, LabDatastore, Sandbox};
 pub use ctl::{Table, Tapwirectl};
 pub use desired::Mode;
 pub use error::{CniFailure, LabError, Result};

@@ -175,7 +175,7 @@ fn a_del_the_datastore_refuses_leaves_the_pod_whole_and_its_retry_removes_everyt
     let added = cp.cni_pod("pod-a").unwrap();
 
     {
-        let _frozen = Immutable::new(cp.datastore_dir());
+        let _frozen = Immutable::new(cp.datastore_dir().unwrap());
         let run = cp
             .cni_del("node1", &added.args, Some(&added.result))
             .unwrap();

@@ -19,7 +19,7 @@ fn a_damaged_document_is_reported_skipped_and_repairable() {
     }
     let lab = Lab::new().unwrap();
     let (cp, [a, c]) = ControlPlane::two_nodes_two_pods(&lab).unwrap();
-    let store = cp.datastore_dir().to_path_buf();
+    let store = cp.datastore_dir().unwrap().to_path_buf();
     let mode = std::fs::metadata(&store).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the store is root's alone");
 
