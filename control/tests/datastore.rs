@@ -16,7 +16,7 @@ use serde_json::json;
 use tapwire_control::datastore::{
     self, Datastore, DatastoreError, DatastoreExt, FileStore, MemStore, Watcher,
 };
-use tapwire_control::model::{DatastoreConfig, EncapMode, IpPool, Node};
+use tapwire_control::model::{DatastoreConfig, EncapMode, EtcdConfig, IpPool, Node};
 
 fn pool(name: &str, cidr: &str) -> IpPool {
     IpPool::new(name, cidr.parse().unwrap())
@@ -458,9 +458,9 @@ fn opening_from_the_node_configuration() {
     .unwrap();
     store.create_as(&pool("p", "10.65.0.0/16")).unwrap();
     assert!(dir.path().join("store/IPPool/p.json").exists());
-    let err = datastore::open(&DatastoreConfig::Etcd {
-        endpoints: vec!["http://127.0.0.1:2379".into()],
-    })
+    let err = datastore::open(&DatastoreConfig::Etcd(EtcdConfig::plain([
+        "http://127.0.0.1:2379",
+    ])))
     .unwrap_err();
     assert_eq!(err.to_string(), "etcd datastore not implemented yet");
 }
