@@ -13,6 +13,12 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v bridge >/dev/null || need+=(iproute2)
 # Real CNI plugins (tuning) for the chained-conflist tests.
 [ -x /usr/lib/cni/tuning ] || need+=(containernetworking-plugins)
+# The etcd client crate compiles etcd's protos with protoc at build time.
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+# A real etcd (and etcdctl) for the etcd datastore's tests.
+[ -x /usr/bin/etcd ] || need+=(etcd-server)
+[ -x /usr/bin/etcdctl ] || need+=(etcd-client)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

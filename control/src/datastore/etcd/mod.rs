@@ -1,0 +1,573 @@
+//! The etcd v3 store: the [`Datastore`] of a cluster of several hosts.
+//!
+//! Keys follow Calico's layout ([`keys`]); values are tapwire's JSON documents, stored
+//! without `metadata.resourceVersion`, which every read fills in from the key's
+//! `mod_revision` (as Calico does). So a document's revision *is* etcd's mod revision and
+//! the global revision is etcd's store revision (a response header's `revision`):
+//!
+//! - create: `If(Version(key) = 0) Then Put(key)`, else [`DatastoreError::AlreadyExists`];
+//! - update: `If(Version(key) > 0 ∧ ModRevision(key) = expected) Then Put(key) Else
+//!   Get(key)`: the `Get` tells a [`DatastoreError::Conflict`] (with the revision found)
+//!   from a [`DatastoreError::NotFound`], in the same round trip;
+//! - delete with a revision: the same compare, `Then Delete(key)`;
+//! - list: a range over the kind's prefix, in pages read at one revision; a value that is
+//!   not a JSON object of the right name is reported in [`super::Listing::damaged`] with its
+//!   key.
+//!
+//! Changes: [`Datastore::wait_for_change`] opens a watch on the whole `/calico/` prefix
+//! from the revision after the last one seen. A stream that breaks (an etcd restart, a
+//! member that lost its leader) is opened again from that same revision, so no event is
+//! missed; when etcd has compacted that history away, the answer is
+//! [`Change::Relist`]: everything may have changed, read it all again.
+//!
+//! Time: every call is bounded ([`OP_TIMEOUT`], connecting [`CONNECT_TIMEOUT`] per
+//! endpoint): a dead or unreachable etcd is a [`DatastoreError::Etcd`] naming the endpoints,
+//! never a hang. The client balances over the endpoints and leaves one that does not answer
+//! for the others; HTTP/2 keep-alives notice a connection that died silently.
+//!
+//! The client is `etcd-client` (tonic): async, so the store owns a tokio runtime with one
+//! worker thread, and each blocking call here runs its future on the caller's thread
+//! with `block_on`. Nothing else of tapwire is async.
+
+pub mod keys;
+
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KeyValue,
+    TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use serde_json::Value;
+
+use super::{
+    check_kind, check_name, stamp, Change, Damaged, Datastore, DatastoreError, Listing, RawObject,
+};
+use crate::model::{read_pem, EtcdConfig};
+
+/// How long one operation may take, from sending it to its answer (connecting included).
+pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long connecting to one endpoint may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 pings on an idle connection (a watch waiting for changes), and how long a ping
+/// may go unanswered before the connection counts as dead.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Keys per page of a listing: at most 256 documents of at most 512 KiB each.
+const PAGE_KEYS: i64 = 256;
+/// The largest answer taken from etcd (a full page of the largest documents).
+const MAX_ANSWER_BYTES: usize = 256 << 20;
+/// The pause before a broken watch is opened again.
+const WATCH_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// A [`Datastore`] in etcd v3 (see the module docs for the layout and guarantees).
+pub struct EtcdStore {
+    client: Client,
+    /// The endpoints, for messages (`http://10.0.0.1:2379, http://10.0.0.2:2379`).
+    endpoints: String,
+    op_timeout: Duration,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An error's message with its causes (`transport error: … : connection refused`).
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> u64 {
+    header.map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0))
+}
+
+/// A revision as etcd's signed one (a revision past `i64::MAX` can match nothing).
+fn etcd_revision(revision: u64) -> i64 {
+    i64::try_from(revision).unwrap_or(i64::MAX)
+}
+
+/// How one watch ended.
+enum WatchEnd {
+    Changed(u64),
+    Compacted,
+    TimedOut,
+    /// The stream broke or could not be opened: worth opening again from the same place.
+    Broken(String),
+    /// etcd refused the watch.
+    Refused(String),
+}
+
+impl EtcdStore {
+    /// A client of the cluster `config` names. Checks the configuration and reads the TLS
+    /// files; connects lazily, so an unreachable etcd is reported by the first operation.
+    pub fn open(config: &EtcdConfig) -> Result<EtcdStore, DatastoreError> {
+        config
+            .check()
+            .map_err(|(key, reason)| DatastoreError::Config { key, reason })?;
+        let endpoints = config.endpoints.join(", ");
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(true)
+            // A member cut off from its cluster refuses instead of serving stale data or a
+            // watch that will never see another event.
+            .with_require_leader(true);
+        if config.uses_tls() {
+            let pem = |key: &'static str, path: &std::path::Path| {
+                read_pem(path).map_err(|reason| DatastoreError::Config { key, reason })
+            };
+            let mut tls = TlsOptions::new();
+            tls = match &config.ca_file {
+                Some(path) => {
+                    tls.ca_certificate(Certificate::from_pem(pem("datastore.ca_file", path)?))
+                }
+                None => tls.with_native_roots(),
+            };
+            if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
+                tls = tls.identity(Identity::from_pem(
+                    pem("datastore.cert_file", cert)?,
+                    pem("datastore.key_file", key)?,
+                ));
+            }
+            options = options.with_tls(tls);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tapwire-etcd")
+            .enable_all()
+            .build()
+            .map_err(|e| DatastoreError::Etcd {
+                endpoints: endpoints.clone(),
+                reason: format!("starting the client's runtime: {e}"),
+            })?;
+        let client = runtime
+            .block_on(Client::connect(&config.endpoints, Some(options)))
+            .map_err(|e| DatastoreError::Etcd {
+                endpoints: endpoints.clone(),
+                reason: describe(&e),
+            })?;
+        Ok(EtcdStore {
+            client,
+            endpoints,
+            op_timeout: OP_TIMEOUT,
+            runtime,
+        })
+    }
+
+    /// The same store, giving each operation `timeout` instead of [`OP_TIMEOUT`].
+    pub fn with_op_timeout(mut self, timeout: Duration) -> EtcdStore {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// The endpoints, as messages name them.
+    pub fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
+    fn error(&self, op: &str, reason: String) -> DatastoreError {
+        DatastoreError::Etcd {
+            endpoints: self.endpoints.clone(),
+            reason: format!("{op}: {reason}"),
+        }
+    }
+
+    fn timed_out(&self, op: &str) -> DatastoreError {
+        self.error(
+            op,
+            format!(
+                "no answer within {} ms (is etcd running and reachable?)",
+                self.op_timeout.as_millis()
+            ),
+        )
+    }
+
+    /// Runs one etcd call to its end or [`EtcdStore::with_op_timeout`]'s bound.
+    fn run<T>(
+        &self,
+        op: &str,
+        call: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, DatastoreError> {
+        let bound = self.op_timeout;
+        match self
+            .runtime
+            .block_on(async move { tokio::time::timeout(bound, call).await })
+        {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(self.error(op, describe(&e))),
+            Err(_) => Err(self.timed_out(op)),
+        }
+    }
+
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
+    }
+
+    /// The key of an object, after the checks every store makes.
+    fn key(kind: &str, name: &str) -> Result<String, DatastoreError> {
+        check_kind(kind)?;
+        check_name(name)?;
+        keys::key(kind, name).map_err(|reason| DatastoreError::InvalidKey {
+            what: "name",
+            value: name.to_string(),
+            reason,
+        })
+    }
+
+    /// The JSON stored for a new version of an object (checked as every store checks it,
+    /// without a `resourceVersion`: etcd's mod revision is the revision), and the value to
+    /// hand back once the revision is known.
+    fn encode(kind: &str, name: &str, value: Value) -> Result<(Vec<u8>, Value), DatastoreError> {
+        let mut value = stamp(kind, name, value, 0)?;
+        if let Some(Value::Object(metadata)) = value.get_mut("metadata") {
+            metadata.remove("resourceVersion");
+        }
+        let bytes = serde_json::to_vec(&value).map_err(|e| DatastoreError::InvalidObject {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok((bytes, value))
+    }
+
+    fn written(kind: &str, name: &str, value: Value, revision: u64) -> RawObject {
+        let mut value = value;
+        if let Some(Value::Object(metadata)) = value.get_mut("metadata") {
+            metadata.insert(
+                "resourceVersion".into(),
+                Value::String(revision.to_string()),
+            );
+        }
+        RawObject {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            revision,
+            value,
+        }
+    }
+
+    /// A stored value as an object: JSON, an object, named as its key says; its revision
+    /// (the key's mod revision) stamped in.
+    fn decode(kind: &str, name: &str, kv: &KeyValue) -> Result<RawObject, DatastoreError> {
+        let corrupt = |reason: String| DatastoreError::CorruptValue {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            reason,
+        };
+        let mut value: Value =
+            serde_json::from_slice(kv.value()).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+        let revision = u64::try_from(kv.mod_revision()).unwrap_or(0);
+        let Value::Object(map) = &mut value else {
+            return Err(corrupt("not a JSON object".into()));
+        };
+        let metadata = map
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        let Value::Object(metadata) = metadata else {
+            return Err(corrupt("metadata is not an object".into()));
+        };
+        match metadata.get("name") {
+            None => {
+                metadata.insert("name".into(), Value::String(name.to_string()));
+            }
+            Some(Value::String(stored)) if stored == name => {}
+            Some(other) => {
+                return Err(corrupt(format!(
+                    "metadata.name {other} does not match the key's name {name:?}"
+                )))
+            }
+        }
+        metadata.insert(
+            "resourceVersion".into(),
+            Value::String(revision.to_string()),
+        );
+        Ok(RawObject {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            revision,
+            value,
+        })
+    }
+
+    /// After a failed compare: whether the object is gone or was changed (the `Else Get`).
+    fn lost_compare(
+        kind: &str,
+        name: &str,
+        expected: u64,
+        answer: &etcd_client::TxnResponse,
+    ) -> DatastoreError {
+        let current = answer.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(get) => Some(get.kvs().first().map(KeyValue::mod_revision)),
+            _ => None,
+        });
+        match current.flatten() {
+            Some(found) => DatastoreError::Conflict {
+                kind: kind.to_string(),
+                name: name.to_string(),
+                expected,
+                found: u64::try_from(found).unwrap_or(0),
+            },
+            None => DatastoreError::NotFound {
+                kind: kind.to_string(),
+                name: name.to_string(),
+            },
+        }
+    }
+
+    /// The compare of an update or a conditional delete: the key exists at `expected`.
+    fn at_revision(key: &str, expected: u64) -> Vec<Compare> {
+        vec![
+            Compare::version(key, CompareOp::Greater, 0),
+            Compare::mod_revision(key, CompareOp::Equal, etcd_revision(expected)),
+        ]
+    }
+
+    /// One watch of the whole prefix from `seen + 1`, until a change, `deadline`, or the
+    /// stream's end.
+    fn watch_once(&self, seen: u64, deadline: Instant) -> WatchEnd {
+        let mut client = self.client.watch_client();
+        let bound = self.op_timeout;
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(etcd_revision(seen.saturating_add(1)));
+        self.runtime.block_on(async move {
+            let deadline = tokio::time::Instant::from_std(deadline);
+            let opened = tokio::time::timeout(bound, client.watch(keys::ROOT, Some(options))).await;
+            let mut stream = match opened {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return WatchEnd::Broken(describe(&e)),
+                Err(_) => {
+                    return WatchEnd::Broken(format!(
+                        "no answer within {} ms (is etcd running and reachable?)",
+                        bound.as_millis()
+                    ))
+                }
+            };
+            loop {
+                let answer = match tokio::time::timeout_at(deadline, stream.message()).await {
+                    Err(_) => return WatchEnd::TimedOut,
+                    Ok(Err(e)) => return WatchEnd::Broken(describe(&e)),
+                    Ok(Ok(None)) => return WatchEnd::Broken("the watch stream ended".into()),
+                    Ok(Ok(Some(answer))) => answer,
+                };
+                if answer.compact_revision() > 0 {
+                    return WatchEnd::Compacted;
+                }
+                if let Some(last) = answer.events().iter().rev().find_map(|e| e.kv()) {
+                    return WatchEnd::Changed(u64::try_from(last.mod_revision()).unwrap_or(0));
+                }
+                if answer.canceled() {
+                    return WatchEnd::Refused(answer.cancel_reason().to_string());
+                }
+            }
+        })
+    }
+}
+
+impl Datastore for EtcdStore {
+    fn get(&self, kind: &str, name: &str) -> Result<Option<RawObject>, DatastoreError> {
+        let key = Self::key(kind, name)?;
+        let mut kv = self.kv();
+        let answer = self.run("get", async move { kv.get(key, None).await })?;
+        answer
+            .kvs()
+            .first()
+            .map(|stored| Self::decode(kind, name, stored))
+            .transpose()
+    }
+
+    fn list(&self, kind: &str) -> Result<Listing<RawObject>, DatastoreError> {
+        check_kind(kind)?;
+        let prefix = keys::prefix(kind);
+        let end = keys::range_end(&prefix);
+        let mut from = prefix.into_bytes();
+        let mut at = 0;
+        let mut listing = Listing::default();
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(PAGE_KEYS);
+            // Every page at the first page's revision: one consistent snapshot.
+            if at > 0 {
+                options = options.with_revision(at);
+            }
+            let mut kv = self.kv();
+            let start = from.clone();
+            let answer = self.run("list", async move { kv.get(start, Some(options)).await })?;
+            if at == 0 {
+                at = answer.header().map_or(0, |h| h.revision());
+            }
+            for stored in answer.kvs() {
+                // Keys of the range that are not this kind's (not UTF-8, another layout)
+                // are someone else's.
+                let Ok(key) = std::str::from_utf8(stored.key()) else {
+                    continue;
+                };
+                let Some(name) = keys::name(kind, key) else {
+                    continue;
+                };
+                match Self::decode(kind, &name, stored) {
+                    Ok(obj) => listing.items.push(obj),
+                    Err(e) => listing.damaged.push(Damaged::new(kind, &name, &e)),
+                }
+            }
+            match answer.kvs().last() {
+                Some(last) if answer.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        listing.items.sort_by(|a, b| a.name.cmp(&b.name));
+        listing.damaged.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(listing)
+    }
+
+    fn create(&self, kind: &str, name: &str, value: Value) -> Result<RawObject, DatastoreError> {
+        let key = Self::key(kind, name)?;
+        let (bytes, value) = Self::encode(kind, name, value)?;
+        let txn = Txn::new()
+            .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, bytes, None)]);
+        let mut kv = self.kv();
+        let answer = self.run("create", async move { kv.txn(txn).await })?;
+        if !answer.succeeded() {
+            return Err(DatastoreError::AlreadyExists {
+                kind: kind.to_string(),
+                name: name.to_string(),
+            });
+        }
+        Ok(Self::written(
+            kind,
+            name,
+            value,
+            revision_of(answer.header()),
+        ))
+    }
+
+    fn update(
+        &self,
+        kind: &str,
+        name: &str,
+        value: Value,
+        expected_revision: u64,
+    ) -> Result<RawObject, DatastoreError> {
+        let key = Self::key(kind, name)?;
+        let (bytes, value) = Self::encode(kind, name, value)?;
+        let txn = Txn::new()
+            .when(Self::at_revision(&key, expected_revision))
+            .and_then([TxnOp::put(key.as_str(), bytes, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let mut kv = self.kv();
+        let answer = self.run("update", async move { kv.txn(txn).await })?;
+        if !answer.succeeded() {
+            return Err(Self::lost_compare(kind, name, expected_revision, &answer));
+        }
+        Ok(Self::written(
+            kind,
+            name,
+            value,
+            revision_of(answer.header()),
+        ))
+    }
+
+    fn delete(
+        &self,
+        kind: &str,
+        name: &str,
+        expected_revision: Option<u64>,
+    ) -> Result<(), DatastoreError> {
+        let key = Self::key(kind, name)?;
+        let mut kv = self.kv();
+        let not_found = || DatastoreError::NotFound {
+            kind: kind.to_string(),
+            name: name.to_string(),
+        };
+        match expected_revision {
+            Some(expected) => {
+                let txn = Txn::new()
+                    .when(Self::at_revision(&key, expected))
+                    .and_then([TxnOp::delete(key.as_str(), None)])
+                    .or_else([TxnOp::get(key, None)]);
+                let answer = self.run("delete", async move { kv.txn(txn).await })?;
+                if !answer.succeeded() {
+                    return Err(Self::lost_compare(kind, name, expected, &answer));
+                }
+            }
+            // Unconditional: it does not read the value, so it also removes a damaged one.
+            None => {
+                let answer = self.run("delete", async move { kv.delete(key, None).await })?;
+                if answer.deleted() == 0 {
+                    return Err(not_found());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn revision(&self) -> Result<u64, DatastoreError> {
+        // Any read answers with the store's revision in its header; this key never exists.
+        let mut kv = self.kv();
+        let answer = self.run("revision", async move {
+            kv.get(keys::ROOT, Some(GetOptions::new().with_count_only()))
+                .await
+        })?;
+        Ok(revision_of(answer.header()))
+    }
+
+    fn wait_for_change(
+        &self,
+        seen: u64,
+        timeout: Duration,
+    ) -> Result<Option<Change>, DatastoreError> {
+        let deadline = Instant::now() + timeout;
+        // Since when the watch has been failing: a stream that breaks is opened again, from
+        // the same revision, for as long as an operation may take.
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            let attempt = Instant::now();
+            match self.watch_once(seen, deadline) {
+                WatchEnd::Changed(revision) => return Ok(Some(Change::Changed { revision })),
+                WatchEnd::TimedOut => return Ok(None),
+                WatchEnd::Compacted => {
+                    return Ok(Some(Change::Relist {
+                        revision: self.revision()?,
+                    }))
+                }
+                WatchEnd::Refused(reason) => {
+                    return Err(self.error("watch", format!("refused: {reason}")))
+                }
+                WatchEnd::Broken(reason) => {
+                    let since = *failing_since.get_or_insert(attempt);
+                    let now = Instant::now();
+                    if now.duration_since(since) >= self.op_timeout {
+                        return Err(self.error("watch", reason));
+                    }
+                    if now + WATCH_RETRY_PAUSE >= deadline {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(WATCH_RETRY_PAUSE);
+                }
+            }
+        }
+    }
+}
