@@ -33,6 +33,7 @@ pub mod keys;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -48,8 +49,8 @@ use crate::model::{read_pem, EtcdConfig};
 
 /// How long one operation may take, from sending it to its answer (connecting included).
 pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long connecting to one endpoint may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting to one endpoint may take before the next is tried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// HTTP/2 pings on an idle connection (a watch waiting for changes), and how long a ping
 /// may go unanswered before the connection counts as dead.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -63,7 +64,10 @@ const WATCH_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// A [`Datastore`] in etcd v3 (see the module docs for the layout and guarantees).
 pub struct EtcdStore {
-    client: Client,
+    /// One client per endpoint, in the configuration's order.
+    clients: Vec<Client>,
+    /// The endpoint that answered last: where the next call goes first.
+    current: AtomicUsize,
     /// The endpoints, for messages (`http://10.0.0.1:2379, http://10.0.0.2:2379`).
     endpoints: String,
     op_timeout: Duration,
@@ -94,6 +98,28 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// An etcd client error, shortly: a gRPC status by its message and causes (`tcp connect
+/// error: Connection refused (os error 111)`), not its debug form.
+fn describe_call(error: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return describe(error);
+    };
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if text.is_empty() {
+        text = format!("{:?}", status.code());
+    }
+    text
+}
+
 fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> u64 {
     header.map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0))
 }
@@ -103,13 +129,43 @@ fn etcd_revision(revision: u64) -> i64 {
     i64::try_from(revision).unwrap_or(i64::MAX)
 }
 
+/// Whether a call only reads (and so may be sent again to another endpoint after any
+/// failure) or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Read,
+    Write,
+}
+
+/// Whether a call failed before it reached etcd (no connection could be made): safe to
+/// send to another endpoint, a write too.
+fn not_sent(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable && describe_call(error).contains("connect")
+        }
+        _ => false,
+    }
+}
+
+/// Whether another endpoint may do better for a read: this one is unavailable (cut off
+/// from its leader, shutting down).
+fn worth_another(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status) if status.code() == tonic::Code::Unavailable)
+}
+
 /// How one watch ended.
 enum WatchEnd {
     Changed(u64),
     Compacted,
     TimedOut,
-    /// The stream broke or could not be opened: worth opening again from the same place.
-    Broken(String),
+    /// The stream could not be opened (`opening`) or broke: worth opening again from the
+    /// same place.
+    Broken {
+        opening: bool,
+        reason: String,
+    },
     /// etcd refused the watch.
     Refused(String),
 }
@@ -157,14 +213,21 @@ impl EtcdStore {
                 endpoints: endpoints.clone(),
                 reason: format!("starting the client's runtime: {e}"),
             })?;
-        let client = runtime
-            .block_on(Client::connect(&config.endpoints, Some(options)))
-            .map_err(|e| DatastoreError::Etcd {
-                endpoints: endpoints.clone(),
-                reason: describe(&e),
-            })?;
+        // A client of its own per endpoint (connected lazily): which one a call goes to, and
+        // when to try the next, is decided here (see `run`), not by a balancer.
+        let mut clients = Vec::with_capacity(config.endpoints.len());
+        for endpoint in &config.endpoints {
+            let client = runtime
+                .block_on(Client::connect([endpoint], Some(options.clone())))
+                .map_err(|e| DatastoreError::Etcd {
+                    endpoints: endpoints.clone(),
+                    reason: format!("{endpoint}: {}", describe(&e)),
+                })?;
+            clients.push(client);
+        }
         Ok(EtcdStore {
-            client,
+            clients,
+            current: AtomicUsize::new(0),
             endpoints,
             op_timeout: OP_TIMEOUT,
             runtime,
@@ -199,25 +262,76 @@ impl EtcdStore {
         )
     }
 
-    /// Runs one etcd call to its end or [`EtcdStore::with_op_timeout`]'s bound.
-    fn run<T>(
-        &self,
-        op: &str,
-        call: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, DatastoreError> {
-        let bound = self.op_timeout;
-        match self
-            .runtime
-            .block_on(async move { tokio::time::timeout(bound, call).await })
-        {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(self.error(op, describe(&e))),
-            Err(_) => Err(self.timed_out(op)),
+    /// Runs one etcd call within [`EtcdStore::with_op_timeout`]'s bound, failing over
+    /// between the endpoints: first the one that answered last, then the others in turn,
+    /// each with its share of the time left. A call moves on to the next endpoint when it
+    /// could not reach this one (so it was never sent); a read also when this one did not
+    /// answer in time or refused for want of a leader. A write that got no answer may
+    /// have been applied: it is not sent again, the caller reads and decides.
+    fn run<T, F, Fut>(&self, op: &str, kind: Call, call: F) -> Result<T, DatastoreError>
+    where
+        F: Fn(etcd_client::KvClient) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.op_timeout;
+        let count = self.clients.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for attempt in 0..count {
+            let index = (first + attempt) % count;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // u32: there are never billions of endpoints; at least one share.
+            let share = left / u32::try_from(count - attempt).unwrap_or(1);
+            let kv = self.kv(index);
+            let answer = self
+                .runtime
+                .block_on(async { tokio::time::timeout(share, call(kv)).await });
+            let endpoint = self.endpoint(index);
+            match answer {
+                Ok(Ok(answer)) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Ok(Err(e)) if not_sent(&e) || (kind == Call::Read && worth_another(&e)) => {
+                    failures.push(format!("{endpoint}: {}", describe_call(&e)));
+                }
+                Ok(Err(e)) => return Err(self.error(op, describe_call(&e))),
+                Err(_) if kind == Call::Read => {
+                    failures.push(format!("{endpoint}: no answer in time"));
+                }
+                Err(_) => {
+                    return Err(self.error(
+                        op,
+                        format!(
+                            "{endpoint} did not answer in time; the write may or may not have been applied"
+                        ),
+                    ))
+                }
+            }
+            // The next call starts with the next endpoint too.
+            self.current.store((index + 1) % count, Ordering::Relaxed);
         }
+        if failures.is_empty() {
+            return Err(self.timed_out(op));
+        }
+        Err(self.error(
+            op,
+            format!(
+                "no endpoint answered (is etcd running and reachable?): {}",
+                failures.join("; ")
+            ),
+        ))
     }
 
-    fn kv(&self) -> etcd_client::KvClient {
-        self.client
+    fn endpoint(&self, index: usize) -> &str {
+        self.endpoints.split(", ").nth(index).unwrap_or_default()
+    }
+
+    fn kv(&self, index: usize) -> etcd_client::KvClient {
+        self.clients[index % self.clients.len()]
             .kv_client()
             .max_decoding_message_size(MAX_ANSWER_BYTES)
     }
@@ -340,32 +454,49 @@ impl EtcdStore {
         ]
     }
 
-    /// One watch of the whole prefix from `seen + 1`, until a change, `deadline`, or the
-    /// stream's end.
-    fn watch_once(&self, seen: u64, deadline: Instant) -> WatchEnd {
-        let mut client = self.client.watch_client();
-        let bound = self.op_timeout;
+    /// One watch of the whole prefix from `seen + 1`, opened by `open_by`, until a change,
+    /// `deadline`, or the stream's end.
+    fn watch_once(&self, seen: u64, open_by: Instant, deadline: Instant) -> WatchEnd {
+        let index = self.current.load(Ordering::Relaxed) % self.clients.len();
+        let mut client = self.clients[index].watch_client();
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(etcd_revision(seen.saturating_add(1)));
         self.runtime.block_on(async move {
             let deadline = tokio::time::Instant::from_std(deadline);
-            let opened = tokio::time::timeout(bound, client.watch(keys::ROOT, Some(options))).await;
+            let open_by = tokio::time::Instant::from_std(open_by);
+            let opened =
+                tokio::time::timeout_at(open_by, client.watch(keys::ROOT, Some(options))).await;
             let mut stream = match opened {
                 Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return WatchEnd::Broken(describe(&e)),
+                Ok(Err(e)) => {
+                    return WatchEnd::Broken {
+                        opening: true,
+                        reason: describe_call(&e),
+                    }
+                }
                 Err(_) => {
-                    return WatchEnd::Broken(format!(
-                        "no answer within {} ms (is etcd running and reachable?)",
-                        bound.as_millis()
-                    ))
+                    return WatchEnd::Broken {
+                        opening: true,
+                        reason: "no answer in time".into(),
+                    }
                 }
             };
             loop {
                 let answer = match tokio::time::timeout_at(deadline, stream.message()).await {
                     Err(_) => return WatchEnd::TimedOut,
-                    Ok(Err(e)) => return WatchEnd::Broken(describe(&e)),
-                    Ok(Ok(None)) => return WatchEnd::Broken("the watch stream ended".into()),
+                    Ok(Err(e)) => {
+                        return WatchEnd::Broken {
+                            opening: false,
+                            reason: describe_call(&e),
+                        }
+                    }
+                    Ok(Ok(None)) => {
+                        return WatchEnd::Broken {
+                            opening: false,
+                            reason: "the watch stream ended".into(),
+                        }
+                    }
                     Ok(Ok(Some(answer))) => answer,
                 };
                 if answer.compact_revision() > 0 {
@@ -385,8 +516,10 @@ impl EtcdStore {
 impl Datastore for EtcdStore {
     fn get(&self, kind: &str, name: &str) -> Result<Option<RawObject>, DatastoreError> {
         let key = Self::key(kind, name)?;
-        let mut kv = self.kv();
-        let answer = self.run("get", async move { kv.get(key, None).await })?;
+        let answer = self.run("get", Call::Read, |mut kv| {
+            let key = key.clone();
+            async move { kv.get(key, None).await }
+        })?;
         answer
             .kvs()
             .first()
@@ -409,9 +542,10 @@ impl Datastore for EtcdStore {
             if at > 0 {
                 options = options.with_revision(at);
             }
-            let mut kv = self.kv();
-            let start = from.clone();
-            let answer = self.run("list", async move { kv.get(start, Some(options)).await })?;
+            let answer = self.run("list", Call::Read, |mut kv| {
+                let (start, options) = (from.clone(), options.clone());
+                async move { kv.get(start, Some(options)).await }
+            })?;
             if at == 0 {
                 at = answer.header().map_or(0, |h| h.revision());
             }
@@ -448,8 +582,10 @@ impl Datastore for EtcdStore {
         let txn = Txn::new()
             .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, bytes, None)]);
-        let mut kv = self.kv();
-        let answer = self.run("create", async move { kv.txn(txn).await })?;
+        let answer = self.run("create", Call::Write, |mut kv| {
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })?;
         if !answer.succeeded() {
             return Err(DatastoreError::AlreadyExists {
                 kind: kind.to_string(),
@@ -477,8 +613,10 @@ impl Datastore for EtcdStore {
             .when(Self::at_revision(&key, expected_revision))
             .and_then([TxnOp::put(key.as_str(), bytes, None)])
             .or_else([TxnOp::get(key, None)]);
-        let mut kv = self.kv();
-        let answer = self.run("update", async move { kv.txn(txn).await })?;
+        let answer = self.run("update", Call::Write, |mut kv| {
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })?;
         if !answer.succeeded() {
             return Err(Self::lost_compare(kind, name, expected_revision, &answer));
         }
@@ -497,7 +635,6 @@ impl Datastore for EtcdStore {
         expected_revision: Option<u64>,
     ) -> Result<(), DatastoreError> {
         let key = Self::key(kind, name)?;
-        let mut kv = self.kv();
         let not_found = || DatastoreError::NotFound {
             kind: kind.to_string(),
             name: name.to_string(),
@@ -508,14 +645,20 @@ impl Datastore for EtcdStore {
                     .when(Self::at_revision(&key, expected))
                     .and_then([TxnOp::delete(key.as_str(), None)])
                     .or_else([TxnOp::get(key, None)]);
-                let answer = self.run("delete", async move { kv.txn(txn).await })?;
+                let answer = self.run("delete", Call::Write, |mut kv| {
+                    let txn = txn.clone();
+                    async move { kv.txn(txn).await }
+                })?;
                 if !answer.succeeded() {
                     return Err(Self::lost_compare(kind, name, expected, &answer));
                 }
             }
             // Unconditional: it does not read the value, so it also removes a damaged one.
             None => {
-                let answer = self.run("delete", async move { kv.delete(key, None).await })?;
+                let answer = self.run("delete", Call::Write, |mut kv| {
+                    let key = key.clone();
+                    async move { kv.delete(key, None).await }
+                })?;
                 if answer.deleted() == 0 {
                     return Err(not_found());
                 }
@@ -526,8 +669,7 @@ impl Datastore for EtcdStore {
 
     fn revision(&self) -> Result<u64, DatastoreError> {
         // Any read answers with the store's revision in its header; this key never exists.
-        let mut kv = self.kv();
-        let answer = self.run("revision", async move {
+        let answer = self.run("revision", Call::Read, |mut kv| async move {
             kv.get(keys::ROOT, Some(GetOptions::new().with_count_only()))
                 .await
         })?;
@@ -545,7 +687,14 @@ impl Datastore for EtcdStore {
         let mut failing_since: Option<Instant> = None;
         loop {
             let attempt = Instant::now();
-            match self.watch_once(seen, deadline) {
+            // Opening may take this endpoint's share of an operation's time, and no more
+            // than what is left of it while the watch keeps failing.
+            let share = self.op_timeout / u32::try_from(self.clients.len()).unwrap_or(1);
+            let open_by = match failing_since {
+                Some(since) => (attempt + share).min(since + self.op_timeout),
+                None => attempt + share,
+            };
+            match self.watch_once(seen, open_by, deadline) {
                 WatchEnd::Changed(revision) => return Ok(Some(Change::Changed { revision })),
                 WatchEnd::TimedOut => return Ok(None),
                 WatchEnd::Compacted => {
@@ -556,11 +705,24 @@ impl Datastore for EtcdStore {
                 WatchEnd::Refused(reason) => {
                     return Err(self.error("watch", format!("refused: {reason}")))
                 }
-                WatchEnd::Broken(reason) => {
-                    let since = *failing_since.get_or_insert(attempt);
+                WatchEnd::Broken { opening, reason } => {
+                    // Again from the same revision, on the next endpoint.
+                    let next = self.current.load(Ordering::Relaxed).wrapping_add(1);
+                    self.current
+                        .store(next % self.clients.len(), Ordering::Relaxed);
                     let now = Instant::now();
-                    if now.duration_since(since) >= self.op_timeout {
-                        return Err(self.error("watch", reason));
+                    // A stream that ran and broke has been failing since now; one that
+                    // could not be opened since this attempt began.
+                    let since = *failing_since.get_or_insert(if opening { attempt } else { now });
+                    // Given up when no other attempt fits in an operation's time.
+                    if now.duration_since(since) + WATCH_RETRY_PAUSE >= self.op_timeout {
+                        return Err(self.error(
+                            "watch",
+                            format!(
+                                "no endpoint could be watched for {} ms (is etcd running and reachable?): {reason}",
+                                self.op_timeout.as_millis()
+                            ),
+                        ));
                     }
                     if now + WATCH_RETRY_PAUSE >= deadline {
                         return Ok(None);
