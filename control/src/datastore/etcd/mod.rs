@@ -15,19 +15,24 @@
 //!   key.
 //!
 //! Changes: [`Datastore::wait_for_change`] opens a watch on the whole `/calico/` prefix
-//! from the revision after the last one seen. A stream that breaks (an etcd restart, a
+//! from the revision after the last one seen and returns at the first event (the caller,
+//! a [`super::Watcher`], keeps that revision and the next wait starts after it, so changes
+//! made between two waits are reported at once). A stream that breaks (an etcd restart, a
 //! member that lost its leader) is opened again from that same revision, so no event is
-//! missed; when etcd has compacted that history away, the answer is
-//! [`Change::Relist`]: everything may have changed, read it all again.
+//! missed; when etcd has compacted that history away, the answer is [`Change::Relist`]:
+//! everything may have changed, read it all again.
 //!
 //! Time: every call is bounded ([`OP_TIMEOUT`], connecting [`CONNECT_TIMEOUT`] per
 //! endpoint): a dead or unreachable etcd is a [`DatastoreError::Etcd`] naming the endpoints,
-//! never a hang. The client balances over the endpoints and leaves one that does not answer
-//! for the others; HTTP/2 keep-alives notice a connection that died silently.
+//! never a hang. Failover is explicit, one client per endpoint: a call goes to the endpoint
+//! that answered last, then to the others in turn (see `EtcdStore::run` for which failures
+//! move on: a write that may have been applied is never sent twice); HTTP/2 keep-alives
+//! notice a connection that died silently.
 //!
 //! The client is `etcd-client` (tonic): async, so the store owns a tokio runtime with one
 //! worker thread, and each blocking call here runs its future on the caller's thread
-//! with `block_on`. Nothing else of tapwire is async.
+//! with `block_on`. Nothing else of tapwire is async, and nothing here knows what the
+//! documents mean (IPAM, routes) beyond their names.
 
 pub mod keys;
 
