@@ -219,7 +219,13 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
         let changes = lock(&shared.recompute).clone();
         std::thread::Builder::new()
             .name("tapwire-watch".into())
-            .spawn(move || watch_store(&shared, Watcher::from_revision(watched_from), &changes))
+            .spawn(move || {
+                watch_store(
+                    shared.store.as_ref(),
+                    Watcher::from_revision(watched_from),
+                    &changes,
+                )
+            })
             .map_err(AgentError::Thread)?;
     }
     watch_loop(&shared, rx);
@@ -228,8 +234,7 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
 
 /// Waits for datastore changes (an etcd watch, or the file store's revision polled) and
 /// wakes the watch loop for each; ends when the watch loop is gone.
-fn watch_store(shared: &Shared, mut watcher: Watcher, changes: &Sender<()>) {
-    let store = shared.store.as_ref();
+fn watch_store(store: &dyn Datastore, mut watcher: Watcher, changes: &Sender<()>) {
     loop {
         match watcher.wait_for_change(store, WATCH_WAIT) {
             Ok(Some(change)) => {
@@ -435,6 +440,34 @@ fn watch_loop(shared: &Shared, changes: Receiver<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_watcher_wakes_the_loop_on_each_change_and_ends_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(datastore::FileStore::open(dir.path()).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let watching = {
+            let store = Arc::clone(&store);
+            let from = Watcher::new(store.as_ref()).unwrap();
+            std::thread::spawn(move || watch_store(store.as_ref(), from, &tx))
+        };
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "nothing changed"
+        );
+        store
+            .create_as(&IpPool::new("p", "10.65.0.0/16".parse().unwrap()))
+            .unwrap();
+        let written = Instant::now();
+        rx.recv_timeout(Duration::from_secs(2)).unwrap();
+        assert!(written.elapsed() < Duration::from_secs(1));
+        // The loop is gone: the watcher ends at the next change.
+        drop(rx);
+        store
+            .create_as(&IpPool::new("q", "10.66.0.0/16".parse().unwrap()))
+            .unwrap();
+        watching.join().unwrap();
+    }
 
     #[test]
     fn a_damaged_own_node_document_is_written_anew() {
