@@ -389,21 +389,16 @@ fn a_change_by_another_instance_reaches_a_watcher_within_a_second() {
     assert!(start.elapsed() >= Duration::from_millis(300));
 }
 
-#[test]
-fn concurrent_compare_and_swap_from_many_instances_loses_no_update() {
+/// Four writers, each with its own store instance (as separate processes or nodes
+/// have), increment one counter by compare-and-swap: every increment lands.
+fn concurrent_increments_lose_no_update(open: impl Fn() -> Box<dyn Datastore>) {
     const THREADS: usize = 4;
     const INCREMENTS: u64 = 25;
-    let dir = tempfile::tempdir().unwrap();
-    FileStore::open(dir.path())
-        .unwrap()
-        .create("Counter", "c", json!({"value": 0}))
-        .unwrap();
+    open().create("Counter", "c", json!({"value": 0})).unwrap();
     let workers: Vec<_> = (0..THREADS)
         .map(|_| {
-            let path = dir.path().to_path_buf();
+            let store = open();
             thread::spawn(move || {
-                // One instance per thread, as separate processes would have.
-                let store = FileStore::open(path).unwrap();
                 let mut conflicts = 0;
                 for _ in 0..INCREMENTS {
                     loop {
@@ -426,10 +421,24 @@ fn concurrent_compare_and_swap_from_many_instances_loses_no_update() {
         })
         .collect();
     let conflicts: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
-    let store = FileStore::open(dir.path()).unwrap();
-    let counter = store.get("Counter", "c").unwrap().unwrap();
+    let counter = open().get("Counter", "c").unwrap().unwrap();
     assert_eq!(counter.value["value"], THREADS as u64 * INCREMENTS);
     eprintln!("{conflicts} conflicts were retried");
+}
+
+#[test]
+fn concurrent_compare_and_swap_from_many_instances_loses_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    concurrent_increments_lose_no_update(|| Box::new(FileStore::open(&path).unwrap()));
+}
+
+#[test]
+fn concurrent_compare_and_swap_from_many_etcd_clients_loses_no_update() {
+    let Some(etcd) = EtcdServer::start("concurrent_compare_and_swap_from_many_etcd_clients") else {
+        return;
+    };
+    concurrent_increments_lose_no_update(|| Box::new(etcd.store()));
 }
 
 #[test]

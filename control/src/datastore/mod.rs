@@ -311,19 +311,26 @@ pub const MAX_DOCUMENT_BYTES: usize = 512 << 10;
 
 /// Checks a value about to be stored and stamps its name and revision into `metadata`.
 fn stamp(kind: &str, name: &str, mut value: Value, revision: u64) -> Result<Value, DatastoreError> {
-    let invalid = |reason: String| DatastoreError::InvalidObject {
+    stamp_metadata(&mut value, name, revision).map_err(|reason| DatastoreError::InvalidObject {
         kind: kind.to_string(),
         name: name.to_string(),
         reason,
-    };
-    let Value::Object(map) = &mut value else {
-        return Err(invalid("a document must be a JSON object".into()));
+    })?;
+    check_document_size(kind, name, &value)?;
+    Ok(value)
+}
+
+/// Puts `name` (when it is missing) and `revision` into a document's `metadata`; or why
+/// the value is not a document of that name.
+fn stamp_metadata(value: &mut Value, name: &str, revision: u64) -> Result<(), String> {
+    let Value::Object(map) = value else {
+        return Err("a document must be a JSON object".into());
     };
     let metadata = map
         .entry("metadata")
         .or_insert_with(|| Value::Object(serde_json::Map::new()));
     let Value::Object(metadata) = metadata else {
-        return Err(invalid("metadata must be an object".into()));
+        return Err("metadata must be an object".into());
     };
     match metadata.get("name") {
         None => {
@@ -331,17 +338,16 @@ fn stamp(kind: &str, name: &str, mut value: Value, revision: u64) -> Result<Valu
         }
         Some(Value::String(n)) if n == name => {}
         Some(other) => {
-            return Err(invalid(format!(
+            return Err(format!(
                 "metadata.name {other} does not match the key {name:?}"
-            )))
+            ))
         }
     }
     metadata.insert(
         "resourceVersion".into(),
         Value::String(revision.to_string()),
     );
-    check_document_size(kind, name, &value)?;
-    Ok(value)
+    Ok(())
 }
 
 /// Refuses a document larger than [`MAX_DOCUMENT_BYTES`]. Every document is read again

@@ -48,7 +48,8 @@ use etcd_client::{
 use serde_json::Value;
 
 use super::{
-    check_kind, check_name, stamp, Change, Damaged, Datastore, DatastoreError, Listing, RawObject,
+    check_kind, check_name, stamp, stamp_metadata, Change, Damaged, Datastore, DatastoreError,
+    Listing, RawObject,
 };
 use crate::model::{read_pem, EtcdConfig};
 
@@ -90,8 +91,11 @@ impl fmt::Debug for EtcdStore {
 
 /// An error's message with its causes (`transport error: … : connection refused`).
 fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
+    with_causes(error.to_string(), error.source())
+}
+
+/// `text`, then each cause that it does not already say.
+fn with_causes(mut text: String, mut source: Option<&dyn std::error::Error>) -> String {
     while let Some(cause) = source {
         let cause_text = cause.to_string();
         if !text.contains(&cause_text) {
@@ -109,16 +113,10 @@ fn describe_call(error: &etcd_client::Error) -> String {
     let etcd_client::Error::GRpcStatus(status) = error else {
         return describe(error);
     };
-    let mut text = status.message().to_string();
-    let mut source = std::error::Error::source(status);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
+    let mut text = with_causes(
+        status.message().to_string(),
+        std::error::Error::source(status),
+    );
     if text.is_empty() {
         text = format!("{:?}", status.code());
     }
@@ -370,12 +368,8 @@ impl EtcdStore {
 
     fn written(kind: &str, name: &str, value: Value, revision: u64) -> RawObject {
         let mut value = value;
-        if let Some(Value::Object(metadata)) = value.get_mut("metadata") {
-            metadata.insert(
-                "resourceVersion".into(),
-                Value::String(revision.to_string()),
-            );
-        }
+        // `encode` checked the value: this cannot fail.
+        let _ = stamp_metadata(&mut value, name, revision);
         RawObject {
             kind: kind.to_string(),
             name: name.to_string(),
@@ -394,30 +388,7 @@ impl EtcdStore {
         let mut value: Value =
             serde_json::from_slice(kv.value()).map_err(|e| corrupt(format!("not JSON: {e}")))?;
         let revision = u64::try_from(kv.mod_revision()).unwrap_or(0);
-        let Value::Object(map) = &mut value else {
-            return Err(corrupt("not a JSON object".into()));
-        };
-        let metadata = map
-            .entry("metadata")
-            .or_insert_with(|| Value::Object(serde_json::Map::new()));
-        let Value::Object(metadata) = metadata else {
-            return Err(corrupt("metadata is not an object".into()));
-        };
-        match metadata.get("name") {
-            None => {
-                metadata.insert("name".into(), Value::String(name.to_string()));
-            }
-            Some(Value::String(stored)) if stored == name => {}
-            Some(other) => {
-                return Err(corrupt(format!(
-                    "metadata.name {other} does not match the key's name {name:?}"
-                )))
-            }
-        }
-        metadata.insert(
-            "resourceVersion".into(),
-            Value::String(revision.to_string()),
-        );
+        stamp_metadata(&mut value, name, revision).map_err(corrupt)?;
         Ok(RawObject {
             kind: kind.to_string(),
             name: name.to_string(),
