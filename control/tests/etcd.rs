@@ -263,16 +263,28 @@ fn a_watch_rides_through_an_etcd_restart_without_losing_the_change() {
     store.create_as(&pool("p", "10.65.0.0/16")).unwrap();
     let mut watcher = Watcher::new(&store).unwrap();
     let waiting = thread::spawn(move || {
-        let change = watcher.wait_for_change(&store, Duration::from_secs(20));
-        (change.map_err(|e| e.to_string()), watcher.seen())
+        // As the agent does: a wait that fails (etcd was down for longer than an
+        // operation may take) is tried again from the same revision.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut failures = Vec::new();
+        while Instant::now() < deadline {
+            match watcher.wait_for_change(&store, Duration::from_secs(20)) {
+                Ok(change) => return (change, watcher.seen(), failures),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        panic!("no change seen: {failures:?}");
     });
     thread::sleep(Duration::from_millis(300));
     // The stream breaks; etcd comes back on the same port with the same data.
+    let restarted = Instant::now();
     etcd.restart();
+    eprintln!("etcd restarted in {:?}", restarted.elapsed());
     let written = etcd.store().create_as(&pool("q", "10.66.0.0/16")).unwrap();
-    let (change, seen) = waiting.join().unwrap();
+    let (change, seen, failures) = waiting.join().unwrap();
+    eprintln!("failed waits meanwhile: {failures:?}");
     let revision = written.metadata.revision().unwrap();
-    assert_eq!(change.unwrap(), Some(Change::Changed { revision }));
+    assert_eq!(change, Some(Change::Changed { revision }));
     assert_eq!(seen, revision);
 }
 
@@ -354,12 +366,16 @@ fn a_dead_etcd_is_a_clear_error_within_seconds() {
     let silent_url = format!("http://{}", silent.local_addr().unwrap());
     let store = EtcdStore::open(&EtcdConfig::plain([silent_url.as_str()])).unwrap();
     fails_clearly("silent get", &silent_url, || store.get("IPPool", "p"));
+    // The bound is the store's operation time (shorter here, to keep the test short).
+    let store = store.with_op_timeout(Duration::from_secs(1));
+    let started = Instant::now();
     fails_clearly("silent create", &silent_url, || {
         store.create("IPPool", "q", json!({}))
     });
     fails_clearly("silent watch", &silent_url, || {
         store.wait_for_change(0, Duration::from_secs(30))
     });
+    assert!(started.elapsed() < Duration::from_millis(2500));
     drop(silent);
 }
 
