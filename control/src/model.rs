@@ -1559,7 +1559,16 @@ impl EtcdConfig {
                     "TLS files need https:// endpoints (these are http://)".into(),
                 ));
             }
-            read_pem(file).map_err(|reason| (key, reason))?;
+            let pem = read_pem(file).map_err(|reason| (key, reason))?;
+            // A file given for the wrong key (the key for the certificate) is the usual slip.
+            let (marker, what) = if key == "datastore.key_file" {
+                (&b"PRIVATE KEY-----"[..], "private key")
+            } else {
+                (&b"-----BEGIN CERTIFICATE-----"[..], "certificate")
+            };
+            if !pem.windows(marker.len()).any(|w| w == marker) {
+                return Err((key, format!("{} holds no {what} (PEM)", file.display())));
+            }
         }
         Ok(())
     }
@@ -2108,9 +2117,16 @@ spec:
         .unwrap();
         let not_pem = dir.join("notes.txt");
         std::fs::write(&not_pem, "hello").unwrap();
+        let key = dir.join("key.pem");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nMII=\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
         let tls = format!(
-            "endpoints = [\"https://10.0.0.1:2379\", \"https://[fd00::1]:2379\"]\nca_file = \"{0}\"\ncert_file = \"{0}\"\nkey_file = \"{0}\"",
-            pem.display()
+            "endpoints = [\"https://10.0.0.1:2379\", \"https://[fd00::1]:2379\"]\nca_file = \"{0}\"\ncert_file = \"{0}\"\nkey_file = \"{1}\"",
+            pem.display(),
+            key.display()
         );
         let DatastoreConfig::Etcd(etcd) = parse(&tls).unwrap().datastore else {
             panic!("not etcd")

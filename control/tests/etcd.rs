@@ -507,11 +507,54 @@ fn configuration_errors_name_the_key() {
         "{msg}"
     );
     let msg = open(EtcdConfig {
-        ca_file: Some(pem),
+        ca_file: Some(pem.clone()),
         ..EtcdConfig::plain(["http://127.0.0.1:2379"])
     });
     assert_eq!(
         msg,
         "datastore.ca_file: TLS files need https:// endpoints (these are http://)"
+    );
+    // A file for the wrong key, or PEM that is not what it should be.
+    let key_pem = dir.path().join("key.pem");
+    std::fs::write(
+        &key_pem,
+        "-----BEGIN PRIVATE KEY-----\nMII=\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let msg = open(EtcdConfig {
+        ca_file: Some(key_pem.clone()),
+        ..https.clone()
+    });
+    assert_eq!(
+        msg,
+        format!(
+            "datastore.ca_file: {} holds no certificate (PEM)",
+            key_pem.display()
+        )
+    );
+    let msg = open(EtcdConfig {
+        cert_file: Some(pem.clone()),
+        key_file: Some(pem.clone()),
+        ..https.clone()
+    });
+    assert_eq!(
+        msg,
+        format!(
+            "datastore.key_file: {} holds no private key (PEM)",
+            pem.display()
+        )
+    );
+    let msg = open(EtcdConfig {
+        cert_file: Some(pem.clone()),
+        key_file: Some(key_pem.clone()),
+        ..https
+    });
+    assert!(
+        msg.starts_with(&format!(
+            "datastore.cert_file: the client certificate {} and key {} cannot be used: ",
+            pem.display(),
+            key_pem.display()
+        )),
+        "{msg}"
     );
 }

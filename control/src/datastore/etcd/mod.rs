@@ -220,11 +220,26 @@ impl EtcdStore {
         // when to try the next, is decided here (see `run`), not by a balancer.
         let mut clients = Vec::with_capacity(config.endpoints.len());
         for endpoint in &config.endpoints {
+            // Nothing is sent yet: what can fail here is the TLS set-up, whose files were
+            // read, but whose contents the TLS library could not use.
             let client = runtime
                 .block_on(Client::connect([endpoint], Some(options.clone())))
-                .map_err(|e| DatastoreError::Etcd {
-                    endpoints: endpoints.clone(),
-                    reason: format!("{endpoint}: {}", describe(&e)),
+                .map_err(|e| {
+                    let (key, what) = match (&config.cert_file, &config.key_file) {
+                        (Some(cert), Some(key)) => (
+                            "datastore.cert_file",
+                            format!(
+                                "the client certificate {} and key {}",
+                                cert.display(),
+                                key.display()
+                            ),
+                        ),
+                        _ => ("datastore.ca_file", "the TLS settings".to_string()),
+                    };
+                    DatastoreError::Config {
+                        key,
+                        reason: format!("{what} cannot be used: {}", describe(&e)),
+                    }
                 })?;
             clients.push(client);
         }
