@@ -558,3 +558,114 @@ fn configuration_errors_name_the_key() {
         "{msg}"
     );
 }
+
+/// `tapwire-control` itself, configured for etcd (its underlay is `lo`, no dataplane runs):
+/// killed by its PID when dropped.
+struct Agent {
+    child: std::process::Child,
+    api: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(etcd: &EtcdServer, dir: &std::path::Path) -> Agent {
+        let config = dir.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "node = \"node-a\"\nunderlay_interface = \"lo\"\ndataplane_socket = \"{0}/dataplane.sock\"\napi_socket = \"{0}/api.sock\"\n[datastore]\nkind = \"etcd\"\nendpoints = [\"{1}\"]\n",
+                dir.display(),
+                etcd.endpoint()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("control.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tapwire-control"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Agent {
+            child,
+            api: dir.join("api.sock"),
+            log,
+        }
+    }
+
+    fn tapwirectl(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tapwirectl"))
+            .arg("--api")
+            .arg(&self.api)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until `tapwirectl routes` says `wanted`; how long that took.
+    fn wait_for_route(&self, wanted: &str, limit: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let routes = self.tapwirectl(&["routes"]);
+            if routes.contains(wanted) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "no route {wanted:?} after {limit:?}: {routes}\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_agent_on_etcd_follows_another_hosts_writes_and_an_etcd_restart() {
+    let mut etcd = etcd_or_skip!(start);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&etcd, dir.path());
+    let node_key = "/calico/resources/v3/projectcalico.org/nodes/node-a";
+    let started = Instant::now();
+    while !keys(&etcd).iter().any(|k| k == node_key) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "node-a did not register: {}",
+            std::fs::read_to_string(&agent.log).unwrap_or_default()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let store = etcd.store();
+    store.create_as(&pool("default", "10.65.0.0/16")).unwrap();
+    // Another host's node and its block, written straight into etcd.
+    store
+        .create_as(&Node::new("node-b", "127.0.0.2/8".parse().unwrap()))
+        .unwrap();
+    store
+        .create_as(&IpamBlock::new("10.65.1.0/26".parse().unwrap(), "node-b"))
+        .unwrap();
+    let took = agent.wait_for_route("10.65.1.0/26 via 127.0.0.2", Duration::from_secs(5));
+    assert!(
+        took < Duration::from_secs(1),
+        "the route came after {took:?}"
+    );
+    // etcd goes away and comes back: the agent's watch picks up where it was.
+    etcd.restart();
+    let store = etcd.store();
+    store
+        .create_as(&IpamBlock::new("10.65.2.0/26".parse().unwrap(), "node-b"))
+        .unwrap();
+    agent.wait_for_route("10.65.2.0/26 via 127.0.0.2", Duration::from_secs(10));
+}
