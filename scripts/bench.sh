@@ -26,6 +26,8 @@ command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v sysctl >/dev/null || need+=(procps)
+# The etcd client crate compiles etcd's protos with protoc at build time.
+command -v protoc >/dev/null || need+=(protobuf-compiler)
 # The full run profiles every path with perf; a quick run does only when asked.
 quick=0
 asked=0

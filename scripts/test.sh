@@ -13,11 +13,13 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v bridge >/dev/null || need+=(iproute2)
 # Real CNI plugins (tuning) for the chained-conflist tests.
 [ -x /usr/lib/cni/tuning ] || need+=(containernetworking-plugins)
-# The lab's etcd cluster (integration/src/etcd.rs): members, etcdctl, certificates. The
-# lab runs its own members in namespaces; a system etcd service the package may start on
-# the host's loopback is neither used nor touched.
-command -v etcd >/dev/null || need+=(etcd-server)
-command -v etcdctl >/dev/null || need+=(etcd-client)
+# The etcd client crate compiles etcd's protos with protoc at build time.
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+# A real etcd and etcdctl: the etcd datastore's tests, and the lab's etcd cluster
+# (integration/src/etcd.rs), whose members run in the lab's namespaces; a system etcd
+# service the package may start on the host's loopback is neither used nor touched.
+[ -x /usr/bin/etcd ] || need+=(etcd-server)
+[ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing: ${need[*]}"

@@ -1442,6 +1442,17 @@ pub const DEFAULT_DATASTORE_PATH: &str = "/var/lib/tapwire";
 /// kind = "file"
 /// path = "/var/lib/tapwire"
 /// ```
+///
+/// or, for a cluster of several hosts, etcd v3 ([`EtcdConfig`]):
+///
+/// ```toml
+/// [datastore]
+/// kind = "etcd"
+/// endpoints = ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]
+/// ca_file = "/etc/tapwire/etcd-ca.pem"               # optional: verifies the servers
+/// cert_file = "/etc/tapwire/etcd-client.pem"         # optional, with key_file: mutual TLS
+/// key_file = "/etc/tapwire/etcd-client-key.pem"
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
@@ -1467,9 +1478,156 @@ pub enum DatastoreConfig {
         #[serde(default = "default_datastore_path")]
         path: PathBuf,
     },
-    /// etcd v3: not available yet (a configuration naming it is refused with that
-    /// message); kept so that the backend has its place when it comes.
-    Etcd { endpoints: Vec<String> },
+    /// etcd v3, shared by every node of the cluster.
+    Etcd(EtcdConfig),
+}
+
+/// `[datastore] kind = "etcd"`: where etcd is and how to reach it. Checked by
+/// [`EtcdConfig::check`] (every problem names its key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// `http://HOST:PORT` or `https://HOST:PORT` (all of one scheme); the client fails
+    /// over between them.
+    pub endpoints: Vec<String>,
+    /// The CA certificate (PEM) that etcd's server certificates are verified against;
+    /// without it, an `https://` endpoint is verified against the system's CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// This node's client certificate (PEM) for mutual TLS, with [`EtcdConfig::key_file`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key (PEM) of [`EtcdConfig::cert_file`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl EtcdConfig {
+    /// A configuration of plain `http://` endpoints.
+    pub fn plain(endpoints: impl IntoIterator<Item = impl Into<String>>) -> EtcdConfig {
+        EtcdConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+
+    /// Whether the endpoints are `https://` (checked to be all of one scheme).
+    pub fn uses_tls(&self) -> bool {
+        self.endpoints.iter().any(|e| e.starts_with("https://"))
+    }
+
+    /// Checks the endpoints and the TLS files (they must be readable PEM files); the error
+    /// is the key at fault (`datastore.ca_file`) and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.endpoints.is_empty() {
+            return Err((
+                "datastore.endpoints",
+                "must list at least one etcd endpoint".into(),
+            ));
+        }
+        for endpoint in &self.endpoints {
+            check_endpoint(endpoint).map_err(|reason| ("datastore.endpoints", reason))?;
+        }
+        let tls = self.uses_tls();
+        if tls && self.endpoints.iter().any(|e| e.starts_with("http://")) {
+            return Err((
+                "datastore.endpoints",
+                "mixes http:// and https:// endpoints; use one scheme for all".into(),
+            ));
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => {
+                return Err((
+                    "datastore.cert_file",
+                    "a client certificate needs its key_file too".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "datastore.key_file",
+                    "a client key needs its cert_file too".into(),
+                ))
+            }
+            _ => {}
+        }
+        for (key, file) in self.tls_files() {
+            if !tls {
+                return Err((
+                    key,
+                    "TLS files need https:// endpoints (these are http://)".into(),
+                ));
+            }
+            let pem = read_pem(file).map_err(|reason| (key, reason))?;
+            // A file given for the wrong key (the key for the certificate) is the usual slip.
+            let (marker, what) = if key == "datastore.key_file" {
+                (&b"PRIVATE KEY-----"[..], "private key")
+            } else {
+                (&b"-----BEGIN CERTIFICATE-----"[..], "certificate")
+            };
+            if !pem.windows(marker.len()).any(|w| w == marker) {
+                return Err((key, format!("{} holds no {what} (PEM)", file.display())));
+            }
+        }
+        Ok(())
+    }
+
+    /// The TLS files that are set, with their keys.
+    pub fn tls_files(&self) -> Vec<(&'static str, &Path)> {
+        [
+            ("datastore.ca_file", &self.ca_file),
+            ("datastore.cert_file", &self.cert_file),
+            ("datastore.key_file", &self.key_file),
+        ]
+        .into_iter()
+        .filter_map(|(key, file)| Some((key, file.as_deref()?)))
+        .collect()
+    }
+}
+
+/// Reads a PEM file: its contents, or why it cannot be used (naming the file).
+pub fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    if !bytes
+        .windows(b"-----BEGIN ".len())
+        .any(|w| w == b"-----BEGIN ")
+    {
+        return Err(format!("{} is not a PEM file", path.display()));
+    }
+    Ok(bytes)
+}
+
+/// Checks an etcd endpoint: `http://HOST:PORT` or `https://HOST:PORT`.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let bad = |why: &str| format!("{endpoint:?} is not an etcd endpoint: {why}");
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .ok_or_else(|| bad("expected http://HOST:PORT or https://HOST:PORT"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@', ' ']) {
+        return Err(bad("only a host and a port may follow the scheme"));
+    }
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| bad("the port is missing (etcd's is usually 2379)"))?;
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        }
+    };
+    if !host_ok {
+        return Err(bad("the host is not a name or an address"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad("the port is not a number from 1 to 65535")),
+    }
 }
 
 impl Default for DatastoreConfig {
@@ -1509,18 +1667,6 @@ impl NodeConfig {
             key,
             reason,
         };
-        // Before the strict decode, whose complaint about etcd's keys would hide the point.
-        let kind = toml::from_str::<toml::Table>(text).ok().and_then(|table| {
-            let kind = table.get("datastore")?.get("kind")?.as_str()?;
-            Some(kind.to_string())
-        });
-        if kind.as_deref() == Some("etcd") {
-            return Err(invalid(
-                "datastore.kind",
-                "the etcd datastore is not available yet; use kind = \"file\" (with path = \"DIR\")"
-                    .into(),
-            ));
-        }
         let config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
@@ -1552,13 +1698,12 @@ impl NodeConfig {
             DatastoreConfig::File { path } if path.as_os_str().is_empty() => {
                 return Err(invalid("datastore.path", "must not be empty".into()))
             }
-            DatastoreConfig::Etcd { endpoints } if endpoints.is_empty() => {
-                return Err(invalid(
-                    "datastore.endpoints",
-                    "must list at least one etcd endpoint".into(),
-                ))
+            DatastoreConfig::Etcd(etcd) => {
+                if let Err((key, reason)) = etcd.check() {
+                    return Err(invalid(key, reason));
+                }
             }
-            _ => {}
+            DatastoreConfig::File { .. } => {}
         }
         Ok(config)
     }
@@ -1914,16 +2059,9 @@ spec:
             }
         );
         let err = |text: &str| NodeConfig::parse(text, path).unwrap_err().to_string();
-        // etcd, with its own keys or the file store's: not available yet, said plainly.
-        for keys in ["endpoints = [\"http://127.0.0.1:2379\"]", "path = \"/x\""] {
-            let msg = err(&format!(
-                "node = \"a\"\nunderlay_interface = \"eth0\"\n[datastore]\nkind = \"etcd\"\n{keys}\n"
-            ));
-            assert_eq!(
-                msg,
-                "/etc/tapwire/node.toml: datastore.kind: the etcd datastore is not available yet; use kind = \"file\" (with path = \"DIR\")"
-            );
-        }
+        // etcd: the file store's keys are not etcd's.
+        let msg = err("node = \"a\"\nunderlay_interface = \"eth0\"\n[datastore]\nkind = \"etcd\"\npath = \"/x\"\n");
+        assert!(msg.contains("unknown field `path`"), "{msg}");
         let msg = err("node = \"a\"\nunderlay_interface = \"eth0\"\nunderlay_mtu = 1500\n");
         assert!(msg.starts_with("/etc/tapwire/node.toml"), "{msg}");
         assert!(msg.contains("unknown field `underlay_mtu`"), "{msg}");
@@ -1952,6 +2090,103 @@ spec:
             .unwrap_err()
             .to_string();
         assert!(msg.contains("reading /nonexistent/tapwire.toml"), "{msg}");
+    }
+
+    #[test]
+    fn etcd_config_and_its_errors_name_the_key() {
+        let path = Path::new("/etc/tapwire/node.toml");
+        let head = "node = \"a\"\nunderlay_interface = \"eth0\"\n[datastore]\nkind = \"etcd\"\n";
+        let parse = |keys: &str| NodeConfig::parse(&format!("{head}{keys}\n"), path);
+        let err = |keys: &str| parse(keys).unwrap_err().to_string();
+        let config =
+            parse("endpoints = [\"http://127.0.0.1:2379\", \"http://etcd-2.lab:2379/\"]").unwrap();
+        assert_eq!(
+            config.datastore,
+            DatastoreConfig::Etcd(EtcdConfig::plain([
+                "http://127.0.0.1:2379",
+                "http://etcd-2.lab:2379/"
+            ]))
+        );
+        let dir = std::env::temp_dir().join(format!("tapwire-etcd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = dir.join("ca.pem");
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nMII=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let not_pem = dir.join("notes.txt");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let key = dir.join("key.pem");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nMII=\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let tls = format!(
+            "endpoints = [\"https://10.0.0.1:2379\", \"https://[fd00::1]:2379\"]\nca_file = \"{0}\"\ncert_file = \"{0}\"\nkey_file = \"{1}\"",
+            pem.display(),
+            key.display()
+        );
+        let DatastoreConfig::Etcd(etcd) = parse(&tls).unwrap().datastore else {
+            panic!("not etcd")
+        };
+        assert!(etcd.uses_tls());
+        assert_eq!(etcd.tls_files().len(), 3);
+        // https without a CA file: the system's CAs verify the servers.
+        assert!(parse("endpoints = [\"https://10.0.0.1:2379\"]").is_ok());
+
+        let prefix = "/etc/tapwire/node.toml: ";
+        for (keys, expected) in [
+            ("endpoints = []", "datastore.endpoints: must list at least one etcd endpoint"),
+            ("endpoints = [\"10.0.0.1:2379\"]", "datastore.endpoints: \"10.0.0.1:2379\" is not an etcd endpoint: expected http://HOST:PORT or https://HOST:PORT"),
+            ("endpoints = [\"http://10.0.0.1\"]", "datastore.endpoints: \"http://10.0.0.1\" is not an etcd endpoint: the port is missing (etcd's is usually 2379)"),
+            ("endpoints = [\"http://10.0.0.1:99999\"]", "datastore.endpoints: \"http://10.0.0.1:99999\" is not an etcd endpoint: the port is not a number from 1 to 65535"),
+            ("endpoints = [\"http://10.0.0.1:2379/v3\"]", "datastore.endpoints: \"http://10.0.0.1:2379/v3\" is not an etcd endpoint: only a host and a port may follow the scheme"),
+            ("endpoints = [\"http://:2379\"]", "datastore.endpoints: \"http://:2379\" is not an etcd endpoint: the host is not a name or an address"),
+            ("endpoints = [\"http://a:1\", \"https://b:1\"]", "datastore.endpoints: mixes http:// and https:// endpoints; use one scheme for all"),
+        ] {
+            assert_eq!(err(keys), format!("{prefix}{expected}"), "{keys}");
+        }
+        let https = "endpoints = [\"https://10.0.0.1:2379\"]";
+        let msg = err(&format!("{https}\ncert_file = \"{}\"", pem.display()));
+        assert_eq!(
+            msg,
+            format!("{prefix}datastore.cert_file: a client certificate needs its key_file too")
+        );
+        let msg = err(&format!("{https}\nkey_file = \"{}\"", pem.display()));
+        assert_eq!(
+            msg,
+            format!("{prefix}datastore.key_file: a client key needs its cert_file too")
+        );
+        let msg = err(&format!("{https}\nca_file = \"/nonexistent/ca.pem\""));
+        assert!(
+            msg.starts_with(&format!(
+                "{prefix}datastore.ca_file: reading /nonexistent/ca.pem: "
+            )),
+            "{msg}"
+        );
+        let msg = err(&format!("{https}\nca_file = \"{}\"", not_pem.display()));
+        assert_eq!(
+            msg,
+            format!(
+                "{prefix}datastore.ca_file: {} is not a PEM file",
+                not_pem.display()
+            )
+        );
+        let msg = err(&format!(
+            "endpoints = [\"http://10.0.0.1:2379\"]\nca_file = \"{}\"",
+            pem.display()
+        ));
+        assert_eq!(
+            msg,
+            format!(
+                "{prefix}datastore.ca_file: TLS files need https:// endpoints (these are http://)"
+            )
+        );
+        let msg = err(&format!("{https}\ncafile = \"x\""));
+        assert!(msg.contains("unknown field `cafile`"), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -16,32 +16,39 @@ use serde_json::json;
 use tapwire_control::datastore::{
     self, Datastore, DatastoreError, DatastoreExt, FileStore, MemStore, Watcher,
 };
-use tapwire_control::model::{DatastoreConfig, EncapMode, IpPool, Node};
+use tapwire_control::model::{DatastoreConfig, EncapMode, EtcdConfig, IpPool, Node};
+
+mod etcd_server;
+use etcd_server::EtcdServer;
 
 fn pool(name: &str, cidr: &str) -> IpPool {
     IpPool::new(name, cidr.parse().unwrap())
 }
 
-/// The contract every backend keeps.
+/// The contract every backend keeps. Revisions count from the store's revision at the
+/// start (0 for a new file store; etcd starts at 1).
 fn crud_semantics(store: &dyn Datastore) {
-    assert_eq!(store.revision().unwrap(), 0);
+    let base = store.revision().unwrap();
     assert!(store.get("IPPool", "a").unwrap().is_none());
     assert!(store.list("IPPool").unwrap().items.is_empty());
 
     let created = store
         .create("IPPool", "a", json!({"spec": {"cidr": "10.1.0.0/16"}}))
         .unwrap();
-    assert_eq!(created.revision, 1);
+    assert_eq!(created.revision, base + 1);
     assert_eq!(created.value["metadata"]["name"], "a");
-    assert_eq!(created.value["metadata"]["resourceVersion"], "1");
-    assert_eq!(store.revision().unwrap(), 1);
+    assert_eq!(
+        created.value["metadata"]["resourceVersion"],
+        (base + 1).to_string()
+    );
+    assert_eq!(store.revision().unwrap(), base + 1);
 
     let err = store.create("IPPool", "a", json!({})).unwrap_err();
     assert!(matches!(err, DatastoreError::AlreadyExists { .. }), "{err}");
     assert_eq!(err.to_string(), "IPPool \"a\" already exists");
     assert_eq!(
         store.revision().unwrap(),
-        1,
+        base + 1,
         "a failed create changes nothing"
     );
 
@@ -58,16 +65,26 @@ fn crud_semantics(store: &dyn Datastore) {
 
     // Compare-and-swap.
     let updated = store
-        .update("IPPool", "a", json!({"spec": {"cidr": "10.2.0.0/16"}}), 1)
+        .update(
+            "IPPool",
+            "a",
+            json!({"spec": {"cidr": "10.2.0.0/16"}}),
+            base + 1,
+        )
         .unwrap();
-    assert_eq!(updated.revision, 4);
+    assert_eq!(updated.revision, base + 4);
     let err = store
-        .update("IPPool", "a", json!({"spec": {"cidr": "10.3.0.0/16"}}), 1)
+        .update(
+            "IPPool",
+            "a",
+            json!({"spec": {"cidr": "10.3.0.0/16"}}),
+            base + 1,
+        )
         .unwrap_err();
     match &err {
         DatastoreError::Conflict {
             expected, found, ..
-        } => assert_eq!((*expected, *found), (1, 4)),
+        } => assert_eq!((*expected, *found), (base + 1, base + 4)),
         other => panic!("expected a conflict, got {other}"),
     }
     assert!(err.to_string().contains("changed by someone else"), "{err}");
@@ -76,18 +93,23 @@ fn crud_semantics(store: &dyn Datastore) {
         current.value["spec"]["cidr"], "10.2.0.0/16",
         "the loser wrote nothing"
     );
-    assert_eq!(current.revision, 4);
+    assert_eq!(current.revision, base + 4);
     let err = store.update("IPPool", "zz", json!({}), 1).unwrap_err();
     assert!(matches!(err, DatastoreError::NotFound { .. }), "{err}");
+    // Not even with revision 0 (what etcd reports for a key that does not exist).
+    let err = store.update("IPPool", "zz", json!({}), 0).unwrap_err();
+    assert!(matches!(err, DatastoreError::NotFound { .. }), "{err}");
 
-    let err = store.delete("IPPool", "a", Some(1)).unwrap_err();
+    let err = store.delete("IPPool", "a", Some(base + 1)).unwrap_err();
     assert!(matches!(err, DatastoreError::Conflict { .. }), "{err}");
-    store.delete("IPPool", "a", Some(4)).unwrap();
+    store.delete("IPPool", "a", Some(base + 4)).unwrap();
     assert!(store.get("IPPool", "a").unwrap().is_none());
     let err = store.delete("IPPool", "a", None).unwrap_err();
     assert!(matches!(err, DatastoreError::NotFound { .. }), "{err}");
+    let err = store.delete("IPPool", "zz", Some(0)).unwrap_err();
+    assert!(matches!(err, DatastoreError::NotFound { .. }), "{err}");
     store.delete("IPPool", "b", None).unwrap();
-    assert_eq!(store.revision().unwrap(), 6);
+    assert_eq!(store.revision().unwrap(), base + 6);
 
     // Keys that could escape the store are refused before anything happens.
     for name in ["../x", "a/b", "..", ".lock", ""] {
@@ -107,7 +129,7 @@ fn crud_semantics(store: &dyn Datastore) {
     assert!(err.to_string().contains("must be a JSON object"), "{err}");
     assert_eq!(
         store.revision().unwrap(),
-        6,
+        base + 6,
         "refused writes change nothing"
     );
 }
@@ -367,21 +389,16 @@ fn a_change_by_another_instance_reaches_a_watcher_within_a_second() {
     assert!(start.elapsed() >= Duration::from_millis(300));
 }
 
-#[test]
-fn concurrent_compare_and_swap_from_many_instances_loses_no_update() {
+/// Four writers, each with its own store instance (as separate processes or nodes
+/// have), increment one counter by compare-and-swap: every increment lands.
+fn concurrent_increments_lose_no_update(open: impl Fn() -> Box<dyn Datastore>) {
     const THREADS: usize = 4;
     const INCREMENTS: u64 = 25;
-    let dir = tempfile::tempdir().unwrap();
-    FileStore::open(dir.path())
-        .unwrap()
-        .create("Counter", "c", json!({"value": 0}))
-        .unwrap();
+    open().create("Counter", "c", json!({"value": 0})).unwrap();
     let workers: Vec<_> = (0..THREADS)
         .map(|_| {
-            let path = dir.path().to_path_buf();
+            let store = open();
             thread::spawn(move || {
-                // One instance per thread, as separate processes would have.
-                let store = FileStore::open(path).unwrap();
                 let mut conflicts = 0;
                 for _ in 0..INCREMENTS {
                     loop {
@@ -404,10 +421,24 @@ fn concurrent_compare_and_swap_from_many_instances_loses_no_update() {
         })
         .collect();
     let conflicts: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
-    let store = FileStore::open(dir.path()).unwrap();
-    let counter = store.get("Counter", "c").unwrap().unwrap();
+    let counter = open().get("Counter", "c").unwrap().unwrap();
     assert_eq!(counter.value["value"], THREADS as u64 * INCREMENTS);
     eprintln!("{conflicts} conflicts were retried");
+}
+
+#[test]
+fn concurrent_compare_and_swap_from_many_instances_loses_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    concurrent_increments_lose_no_update(|| Box::new(FileStore::open(&path).unwrap()));
+}
+
+#[test]
+fn concurrent_compare_and_swap_from_many_etcd_clients_loses_no_update() {
+    let Some(etcd) = EtcdServer::start("concurrent_compare_and_swap_from_many_etcd_clients") else {
+        return;
+    };
+    concurrent_increments_lose_no_update(|| Box::new(etcd.store()));
 }
 
 #[test]
@@ -458,11 +489,27 @@ fn opening_from_the_node_configuration() {
     .unwrap();
     store.create_as(&pool("p", "10.65.0.0/16")).unwrap();
     assert!(dir.path().join("store/IPPool/p.json").exists());
-    let err = datastore::open(&DatastoreConfig::Etcd {
-        endpoints: vec!["http://127.0.0.1:2379".into()],
-    })
+    // etcd: the configuration is checked again when the store opens (naming the key).
+    let err = datastore::open(&DatastoreConfig::Etcd(EtcdConfig::plain([
+        "127.0.0.1:2379",
+    ])))
     .unwrap_err();
-    assert_eq!(err.to_string(), "etcd datastore not implemented yet");
+    assert!(
+        err.to_string().starts_with("datastore.endpoints: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn etcd_store_keeps_the_contract() {
+    let Some(etcd) = EtcdServer::start("etcd_store_keeps_the_contract") else {
+        return;
+    };
+    let store = datastore::open(&DatastoreConfig::Etcd(etcd.config())).unwrap();
+    crud_semantics(store.as_ref());
+    // The typed contract on an empty prefix: delete what the first part left.
+    etcd.etcdctl(&["del", "--prefix", "/calico/"]);
+    typed_semantics(store.as_ref());
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //! the dataplane ([`sync`]) and serves the local API for the CNI plugin and the CLI
 //! (the private `server` module).
 //!
-//! Threads: the watch loop here (the only caller of route computation), the sync thread,
-//! and one thread per API connection. The desired state is shared through a mutex that
+//! Threads: the watch loop here (the only caller of route computation), woken by the
+//! datastore watcher thread (an etcd watch, or the file store's revision polled: see
+//! [`datastore::Datastore::wait_for_change`]) and by API writes; the sync thread; and one
+//! thread per API connection. The desired state is shared through a mutex that
 //! is held only to copy it.
 
 mod server;
@@ -39,8 +41,13 @@ const ORPHAN_SWEEP: Duration = Duration::from_secs(60);
 /// an ADD holds an address before writing its endpoint (every step of it is bounded by
 /// seconds), as Calico's leak grace period is.
 pub(crate) const ORPHAN_GRACE: Duration = Duration::from_secs(300);
-/// How often the datastore's revision is looked at.
-const POLL: Duration = Duration::from_millis(100);
+/// How often the watch loop looks at its timers (heartbeat, orphan sweep, the dataplane's
+/// sync state); it reads no datastore for that. Changes wake it at once.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How long one wait of the datastore watcher lasts (it starts over at once).
+const WATCH_WAIT: Duration = Duration::from_secs(30);
+/// The pause after a failed wait before the watcher tries again.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +203,9 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
         recompute: Mutex::new(tx),
         started: SystemTime::now(),
     });
+    // Every change after this revision wakes the watch loop; the first recompute reads
+    // at least this much.
+    let watched_from = shared.store.revision().unwrap_or(0);
     recompute(&shared);
     {
         let shared = Arc::clone(&shared);
@@ -204,8 +214,46 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
             .spawn(move || server::serve(listener, shared))
             .map_err(AgentError::Thread)?;
     }
+    {
+        let shared = Arc::clone(&shared);
+        let changes = lock(&shared.recompute).clone();
+        std::thread::Builder::new()
+            .name("tapwire-watch".into())
+            .spawn(move || {
+                watch_store(
+                    shared.store.as_ref(),
+                    Watcher::from_revision(watched_from),
+                    &changes,
+                )
+            })
+            .map_err(AgentError::Thread)?;
+    }
     watch_loop(&shared, rx);
     Ok(())
+}
+
+/// Waits for datastore changes (an etcd watch, or the file store's revision polled) and
+/// wakes the watch loop for each; ends when the watch loop is gone.
+fn watch_store(store: &dyn Datastore, mut watcher: Watcher, changes: &Sender<()>) {
+    loop {
+        match watcher.wait_for_change(store, WATCH_WAIT) {
+            Ok(Some(change)) => {
+                if let datastore::Change::Relist { revision } = change {
+                    tracing::info!(revision, "the datastore's history since the last change seen is gone; reading everything again");
+                }
+                if changes.send(()).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                // Nothing is lost meanwhile: the next wait starts from the last revision
+                // seen.
+                tracing::error!(%err, "watching the datastore failed; trying again");
+                std::thread::sleep(WATCH_RETRY);
+            }
+        }
+    }
 }
 
 /// The lock a dataplane's one client (this agent) holds: `<dataplane socket>.client.lock`.
@@ -354,29 +402,22 @@ fn recompute(shared: &Shared) {
     }
 }
 
-/// Watches the datastore (and API nudges), recomputing on every change; refreshes the
-/// node's heartbeat.
-fn watch_loop(shared: &Shared, nudges: Receiver<()>) {
+/// Recomputes on every datastore change (woken by [`watch_store`]) and API nudge;
+/// refreshes the node's heartbeat.
+fn watch_loop(shared: &Shared, changes: Receiver<()>) {
     let store = shared.store.as_ref();
-    let mut watcher = Watcher::from_revision(0);
     let mut last_heartbeat = Instant::now();
     let mut reported_in_sync = false;
     let mut last_sweep = Instant::now();
     loop {
-        let nudged = match nudges.recv_timeout(POLL) {
+        let changed = match changes.recv_timeout(HOUSEKEEPING) {
             Ok(()) => true,
             Err(RecvTimeoutError::Timeout) => false,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        while nudges.try_recv().is_ok() {}
-        let changed = match watcher.poll(store) {
-            Ok(rev) => rev.is_some(),
-            Err(err) => {
-                tracing::error!(%err, "polling the datastore failed");
-                false
-            }
-        };
-        if nudged || changed {
+        // Several changes at once are one recompute.
+        while changes.try_recv().is_ok() {}
+        if changed {
             recompute(shared);
         }
         let in_sync = shared.sync.status.read(|s| s.in_sync);
@@ -399,6 +440,34 @@ fn watch_loop(shared: &Shared, nudges: Receiver<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_watcher_wakes_the_loop_on_each_change_and_ends_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(datastore::FileStore::open(dir.path()).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let watching = {
+            let store = Arc::clone(&store);
+            let from = Watcher::new(store.as_ref()).unwrap();
+            std::thread::spawn(move || watch_store(store.as_ref(), from, &tx))
+        };
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "nothing changed"
+        );
+        store
+            .create_as(&IpPool::new("p", "10.65.0.0/16".parse().unwrap()))
+            .unwrap();
+        let written = Instant::now();
+        rx.recv_timeout(Duration::from_secs(2)).unwrap();
+        assert!(written.elapsed() < Duration::from_secs(1));
+        // The loop is gone: the watcher ends at the next change.
+        drop(rx);
+        store
+            .create_as(&IpPool::new("q", "10.66.0.0/16".parse().unwrap()))
+            .unwrap();
+        watching.join().unwrap();
+    }
 
     #[test]
     fn a_damaged_own_node_document_is_written_anew() {

@@ -6,8 +6,9 @@
 //! `metadata.resourceVersion`; that revision is the compare-and-swap token of
 //! [`Datastore::update`] and [`Datastore::delete`], which is how several writers (nodes'
 //! controls, the CLI, concurrent CNI ADDs) change shared documents without losing each
-//! other's writes. [`Datastore::revision`] is cheap, so a [`Watcher`] polls it and the
-//! caller re-reads what it needs when it moves.
+//! other's writes. A [`Watcher`] waits for the revision to move
+//! ([`Datastore::wait_for_change`]: etcd watches, the others poll the cheap
+//! [`Datastore::revision`]) and the caller re-reads what it needs when it does.
 //!
 //! A damaged document (a file that is not JSON, a value that is not of its kind's shape)
 //! never stops work on the others: listings return the readable objects in
@@ -15,10 +16,12 @@
 //! caller to skip and report. Reading a damaged object by name is an error naming it;
 //! deleting it, or applying a good document over it, repairs it.
 //!
-//! Backends: [`FileStore`] (one directory, safe for several processes) and [`MemStore`]
-//! (tests). [`DatastoreExt`] adds typed access over [`crate::model`] documents.
+//! Backends: [`FileStore`] (one directory, safe for several processes on one host),
+//! [`EtcdStore`] (etcd v3, for a cluster of several hosts, in Calico's key layout) and
+//! [`MemStore`] (tests). [`DatastoreExt`] adds typed access over [`crate::model`] documents.
 //! This module knows nothing of IPAM or routes.
 
+pub mod etcd;
 mod file;
 mod mem;
 
@@ -34,10 +37,12 @@ use crate::model::{
 };
 use crate::routes::ClusterState;
 
+pub use etcd::EtcdStore;
 pub use file::{FileStore, LOCK_TIMEOUT};
 pub use mem::MemStore;
 
-/// How often a [`Watcher`] looks at the revision while waiting.
+/// How often a [`Watcher`] looks at the revision while waiting, with a backend that has no
+/// watch of its own (the file and memory stores).
 pub const WATCH_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Why a datastore operation failed. Nothing was changed when an operation fails.
@@ -110,8 +115,16 @@ pub enum DatastoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0} datastore not implemented yet")]
-    NotImplemented(&'static str),
+    /// A value stored in etcd is not a document: someone wrote it there by hand, or it
+    /// is not tapwire's.
+    #[error("corrupt datastore value at etcd key {key}: {reason}")]
+    CorruptValue { key: String, reason: String },
+    /// etcd could not be reached or refused the operation; names the endpoints.
+    #[error("etcd at {endpoints}: {reason}")]
+    Etcd { endpoints: String, reason: String },
+    /// The datastore's configuration cannot be used; names its key (`datastore.ca_file`).
+    #[error("{key}: {reason}")]
+    Config { key: &'static str, reason: String },
 }
 
 impl DatastoreError {
@@ -120,7 +133,9 @@ impl DatastoreError {
     pub fn is_damage(&self) -> bool {
         matches!(
             self,
-            DatastoreError::Corrupt { .. } | DatastoreError::Decode { .. }
+            DatastoreError::Corrupt { .. }
+                | DatastoreError::CorruptValue { .. }
+                | DatastoreError::Decode { .. }
         )
     }
 }
@@ -211,13 +226,57 @@ pub trait Datastore: Send + Sync + fmt::Debug {
 
     /// The global revision: it increases with every successful mutation of any object.
     fn revision(&self) -> Result<u64, DatastoreError>;
+
+    /// Waits up to `timeout` for an object to change after revision `seen`; `None` when
+    /// nothing did. Every change after `seen` is reported (none is lost between two calls
+    /// that pass on the revision reported), though several may be reported as one.
+    /// The default polls [`Datastore::revision`] every [`WATCH_POLL_INTERVAL`]; etcd
+    /// watches.
+    fn wait_for_change(
+        &self,
+        seen: u64,
+        timeout: Duration,
+    ) -> Result<Option<Change>, DatastoreError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.revision()?;
+            if now != seen {
+                return Ok(Some(Change::Changed { revision: now }));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            std::thread::sleep(left.min(WATCH_POLL_INTERVAL));
+        }
+    }
+}
+
+/// What [`Datastore::wait_for_change`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Objects changed, the last of them at `revision`.
+    Changed { revision: u64 },
+    /// The history since the revision seen is gone (etcd compacted it): what changed
+    /// cannot be told, so everything may have; read it all again. The store was at
+    /// `revision`.
+    Relist { revision: u64 },
+}
+
+impl Change {
+    /// The revision to wait from next.
+    pub fn revision(self) -> u64 {
+        match self {
+            Change::Changed { revision } | Change::Relist { revision } => revision,
+        }
+    }
 }
 
 /// Opens the datastore a node configuration names.
 pub fn open(config: &DatastoreConfig) -> Result<Box<dyn Datastore>, DatastoreError> {
     match config {
         DatastoreConfig::File { path } => Ok(Box::new(FileStore::open(path)?)),
-        DatastoreConfig::Etcd { .. } => Err(DatastoreError::NotImplemented("etcd")),
+        DatastoreConfig::Etcd(etcd) => Ok(Box::new(EtcdStore::open(etcd)?)),
     }
 }
 
@@ -252,19 +311,26 @@ pub const MAX_DOCUMENT_BYTES: usize = 512 << 10;
 
 /// Checks a value about to be stored and stamps its name and revision into `metadata`.
 fn stamp(kind: &str, name: &str, mut value: Value, revision: u64) -> Result<Value, DatastoreError> {
-    let invalid = |reason: String| DatastoreError::InvalidObject {
+    stamp_metadata(&mut value, name, revision).map_err(|reason| DatastoreError::InvalidObject {
         kind: kind.to_string(),
         name: name.to_string(),
         reason,
-    };
-    let Value::Object(map) = &mut value else {
-        return Err(invalid("a document must be a JSON object".into()));
+    })?;
+    check_document_size(kind, name, &value)?;
+    Ok(value)
+}
+
+/// Puts `name` (when it is missing) and `revision` into a document's `metadata`; or why
+/// the value is not a document of that name.
+fn stamp_metadata(value: &mut Value, name: &str, revision: u64) -> Result<(), String> {
+    let Value::Object(map) = value else {
+        return Err("a document must be a JSON object".into());
     };
     let metadata = map
         .entry("metadata")
         .or_insert_with(|| Value::Object(serde_json::Map::new()));
     let Value::Object(metadata) = metadata else {
-        return Err(invalid("metadata must be an object".into()));
+        return Err("metadata must be an object".into());
     };
     match metadata.get("name") {
         None => {
@@ -272,17 +338,16 @@ fn stamp(kind: &str, name: &str, mut value: Value, revision: u64) -> Result<Valu
         }
         Some(Value::String(n)) if n == name => {}
         Some(other) => {
-            return Err(invalid(format!(
+            return Err(format!(
                 "metadata.name {other} does not match the key {name:?}"
-            )))
+            ))
         }
     }
     metadata.insert(
         "resourceVersion".into(),
         Value::String(revision.to_string()),
     );
-    check_document_size(kind, name, &value)?;
-    Ok(value)
+    Ok(())
 }
 
 /// Refuses a document larger than [`MAX_DOCUMENT_BYTES`]. Every document is read again
@@ -453,8 +518,9 @@ pub fn read_cluster_state(store: &dyn Datastore) -> Result<ClusterState, Datasto
     })
 }
 
-/// Notices changes to a store by polling its global revision (cheap for every backend),
-/// so changes made by any process reach a watcher within [`WATCH_POLL_INTERVAL`].
+/// Notices changes to a store through [`Datastore::wait_for_change`] (an etcd watch, or
+/// polling the revision), remembering the last revision reported so that no change is
+/// missed between two waits.
 #[derive(Debug, Clone)]
 pub struct Watcher {
     seen: u64,
@@ -494,17 +560,21 @@ impl Watcher {
         store: &dyn Datastore,
         timeout: Duration,
     ) -> Result<Option<u64>, DatastoreError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(rev) = self.poll(store)? {
-                return Ok(Some(rev));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            std::thread::sleep(left.min(WATCH_POLL_INTERVAL));
+        Ok(self.wait_for_change(store, timeout)?.map(Change::revision))
+    }
+
+    /// Waits up to `timeout` for a change, saying whether it is one the store could tell
+    /// ([`Change::Changed`]) or a [`Change::Relist`].
+    pub fn wait_for_change(
+        &mut self,
+        store: &dyn Datastore,
+        timeout: Duration,
+    ) -> Result<Option<Change>, DatastoreError> {
+        let change = store.wait_for_change(self.seen, timeout)?;
+        if let Some(change) = change {
+            self.seen = change.revision();
         }
+        Ok(change)
     }
 }
 
