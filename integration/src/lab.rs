@@ -179,6 +179,19 @@ impl Node {
     pub fn pod_ip(&self, n: u8) -> Ipv4Addr {
         self.block.host(n)
     }
+
+    /// The node itself as a traffic endpoint (its namespace at its underlay address), so
+    /// that the ping, transfer and capture helpers serve node ↔ pod traffic too.
+    pub fn as_host(&self) -> Pod {
+        Pod::new(
+            &self.name,
+            self,
+            self.underlay_ip,
+            self.underlay_mac,
+            UNDERLAY_MTU,
+            self.netns.clone(),
+        )
+    }
 }
 
 /// A pod: a namespace whose `eth0` is a tapwire TAP (or, for kernel nodes, a veth).
