@@ -56,12 +56,14 @@ pub fn is_root() -> bool {
 }
 
 /// The tools a lab shells out to, with their Debian packages.
-const TOOLS: [(&str, &str); 5] = [
+const TOOLS: [(&str, &str); 6] = [
     ("ip", "iproute2"),
     ("bridge", "iproute2"),
     ("tcpdump", "tcpdump"),
     ("ping", "iputils-ping"),
     ("iperf3", "iperf3"),
+    // tapwire-control programs natOutgoing with it.
+    ("nft", "nftables"),
 ];
 
 /// Fails with [`LabError::ToolMissing`] for the first tool that is not installed.
