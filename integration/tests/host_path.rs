@@ -355,3 +355,149 @@ fn nat_outgoing_shows_the_node_or_the_pod_to_the_world_switched_live() {
     switch(true, node1.underlay_ip);
     sees(&a, &node1, node1.underlay_ip);
 }
+
+#[test]
+fn unencapsulated_pools_reach_nodes_without_duplicates() {
+    if skip_unless_root("unencapsulated_pools_reach_nodes_without_duplicates") {
+        return;
+    }
+    let lab = Lab::new().unwrap();
+    let pool = ippool_yaml(DEFAULT_POOL_NAME, "10.65.0.0/16", 26, "Never", "Never");
+    let cp = ControlPlane::with_pool(&lab, &["node1", "node2"], &pool).unwrap();
+    let [a, c] = cp
+        .add_pods([("node1", "pod-a"), ("node2", "pod-c")])
+        .unwrap();
+    let (node1, node2) = (cp.node("node1").unwrap(), cp.node("node2").unwrap());
+    let (host1, host2) = (node1.as_host(), node2.as_host());
+    wait_for_pool_route(&node1);
+    wait_for_pool_route(&node2);
+    // Plain pod packets on the underlay: each node's dataplane takes the other's
+    // traffic itself, and its kernel (which sees the same frames) must not hand the
+    // dataplane a second copy through the host path: ping would print "DUP!".
+    for (from, to) in [(&host1, &c), (&c, &host1), (&a, &host2), (&host2, &a)] {
+        wait_reachable(from, to.ip, REACHABLE_WITHIN).unwrap();
+        let stats = ping(from, to.ip, 5).unwrap();
+        assert_eq!(stats.received, 5, "{} → {}: {stats:?}", from.name, to.name);
+        assert!(!stats.output.contains("DUP!"), "{}", stats.output);
+    }
+    assert_transfer(&host1, &c, 5401, 16 << 20);
+    assert_transfer(&c, &host1, 5402, 16 << 20);
+    assert_transfer(&a, &host2, 5403, 16 << 20);
+    let dropped = node1
+        .exec(&["nft", "list", "chain", "ip", "tapwire", "forward"])
+        .unwrap();
+    assert!(dropped.contains("@peer_sources drop"), "{dropped}");
+    assert_eq!(
+        counter(&cp, "node2", "drop.host_spoofed_source"),
+        0,
+        "the kernel forwarded peers' traffic into the host path"
+    );
+}
+
+/// A ClusterIP `10.96.0.10:80` the way kube-proxy's nftables mode with `masqueradeAll`
+/// programs it on `node`: DNAT to `backend:port` for pods' traffic (prerouting) and the
+/// node's own (output), and masquerade of everything DNATed.
+fn kube_proxy_service(node: &Node, backend: Ipv4Addr, port: u16) {
+    let rules = format!(
+        "table ip kube-proxy-test {{\n\
+         \tchain services {{\n\t\tip daddr 10.96.0.10 tcp dport 80 meta mark set 0x4000 dnat to {backend}:{port}\n\t}}\n\
+         \tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tjump services\n\t}}\n\
+         \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n\t\tjump services\n\t}}\n\
+         \tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tmeta mark & 0x4000 == 0x4000 masquerade\n\t}}\n\
+         }}\n"
+    );
+    let mut cmd = node.netns().command(&["nft", "-f", "-"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = node_run(node, cmd, &rules);
+    assert!(out.is_empty(), "nft: {out}");
+}
+
+fn node_run(node: &Node, mut cmd: std::process::Command, input: &str) -> String {
+    use std::io::Write;
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "on {}: {out:?}", node.name);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Connects from `client`'s namespace to `service`, sends `bytes` and checks that a
+/// listener on `port` in `backend`'s namespace got every one of them. Returns the source
+/// address the backend saw.
+fn through_service(client: &Pod, service: (Ipv4Addr, u16), backend: &Pod, port: u16) -> Ipv4Addr {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    let listener = backend
+        .netns()
+        .run(|| TcpListener::bind(SocketAddr::from((backend.ip, port))))
+        .unwrap();
+    let payload: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::thread::scope(|scope| {
+        let server = scope.spawn(|| {
+            let (mut stream, peer) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).unwrap();
+            stream.write_all(&(got.len() as u64).to_le_bytes()).unwrap();
+            (peer, got)
+        });
+        let mut stream = client
+            .netns()
+            .run(|| TcpStream::connect_timeout(&SocketAddr::from(service), Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(&payload).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut count = [0u8; 8];
+        stream.read_exact(&mut count).unwrap();
+        let (peer, got) = server.join().unwrap();
+        assert_eq!(u64::from_le_bytes(count), payload.len() as u64);
+        assert!(got == payload, "the backend got different bytes");
+        match peer {
+            SocketAddr::V4(v4) => *v4.ip(),
+            SocketAddr::V6(v6) => panic!("IPv6 peer {v6}"),
+        }
+    })
+}
+
+#[test]
+fn services_through_kube_proxy_masquerade_all_reach_local_and_remote_backends() {
+    if skip_unless_root(
+        "services_through_kube_proxy_masquerade_all_reach_local_and_remote_backends",
+    ) {
+        return;
+    }
+    let lab = Lab::new().unwrap();
+    let (cp, [a, b, c]) = cluster(&lab, true);
+    let node1 = cp.node("node1").unwrap();
+    wait_for_pool_route(&node1);
+    wait_reachable(&a, c.ip, REACHABLE_WITHIN).unwrap();
+    wait_reachable(&a, b.ip, REACHABLE_WITHIN).unwrap();
+    let service = (Ipv4Addr::new(10, 96, 0, 10), 80);
+    // The ClusterIP is outside every pool: pod-a's packets go to node1's kernel through
+    // the host path, are DNATed and masqueraded there, and come back into the dataplane
+    // as the node's own traffic; the backend's replies come back to the node's address
+    // (through the tunnel when the backend is remote) and are un-NATed by the kernel.
+    for (backend, port) in [(&c, 5501), (&b, 5502)] {
+        kube_proxy_service(&node1, backend.ip, port);
+        let seen = through_service(&a, service, backend, port);
+        assert_eq!(seen, node1.underlay_ip, "backend {}", backend.name);
+        // The node's own client too.
+        let seen = through_service(&node1.as_host(), service, backend, port);
+        assert_eq!(
+            seen, node1.underlay_ip,
+            "backend {} from node1",
+            backend.name
+        );
+        node1
+            .exec(&["nft", "delete", "table", "ip", "kube-proxy-test"])
+            .unwrap();
+    }
+}
