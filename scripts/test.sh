@@ -11,6 +11,8 @@ command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v bridge >/dev/null || need+=(iproute2)
+# natOutgoing: tapwire-control programs nftables through nft (a runtime dependency).
+command -v nft >/dev/null || need+=(nftables)
 # Real CNI plugins (tuning) for the chained-conflist tests.
 [ -x /usr/lib/cni/tuning ] || need+=(containernetworking-plugins)
 # The etcd client crate compiles etcd's protos with protoc at build time.

@@ -1427,6 +1427,9 @@ pub fn to_document_value<T: Resource>(doc: &T) -> Value {
 pub const DEFAULT_DATAPLANE_SOCKET: &str = "/run/tapwire/dataplane.sock";
 /// Where `tapwire-control` serves the CLI and the CNI plugin when the config does not say.
 pub const DEFAULT_API_SOCKET: &str = "/run/tapwire/api.sock";
+/// The host path TAP the dataplane creates and control routes the pools through, when the
+/// config does not say.
+pub const DEFAULT_HOST_INTERFACE: &str = "tapwire0";
 /// The file datastore's directory when the config does not say.
 pub const DEFAULT_DATASTORE_PATH: &str = "/var/lib/tapwire";
 
@@ -1435,6 +1438,7 @@ pub const DEFAULT_DATASTORE_PATH: &str = "/var/lib/tapwire";
 /// ```toml
 /// node = "node-a"
 /// underlay_interface = "eth0"
+/// host_interface = "tapwire0"                        # optional; "" = no host path
 /// dataplane_socket = "/run/tapwire/dataplane.sock"   # optional
 /// api_socket = "/run/tapwire/api.sock"               # optional
 ///
@@ -1461,6 +1465,11 @@ pub struct NodeConfig {
     /// The interface carrying traffic between nodes; the node's underlay address is read
     /// from it.
     pub underlay_interface: String,
+    /// The dataplane's host path TAP: control routes the pool CIDRs into it and programs
+    /// natOutgoing (nftables table `ip tapwire`). Empty: control leaves the node's
+    /// kernel alone.
+    #[serde(default = "default_host_interface")]
+    pub host_interface: String,
     #[serde(default = "default_dataplane_socket")]
     pub dataplane_socket: PathBuf,
     #[serde(default = "default_api_socket")]
@@ -1642,6 +1651,10 @@ fn default_dataplane_socket() -> PathBuf {
     PathBuf::from(DEFAULT_DATAPLANE_SOCKET)
 }
 
+fn default_host_interface() -> String {
+    DEFAULT_HOST_INTERFACE.to_string()
+}
+
 fn default_api_socket() -> PathBuf {
     PathBuf::from(DEFAULT_API_SOCKET)
 }
@@ -1687,12 +1700,20 @@ impl NodeConfig {
                 ));
             }
         }
-        let ifname = &config.underlay_interface;
-        if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ', '\0']) {
-            return Err(invalid(
-                "underlay_interface",
-                format!("{ifname:?} is not an interface name (1 to 15 bytes, no '/' or spaces)"),
-            ));
+        let not_ifname =
+            |name: &str| name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0', '"']);
+        for (key, ifname, optional) in [
+            ("underlay_interface", &config.underlay_interface, false),
+            ("host_interface", &config.host_interface, true),
+        ] {
+            if not_ifname(ifname) && !(optional && ifname.is_empty()) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{ifname:?} is not an interface name (1 to 15 bytes, no '/', '\"' or spaces)"
+                    ),
+                ));
+            }
         }
         match &config.datastore {
             DatastoreConfig::File { path } if path.as_os_str().is_empty() => {

@@ -114,6 +114,7 @@ fn tables(desired: &Desired) -> Tables {
         mac: [2, 0, 0, 0, 0, 1],
         mtu_bytes: 1500,
         vxlan_port: 4789,
+        host_path: None,
     };
     let attached = BTreeMap::from([(
         "k8s/default/pod-a/eth0".to_string(),
@@ -132,6 +133,8 @@ fn decision(tables: &Tables, dst: &str) -> (String, Option<dp::Encap>) {
     match tables.fib.lookup(ip(dst)) {
         Some(RouteTarget::LocalEndpoint(_)) => ("local".into(), None),
         Some(RouteTarget::Blackhole) => ("blackhole".into(), None),
+        Some(RouteTarget::PoolUnrouted) => ("pool, no route".into(), None),
+        Some(RouteTarget::Host) => ("host".into(), None),
         Some(RouteTarget::RemoteNode { peer, encap }) => {
             (tables.peer(*peer).unwrap().name.clone(), Some(*encap))
         }

@@ -64,6 +64,10 @@ pub struct WorkerCounters {
     pub tx_errors: Counter,
     /// Frames seen on the underlay packet socket that were not for a local pod.
     pub underlay_ignored: Counter,
+    /// Read from the host path TAP (what the node's kernel sent).
+    pub host_rx: Flow,
+    /// Written to the host path TAP (what the node's kernel was given).
+    pub host_tx: Flow,
 }
 
 impl WorkerCounters {
@@ -133,6 +137,7 @@ pub fn named_totals<'a>(workers: impl Iterator<Item = &'a WorkerCounters>) -> Ve
     let mut drops = [0u64; DropReason::ALL.len()];
     let mut enc = [[0u64; 4]; 3];
     let (mut arp, mut icmp, mut txerr, mut ignored) = (0, 0, 0, 0);
+    let mut host = [0u64; 4];
     for w in workers {
         for (sum, c) in drops.iter_mut().zip(w.drops.iter()) {
             *sum += c.get();
@@ -148,6 +153,10 @@ pub fn named_totals<'a>(workers: impl Iterator<Item = &'a WorkerCounters>) -> Ve
         icmp += w.icmp_errors_sent.get();
         txerr += w.tx_errors.get();
         ignored += w.underlay_ignored.get();
+        host[0] += w.host_rx.packets.get();
+        host[1] += w.host_rx.bytes.get();
+        host[2] += w.host_tx.packets.get();
+        host[3] += w.host_tx.bytes.get();
     }
     let mut out = Vec::new();
     for reason in DropReason::ALL {
@@ -165,5 +174,11 @@ pub fn named_totals<'a>(workers: impl Iterator<Item = &'a WorkerCounters>) -> Ve
     out.push(("icmp.errors_sent".into(), icmp));
     out.push(("tx.errors".into(), txerr));
     out.push(("underlay.ignored".into(), ignored));
+    for (name, value) in ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"]
+        .into_iter()
+        .zip(host)
+    {
+        out.push((format!("host.{name}"), value));
+    }
     out
 }

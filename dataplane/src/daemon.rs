@@ -36,7 +36,7 @@ use crate::resolver::{self, Resolved};
 use crate::state::{
     build_tables, Applied, AttachedEndpoint, Desired, EndpointSpec, TablesBuilder, Underlay,
 };
-use crate::tables::Tables;
+use crate::tables::{HostPath, Tables};
 use crate::worker::{DeadQueue, PodQueues, Snapshot, Worker, WorkerHandle, WorkerSockets};
 
 /// How often the dataplane tells control it is alive.
@@ -59,7 +59,12 @@ pub struct Options {
     pub vxlan_port: u16,
     /// How long a worker keeps polling after its last packet before it blocks.
     pub busy_poll: Duration,
+    /// The host path TAP in the node's namespace (`tapwire0`); `None`: no host path.
+    pub host_interface: Option<String>,
 }
+
+/// The default of `--host-interface`.
+pub const DEFAULT_HOST_INTERFACE: &str = "tapwire0";
 
 /// The default of `--busy-poll-us`.
 pub const DEFAULT_BUSY_POLL_US: u32 = 50;
@@ -79,6 +84,8 @@ pub enum StartError {
     ControlSocket { path: PathBuf, source: io::Error },
     #[error("starting a thread: {0}")]
     Thread(io::Error),
+    #[error("host path interface {name}: {source}")]
+    HostPath { name: String, source: io::Error },
     /// Another `tapwire-dataplane` serves this socket.
     #[error("not starting: {0}")]
     AlreadyRunning(io::Error),
@@ -143,11 +150,26 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         source,
     };
     let ifindex = link::ifindex(ul).map_err(underlay_err)?;
+    let underlay_mtu = link::mtu(ul).map_err(underlay_err)?;
+    let (host_path, mut host_queues) =
+        match &opts.host_interface {
+            Some(name) => {
+                let (path, queues) = open_host_path(name, opts.workers.max(1), underlay_mtu)
+                    .map_err(|source| StartError::HostPath {
+                        name: name.clone(),
+                        source,
+                    })?;
+                tracing::info!(interface = %name, mtu = path.mtu_bytes, "host path attached");
+                (Some(path), queues)
+            }
+            None => (None, Vec::new()),
+        };
     let underlay = Underlay {
         ip: link::ipv4_addr(ul).map_err(underlay_err)?,
         mac: link::hwaddr(ul).map_err(underlay_err)?,
-        mtu_bytes: link::mtu(ul).map_err(underlay_err)?,
+        mtu_bytes: underlay_mtu,
         vxlan_port: opts.vxlan_port,
+        host_path,
     };
     tracing::info!(
         interface = %ul, ip = %underlay.ip, mtu = underlay.mtu_bytes,
@@ -198,6 +220,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             } else {
                 None
             },
+            host: host_queues.pop(),
         };
         let report_dead = {
             let events = events_tx.clone();
@@ -229,6 +252,49 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     let mut dataplane = Dataplane::new(underlay, handles, snapshot, resolver_tx);
     dataplane.run(events_rx);
     Ok(())
+}
+
+/// The host path: a persistent multi-queue TAP in the node's namespace, created on first
+/// start (a restarted dataplane attaches to the one it left, so the kernel's routes
+/// through it survive), one queue per worker with a virtio-net header and TSO offloads so
+/// that node↔pod TCP moves super-frames as pod↔pod TCP does. Its MTU is the underlay's
+/// (the kernel's pool routes carry the pods' smaller MTU); IPv6 is off on it (nothing
+/// IPv6 crosses tapwire) and its reverse-path filter loose: ICMP errors the dataplane
+/// sends the kernel come from 169.254.1.1, which only the default route covers.
+fn open_host_path(
+    name: &str,
+    workers: usize,
+    mtu_bytes: u32,
+) -> io::Result<(HostPath, Vec<tap::TapQueue>)> {
+    match tap::create_persistent(name) {
+        Ok(()) => tracing::info!(interface = %name, "host path TAP created"),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(err),
+    }
+    let queues = (0..workers)
+        .map(|_| tap::attach_queue_with_offloads(name))
+        .collect::<io::Result<Vec<_>>>()?;
+    if let Some(queue) = queues.first() {
+        let wanted = tap::offload::CSUM | tap::offload::TSO4 | tap::offload::TSO6;
+        if let Err(err) = queue.set_offloads(wanted) {
+            tracing::warn!(interface = %name, %err, "host path TAP offloads refused");
+        }
+    }
+    for (key, value) in [
+        (format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1"),
+        (format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"), "2"),
+    ] {
+        if let Err(err) = std::fs::write(&key, value) {
+            tracing::warn!(%key, %err, "setting a host path sysctl failed");
+        }
+    }
+    link::set_mtu(name, mtu_bytes)?;
+    link::set_up(name)?;
+    let path = HostPath {
+        mac: link::hwaddr(name)?,
+        mtu_bytes,
+    };
+    Ok((path, queues))
 }
 
 fn bind_control_socket(path: &Path, held: &InstanceLock) -> Result<UnixListener, StartError> {

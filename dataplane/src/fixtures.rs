@@ -60,6 +60,7 @@ pub fn tables(encap: Encap) -> Tables {
             vtep_mac: OUR_VTEP,
             vni: 4096,
             vxlan_port: 4789,
+            host_path: None,
         },
         fib,
         endpoints: vec![

@@ -14,7 +14,7 @@ use crate::packet::{
     self, emit_arp, emit_ethernet, emit_icmp_error, emit_vxlan, ArpPacket, EthernetFrame,
     IcmpError, Ipv4Packet, Ipv4Repr, Mac, ARP_IPV4_LEN, ARP_REPLY, ARP_REQUEST, ETHERTYPE_ARP,
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HEADER_LEN, GATEWAY_MAC, IPPROTO_IPIP, IPPROTO_TCP,
-    UDP_HEADER_LEN, VXLAN_HEADER_LEN,
+    POD_GATEWAY, UDP_HEADER_LEN, VXLAN_HEADER_LEN,
 };
 use crate::tables::{Encap, EndpointIdx, PeerIdx, RouteTarget, Tables};
 
@@ -165,10 +165,15 @@ pub enum DropReason {
     IpipNotInUse,
     /// VXLAN while no route of this node uses VXLAN.
     VxlanNotInUse,
+    /// A frame from the host path whose source is a pod's address (inside a pool or a
+    /// block): the node's kernel may not speak for a pod.
+    HostSpoofedSource,
+    /// A frame from the host path whose destination routes back to the host path.
+    HostHairpin,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 28] = [
+    pub const ALL: [DropReason; 30] = [
         DropReason::MalformedEthernet,
         DropReason::MalformedIpv4,
         DropReason::BadChecksum,
@@ -197,6 +202,8 @@ impl DropReason {
         DropReason::TunnelSpoofedSource,
         DropReason::IpipNotInUse,
         DropReason::VxlanNotInUse,
+        DropReason::HostSpoofedSource,
+        DropReason::HostHairpin,
     ];
 
     /// The counter name (snake case).
@@ -230,6 +237,8 @@ impl DropReason {
             DropReason::TunnelSpoofedSource => "tunnel_spoofed_source",
             DropReason::IpipNotInUse => "ipip_not_in_use",
             DropReason::VxlanNotInUse => "vxlan_not_in_use",
+            DropReason::HostSpoofedSource => "host_spoofed_source",
+            DropReason::HostHairpin => "host_hairpin",
         }
     }
 }
@@ -245,8 +254,13 @@ pub enum Action {
         reason: DropReason,
         reply_len: usize,
     },
-    /// Write `scratch[..len]` (an ARP reply) back to the ingress pod.
+    /// Write `scratch[..len]` (an ARP reply) back to the ingress pod (or host path).
     Reply { len: usize },
+    /// Write the frame to the host path TAP (the node's kernel), with its offload metadata.
+    ToHost {
+        frame: Range<usize>,
+        offload: VnetHdr,
+    },
     /// Write the frame to a local pod, with its offload metadata.
     ToPod {
         endpoint: EndpointIdx,
@@ -288,10 +302,12 @@ pub struct Tso {
     pub mss: u16,
 }
 
-/// Where an IPv4 packet entered: a pod (with its MAC, to address replies) or a tunnel.
+/// Where an IPv4 packet entered: a pod or the host path (with the sender's MAC, to
+/// address replies), or a tunnel.
 #[derive(Debug, Clone, Copy)]
 enum Ingress {
     Pod { mac: Mac },
+    Host { mac: Mac },
     Underlay,
 }
 
@@ -312,35 +328,11 @@ pub fn from_pod(
     match eth.ethertype() {
         ETHERTYPE_ARP => answer_arp(tables, endpoint.may_send_from_fn(), &eth, scratch),
         ETHERTYPE_IPV4 => {
-            if eth.dst() != GATEWAY_MAC {
-                return Action::Drop(DropReason::NotForGateway);
-            }
-            let ip = match Ipv4Packet::new_checked(eth.payload()) {
-                Ok(ip) => ip,
-                Err(_) => return Action::Drop(DropReason::MalformedIpv4),
+            let src = match check_local_ipv4(&eth, buf.offload, endpoint.mtu_bytes) {
+                Ok(src) => src,
+                Err(reason) => return Action::Drop(reason),
             };
-            let offload = buf.offload;
-            let wire_len = if offload.is_gso() {
-                match gso_packet_len(&ip, offload) {
-                    Some(len) => len,
-                    None => return Action::Drop(DropReason::BadOffload),
-                }
-            } else {
-                ip.total_len()
-            };
-            if wire_len > endpoint.mtu_bytes as usize {
-                return Action::Drop(DropReason::Oversize);
-            }
-            if offload.needs_csum()
-                && usize::from(offload.csum_start) + usize::from(offload.csum_offset) + 2
-                    > ETH_HEADER_LEN + ip.total_len()
-            {
-                return Action::Drop(DropReason::BadOffload);
-            }
-            if !ip.checksum_ok() {
-                return Action::Drop(DropReason::BadChecksum);
-            }
-            if !endpoint.may_send_from(ip.src()) {
+            if !endpoint.may_send_from(src) {
                 return Action::Drop(DropReason::SpoofedSource);
             }
             let ingress = Ingress::Pod { mac: eth.src() };
@@ -350,6 +342,78 @@ pub fn from_pod(
         ETHERTYPE_IPV6 => Action::Drop(DropReason::Ipv6),
         _ => Action::Drop(DropReason::UnsupportedEthertype),
     }
+}
+
+/// A frame the node's kernel wrote to the host path TAP: traffic from the node (or routed
+/// by it, such as replies to masqueraded pod traffic) to pods. It is routed like a pod's
+/// frame, except that its source may be anything but a pod's: no address inside a pool
+/// or a block (`drop.host_spoofed_source`).
+pub fn from_host(tables: &Tables, buf: &mut PacketBuf, scratch: &mut [u8; SCRATCH_LEN]) -> Action {
+    let Some(host) = tables.local.host_path else {
+        return Action::Drop(DropReason::UnknownEndpoint);
+    };
+    let frame = &buf.data[buf.start..buf.end];
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return Action::Drop(DropReason::MalformedEthernet);
+    };
+    match eth.ethertype() {
+        // The kernel resolves the gateway 169.254.1.1 its pool routes name.
+        ETHERTYPE_ARP => answer_arp(tables, |_| false, &eth, scratch),
+        ETHERTYPE_IPV4 => {
+            let src = match check_local_ipv4(&eth, buf.offload, host.mtu_bytes) {
+                Ok(src) => src,
+                Err(reason) => return Action::Drop(reason),
+            };
+            let pod_source = match tables.fib.lookup(src) {
+                None | Some(RouteTarget::Host) => false,
+                // Another node's own address (routed by this node's kernel) is not a pod's.
+                Some(RouteTarget::RemoteNode { peer, .. }) => {
+                    tables.peer(*peer).is_none_or(|p| p.underlay_ip != src)
+                }
+                Some(_) => true,
+            };
+            if pod_source {
+                return Action::Drop(DropReason::HostSpoofedSource);
+            }
+            let ingress = Ingress::Host { mac: eth.src() };
+            let eth_start = buf.start;
+            route_ipv4(tables, buf, eth_start, ingress, scratch)
+        }
+        ETHERTYPE_IPV6 => Action::Drop(DropReason::Ipv6),
+        _ => Action::Drop(DropReason::UnsupportedEthertype),
+    }
+}
+
+/// The checks every IPv4 frame a local sender (pod or host path, of MTU `mtu_bytes`)
+/// writes must pass: addressed to the gateway, a sane header with a good checksum, within
+/// the MTU, offload metadata tapwire can honour. Returns the source address.
+fn check_local_ipv4(
+    eth: &EthernetFrame<&[u8]>,
+    offload: VnetHdr,
+    mtu_bytes: u32,
+) -> Result<Ipv4Addr, DropReason> {
+    if eth.dst() != GATEWAY_MAC {
+        return Err(DropReason::NotForGateway);
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).map_err(|_| DropReason::MalformedIpv4)?;
+    let wire_len = if offload.is_gso() {
+        gso_packet_len(&ip, offload).ok_or(DropReason::BadOffload)?
+    } else {
+        ip.total_len()
+    };
+    if wire_len > mtu_bytes as usize {
+        return Err(DropReason::Oversize);
+    }
+    if offload.needs_csum()
+        && usize::from(offload.csum_start) + usize::from(offload.csum_offset) + 2
+            > ETH_HEADER_LEN + ip.total_len()
+    {
+        return Err(DropReason::BadOffload);
+    }
+    if !ip.checksum_ok() {
+        return Err(DropReason::BadChecksum);
+    }
+    Ok(ip.src())
 }
 
 /// Proxy-ARP: answer every request with the gateway MAC, except for the pod's own
@@ -427,12 +491,20 @@ fn route_ipv4(
     };
 
     let target = match tables.fib.lookup(dst) {
-        None => return icmp(buf, scratch, DropReason::NoRoute, IcmpError::NetUnreachable),
+        None | Some(RouteTarget::PoolUnrouted) => {
+            return icmp(buf, scratch, DropReason::NoRoute, IcmpError::NetUnreachable)
+        }
         Some(RouteTarget::Blackhole) => return Action::Drop(DropReason::Blackhole),
         Some(target) => *target,
     };
-    if matches!(ingress, Ingress::Underlay) && !matches!(target, RouteTarget::LocalEndpoint(_)) {
-        return Action::Drop(DropReason::NotLocal);
+    match (ingress, target) {
+        (Ingress::Underlay, RouteTarget::LocalEndpoint(_)) => {}
+        // A peer's pod or kernel talking to this node's own address, through the tunnel
+        // (see `state::host_path_routes`).
+        (Ingress::Underlay, RouteTarget::Host) if dst == tables.local.underlay_ip => {}
+        (Ingress::Underlay, _) => return Action::Drop(DropReason::NotLocal),
+        (Ingress::Host { .. }, RouteTarget::Host) => return Action::Drop(DropReason::HostHairpin),
+        _ => {}
     }
     if ttl <= 1 {
         return icmp(
@@ -451,7 +523,12 @@ fn route_ipv4(
             .local
             .underlay_mtu_bytes
             .saturating_sub(encap.overhead_bytes()),
+        RouteTarget::Host => match tables.local.host_path {
+            Some(host) => host.mtu_bytes,
+            None => return Action::Drop(DropReason::NoRoute),
+        },
         RouteTarget::Blackhole => return Action::Drop(DropReason::Blackhole),
+        RouteTarget::PoolUnrouted => return Action::Drop(DropReason::NoRoute),
     };
     if wire_len > mtu as usize {
         if dont_fragment {
@@ -562,7 +639,23 @@ fn route_ipv4(
                 }
             }
         }
+        RouteTarget::Host => {
+            let Some(host) = tables.local.host_path else {
+                return Action::Drop(DropReason::NoRoute);
+            };
+            emit_ethernet(
+                &mut buf.data[eth_start..],
+                host.mac,
+                GATEWAY_MAC,
+                ETHERTYPE_IPV4,
+            );
+            Action::ToHost {
+                frame: eth_start..packet_end,
+                offload,
+            }
+        }
         RouteTarget::Blackhole => Action::Drop(DropReason::Blackhole),
+        RouteTarget::PoolUnrouted => Action::Drop(DropReason::NoRoute),
     }
 }
 
@@ -599,20 +692,18 @@ fn icmp_error(
     reason: DropReason,
     kind: IcmpError,
 ) -> Action {
-    // Errors go back only to pods: the sender of decapsulated traffic is behind a tunnel.
-    let Ingress::Pod { mac } = ingress else {
-        return Action::Drop(reason);
+    // Errors go back only to pods and the host path: the sender of decapsulated traffic
+    // is behind a tunnel. The node's kernel would refuse an error from its own address
+    // (a martian source), so the host path's come from the gateway.
+    let (mac, from) = match ingress {
+        Ingress::Pod { mac } => (mac, tables.local.underlay_ip),
+        Ingress::Host { mac } => (mac, POD_GATEWAY),
+        Ingress::Underlay => return Action::Drop(reason),
     };
     let Ok(offender) = Ipv4Packet::new_checked(&buf.data[ip_start..packet_end]) else {
         return Action::Drop(reason);
     };
-    match emit_icmp_error(
-        &mut scratch[..],
-        (mac, GATEWAY_MAC),
-        tables.local.underlay_ip,
-        &offender,
-        kind,
-    ) {
+    match emit_icmp_error(&mut scratch[..], (mac, GATEWAY_MAC), from, &offender, kind) {
         Some(reply_len) => Action::DropWithIcmp { reason, reply_len },
         None => Action::Drop(reason),
     }
@@ -673,8 +764,13 @@ pub fn from_ipip(tables: &Tables, buf: &mut PacketBuf) -> Action {
 
 /// A frame seen on the underlay interface's packet socket: unencapsulated pod traffic
 /// from a peer, or anything else the kernel also receives (which we ignore).
+///
+/// With a host path, only traffic from the other nodes (a source in their blocks or their
+/// own address) is taken here; the rest — the world's traffic to pods — is the kernel's
+/// to route (and un-masquerade, and filter) into the host path. Control's nftables rule
+/// keeps the kernel from forwarding a second copy of what is taken here.
 pub fn from_underlay_ethernet(tables: &Tables, buf: &mut PacketBuf) -> Action {
-    let dst = {
+    let (src, dst) = {
         let Ok(eth) = EthernetFrame::new_checked(buf.frame()) else {
             return Action::Ignore;
         };
@@ -682,11 +778,16 @@ pub fn from_underlay_ethernet(tables: &Tables, buf: &mut PacketBuf) -> Action {
             return Action::Ignore;
         }
         match Ipv4Packet::new_checked(eth.payload()) {
-            Ok(ip) => ip.dst(),
+            Ok(ip) => (ip.src(), ip.dst()),
             Err(_) => return Action::Ignore,
         }
     };
     if !matches!(tables.fib.lookup(dst), Some(RouteTarget::LocalEndpoint(_))) {
+        return Action::Ignore;
+    }
+    if tables.local.host_path.is_some()
+        && !matches!(tables.fib.lookup(src), Some(RouteTarget::RemoteNode { .. }))
+    {
         return Action::Ignore;
     }
     let eth_start = buf.start;

@@ -24,7 +24,8 @@ use tapwire_proto::{
 use crate::fib::{Fib, Prefix, PrefixError};
 use crate::packet::Mac;
 use crate::tables::{
-    Encap, EndpointEntry, EndpointIdx, LocalNode, Peer, PeerIdx, RouteTarget, Tables, TunnelsInUse,
+    Encap, EndpointEntry, EndpointIdx, HostPath, LocalNode, Peer, PeerIdx, RouteTarget, Tables,
+    TunnelsInUse,
 };
 
 /// A message that could not be applied. The message is skipped; state is unchanged.
@@ -492,6 +493,8 @@ pub struct Underlay {
     pub mac: Mac,
     pub mtu_bytes: u32,
     pub vxlan_port: u16,
+    /// The host path TAP's kernel side, when the dataplane has one.
+    pub host_path: Option<HostPath>,
 }
 
 /// Builds one version of the forwarding tables from scratch. Pure: same inputs, same
@@ -527,6 +530,9 @@ struct Basis {
     hostname: String,
     peer_by_name: BTreeMap<String, PeerIdx>,
     pools: BTreeMap<String, PoolSpec>,
+    /// With a host path: the routes every version has besides control's — see
+    /// [`host_path_routes`].
+    host_routes: BTreeMap<Prefix, RouteTarget>,
 }
 
 /// The state thread's FIB between publishes: applies route and endpoint deltas to it
@@ -589,6 +595,7 @@ impl TablesBuilder {
             vtep_mac: desired.own_vtep_mac(),
             vni: desired.vni.unwrap_or(config::DEFAULT_VXLAN_VNI),
             vxlan_port: underlay.vxlan_port,
+            host_path: underlay.host_path,
         };
 
         // Peers: every other node named by host metadata, a VTEP or a route.
@@ -646,17 +653,27 @@ impl TablesBuilder {
             });
         }
 
+        let host_routes = match underlay.host_path {
+            Some(_) => host_path_routes(desired, &peers),
+            None => BTreeMap::new(),
+        };
         let basis = Basis {
             lineage: changes.lineage,
             hostname: desired.hostname.clone(),
             peer_by_name,
             pools: desired.pools.clone(),
+            host_routes,
         };
         let target = |dst: &Prefix| -> Option<RouteTarget> {
             if let Some(&slot) = endpoint_nets.get(dst) {
                 return Some(RouteTarget::LocalEndpoint(slot));
             }
-            route_target(desired, &basis.peer_by_name, dst, desired.routes.get(dst)?)
+            if let Some(route) = desired.routes.get(dst) {
+                if let Some(target) = route_target(desired, &basis.peer_by_name, dst, route) {
+                    return Some(target);
+                }
+            }
+            basis.host_routes.get(dst).copied()
         };
         let update = match changes.prefixes() {
             Some(changed) if self.basis.as_ref() == Some(&basis) => {
@@ -699,6 +716,9 @@ impl TablesBuilder {
                     .routes
                     .keys()
                     .chain(endpoint_nets.keys())
+                    .chain(basis.host_routes.keys())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
                     .filter_map(|dst| Some((*dst, target(dst)?)))
                     .inspect(|(_, target)| encap_routes.count(Some(target), true));
                 self.fib = routes.collect();
@@ -724,6 +744,50 @@ impl TablesBuilder {
     pub fn last_update(&self) -> Option<FibUpdate> {
         self.last
     }
+}
+
+/// The routes a dataplane with a host path holds besides control's blocks and pods:
+///
+/// - `0.0.0.0/0` → the host path: the node's own addresses and everything beyond the
+///   pools go to the node's kernel (which routes, masquerades and filters them);
+/// - each pool's CIDR → [`RouteTarget::PoolUnrouted`]: an address of a pool in no block
+///   anyone owns still draws ICMP net-unreachable instead of leaving for the world;
+/// - each peer's underlay address (/32) → that peer, in the tunnel the pools use (VXLAN if
+///   a pool uses VXLAN, else IPIP if one uses IPIP, else unencapsulated). Pod traffic to
+///   another node's own address then arrives through that node's dataplane and host
+///   path, and its replies come back the same way; and tunnel traffic from a peer's
+///   kernel to our pods passes the tunnel source check (its source routes to the peer).
+fn host_path_routes(desired: &Desired, peers: &[Peer]) -> BTreeMap<Prefix, RouteTarget> {
+    let mut routes = BTreeMap::new();
+    routes.insert(Prefix::DEFAULT, RouteTarget::Host);
+    for pool in desired.pools.values() {
+        routes.insert(pool.cidr, RouteTarget::PoolUnrouted);
+    }
+    let pools = || desired.pools.values();
+    let encap = if pools().any(|p| p.vxlan != EncapMode::Never) {
+        Encap::Vxlan
+    } else if pools().any(|p| p.ipip != EncapMode::Never) {
+        Encap::Ipip
+    } else {
+        Encap::None
+    };
+    for (idx, peer) in peers.iter().enumerate() {
+        let Ok(peer_idx) = PeerIdx::try_from(idx) else {
+            break;
+        };
+        let host = Prefix::host(peer.underlay_ip);
+        // A peer address inside a pool would shadow pod routes: leave it to them.
+        if !pools().any(|p| p.cidr.contains(peer.underlay_ip)) {
+            routes.insert(
+                host,
+                RouteTarget::RemoteNode {
+                    peer: peer_idx,
+                    encap,
+                },
+            );
+        }
+    }
+    routes
 }
 
 /// Where a route of `desired` sends packets, or `None` if it adds no FIB entry.

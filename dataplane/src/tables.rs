@@ -57,8 +57,15 @@ pub enum RouteTarget {
     /// One of this node's blocks with no pod at that address: drop silently, as the
     /// kernel's blackhole route does.
     Blackhole,
-    /// A block owned by another node.
+    /// A block owned by another node, or that node's own underlay address (its host
+    /// path on the far side).
     RemoteNode { peer: PeerIdx, encap: Encap },
+    /// Inside an IP pool but in no block anyone owns: dropped with ICMP net-unreachable,
+    /// as before there was a host path.
+    PoolUnrouted,
+    /// The node's kernel, through the host path TAP: the node's own addresses and
+    /// everything outside the pools.
+    Host,
 }
 
 /// This node's own underlay and tunnel identity.
@@ -70,6 +77,16 @@ pub struct LocalNode {
     pub vtep_mac: Mac,
     pub vni: u32,
     pub vxlan_port: u16,
+    /// The host path TAP, when the dataplane has one.
+    pub host_path: Option<HostPath>,
+}
+
+/// The node's kernel side of the host path TAP (`tapwire0`): frames to the kernel are
+/// addressed to its MAC; the kernel may send frames up to its MTU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostPath {
+    pub mac: Mac,
+    pub mtu_bytes: u32,
 }
 
 /// Another node, as far as the forwarder needs to know it.

@@ -81,6 +81,8 @@ pub struct WorkerSockets {
     pub underlay: PacketSocket,
     /// Only one worker receives IPIP: every raw socket would get its own copy.
     pub ipip: Option<IpipReceiver>,
+    /// This worker's queue of the host path TAP, when the dataplane has one.
+    pub host: Option<TapQueue>,
 }
 
 pub struct Worker {
@@ -119,6 +121,9 @@ impl Worker {
             .add(sockets.underlay.as_raw_fd(), Token::Underlay)?;
         if let Some(ipip) = &sockets.ipip {
             handle.poller.add(ipip.as_raw_fd(), Token::Ipip)?;
+        }
+        if let Some(host) = &sockets.host {
+            handle.poller.add(host.as_raw_fd(), Token::Host)?;
         }
         Ok(Self {
             index,
@@ -176,6 +181,7 @@ impl Worker {
                     Token::Vxlan => self.drain_vxlan(snapshot),
                     Token::Ipip => self.drain_ipip(snapshot),
                     Token::Underlay => self.drain_underlay(snapshot),
+                    Token::Host => self.drain_host(snapshot),
                     Token::Wake => {}
                 }
             }
@@ -237,6 +243,46 @@ impl Worker {
             }
             self.perform(snapshot, action, queue);
         }
+    }
+
+    /// Frames the node's kernel wrote to the host path TAP. A read that fails for any
+    /// reason but "nothing there" means the device is gone (deleted under the dataplane):
+    /// the queue leaves the poller and the host path stays down until a restart.
+    fn drain_host(&mut self, snapshot: &Snapshot) {
+        let Some(queue) = self.sockets.host.take() else {
+            return;
+        };
+        for _ in 0..BATCH {
+            let mut vnet = [0u8; VNET_HDR_LEN];
+            let read = queue.readv(&mut [
+                IoSliceMut::new(&mut vnet),
+                IoSliceMut::new(self.buf.receive_area()),
+            ]);
+            let n = match read {
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    tracing::error!(worker = self.index, %err, "host path queue failed; host path down");
+                    let _ = self.handle.poller.remove(queue.as_raw_fd());
+                    return; // the queue is dropped
+                }
+            };
+            let Some(len) = n.checked_sub(VNET_HDR_LEN) else {
+                self.handle.counters.drop(DropReason::MalformedEthernet);
+                continue;
+            };
+            self.buf.set_received(len);
+            let offload = VnetHdr::parse(&vnet);
+            self.buf.set_offload(offload);
+            self.handle
+                .counters
+                .host_rx
+                .record_many(offload::segment_count(self.buf.frame(), offload), len);
+            let action = forward::from_host(&snapshot.tables, &mut self.buf, &mut self.scratch);
+            self.perform(snapshot, action, &queue);
+        }
+        self.sockets.host = Some(queue);
     }
 
     fn drain_vxlan(&mut self, snapshot: &Snapshot) {
@@ -330,6 +376,10 @@ impl Worker {
     /// bytes as received): plain segments for a pod are held for coalescing.
     fn deliver(&mut self, snapshot: &Snapshot, action: Action, encap: Encap, n: usize) {
         let counters = &self.handle.counters;
+        if let Action::ToHost { frame, offload } = action {
+            counters.encap_rx(encap).record(n);
+            return self.write_to_host(offload, frame);
+        }
         let Action::ToPod {
             endpoint,
             frame,
@@ -411,7 +461,23 @@ impl Worker {
         }
     }
 
-    /// Performs the action for a frame a pod sent on `ingress` (replies go back on it).
+    /// Writes a frame to this worker's host path queue.
+    fn write_to_host(&self, offload: VnetHdr, frame: std::ops::Range<usize>) {
+        let counters = &self.handle.counters;
+        let Some(queue) = &self.sockets.host else {
+            return counters.drop(DropReason::TxFailed);
+        };
+        let bytes = self.buf.slice(frame);
+        match queue.writev(&[IoSlice::new(&offload.to_bytes()), IoSlice::new(bytes)]) {
+            Ok(_) => counters
+                .host_tx
+                .record_many(offload::segment_count(bytes, offload), bytes.len()),
+            Err(_) => counters.drop(DropReason::TxFailed),
+        }
+    }
+
+    /// Performs the action for a frame a pod (or the host path) sent on `ingress`
+    /// (replies go back on it).
     fn perform(&mut self, snapshot: &Snapshot, action: Action, ingress: &TapQueue) {
         let counters = &self.handle.counters;
         let plain = VnetHdr::NONE.to_bytes();
@@ -439,6 +505,7 @@ impl Worker {
                 frame,
                 offload,
             } => self.write_to_pod(snapshot, endpoint, offload, frame),
+            Action::ToHost { frame, offload } => self.write_to_host(offload, frame),
             Action::ToPeerIpip { dst, packet, tso } => self.send_ipip(dst, packet, tso),
             Action::ToPeerVxlan {
                 dst,

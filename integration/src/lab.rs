@@ -62,12 +62,14 @@ pub fn is_root() -> bool {
 }
 
 /// The tools a lab shells out to, with their Debian packages.
-const TOOLS: [(&str, &str); 5] = [
+const TOOLS: [(&str, &str); 6] = [
     ("ip", "iproute2"),
     ("bridge", "iproute2"),
     ("tcpdump", "tcpdump"),
     ("ping", "iputils-ping"),
     ("iperf3", "iperf3"),
+    // tapwire-control programs natOutgoing with it.
+    ("nft", "nftables"),
 ];
 
 /// Fails with [`LabError::ToolMissing`] for the first tool that is not installed.
@@ -192,6 +194,19 @@ impl Node {
     /// address).
     pub fn pod_ip(&self, n: u8) -> Ipv4Addr {
         self.block.host(n)
+    }
+
+    /// The node itself as a traffic endpoint (its namespace at its underlay address), so
+    /// that the ping, transfer and capture helpers serve node ↔ pod traffic too.
+    pub fn as_host(&self) -> Pod {
+        Pod::new(
+            &self.name,
+            self,
+            self.underlay_ip,
+            self.underlay_mac,
+            UNDERLAY_MTU,
+            self.netns.clone(),
+        )
     }
 }
 

@@ -1,4 +1,5 @@
-//! A small hand-written rtnetlink client: IPv4 addresses, IPv4 routes, link deletion.
+//! A small hand-written rtnetlink client: IPv4 addresses, IPv4 routes (add, replace,
+//! delete), link deletion.
 //!
 //! Requests go to the kernel on a `NETLINK_ROUTE` socket in the calling thread's namespace,
 //! each with `NLM_F_ACK`; [`Netlink`] waits for the matching acknowledgement and turns a
@@ -26,6 +27,10 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 const RECV_BUF_LEN: usize = 16 * 1024;
 
 const AF_INET: u8 = libc::AF_INET as u8;
+/// `RTNH_F_ONLINK` (`linux/rtnetlink.h`): the gateway is on the link.
+const RTNH_F_ONLINK: u32 = 4;
+/// `RTAX_MTU` (`linux/rtnetlink.h`): the MTU metric inside `RTA_METRICS`.
+const RTAX_MTU: u16 = 2;
 
 /// Scope of a route (`rtm_scope`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +64,12 @@ pub struct RouteSpec {
     pub oif: u32,
     /// Route scope.
     pub scope: RouteScope,
+    /// Use the gateway although no address of the interface covers it (`onlink`).
+    pub onlink: bool,
+    /// The source address for traffic the node itself sends along the route (`src`).
+    pub prefsrc: Option<Ipv4Addr>,
+    /// The path MTU along the route (`mtu`), when smaller than the interface's.
+    pub mtu_bytes: Option<u32>,
 }
 
 /// An rtnetlink socket in the namespace of the thread that opened it.
@@ -136,6 +147,14 @@ impl Netlink {
         check_route(route)?;
         let seq = self.take_seq();
         self.request(seq, &encode_new_route(seq, route))
+    }
+
+    /// Deletes the main-table IPv4 route to `dst/prefix_len` through interface `oif` —
+    /// what `ip route del DST/LEN dev IF` does. `ESRCH` when there is none.
+    pub fn del_ipv4_route(&mut self, dst: Ipv4Addr, prefix_len: u8, oif: u32) -> io::Result<()> {
+        check_prefix_len(prefix_len)?;
+        let seq = self.take_seq();
+        self.request(seq, &encode_del_route(seq, dst, prefix_len, oif))
     }
 
     /// Deletes interface `ifindex` — what `ip link del` does. `ENODEV` when it does not exist.
@@ -299,7 +318,8 @@ pub fn encode_new_route(seq: u32, route: &RouteSpec) -> Vec<u8> {
         route.scope.to_kernel(),
         libc::RTN_UNICAST,
     ]);
-    msg.put(&0u32.to_ne_bytes());
+    let flags = if route.onlink { RTNH_F_ONLINK } else { 0 };
+    msg.put(&flags.to_ne_bytes());
     if route.prefix_len > 0 {
         msg.attr(libc::RTA_DST, &route.dst.octets());
     }
@@ -307,6 +327,39 @@ pub fn encode_new_route(seq: u32, route: &RouteSpec) -> Vec<u8> {
         msg.attr(libc::RTA_GATEWAY, &gateway.octets());
     }
     msg.attr(libc::RTA_OIF, &route.oif.to_ne_bytes());
+    if let Some(src) = route.prefsrc {
+        msg.attr(libc::RTA_PREFSRC, &src.octets());
+    }
+    if let Some(mtu) = route.mtu_bytes {
+        // RTA_METRICS nests attributes: one RTAX_MTU.
+        let mut metric = Vec::with_capacity(8);
+        metric.extend_from_slice(&8u16.to_ne_bytes());
+        metric.extend_from_slice(&RTAX_MTU.to_ne_bytes());
+        metric.extend_from_slice(&mtu.to_ne_bytes());
+        msg.attr(libc::RTA_METRICS, &metric);
+    }
+    msg.finish()
+}
+
+/// `RTM_DELROUTE` for `dst/prefix_len` through `oif` in the main table (any protocol,
+/// scope "nowhere": what `ip route del` sends).
+pub fn encode_del_route(seq: u32, dst: Ipv4Addr, prefix_len: u8, oif: u32) -> Vec<u8> {
+    let mut msg = MessageBuilder::new(libc::RTM_DELROUTE, 0, seq);
+    msg.put(&[
+        AF_INET,
+        prefix_len,
+        0,
+        0,
+        libc::RT_TABLE_MAIN,
+        0,
+        libc::RT_SCOPE_NOWHERE,
+        0,
+    ]);
+    msg.put(&0u32.to_ne_bytes());
+    if prefix_len > 0 {
+        msg.attr(libc::RTA_DST, &dst.octets());
+    }
+    msg.attr(libc::RTA_OIF, &oif.to_ne_bytes());
     msg.finish()
 }
 
@@ -347,7 +400,7 @@ impl MessageBuilder {
 
     /// Appends one attribute, padded to `NLA_ALIGNTO`.
     fn attr(&mut self, attr_type: u16, payload: &[u8]) {
-        // Attributes here are at most 4 bytes; the cast cannot truncate.
+        // Attributes here are at most 8 bytes; the cast cannot truncate.
         let len = (NLA_HDR_LEN + payload.len()) as u16;
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&attr_type.to_ne_bytes());
@@ -461,6 +514,9 @@ mod tests {
             gateway: None,
             oif: 2,
             scope: RouteScope::Link,
+            onlink: false,
+            prefsrc: None,
+            mtu_bytes: None,
         };
         let msg = encode_new_route(1, &route);
         let mut want = header(44, 24, 0x0505, 1);
@@ -484,6 +540,9 @@ mod tests {
             gateway: Some(Ipv4Addr::new(169, 254, 1, 1)),
             oif: 9,
             scope: RouteScope::Universe,
+            onlink: false,
+            prefsrc: None,
+            mtu_bytes: None,
         };
         let msg = encode_new_route(2, &route);
         let mut want = header(44, 24, 0x0505, 2);
@@ -592,6 +651,56 @@ mod tests {
     }
 
     #[test]
+    fn onlink_route_with_source_and_mtu_bytes() {
+        // 10.65.0.0/16 via 169.254.1.1 dev #5 onlink src 192.168.0.1 mtu 1450
+        let route = RouteSpec {
+            dst: Ipv4Addr::new(10, 65, 0, 0),
+            prefix_len: 16,
+            gateway: Some(Ipv4Addr::new(169, 254, 1, 1)),
+            oif: 5,
+            scope: RouteScope::Universe,
+            onlink: true,
+            prefsrc: Some(Ipv4Addr::new(192, 168, 0, 1)),
+            mtu_bytes: Some(1450),
+        };
+        let msg = encode_new_route(4, &route);
+        let mut want = header(72, 24, 0x0505, 4);
+        want.extend_from_slice(&[2, 16, 0, 0, 254, 3, 0, 1]);
+        want.extend_from_slice(&4u32.to_ne_bytes()); // RTNH_F_ONLINK
+        for (kind, bytes) in [
+            (1u16, vec![10, 65, 0, 0]),       // RTA_DST
+            (5, vec![169, 254, 1, 1]),        // RTA_GATEWAY
+            (4, 5u32.to_ne_bytes().to_vec()), // RTA_OIF
+            (7, vec![192, 168, 0, 1]),        // RTA_PREFSRC
+        ] {
+            want.extend_from_slice(&8u16.to_ne_bytes());
+            want.extend_from_slice(&kind.to_ne_bytes());
+            want.extend_from_slice(&bytes);
+        }
+        want.extend_from_slice(&12u16.to_ne_bytes()); // RTA_METRICS { RTAX_MTU 1450 }
+        want.extend_from_slice(&8u16.to_ne_bytes());
+        want.extend_from_slice(&8u16.to_ne_bytes());
+        want.extend_from_slice(&2u16.to_ne_bytes());
+        want.extend_from_slice(&1450u32.to_ne_bytes());
+        assert_eq!(msg, want);
+    }
+
+    #[test]
+    fn del_route_bytes() {
+        let msg = encode_del_route(9, Ipv4Addr::new(10, 65, 0, 0), 16, 5);
+        let mut want = header(44, 25, 0x0005, 9);
+        want.extend_from_slice(&[2, 16, 0, 0, 254, 0, 255, 0]);
+        want.extend_from_slice(&0u32.to_ne_bytes());
+        want.extend_from_slice(&8u16.to_ne_bytes()); // RTA_DST
+        want.extend_from_slice(&1u16.to_ne_bytes());
+        want.extend_from_slice(&[10, 65, 0, 0]);
+        want.extend_from_slice(&8u16.to_ne_bytes()); // RTA_OIF
+        want.extend_from_slice(&4u16.to_ne_bytes());
+        want.extend_from_slice(&5u32.to_ne_bytes());
+        assert_eq!(msg, want);
+    }
+
+    #[test]
     fn routes_with_host_bits_or_long_prefixes_are_refused() {
         let mut route = RouteSpec {
             dst: Ipv4Addr::new(10, 0, 0, 1),
@@ -599,6 +708,9 @@ mod tests {
             gateway: None,
             oif: 1,
             scope: RouteScope::Link,
+            onlink: false,
+            prefsrc: None,
+            mtu_bytes: None,
         };
         let err = check_route(&route).expect_err("host bits set");
         assert!(err.to_string().contains("10.0.0.1/24"), "{err}");

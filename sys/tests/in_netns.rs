@@ -167,6 +167,9 @@ fn netlink_adds_addresses_and_routes_and_deletes_links() {
             gateway: None,
             oif: index,
             scope: RouteScope::Link,
+            onlink: false,
+            prefsrc: None,
+            mtu_bytes: None,
         })?;
         nl.add_ipv4_route(&RouteSpec {
             dst: Ipv4Addr::UNSPECIFIED,
@@ -174,6 +177,9 @@ fn netlink_adds_addresses_and_routes_and_deletes_links() {
             gateway: Some(gateway),
             oif: index,
             scope: RouteScope::Universe,
+            onlink: false,
+            prefsrc: None,
+            mtu_bytes: None,
         })?;
         link::ipv4_addr("tw2")
     })
@@ -202,6 +208,9 @@ fn netlink_adds_addresses_and_routes_and_deletes_links() {
             gateway: None,
             oif: 9999,
             scope: RouteScope::Link,
+            onlink: false,
+            prefsrc: None,
+            mtu_bytes: None,
         })
     })
     .expect_err("no such oif");
@@ -214,6 +223,9 @@ fn netlink_adds_addresses_and_routes_and_deletes_links() {
             gateway: Some(Ipv4Addr::new(10, 9, 9, 9)),
             oif: link::ifindex("tw2")?,
             scope: RouteScope::Universe,
+            onlink: false,
+            prefsrc: None,
+            mtu_bytes: None,
         })
     })
     .expect_err("gateway not on link");
@@ -249,6 +261,9 @@ fn frames_flow_between_the_kernel_and_tap_queues() {
             gateway: None,
             oif: index,
             scope: RouteScope::Link,
+            onlink: false,
+            prefsrc: None,
+            mtu_bytes: None,
         })?;
         Ok((tap::attach_queue("tw3")?, tap::attach_queue("tw3")?))
     })

@@ -1,6 +1,7 @@
 //! The node agent, `tapwire-control`: registers its node, watches the datastore,
 //! recomputes this node's desired dataplane state when anything changes, streams it to
-//! the dataplane ([`sync`]) and serves the local API for the CNI plugin and the CLI
+//! the dataplane ([`sync`]), programs the node's kernel side of the host path and
+//! natOutgoing ([`hostpath`]) and serves the local API for the CNI plugin and the CLI
 //! (the private `server` module).
 //!
 //! Threads: the watch loop here (the only caller of route computation), woken by the
@@ -9,6 +10,7 @@
 //! thread per API connection. The desired state is shared through a mutex that
 //! is held only to copy it.
 
+pub mod hostpath;
 mod server;
 pub mod sync;
 
@@ -406,6 +408,13 @@ fn recompute(shared: &Shared) {
 /// refreshes the node's heartbeat.
 fn watch_loop(shared: &Shared, changes: Receiver<()>) {
     let store = shared.store.as_ref();
+    let mut host_path = (!shared.config.host_interface.is_empty()).then(|| {
+        hostpath::HostPath::new(
+            &shared.config.host_interface,
+            &shared.underlay.interface,
+            shared.underlay.address.addr(),
+        )
+    });
     let mut last_heartbeat = Instant::now();
     let mut reported_in_sync = false;
     let mut last_sweep = Instant::now();
@@ -419,6 +428,9 @@ fn watch_loop(shared: &Shared, changes: Receiver<()>) {
         while changes.try_recv().is_ok() {}
         if changed {
             recompute(shared);
+        }
+        if let (Some(host_path), Some(desired)) = (host_path.as_mut(), shared.desired()) {
+            host_path.reconcile(&desired);
         }
         let in_sync = shared.sync.status.read(|s| s.in_sync);
         if last_heartbeat.elapsed() >= HEARTBEAT || in_sync != reported_in_sync {

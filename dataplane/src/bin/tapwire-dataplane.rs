@@ -1,4 +1,4 @@
-//! `tapwire-dataplane --socket PATH [--workers N] [--busy-poll-us N]`: the forwarder of one node. Run it in
+//! `tapwire-dataplane --socket PATH [--workers N] [--busy-poll-us N] [--host-interface NAME]`: the forwarder of one node. Run it in
 //! the node's network namespace; control connects to the socket.
 
 use std::path::PathBuf;
@@ -27,6 +27,11 @@ struct Args {
     /// this long before it blocks, so a reply arriving soon finds it awake. 0 disables.
     #[arg(long, default_value_t = daemon::DEFAULT_BUSY_POLL_US, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     busy_poll_us: u32,
+    /// The host path TAP the dataplane creates (or reuses) in the node's namespace: the
+    /// node's kernel reaches pods through it, and pods reach the node and the world.
+    /// An empty name runs without a host path.
+    #[arg(long, default_value = daemon::DEFAULT_HOST_INTERFACE)]
+    host_interface: String,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
         underlay_interface: args.underlay_interface,
         vxlan_port: args.vxlan_port,
         busy_poll: std::time::Duration::from_micros(u64::from(args.busy_poll_us)),
+        host_interface: Some(args.host_interface).filter(|name| !name.is_empty()),
     };
     match daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

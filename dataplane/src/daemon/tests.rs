@@ -21,6 +21,7 @@ fn dataplane(workers: usize) -> (Dataplane, UnixStream) {
         mac: [0x02, 0, 0, 0, 0, 1],
         mtu_bytes: 1500,
         vxlan_port: 4789,
+        host_path: None,
     };
     let handles = (0..workers)
         .map(|_| {

@@ -57,6 +57,9 @@ impl Prefix {
         }
     }
 
+    /// `0.0.0.0/0`, the default route.
+    pub const DEFAULT: Prefix = Prefix { addr: 0, len: 0 };
+
     /// A /32 for one host.
     pub const fn host(addr: Ipv4Addr) -> Prefix {
         Prefix {

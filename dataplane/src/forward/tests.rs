@@ -624,3 +624,201 @@ proptest! {
         let _ = from_pod(&t, 0, &mut received(&frame), &mut scratch);
     }
 }
+
+/// The kernel side of the host path TAP in [`host_tables`].
+const HOST_MAC: Mac = [0x02, 0, 0, 0, 0, 0x99];
+
+/// The fixture node with a host path: the routes `state::host_path_routes` adds for pool
+/// 10.65.0.0/16 and peers node-b (192.168.0.2) and node-c.
+fn host_tables(encap: Encap) -> Tables {
+    let mut t = tables(encap);
+    t.local.host_path = Some(crate::tables::HostPath {
+        mac: HOST_MAC,
+        mtu_bytes: 1500,
+    });
+    t.fib.insert(crate::fib::Prefix::DEFAULT, RouteTarget::Host);
+    t.fib
+        .insert(prefix("10.65.0.0/16"), RouteTarget::PoolUnrouted);
+    t.fib.insert(
+        prefix("192.168.0.2/32"),
+        RouteTarget::RemoteNode { peer: 0, encap },
+    );
+    t
+}
+
+/// What the node's kernel writes to the host path TAP.
+fn host_sends(src: &str, dst: &str) -> Vec<u8> {
+    let pkt = ipv4_packet(src, dst, 64, true, 100);
+    eth_frame(GATEWAY_MAC, HOST_MAC, ETHERTYPE_IPV4, &pkt)
+}
+
+fn from_host_frame(tables: &Tables, frame: &[u8]) -> (Action, PacketBuf, [u8; SCRATCH_LEN]) {
+    let mut buf = received(frame);
+    let mut scratch = [0u8; SCRATCH_LEN];
+    let action = from_host(tables, &mut buf, &mut scratch);
+    (action, buf, scratch)
+}
+
+#[test]
+fn pods_reach_the_node_and_the_world_through_the_host_path() {
+    let t = host_tables(Encap::Vxlan);
+    for dst in ["8.8.8.8", "192.168.0.1", "172.16.0.9"] {
+        let (action, buf, _) = from_pod_a(&t, &pod_a_sends(dst, 64, true, 100));
+        let Action::ToHost { frame, .. } = action else {
+            panic!("{dst}: expected the host path, got {action:?}");
+        };
+        let eth = EthernetFrame::new_checked(buf.slice(frame)).unwrap();
+        assert_eq!((eth.dst(), eth.src()), (HOST_MAC, GATEWAY_MAC));
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert_eq!((ip.src(), ip.ttl()), (self::ip("10.65.1.2"), 63));
+        assert!(ip.checksum_ok());
+    }
+}
+
+#[test]
+fn inside_a_pool_without_an_owner_is_still_unreachable_and_blocks_still_blackhole() {
+    let t = host_tables(Encap::Vxlan);
+    let (action, _, scratch) = from_pod_a(&t, &pod_a_sends("10.65.9.1", 64, true, 10));
+    assert_eq!(
+        icmp_reply(&action, &scratch),
+        (DropReason::NoRoute, 3, 0, 0)
+    );
+    let (action, _, _) = from_pod_a(&t, &pod_a_sends("10.65.1.40", 64, true, 10));
+    assert_eq!(action, Action::Drop(DropReason::Blackhole));
+}
+
+#[test]
+fn another_nodes_own_address_is_reached_through_its_tunnel() {
+    let t = host_tables(Encap::Ipip);
+    let (action, _, _) = from_pod_a(&t, &pod_a_sends("192.168.0.2", 64, true, 100));
+    assert!(
+        matches!(action, Action::ToPeerIpip { dst, .. } if dst == ip("192.168.0.2")),
+        "{action:?}"
+    );
+}
+
+#[test]
+fn the_node_reaches_its_pods_and_remote_pods_from_the_host_path() {
+    let t = host_tables(Encap::Vxlan);
+    let (action, buf, _) = from_host_frame(&t, &host_sends("192.168.0.1", "10.65.1.2"));
+    let Action::ToPod {
+        endpoint: 0, frame, ..
+    } = action
+    else {
+        panic!("expected delivery to pod a, got {action:?}");
+    };
+    let eth = EthernetFrame::new_checked(buf.slice(frame)).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (POD_A_MAC, GATEWAY_MAC));
+    let (action, _, _) = from_host_frame(&t, &host_sends("192.168.0.1", "10.65.2.7"));
+    assert!(matches!(action, Action::ToPeerVxlan { .. }), "{action:?}");
+    // Routed by the kernel: replies to masqueraded traffic come from anywhere outside.
+    let (action, _, _) = from_host_frame(&t, &host_sends("8.8.8.8", "10.65.1.3"));
+    assert!(
+        matches!(action, Action::ToPod { endpoint: 1, .. }),
+        "{action:?}"
+    );
+}
+
+#[test]
+fn the_host_path_may_not_send_as_a_pod() {
+    let t = host_tables(Encap::Vxlan);
+    // A local pod, a local block's unused address, a remote block, a pool without owner.
+    for src in ["10.65.1.3", "10.65.1.40", "10.65.2.7", "10.65.9.9"] {
+        let (action, _, _) = from_host_frame(&t, &host_sends(src, "10.65.1.2"));
+        assert_eq!(
+            action,
+            Action::Drop(DropReason::HostSpoofedSource),
+            "source {src}"
+        );
+    }
+    // Another node's own address is not a pod's.
+    let (action, _, _) = from_host_frame(&t, &host_sends("192.168.0.2", "10.65.1.2"));
+    assert!(matches!(action, Action::ToPod { .. }), "{action:?}");
+}
+
+#[test]
+fn the_host_path_answers_arp_refuses_hairpins_and_gets_errors_from_the_gateway() {
+    let t = host_tables(Encap::Vxlan);
+    let mut arp = [0u8; ARP_IPV4_LEN];
+    emit_arp(
+        &mut arp,
+        ARP_REQUEST,
+        (HOST_MAC, ip("192.168.0.1")),
+        ([0; 6], packet::POD_GATEWAY),
+    );
+    let frame = eth_frame(packet::BROADCAST_MAC, HOST_MAC, ETHERTYPE_ARP, &arp);
+    let (action, _, scratch) = from_host_frame(&t, &frame);
+    let Action::Reply { len } = action else {
+        panic!("expected an ARP reply, got {action:?}");
+    };
+    let eth = EthernetFrame::new_checked(&scratch[..len]).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (HOST_MAC, GATEWAY_MAC));
+
+    let (action, _, _) = from_host_frame(&t, &host_sends("192.168.0.1", "8.8.8.8"));
+    assert_eq!(action, Action::Drop(DropReason::HostHairpin));
+
+    let (action, _, scratch) = from_host_frame(&t, &host_sends("192.168.0.1", "10.65.9.1"));
+    let Action::DropWithIcmp {
+        reason: DropReason::NoRoute,
+        reply_len,
+    } = action
+    else {
+        panic!("expected net-unreachable, got {action:?}");
+    };
+    let eth = EthernetFrame::new_checked(&scratch[..reply_len]).unwrap();
+    assert_eq!(eth.dst(), HOST_MAC);
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(
+        (ip.src(), ip.dst()),
+        (packet::POD_GATEWAY, self::ip("192.168.0.1"))
+    );
+}
+
+#[test]
+fn tunnels_carry_a_peer_kernels_traffic_to_pods_and_to_this_node_only() {
+    let t = host_tables(Encap::Ipip);
+    let mut to_pod = received(&ipip_packet("192.168.0.2", "192.168.0.2", "10.65.1.2"));
+    assert!(
+        matches!(
+            from_ipip(&t, &mut to_pod),
+            Action::ToPod { endpoint: 0, .. }
+        ),
+        "a peer's kernel reaches a local pod"
+    );
+    let mut to_node = received(&ipip_packet("192.168.0.2", "10.65.2.7", "192.168.0.1"));
+    assert!(
+        matches!(from_ipip(&t, &mut to_node), Action::ToHost { .. }),
+        "a peer's pod reaches this node"
+    );
+    let mut beyond = received(&ipip_packet("192.168.0.2", "10.65.2.7", "8.8.8.8"));
+    assert_eq!(
+        from_ipip(&t, &mut beyond),
+        Action::Drop(DropReason::NotLocal)
+    );
+    let mut spoofed = received(&ipip_packet("192.168.0.2", "192.168.0.1", "10.65.1.2"));
+    assert_eq!(
+        from_ipip(&t, &mut spoofed),
+        Action::Drop(DropReason::TunnelSpoofedSource)
+    );
+}
+
+#[test]
+fn with_a_host_path_the_underlay_gives_pods_only_the_other_nodes_traffic() {
+    let t = host_tables(Encap::None);
+    let from = |src: &str| {
+        let pkt = ipv4_packet(src, "10.65.1.2", 63, true, 10);
+        let mut buf = received(&eth_frame(NODE_MAC, PEER_MAC, ETHERTYPE_IPV4, &pkt));
+        from_underlay_ethernet(&t, &mut buf)
+    };
+    assert!(matches!(
+        from("10.65.2.7"),
+        Action::ToPod { endpoint: 0, .. }
+    ));
+    assert!(matches!(
+        from("192.168.0.2"),
+        Action::ToPod { endpoint: 0, .. }
+    ));
+    // The world's traffic to pods goes through the kernel (and the host path).
+    assert_eq!(from("172.16.0.9"), Action::Ignore);
+    assert_eq!(from("10.65.1.3"), Action::Ignore);
+}

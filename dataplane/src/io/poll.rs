@@ -19,6 +19,8 @@ pub enum Token {
     Underlay,
     /// The worker's wake-up eventfd.
     Wake,
+    /// The worker's queue of the host path TAP.
+    Host,
 }
 
 impl Token {
@@ -29,6 +31,7 @@ impl Token {
             Token::Ipip => u64::MAX - 1,
             Token::Underlay => u64::MAX - 2,
             Token::Wake => u64::MAX - 3,
+            Token::Host => u64::MAX - 4,
         }
     }
 
@@ -38,6 +41,7 @@ impl Token {
             d if d == u64::MAX - 1 => Token::Ipip,
             d if d == u64::MAX - 2 => Token::Underlay,
             d if d == u64::MAX - 3 => Token::Wake,
+            d if d == u64::MAX - 4 => Token::Host,
             d => Token::Pod {
                 slot: d as u32,
                 generation: (d >> 32) as u32,

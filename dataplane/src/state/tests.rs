@@ -14,6 +14,7 @@ fn underlay() -> Underlay {
         mac: [2, 0, 0, 0, 1, 1],
         mtu_bytes: 1500,
         vxlan_port: 4789,
+        host_path: None,
     }
 }
 
@@ -519,4 +520,58 @@ fn peers_named_only_by_routes_come_and_go_with_their_routes() {
     d.apply(route_remove("10.65.7.0/26")).unwrap();
     let t = build_tables(&d, &underlay(), &BTreeMap::new(), &HashMap::new());
     assert!(t.peers.is_empty());
+}
+
+#[test]
+fn a_host_path_adds_a_default_route_the_pools_and_the_peers_addresses() {
+    let d = cluster("Always", "Never", IpPoolType::Ipip, false);
+    let without = build_tables(&d, &underlay(), &attached_pod_1(), &HashMap::new());
+    assert_eq!(target(&without, "8.8.8.8"), None);
+    assert_eq!(target(&without, "10.65.9.9"), None);
+
+    let host = Underlay {
+        host_path: Some(crate::tables::HostPath {
+            mac: [2, 0, 0, 0, 0, 0x99],
+            mtu_bytes: 1500,
+        }),
+        ..underlay()
+    };
+    let t = build_tables(&d, &host, &attached_pod_1(), &HashMap::new());
+    assert_eq!(target(&t, "8.8.8.8"), Some(RouteTarget::Host));
+    assert_eq!(target(&t, "192.168.0.1"), Some(RouteTarget::Host));
+    assert_eq!(target(&t, "10.65.9.9"), Some(RouteTarget::PoolUnrouted));
+    assert_eq!(target(&t, "10.65.1.2"), Some(RouteTarget::LocalEndpoint(0)));
+    assert_eq!(target(&t, "10.65.1.3"), Some(RouteTarget::Blackhole));
+    assert!(matches!(
+        target(&t, "10.65.2.9"),
+        Some(RouteTarget::RemoteNode {
+            encap: Encap::Ipip,
+            ..
+        })
+    ));
+    let Some(RouteTarget::RemoteNode { peer, encap }) = target(&t, "192.168.0.2") else {
+        panic!("node-b's own address routes to node-b");
+    };
+    assert_eq!(
+        (t.peers[peer as usize].name.as_str(), encap),
+        ("node-b", Encap::Ipip)
+    );
+
+    // Incremental builds keep them: a route removed falls back to the pool's entry.
+    let mut d = d;
+    let mut builder = TablesBuilder::default();
+    let changes = d.take_route_changes();
+    builder.build(&d, changes, &host, &attached_pod_1(), &HashMap::new());
+    d.apply(Payload::RouteRemove(tapwire_proto::RouteRemove {
+        dst: "10.65.2.0/26".into(),
+    }))
+    .unwrap();
+    let changes = d.take_route_changes();
+    let t = builder.build(&d, changes, &host, &attached_pod_1(), &HashMap::new());
+    assert!(matches!(
+        builder.last_update(),
+        Some(FibUpdate::Incremental { .. })
+    ));
+    assert_eq!(target(&t, "10.65.2.9"), Some(RouteTarget::PoolUnrouted));
+    assert_eq!(target(&t, "8.8.8.8"), Some(RouteTarget::Host));
 }
