@@ -325,8 +325,16 @@ fn fails_clearly<T: std::fmt::Debug>(
     let took = started.elapsed();
     let msg = err.to_string();
     assert!(
-        matches!(err, DatastoreError::Etcd { .. })
-            && msg.starts_with(&format!("etcd at {endpoints}: ")),
+        match err {
+            DatastoreError::Unreachable { .. } => {
+                msg.starts_with(&format!(
+                    "the datastore is unreachable: etcd at {endpoints}: "
+                ))
+            }
+            // Reached, but refused (a TLS handshake it does not accept).
+            DatastoreError::Etcd { .. } => msg.starts_with(&format!("etcd at {endpoints}: ")),
+            _ => false,
+        },
         "{what}: {msg}"
     );
     assert!(

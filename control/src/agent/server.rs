@@ -115,13 +115,19 @@ fn handle(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
 }
 
 fn datastore_error(what: &str, err: DatastoreError) -> ApiError {
-    // A busy store is worth a retry (CNI's "try again later"); anything else is not.
-    let code = if matches!(err, DatastoreError::Locked { .. }) {
-        codes::TRY_AGAIN_LATER
-    } else {
-        codes::DATASTORE
-    };
-    ApiError::new(code, what, err.to_string())
+    match err {
+        // Both are worth a retry (CNI's "try again later"); an unreachable store is said
+        // first, since that is what the operator must fix.
+        DatastoreError::Unreachable { .. } => ApiError::new(
+            codes::TRY_AGAIN_LATER,
+            "the datastore is unreachable",
+            format!("{what}: {err}"),
+        ),
+        DatastoreError::Locked { .. } => {
+            ApiError::new(codes::TRY_AGAIN_LATER, what, err.to_string())
+        }
+        _ => ApiError::new(codes::DATASTORE, what, err.to_string()),
+    }
 }
 
 fn ipam_error(err: IpamError) -> ApiError {

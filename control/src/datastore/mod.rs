@@ -119,9 +119,12 @@ pub enum DatastoreError {
     /// is not tapwire's.
     #[error("corrupt datastore value at etcd key {key}: {reason}")]
     CorruptValue { key: String, reason: String },
-    /// etcd could not be reached or refused the operation; names the endpoints.
+    /// etcd refused the operation; names the endpoints.
     #[error("etcd at {endpoints}: {reason}")]
     Etcd { endpoints: String, reason: String },
+    /// No endpoint of the datastore answered: it is down or cut off. Worth a retry.
+    #[error("the datastore is unreachable: etcd at {endpoints}: {reason}")]
+    Unreachable { endpoints: String, reason: String },
     /// The datastore's configuration cannot be used; names its key (`datastore.ca_file`).
     #[error("{key}: {reason}")]
     Config { key: &'static str, reason: String },

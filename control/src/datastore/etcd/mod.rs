@@ -23,7 +23,7 @@
 //! everything may have changed, read it all again.
 //!
 //! Time: every call is bounded ([`OP_TIMEOUT`], connecting [`CONNECT_TIMEOUT`] per
-//! endpoint): a dead or unreachable etcd is a [`DatastoreError::Etcd`] naming the endpoints,
+//! endpoint): a dead or unreachable etcd is a [`DatastoreError::Unreachable`] naming the endpoints,
 //! never a hang. Failover is explicit, one client per endpoint: a call goes to the endpoint
 //! that answered last, then to the others in turn (see `EtcdStore::run` for which failures
 //! move on: a write that may have been applied is never sent twice); HTTP/2 keep-alives
@@ -270,8 +270,16 @@ impl EtcdStore {
         }
     }
 
+    /// No endpoint answered `op`: see [`DatastoreError::Unreachable`].
+    fn unreachable(&self, op: &str, reason: String) -> DatastoreError {
+        DatastoreError::Unreachable {
+            endpoints: self.endpoints.clone(),
+            reason: format!("{op}: {reason}"),
+        }
+    }
+
     fn timed_out(&self, op: &str) -> DatastoreError {
-        self.error(
+        self.unreachable(
             op,
             format!(
                 "no answer within {} ms (is etcd running and reachable?)",
@@ -335,7 +343,7 @@ impl EtcdStore {
         if failures.is_empty() {
             return Err(self.timed_out(op));
         }
-        Err(self.error(
+        Err(self.unreachable(
             op,
             format!(
                 "no endpoint answered (is etcd running and reachable?): {}",
@@ -707,7 +715,7 @@ impl Datastore for EtcdStore {
                     let since = *failing_since.get_or_insert(if opening { attempt } else { now });
                     // Given up when no other attempt fits in an operation's time.
                     if now.duration_since(since) + WATCH_RETRY_PAUSE >= self.op_timeout {
-                        return Err(self.error(
+                        return Err(self.unreachable(
                             "watch",
                             format!(
                                 "no endpoint could be watched for {} ms (is etcd running and reachable?): {reason}",
