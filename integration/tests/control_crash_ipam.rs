@@ -8,6 +8,8 @@
 //! - the runtime's retry of every failed ADD succeeds (a TAP the crashed ADD left in the
 //!   pod's namespace is replaced), and every pod reaches a pod on the other node;
 //! - in the end, one address, one handle and one endpoint per pod, no address twice.
+//!
+//! On the file store and on a 3-member etcd.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::collections::BTreeSet;
@@ -17,7 +19,7 @@ use tapwire_integration::check::REACHABLE_WITHIN;
 use tapwire_integration::cni::CniCommand;
 use tapwire_integration::controlplane::default_ipip_pool;
 use tapwire_integration::traffic::wait_reachable;
-use tapwire_integration::{skip_unless_root, ControlPlane, Lab, Sandbox};
+use tapwire_integration::{skip_unless_root, ControlPlane, EtcdCluster, Lab, Sandbox};
 
 const PODS: usize = 20;
 
@@ -30,6 +32,26 @@ fn a_control_killed_during_concurrent_adds_leaks_no_address_and_retries_succeed(
     }
     let lab = Lab::new().unwrap();
     let cp = ControlPlane::with_pool(&lab, &["node1", "node2"], &default_ipip_pool()).unwrap();
+    killed_during_adds(&cp);
+}
+
+#[test]
+fn on_etcd_a_control_killed_during_concurrent_adds_leaks_no_address() {
+    if skip_unless_root("on_etcd_a_control_killed_during_concurrent_adds_leaks_no_address") {
+        return;
+    }
+    let lab = Lab::new().unwrap();
+    let etcd = EtcdCluster::start(&lab, 3).unwrap();
+    let cp = ControlPlane::on_etcd(&lab, &etcd).unwrap();
+    for node in ["node1", "node2"] {
+        cp.add_node(node).unwrap();
+    }
+    cp.apply("node1", &default_ipip_pool()).unwrap();
+    killed_during_adds(&cp);
+}
+
+/// The scenario of the module documentation, on `cp` (two nodes with a pool).
+fn killed_during_adds(cp: &ControlPlane<'_>) {
     let probe = cp.add_pod("node2", "probe").unwrap();
     let sandboxes: Vec<Sandbox> = (0..PODS)
         .map(|i| cp.sandbox(&format!("p{i:02}")).unwrap())
