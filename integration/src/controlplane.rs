@@ -151,22 +151,37 @@ impl<'lab> ControlPlane<'lab> {
     /// A control plane in `lab` running nodes `names` (underlay subnet 0, added and
     /// started in order).
     pub fn with_nodes(lab: &'lab Lab, names: &[&str]) -> Result<ControlPlane<'lab>> {
-        let cp = ControlPlane::new(lab)?;
-        for name in names {
-            cp.add_node(name)?;
-        }
-        Ok(cp)
+        ControlPlane::new(lab)?.started(names, None)
     }
 
     /// [`ControlPlane::with_nodes`], then `pool` (an IPPool document, e.g. from
     /// [`ippool_yaml`]) applied with `tapwirectl` on the first node.
     pub fn with_pool(lab: &'lab Lab, names: &[&str], pool: &str) -> Result<ControlPlane<'lab>> {
-        let first = names.first().ok_or_else(|| {
-            LabError::Invalid("a control plane with a pool needs at least one node".into())
-        })?;
-        let cp = ControlPlane::with_nodes(lab, names)?;
-        cp.apply(first, pool)?;
-        Ok(cp)
+        ControlPlane::new(lab)?.started(names, Some(pool))
+    }
+
+    /// [`ControlPlane::with_pool`] with the nodes' state in `etcd`.
+    pub fn with_pool_on_etcd(
+        lab: &'lab Lab,
+        etcd: &crate::EtcdCluster<'_>,
+        names: &[&str],
+        pool: &str,
+    ) -> Result<ControlPlane<'lab>> {
+        ControlPlane::on_etcd(lab, etcd)?.started(names, Some(pool))
+    }
+
+    /// Adds and starts nodes `names`, then applies `pool` (if any) on the first.
+    fn started(self, names: &[&str], pool: Option<&str>) -> Result<ControlPlane<'lab>> {
+        for name in names {
+            self.add_node(name)?;
+        }
+        if let Some(pool) = pool {
+            let first = names.first().ok_or_else(|| {
+                LabError::Invalid("a control plane with a pool needs at least one node".into())
+            })?;
+            self.apply(first, pool)?;
+        }
+        Ok(self)
     }
 
     /// The small cluster most tests start from: node1 and node2 with the default IPIP

@@ -11,6 +11,8 @@
 //!   IPAM handle or block is left but those of the two probe pods — and none at all once
 //!   those are deleted too.
 //! - DEL is idempotent: DEL twice, and DEL of a container that was never added, succeed.
+//!
+//! On the file store and on a 3-member etcd with mutual TLS.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::collections::BTreeSet;
@@ -22,7 +24,7 @@ use tapwire_integration::check::REACHABLE_WITHIN;
 use tapwire_integration::cni::CniArgs;
 use tapwire_integration::controlplane::{default_ipip_pool, POD_NAMESPACE};
 use tapwire_integration::traffic::wait_reachable;
-use tapwire_integration::{skip_unless_root, ControlPlane, Lab, Pod, Sandbox};
+use tapwire_integration::{skip_unless_root, ControlPlane, EtcdCluster, Lab, Pod, Sandbox};
 
 const PODS: usize = 50;
 const THREADS: usize = 8;
@@ -67,6 +69,24 @@ fn fifty_concurrent_adds_then_dels_across_two_nodes() {
     }
     let lab = Lab::new().unwrap();
     let cp = ControlPlane::with_pool(&lab, &["node1", "node2"], &default_ipip_pool()).unwrap();
+    fifty_adds_then_dels(&cp);
+}
+
+#[test]
+fn on_etcd_fifty_concurrent_adds_then_dels_across_two_nodes() {
+    if skip_unless_root("on_etcd_fifty_concurrent_adds_then_dels_across_two_nodes") {
+        return;
+    }
+    let lab = Lab::new().unwrap();
+    let etcd = EtcdCluster::start(&lab, 3).unwrap();
+    let cp =
+        ControlPlane::with_pool_on_etcd(&lab, &etcd, &["node1", "node2"], &default_ipip_pool())
+            .unwrap();
+    fifty_adds_then_dels(&cp);
+}
+
+/// The scenario of the module documentation, on `cp` (two nodes with a pool).
+fn fifty_adds_then_dels(cp: &ControlPlane<'_>) {
     // One pod per node that every new pod pings.
     let probes = cp
         .add_pods([("node1", "probe-1"), ("node2", "probe-2")])

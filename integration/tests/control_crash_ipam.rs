@@ -42,11 +42,9 @@ fn on_etcd_a_control_killed_during_concurrent_adds_leaks_no_address() {
     }
     let lab = Lab::new().unwrap();
     let etcd = EtcdCluster::start(&lab, 3).unwrap();
-    let cp = ControlPlane::on_etcd(&lab, &etcd).unwrap();
-    for node in ["node1", "node2"] {
-        cp.add_node(node).unwrap();
-    }
-    cp.apply("node1", &default_ipip_pool()).unwrap();
+    let cp =
+        ControlPlane::with_pool_on_etcd(&lab, &etcd, &["node1", "node2"], &default_ipip_pool())
+            .unwrap();
     killed_during_adds(&cp);
 }
 

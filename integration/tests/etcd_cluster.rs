@@ -29,11 +29,8 @@ use tapwire_integration::{
 /// Two nodes on a 3-member etcd with the default IPIP pool, pod-a on node1 and pod-c on
 /// node2, reaching each other.
 fn cluster_on_etcd<'lab>(lab: &'lab Lab, etcd: &EtcdCluster<'_>) -> (ControlPlane<'lab>, Pod, Pod) {
-    let cp = ControlPlane::on_etcd(lab, etcd).unwrap();
-    for node in ["node1", "node2"] {
-        cp.add_node(node).unwrap();
-    }
-    cp.apply("node1", &default_ipip_pool()).unwrap();
+    let cp = ControlPlane::with_pool_on_etcd(lab, etcd, &["node1", "node2"], &default_ipip_pool())
+        .unwrap();
     let [a, c] = cp
         .add_pods([("node1", "pod-a"), ("node2", "pod-c")])
         .unwrap();
