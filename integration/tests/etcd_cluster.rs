@@ -5,7 +5,8 @@
 //! - The walkthrough: a pool applied with `tapwirectl`, pods added through CNI ping each
 //!   other across nodes; `etcdctl get --prefix /calico` shows Calico's key layout.
 //! - Propagation: from `tapwirectl apply` on node1 of a document that adds a route, to that
-//!   route in both nodes' computed state (what their dataplanes are sent): p50/p99 printed.
+//!   route in both nodes' computed state (what their dataplanes are sent): p50/p99 printed,
+//!   on etcd (watches) and, for comparison, on the file store (polled every 100 ms).
 //! - One member down, the leader: a TCP stream between pods never stalls; CNI ADD and DEL
 //!   and `apply` work again within a few seconds.
 //! - All of etcd down: pods keep talking; CNI ADD fails within seconds with an error
@@ -82,31 +83,9 @@ fn the_walkthrough_on_etcd_with_calicos_keys_and_fast_propagation() {
         );
     }
 
-    // Propagation: a declared host with its own pod CIDR, applied on node1, until both
-    // nodes route to it.
-    let mut samples = Vec::new();
-    for i in 0..20u8 {
-        let cidr = format!("10.200.{i}.0/24");
-        let doc = format!(
-            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: ext-{i}\n\
-             spec:\n  bgp:\n    ipv4Address: 192.168.0.{}/24\n  podCIDRs: [\"{cidr}\"]\n",
-            100 + i
-        );
-        let started = Instant::now();
-        cp.apply("node1", &doc).unwrap();
-        while !(has_route(&cp, "node1", &cidr) && has_route(&cp, "node2", &cidr)) {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "{cidr} did not reach both nodes"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        samples.push(started.elapsed());
-    }
+    let (p50, p99) = apply_to_route(&cp);
     eprintln!(
-        "etcd: tapwirectl apply → route on both nodes: p50 {:.1?}, p99 {:.1?} (20 samples, apply included)",
-        quantile(&mut samples, 0.5),
-        quantile(&mut samples, 0.99)
+        "etcd: tapwirectl apply → route on both nodes: p50 {p50:.1?}, p99 {p99:.1?} (20 samples, apply included)"
     );
     cp.check_running().unwrap();
 }
@@ -253,4 +232,44 @@ fn with_all_of_etcd_down_pods_keep_talking_adds_fail_fast_and_all_comes_back() {
     );
     cp.ctl("node1").unwrap().ok(&["get", "ippools"]).unwrap();
     cp.check_running().unwrap();
+}
+
+/// Applies on node1, 20 times, a declared host with a pod CIDR of its own, and times each
+/// until both nodes route to it (the `tapwirectl` run included): (p50, p99).
+fn apply_to_route(cp: &ControlPlane<'_>) -> (Duration, Duration) {
+    let mut samples = Vec::new();
+    for i in 0..20u8 {
+        let cidr = format!("10.200.{i}.0/24");
+        let doc = format!(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: ext-{i}\n\
+             spec:\n  bgp:\n    ipv4Address: 192.168.0.{}/24\n  podCIDRs: [\"{cidr}\"]\n",
+            100 + i
+        );
+        let started = Instant::now();
+        cp.apply("node1", &doc).unwrap();
+        while !(has_route(cp, "node1", &cidr) && has_route(cp, "node2", &cidr)) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{cidr} did not reach both nodes"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        samples.push(started.elapsed());
+    }
+    (quantile(&mut samples, 0.5), quantile(&mut samples, 0.99))
+}
+
+#[test]
+fn on_the_file_store_a_change_propagates_as_well() {
+    if skip_unless_root("on_the_file_store_a_change_propagates_as_well") {
+        return;
+    }
+    // The same measurement on the embedded store, for comparison.
+    let lab = Lab::new().unwrap();
+    let (cp, _) = ControlPlane::two_nodes_two_pods(&lab).unwrap();
+    let (p50, p99) = apply_to_route(&cp);
+    eprintln!(
+        "file store: tapwirectl apply → route on both nodes: p50 {p50:.1?}, p99 {p99:.1?} (20 samples, apply included)"
+    );
+    assert!(p99 < Duration::from_secs(1), "{p99:?}");
 }
