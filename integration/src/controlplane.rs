@@ -187,7 +187,20 @@ impl<'lab> ControlPlane<'lab> {
     /// The small cluster most tests start from: node1 and node2 with the default IPIP
     /// pool, pod `pod-a` on node1 and `pod-c` on node2, each reaching the other.
     pub fn two_nodes_two_pods(lab: &'lab Lab) -> Result<(ControlPlane<'lab>, [Pod; 2])> {
-        let cp = ControlPlane::with_pool(lab, &["node1", "node2"], &default_ipip_pool())?;
+        ControlPlane::with_pool(lab, &["node1", "node2"], &default_ipip_pool())?.with_two_pods()
+    }
+
+    /// [`ControlPlane::two_nodes_two_pods`] with the nodes' state in `etcd`.
+    pub fn two_nodes_two_pods_on_etcd(
+        lab: &'lab Lab,
+        etcd: &crate::EtcdCluster<'_>,
+    ) -> Result<(ControlPlane<'lab>, [Pod; 2])> {
+        ControlPlane::with_pool_on_etcd(lab, etcd, &["node1", "node2"], &default_ipip_pool())?
+            .with_two_pods()
+    }
+
+    fn with_two_pods(self) -> Result<(ControlPlane<'lab>, [Pod; 2])> {
+        let cp = self;
         let pods = cp.add_pods([("node1", "pod-a"), ("node2", "pod-c")])?;
         let [a, c] = &pods;
         crate::traffic::wait_reachable(a, c.ip, crate::check::REACHABLE_WITHIN)?;

@@ -13,13 +13,17 @@
 //! - `tapwire-dataplane` killed (SIGKILL) on node2 under a TCP stream and started again
 //!   half a second later: pings (one every 10 ms) are answered within a second of the
 //!   restart, the stream completes with every byte verified, and the pod keeps its `eth0`.
+//!
+//! The first runs on the file store and on a 3-member etcd.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::time::{Duration, Instant};
 
 use tapwire_integration::check::{assert_pings, assert_transfer};
 use tapwire_integration::traffic::wait_reachable;
-use tapwire_integration::{skip_unless_root, tcp_transfer, ControlPlane, Lab, Pod, Transfer};
+use tapwire_integration::{
+    skip_unless_root, tcp_transfer, ControlPlane, EtcdCluster, Lab, Pod, Transfer,
+};
 
 /// What identifies the pod's `eth0` and its address: ifindex, MTU and MAC from
 /// `ip -o link show eth0`, the address from `ip -o -4 addr show eth0`. (The link state is
@@ -61,7 +65,25 @@ fn a_stream_survives_control_restarts_and_traffic_resumes_after_a_dataplane_rest
     }
     let lab = Lab::new().unwrap();
     let (cp, [a, c]) = ControlPlane::two_nodes_two_pods(&lab).unwrap();
-    let before = (interface_view(&a), interface_view(&c));
+    restarts_under_traffic(&cp, &a, &c);
+}
+
+#[test]
+fn on_etcd_a_stream_survives_control_restarts_and_traffic_resumes_after_a_dataplane_restart() {
+    if skip_unless_root(
+        "on_etcd_a_stream_survives_control_restarts_and_traffic_resumes_after_a_dataplane_restart",
+    ) {
+        return;
+    }
+    let lab = Lab::new().unwrap();
+    let etcd = EtcdCluster::start(&lab, 3).unwrap();
+    let (cp, [a, c]) = ControlPlane::two_nodes_two_pods_on_etcd(&lab, &etcd).unwrap();
+    restarts_under_traffic(&cp, &a, &c);
+}
+
+/// The control and dataplane restarts of the module documentation, on `cp`.
+fn restarts_under_traffic(cp: &ControlPlane<'_>, a: &Pod, c: &Pod) {
+    let before = (interface_view(a), interface_view(c));
 
     // Control restarts under a running stream.
     let stream_for = Duration::from_secs(8);
@@ -72,7 +94,7 @@ fn a_stream_survives_control_restarts_and_traffic_resumes_after_a_dataplane_rest
                 stall_timeout: Duration::from_secs(3),
                 ..Transfer::for_duration(stream_for, u64::MAX)
             };
-            tcp_transfer(&a, &c, &spec)
+            tcp_transfer(a, c, &spec)
         });
         std::thread::sleep(Duration::from_secs(1));
         for node in ["node1", "node2"] {
@@ -93,29 +115,29 @@ fn a_stream_survives_control_restarts_and_traffic_resumes_after_a_dataplane_rest
     eprintln!("stream across both control restarts: {report}, every byte verified");
     assert!(report.bytes > 0);
     assert_eq!(
-        (interface_view(&a), interface_view(&c)),
+        (interface_view(a), interface_view(c)),
         before,
         "a control restart changed a pod's interface"
     );
 
     // A dataplane restart on node2.
-    let c_before = interface_view(&c);
+    let c_before = interface_view(c);
     let stopped = Instant::now();
     cp.stop_dataplane("node2").unwrap();
     // The pod keeps its interface while no dataplane runs.
     assert_eq!(
-        interface_view(&c),
+        interface_view(c),
         c_before,
         "eth0 changed with the dataplane gone"
     );
     cp.start_dataplane("node2").unwrap();
     cp.wait_ready("node2", Duration::from_secs(20)).unwrap();
-    wait_reachable(&a, c.ip, Duration::from_secs(10)).unwrap();
+    wait_reachable(a, c.ip, Duration::from_secs(10)).unwrap();
     let outage = stopped.elapsed();
     eprintln!("dataplane restart on node2: pings answered again {outage:.2?} after the stop");
     assert!(outage < Duration::from_secs(10), "{outage:?}");
     assert_eq!(
-        interface_view(&c),
+        interface_view(c),
         c_before,
         "the dataplane restart changed the pod's interface"
     );
@@ -127,7 +149,7 @@ fn a_stream_survives_control_restarts_and_traffic_resumes_after_a_dataplane_rest
     for (from, to) in [(&a, &c), (&c, &a)] {
         assert_pings(from, to, 5);
     }
-    assert_transfer(&c, &a, 5002, 16 << 20);
+    assert_transfer(c, a, 5002, 16 << 20);
     cp.check_running().unwrap();
 }
 

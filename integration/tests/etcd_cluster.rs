@@ -21,24 +21,10 @@ use tapwire_integration::check::{
     assert_failed_add_left_nothing, assert_pings, assert_transfer, REACHABLE_WITHIN,
 };
 use tapwire_integration::cni::CniCommand;
-use tapwire_integration::controlplane::default_ipip_pool;
 use tapwire_integration::traffic::wait_reachable;
 use tapwire_integration::{
-    skip_unless_root, tcp_transfer, ControlPlane, EtcdCluster, Lab, Pod, Transfer,
+    skip_unless_root, tcp_transfer, ControlPlane, EtcdCluster, Lab, Transfer,
 };
-
-/// Two nodes on a 3-member etcd with the default IPIP pool, pod-a on node1 and pod-c on
-/// node2, reaching each other.
-fn cluster_on_etcd<'lab>(lab: &'lab Lab, etcd: &EtcdCluster<'_>) -> (ControlPlane<'lab>, Pod, Pod) {
-    let cp = ControlPlane::with_pool_on_etcd(lab, etcd, &["node1", "node2"], &default_ipip_pool())
-        .unwrap();
-    let [a, c] = cp
-        .add_pods([("node1", "pod-a"), ("node2", "pod-c")])
-        .unwrap();
-    wait_reachable(&a, c.ip, REACHABLE_WITHIN).unwrap();
-    wait_reachable(&c, a.ip, REACHABLE_WITHIN).unwrap();
-    (cp, a, c)
-}
 
 /// Whether node `on`'s computed routes hold `dst`.
 fn has_route(cp: &ControlPlane<'_>, on: &str, dst: &str) -> bool {
@@ -62,7 +48,7 @@ fn the_walkthrough_on_etcd_with_calicos_keys_and_fast_propagation() {
     }
     let lab = Lab::new().unwrap();
     let etcd = EtcdCluster::start(&lab, 3).unwrap();
-    let (cp, a, c) = cluster_on_etcd(&lab, &etcd);
+    let (cp, [a, c]) = ControlPlane::two_nodes_two_pods_on_etcd(&lab, &etcd).unwrap();
     assert_pings(&a, &c, 3);
     assert_transfer(&a, &c, 5001, 16 << 20);
 
@@ -98,7 +84,7 @@ fn losing_the_etcd_leader_stops_no_traffic_and_the_control_plane_fails_over() {
     }
     let lab = Lab::new().unwrap();
     let etcd = EtcdCluster::start(&lab, 3).unwrap();
-    let (cp, a, c) = cluster_on_etcd(&lab, &etcd);
+    let (cp, [a, c]) = ControlPlane::two_nodes_two_pods_on_etcd(&lab, &etcd).unwrap();
     let leader = etcd.wait_for_leader(Duration::from_secs(5)).unwrap();
 
     let (report, failover) = std::thread::scope(|scope| {
@@ -160,7 +146,7 @@ fn with_all_of_etcd_down_pods_keep_talking_adds_fail_fast_and_all_comes_back() {
     }
     let lab = Lab::new().unwrap();
     let etcd = EtcdCluster::start(&lab, 3).unwrap();
-    let (cp, a, c) = cluster_on_etcd(&lab, &etcd);
+    let (cp, [a, c]) = ControlPlane::two_nodes_two_pods_on_etcd(&lab, &etcd).unwrap();
     etcd.stop_all().unwrap();
 
     // Forwarding goes on, on the last state.
