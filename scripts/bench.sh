@@ -10,7 +10,12 @@
 # --skip fib|memory|cni|paths|profile, --profile to profile a quick run). Needs root: the
 # labs are network namespaces, veths and TAPs, all removed when the run ends, fails or is
 # interrupted. The parts: route table (fib), dataplane memory, CNI ADD latency with 1 to
-# 200 pods on one node (cni), the paths, and their profiles.
+# 200 pods on one node (cni), the paths, and their profiles. The paths: pod → pod across
+# two nodes (tapwire-none/-vxlan/-ipip against kernel-routed and kernel-vxlan), node → its
+# own pod through the host path tapwire0 (tapwire-host, against kernel-host: the node's
+# namespace → a veth pod, Calico's /32 route and proxy ARP) and pod → pod on one node
+# (tapwire-local, against kernel-routed); tapwire-host is also divided by tapwire-local.
+# nft (nftables) is what tapwire-control programs natOutgoing with on the host path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +31,7 @@ command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v sysctl >/dev/null || need+=(procps)
+command -v nft >/dev/null || need+=(nftables)
 # The etcd client crate compiles etcd's protos with protoc at build time.
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 # The full run profiles every path with perf; a quick run does only when asked.

@@ -3,11 +3,13 @@
 //!
 //! - [`TapwireCluster`]: tapwire's real control plane — two nodes running
 //!   `tapwire-dataplane --workers 2` and `tapwire-control` over one file datastore, one
-//!   pod per node added through the `tapwire` CNI plugin. The IP pool is switched between
-//!   unencapsulated, VXLAN and IPIP with `tapwirectl apply`, and a switch counts as done
-//!   once a ping shows the new form on the underlay in both directions.
+//!   pod per node added through the `tapwire` CNI plugin, and a second pod on node1 for the
+//!   same-node paths; node1's own namespace reaches its pods through the host path
+//!   (`tapwire0`). The IP pool is switched between unencapsulated, VXLAN and IPIP with
+//!   `tapwirectl apply`, and a switch counts as done once a ping shows the new form on
+//!   the underlay in both directions.
 //! - [`kernel_routed`]: one node routing between two veth pods, as Calico's Linux
-//!   dataplane wires them.
+//!   dataplane wires them; the node's own namespace reaches the second pod the same way.
 //! - [`kernel_vxlan`]: two nodes joined by `vxlan.calico`, as Felix programs it.
 //!
 //! Every pod of every path has the same MTU, [`POD_MTU`]: the tapwire pods get it from
@@ -59,22 +61,30 @@ pub fn pool_for(mode: Mode) -> String {
     ippool_yaml(DEFAULT_POOL_NAME, "10.65.0.0/16", 26, ipip, vxlan)
 }
 
-/// tapwire's control plane on two nodes with one pod each; see the module documentation.
+/// tapwire's control plane on two nodes; see the module documentation.
 #[derive(Debug)]
 pub struct TapwireCluster<'lab> {
     cp: ControlPlane<'lab>,
+    /// `pod-a` on node1 → `pod-b` on node2.
     pub pair: Pair,
+    /// node1's own namespace → `pod-a`, through node1's host path.
+    pub host: Pair,
+    /// `pod-c` on node1 → `pod-a` on node1.
+    pub local: Pair,
     mode: Mode,
 }
 
 impl<'lab> TapwireCluster<'lab> {
-    /// Starts both nodes, applies the VXLAN pool, adds `pod-a` on node1 and `pod-b` on
-    /// node2 through CNI and waits until they reach each other.
+    /// Starts both nodes, applies the VXLAN pool, adds `pod-a` and `pod-c` on node1 and
+    /// `pod-b` on node2 through CNI and waits until every pair reaches each other.
     pub fn start(lab: &'lab Lab) -> Result<TapwireCluster<'lab>> {
         let cp = ControlPlane::with_pool(lab, &TAPWIRE_NODES, &pool_for(Mode::Vxlan))?;
-        let client = cp.add_pod(TAPWIRE_NODES[0], "pod-a")?;
-        let server = cp.add_pod(TAPWIRE_NODES[1], "pod-b")?;
-        for pod in [&client, &server] {
+        let [client, server, neighbour] = cp.add_pods([
+            (TAPWIRE_NODES[0], "pod-a"),
+            (TAPWIRE_NODES[1], "pod-b"),
+            (TAPWIRE_NODES[0], "pod-c"),
+        ])?;
+        for pod in [&client, &server, &neighbour] {
             if pod.mtu_bytes != POD_MTU {
                 return Err(BenchError::Invalid(format!(
                     "{} got MTU {} from the VXLAN pool, expected {POD_MTU}",
@@ -82,11 +92,23 @@ impl<'lab> TapwireCluster<'lab> {
                 )));
             }
         }
+        let host = Pair {
+            client: cp.node(TAPWIRE_NODES[0])?.as_host(),
+            server: client.clone(),
+        };
+        let local = Pair {
+            client: neighbour,
+            server: client.clone(),
+        };
         let pair = Pair { client, server };
-        pair.wait_reachable()?;
+        for p in [&pair, &host, &local] {
+            p.wait_reachable()?;
+        }
         Ok(TapwireCluster {
             cp,
             pair,
+            host,
+            local,
             mode: Mode::Vxlan,
         })
     }
@@ -136,15 +158,31 @@ impl<'lab> TapwireCluster<'lab> {
     }
 }
 
-/// One node routing between two veth pods (`kr-a` → `kr-b`), Calico-style.
-pub fn kernel_routed(lab: &Lab) -> Result<Pair> {
+/// The pairs of [`kernel_routed`]'s node.
+#[derive(Debug, Clone)]
+pub struct KernelRouted {
+    /// `kr-a` → `kr-b`, two veth pods of one node.
+    pub pair: Pair,
+    /// The node's own namespace → `kr-b`.
+    pub host: Pair,
+}
+
+/// One node routing between two veth pods (`kr-a` → `kr-b`), Calico-style; its own
+/// namespace reaches `kr-b` by the same `/32 dev caliX scope link` route (and `kr-b`
+/// answers through the proxy-ARPed host veth), as a Calico node reaches its pods.
+pub fn kernel_routed(lab: &Lab) -> Result<KernelRouted> {
     let node = lab.add_node("kr")?;
     kernel::enable_forwarding(&node)?;
     let client = kernel::add_veth_pod(lab, &node, "kr-a", node.pod_ip(2), POD_MTU)?;
     let server = kernel::add_veth_pod(lab, &node, "kr-b", node.pod_ip(3), POD_MTU)?;
+    let host = Pair {
+        client: node.as_host(),
+        server: server.clone(),
+    };
     let pair = Pair { client, server };
     pair.wait_reachable()?;
-    Ok(pair)
+    host.wait_reachable()?;
+    Ok(KernelRouted { pair, host })
 }
 
 /// Two nodes joined by `vxlan.calico`, one veth pod each (`kv-a` on kv1 → `kv-b` on kv2).

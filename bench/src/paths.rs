@@ -1,9 +1,10 @@
 //! The paths the harness compares, by name, and which kernel path each tapwire path is
-//! measured against. Pure definitions: the labs that realize them are in [`crate::labs`].
+//! measured against (and, for the host path, which tapwire path too). Pure definitions:
+//! the labs that realize them are in [`crate::labs`].
 
 use tapwire_integration::Mode;
 
-/// One way a packet can go from a pod to a pod on this machine.
+/// One way a packet can go from a pod (or a node) to a pod on this machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PathKind {
     /// tapwire across two nodes, unencapsulated (`ipipMode: Never`, `vxlanMode: Never`).
@@ -12,31 +13,46 @@ pub enum PathKind {
     TapwireVxlan,
     /// tapwire across two nodes, IP-in-IP (`ipipMode: Always`).
     TapwireIpip,
+    /// tapwire, node1's own namespace → a pod on node1, through the host path (`tapwire0`).
+    TapwireHost,
+    /// tapwire, a pod on node1 → another pod on node1 (never encapsulated).
+    TapwireLocal,
     /// The kernel, Calico's Linux dataplane without encapsulation: two veth pods routed by
     /// one node.
     KernelRouted,
     /// The kernel, Calico's Linux dataplane with VXLAN: two nodes joined by `vxlan.calico`.
     KernelVxlan,
+    /// The kernel, Calico's Linux dataplane: a node's own namespace → a veth pod on it
+    /// (`/32 dev caliX scope link`, proxy ARP on the host veth).
+    KernelHost,
 }
 
 impl PathKind {
     /// Every path, in the order each round measures them (tapwire and kernel alternate so
-    /// that drift during a round hits both sides of a comparison alike).
-    pub const ROUND_ORDER: [PathKind; 5] = [
+    /// that drift during a round hits both sides of a comparison alike). The host and
+    /// local paths follow VXLAN, the pool mode they are measured in, so that they cost no
+    /// pool switch.
+    pub const ROUND_ORDER: [PathKind; 8] = [
         PathKind::TapwireNone,
         PathKind::KernelRouted,
         PathKind::TapwireVxlan,
         PathKind::KernelVxlan,
+        PathKind::TapwireHost,
+        PathKind::KernelHost,
+        PathKind::TapwireLocal,
         PathKind::TapwireIpip,
     ];
 
     /// Every path in report order: tapwire first, then the kernel.
-    pub const REPORT_ORDER: [PathKind; 5] = [
+    pub const REPORT_ORDER: [PathKind; 8] = [
         PathKind::TapwireNone,
         PathKind::TapwireVxlan,
         PathKind::TapwireIpip,
+        PathKind::TapwireHost,
+        PathKind::TapwireLocal,
         PathKind::KernelRouted,
         PathKind::KernelVxlan,
+        PathKind::KernelHost,
     ];
 
     /// The name in `results.json` and the tables.
@@ -45,8 +61,11 @@ impl PathKind {
             PathKind::TapwireNone => "tapwire-none",
             PathKind::TapwireVxlan => "tapwire-vxlan",
             PathKind::TapwireIpip => "tapwire-ipip",
+            PathKind::TapwireHost => "tapwire-host",
+            PathKind::TapwireLocal => "tapwire-local",
             PathKind::KernelRouted => "kernel-routed",
             PathKind::KernelVxlan => "kernel-vxlan",
+            PathKind::KernelHost => "kernel-host",
         }
     }
 
@@ -57,24 +76,41 @@ impl PathKind {
             .find(|p| p.name() == name)
     }
 
-    /// The tapwire pool mode of a tapwire path; `None` for kernel paths.
+    /// The tapwire pool mode of a tapwire path; `None` for kernel paths. Traffic to a
+    /// pod on the same node is never encapsulated, but the host and local paths are
+    /// measured in VXLAN mode all the same: there the host path's pool route carries the
+    /// pods' MTU ([`crate::labs::POD_MTU`]), which another mode would change.
     pub fn tapwire_mode(self) -> Option<Mode> {
         match self {
             PathKind::TapwireNone => Some(Mode::None),
-            PathKind::TapwireVxlan => Some(Mode::Vxlan),
+            PathKind::TapwireVxlan | PathKind::TapwireHost | PathKind::TapwireLocal => {
+                Some(Mode::Vxlan)
+            }
             PathKind::TapwireIpip => Some(Mode::Ipip),
-            PathKind::KernelRouted | PathKind::KernelVxlan => None,
+            PathKind::KernelRouted | PathKind::KernelVxlan | PathKind::KernelHost => None,
         }
     }
 
     /// The kernel path a tapwire path is compared with. IPIP is compared with kernel
     /// VXLAN: this kernel has no IPIP (no `ipip` device type), so there is no kernel IPIP
     /// path to measure.
+    /// The same-node paths have same-node counterparts: `tapwire-local` is compared with
+    /// `kernel-routed` (two veth pods on one node), `tapwire-host` with `kernel-host`.
     pub fn counterpart(self) -> Option<PathKind> {
         match self {
-            PathKind::TapwireNone => Some(PathKind::KernelRouted),
+            PathKind::TapwireNone | PathKind::TapwireLocal => Some(PathKind::KernelRouted),
             PathKind::TapwireVxlan | PathKind::TapwireIpip => Some(PathKind::KernelVxlan),
-            PathKind::KernelRouted | PathKind::KernelVxlan => None,
+            PathKind::TapwireHost => Some(PathKind::KernelHost),
+            PathKind::KernelRouted | PathKind::KernelVxlan | PathKind::KernelHost => None,
+        }
+    }
+
+    /// The tapwire path a tapwire path is also compared with: the host path (node → its
+    /// pod) with pod → pod on the same node, which it should not be slower than (issue 11).
+    pub fn tapwire_peer(self) -> Option<PathKind> {
+        match self {
+            PathKind::TapwireHost => Some(PathKind::TapwireLocal),
+            _ => None,
         }
     }
 
@@ -96,6 +132,15 @@ impl PathKind {
             PathKind::KernelVxlan => {
                 "kernel, pod on node1 → pod on node2 over vxlan.calico (Calico's Linux dataplane, VXLAN)"
             }
+            PathKind::TapwireHost => {
+                "tapwire, node1's own namespace → pod on node1 through the host path tapwire0 (pool in VXLAN mode; not encapsulated)"
+            }
+            PathKind::TapwireLocal => {
+                "tapwire, pod on node1 → pod on node1 (pool in VXLAN mode; not encapsulated)"
+            }
+            PathKind::KernelHost => {
+                "kernel, a node's own namespace → veth pod on it (/32 dev caliX scope link, proxy ARP; Calico's Linux dataplane)"
+            }
         }
     }
 }
@@ -115,5 +160,42 @@ mod tests {
             Some(PathKind::KernelVxlan)
         );
         assert_eq!(PathKind::ROUND_ORDER.len(), PathKind::REPORT_ORDER.len());
+        for path in PathKind::ROUND_ORDER {
+            assert!(PathKind::REPORT_ORDER.contains(&path), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn same_node_paths_are_compared_on_the_same_node() {
+        assert_eq!(
+            PathKind::TapwireHost.counterpart(),
+            Some(PathKind::KernelHost)
+        );
+        assert_eq!(
+            PathKind::TapwireLocal.counterpart(),
+            Some(PathKind::KernelRouted)
+        );
+        assert_eq!(
+            PathKind::TapwireHost.tapwire_peer(),
+            Some(PathKind::TapwireLocal)
+        );
+        assert_eq!(PathKind::TapwireLocal.tapwire_peer(), None);
+    }
+
+    #[test]
+    fn a_round_switches_the_pool_no_more_than_before() {
+        // Count the mode changes along a round, starting from the VXLAN pool the cluster
+        // is created with: the same-node paths must ride on VXLAN's switch.
+        let mut mode = Mode::Vxlan;
+        let mut switches = 0;
+        for path in PathKind::ROUND_ORDER {
+            if let Some(m) = path.tapwire_mode() {
+                if m != mode {
+                    switches += 1;
+                    mode = m;
+                }
+            }
+        }
+        assert_eq!(switches, 3);
     }
 }

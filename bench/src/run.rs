@@ -57,7 +57,7 @@ pub struct Sections {
     pub memory: bool,
     /// CNI ADD latency with 1 to 200 pods on one node.
     pub cni: bool,
-    /// The five paths.
+    /// The paths (see [`PathKind`]).
     pub paths: bool,
     /// A `perf` profile of each path's 1-stream TCP run, after the measured rounds.
     pub profile: bool,
@@ -354,10 +354,12 @@ struct MeasuredPaths {
 /// Builds every lab, measures every path `opts.rounds` times, then profiles each path if
 /// asked.
 fn measure_paths(opts: &RunOptions, progress: &Progress) -> Result<MeasuredPaths> {
-    progress.say("labs: tapwire control plane (2 nodes, 2 workers each, pods through CNI)");
+    progress.say(
+        "labs: tapwire control plane (2 nodes, 2 workers each, 3 pods through CNI, host path)",
+    );
     let tapwire_lab = Lab::new()?;
     let tapwire = TapwireCluster::start(&tapwire_lab)?;
-    progress.say("labs: kernel routed veth (1 node, 2 pods)");
+    progress.say("labs: kernel routed veth (1 node, 2 pods; the node reaches one)");
     let routed_lab = Lab::new()?;
     let routed = labs::kernel_routed(&routed_lab)?;
     progress.say("labs: kernel VXLAN (2 nodes, vxlan.calico)");
@@ -432,22 +434,29 @@ fn measure_paths(opts: &RunOptions, progress: &Progress) -> Result<MeasuredPaths
 /// The three labs, which between them realize every path.
 struct PathLabs<'lab> {
     tapwire: TapwireCluster<'lab>,
-    routed: Pair,
+    routed: labs::KernelRouted,
     kernel_vxlan: Pair,
 }
 
 impl PathLabs<'_> {
-    /// The pods to measure `kind` between, switching the tapwire pool to the path's mode
-    /// first if needed; with how long that switch took to show on the wire.
+    /// The endpoints to measure `kind` between, switching the tapwire pool to the path's
+    /// mode first if needed; with how long that switch took to show on the wire.
     fn ready(&mut self, kind: PathKind) -> Result<(Pair, Option<Duration>)> {
-        Ok(match kind.tapwire_mode() {
-            Some(mode) => {
-                let switched = self.tapwire.set_mode(mode)?;
-                (self.tapwire.pair.clone(), switched)
+        let switched = match kind.tapwire_mode() {
+            Some(mode) => self.tapwire.set_mode(mode)?,
+            None => None,
+        };
+        let pair = match kind {
+            PathKind::TapwireNone | PathKind::TapwireVxlan | PathKind::TapwireIpip => {
+                &self.tapwire.pair
             }
-            None if kind == PathKind::KernelRouted => (self.routed.clone(), None),
-            None => (self.kernel_vxlan.clone(), None),
-        })
+            PathKind::TapwireHost => &self.tapwire.host,
+            PathKind::TapwireLocal => &self.tapwire.local,
+            PathKind::KernelRouted => &self.routed.pair,
+            PathKind::KernelHost => &self.routed.host,
+            PathKind::KernelVxlan => &self.kernel_vxlan,
+        };
+        Ok((pair.clone(), switched))
     }
 }
 

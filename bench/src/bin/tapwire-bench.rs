@@ -96,7 +96,7 @@ enum Section {
     Memory,
     /// CNI ADD latency as 200 pods are added on one node (first ADDs against the last).
     Cni,
-    /// The five paths (tapwire none/VXLAN/IPIP, kernel routed/VXLAN).
+    /// The paths (tapwire none/VXLAN/IPIP/host/local, kernel routed/VXLAN/host).
     Paths,
     /// The `perf` profile of each path (taken after the measured rounds).
     Profile,

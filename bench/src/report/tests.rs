@@ -143,6 +143,7 @@ fn targets_are_judged_on_ratios_from_the_same_run() {
             (Some(false), "0.70".to_string()),          // none 14 / 20
             (Some(true), "0.80".to_string()),           // ipip 8 / kernel vxlan 10
             (Some(true), "0.62".to_string()),           // 500k / 800k pps
+            (None, "not measured".to_string()),         // no host path in the sample
             (Some(false), "+35.0 µs".to_string()),      // 60 − 25
             (Some(true), "3.00, 3.00 MiB".to_string()), // 300M / 100M, 3 MiB
             (Some(false), "12.00 µs".to_string()),      // median update
@@ -370,4 +371,106 @@ fn cni_passes_show_in_the_table_the_markdown_and_the_json() {
     let old = serde_json::to_string(&sample()).unwrap_or_default();
     let old: Option<Results> = serde_json::from_str(&old).ok();
     assert_eq!(old.map(|r| r.cni), Some(None));
+}
+
+/// [`sample`] with the same-node paths: node → its pod at `host` Gbit/s, pod → pod on the
+/// node at 16, the kernel's node → veth pod at 20.
+fn with_host_paths(host: f64) -> Results {
+    let mut results = sample();
+    results.paths.extend([
+        path(PathKind::KernelHost, 20.0, 1_100_000.0, 18.0),
+        path(PathKind::TapwireLocal, 16.0, 700_000.0, 30.0),
+        path(PathKind::TapwireHost, host, 650_000.0, 32.0),
+    ]);
+    results.targets = evaluate_targets(&results);
+    results
+}
+
+fn host_target(results: &Results) -> Option<(String, Option<bool>)> {
+    results
+        .targets
+        .iter()
+        .find(|t| t.what.starts_with("tapwire-host"))
+        .map(|t| (t.shown.clone(), t.pass))
+}
+
+#[test]
+fn host_path_is_judged_against_pod_to_pod_on_the_same_node() {
+    // 15 / 16 is within the 10% left to noise; 12 / 16 is slower.
+    assert_eq!(
+        host_target(&with_host_paths(15.0)),
+        Some(("0.94".to_string(), Some(true)))
+    );
+    assert_eq!(
+        host_target(&with_host_paths(12.0)),
+        Some(("0.75".to_string(), Some(false)))
+    );
+    assert_eq!(
+        host_target(&sample()),
+        Some(("not measured".to_string(), None))
+    );
+}
+
+#[test]
+fn same_node_paths_show_in_report_order_with_both_comparisons() {
+    let results = with_host_paths(15.0);
+    let names: Vec<&str> = results
+        .ordered_paths()
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "tapwire-none",
+            "tapwire-vxlan",
+            "tapwire-ipip",
+            "tapwire-host",
+            "tapwire-local",
+            "kernel-routed",
+            "kernel-vxlan",
+            "kernel-host"
+        ]
+    );
+    let rows = ratio_rows(&results);
+    let compared: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| (r[0].as_str(), r[1].as_str(), r[2].as_str()))
+        .collect();
+    assert_eq!(
+        compared,
+        [
+            ("tapwire-none", "kernel-routed", "0.70x"),
+            ("tapwire-vxlan", "kernel-vxlan", "1.10x"),
+            (
+                "tapwire-ipip",
+                "kernel-vxlan (no kernel IPIP here)",
+                "0.80x"
+            ),
+            ("tapwire-host", "kernel-host", "0.75x"),
+            (
+                "tapwire-host",
+                "tapwire-local (pod → pod, same node)",
+                "0.94x"
+            ),
+            ("tapwire-local", "kernel-routed", "0.80x"),
+        ]
+    );
+    // RTT p50: host 32 µs against local 30 µs.
+    assert_eq!(rows[4][5], "+2.0");
+    let table = terminal_table(&results);
+    assert!(
+        table.contains("tapwire-local (pod → pod, same node)"),
+        "{table}"
+    );
+    let md = markdown(&results);
+    for needle in [
+        "- `tapwire-host`: tapwire, node1's own namespace → pod on node1 through the host path",
+        "- `kernel-host`: kernel, a node's own namespace → veth pod on it",
+        "| tapwire-host | tapwire-local (pod → pod, same node) | 0.94x |",
+        "| kernel-host | 1 | ",
+    ] {
+        assert!(md.contains(needle), "missing {needle:?} in\n{md}");
+    }
+    assert!(chart_svg(&results).contains("tapwire-host 1 stream: 15.00 Gbit/s"));
 }
