@@ -988,7 +988,9 @@ fn profile_section(profiles: &[PathProfile]) -> String {
 /// `chart.svg`: grouped bars of TCP throughput (1 and 4 streams) per path.
 pub fn chart_svg(results: &Results) -> String {
     let paths = results.ordered_paths();
-    let (width, height) = (760.0_f64, 380.0_f64);
+    // Wide enough that each path's name fits under its bars.
+    let width = (80.0 + 95.0 * paths.len() as f64).max(760.0);
+    let height = 380.0_f64;
     let (left, right, top, bottom) = (60.0, 20.0, 40.0, 70.0);
     let plot_w = width - left - right;
     let plot_h = height - top - bottom;
