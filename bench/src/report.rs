@@ -242,6 +242,17 @@ pub struct ScaleResult {
     pub control_peak_rss_bytes: u64,
     /// `VmRSS` of `tapwire-dataplane` once in sync.
     pub dataplane_rss_bytes: u64,
+    /// Where the time goes, timed from the harness on the same etcd: the IPAM check a
+    /// control runs at start (`Ipam::repair`), s, and one read of the whole cluster state
+    /// (`read_cluster_state`, which every recompute starts with), median, ms.
+    #[serde(default)]
+    pub ipam_check_s: f64,
+    #[serde(default)]
+    pub cluster_read_ms: f64,
+    /// One call of the control's `routes` (all of them, as JSON) while polling for a
+    /// change, median, ms: what looking costs the control.
+    #[serde(default)]
+    pub routes_call_ms: f64,
 }
 
 /// The size the scale targets are judged at.
@@ -287,7 +298,7 @@ fn scale_targets(scale: &[ScaleResult]) -> Vec<TargetResult> {
     ]
 }
 
-const SCALE_HEADER: [&str; 9] = [
+const SCALE_HEADER: [&str; 11] = [
     "scale, etcd",
     "full sync s",
     "routes",
@@ -297,6 +308,8 @@ const SCALE_HEADER: [&str; 9] = [
     "control RSS MiB",
     "control peak MiB",
     "dataplane RSS MiB",
+    "IPAM check s",
+    "cluster read ms",
 ];
 
 fn scale_rows(scale: &[ScaleResult]) -> Vec<Vec<String>> {
@@ -313,6 +326,8 @@ fn scale_rows(scale: &[ScaleResult]) -> Vec<Vec<String>> {
                 format!("{:.1}", s.control_rss_bytes as f64 / MIB),
                 format!("{:.1}", s.control_peak_rss_bytes as f64 / MIB),
                 format!("{:.1}", s.dataplane_rss_bytes as f64 / MIB),
+                format!("{:.2}", s.ipam_check_s),
+                format!("{:.1}", s.cluster_read_ms),
             ]
         })
         .collect()
@@ -334,7 +349,11 @@ fn scale_section(scale: &[ScaleResult]) -> String {
          its block is written; timed until the control's `routes` show it (*control*) and \
          until a counters round trip through the dataplane completed after that (*change*, \
          an upper bound of when the dataplane had it: it answers in order). \
-         **RSS**: `VmRSS` once in sync; *peak* is the control's `VmHWM`.\n\n",
+         **RSS**: `VmRSS` once in sync; *peak* is the control's `VmHWM`. To tell where \
+         the time goes, the harness then times two of the control's own steps on the same \
+         etcd (its own client, from the etcd member's namespace): the cluster-wide \
+         *IPAM check* (`Ipam::repair`) a control runs before it serves, and one *cluster \
+         read* (`read_cluster_state`, median of 5), with which every recompute starts.\n\n",
     );
     out.push_str(&md_table(&SCALE_HEADER, &scale_rows(scale)));
     out.push('\n');
@@ -346,9 +365,11 @@ fn scale_section(scale: &[ScaleResult]) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "- {} nodes: populated in {:.1} s; changes (ms): {}",
+            "- {} nodes: populated in {:.1} s; one `routes` call while polling {:.1} ms; \
+             changes (ms): {}",
             s.nodes,
             s.populate_s,
+            s.routes_call_ms,
             shown.join(", ")
         );
     }

@@ -21,7 +21,10 @@
 //!    had taken the route by then: an upper bound, and what the target judges);
 //!    repeated [`ScaleOptions::changes`] times;
 //! 3. **memory**: `VmRSS` of the control and the dataplane once in sync, and the
-//!    control's `VmHWM` (its peak, which the full sync sets).
+//!    control's `VmHWM` (its peak, which the full sync sets);
+//! 4. to tell where the time goes, two of the control's own steps timed from the harness
+//!    on the same etcd: the cluster-wide IPAM check a control runs before it serves, and
+//!    one read of the whole cluster state, with which every recompute starts.
 //!
 //! [`simulated_node`], [`summarize`] are pure; [`measure_size`] drives the lab.
 
@@ -30,8 +33,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::Ipv4Net;
 use tapwire_control::api::{Reply, Request, RouteRow};
-use tapwire_control::datastore::{Datastore, DatastoreExt};
-use tapwire_control::ipam::handle_id;
+use tapwire_control::datastore::{read_cluster_state, Datastore, DatastoreExt};
+use tapwire_control::ipam::{handle_id, Ipam, RepairReport};
 use tapwire_control::model::{BlockAffinity, EncapMode, IpPool, IpamBlock, IpamHandle, Node};
 use tapwire_integration::controlplane::NETWORK_NAME;
 use tapwire_integration::{ControlPlane, EtcdCluster, Lab, LabError};
@@ -181,6 +184,10 @@ pub struct SizeSamples {
     pub control_rss_bytes: u64,
     pub control_peak_rss_bytes: u64,
     pub dataplane_rss_bytes: u64,
+    pub ipam_check_s: f64,
+    pub cluster_read_ms: f64,
+    /// One `routes` call while polling for a change, median, ms.
+    pub routes_call_ms: f64,
 }
 
 /// The figures of one size; `None` without changes.
@@ -198,6 +205,9 @@ pub fn summarize(s: &SizeSamples) -> Option<ScaleResult> {
         control_rss_bytes: s.control_rss_bytes,
         control_peak_rss_bytes: s.control_peak_rss_bytes,
         dataplane_rss_bytes: s.dataplane_rss_bytes,
+        ipam_check_s: s.ipam_check_s,
+        cluster_read_ms: s.cluster_read_ms,
+        routes_call_ms: s.routes_call_ms,
     })
 }
 
@@ -376,8 +386,13 @@ pub fn measure_size(
     let control_peak_rss_bytes = process_peak_rss_bytes(control)?;
     let dataplane_rss_bytes = process_rss_bytes(dataplane)?;
 
-    let (change_control_ms, change_dataplane_ms) =
+    let (change_control_ms, change_dataplane_ms, routes_call_ms) =
         cp.with_store(|store| time_changes(&cp, store, control, nodes, changes))?;
+    let (ipam_check_s, cluster_read_ms) = cp.with_store(time_control_steps)?;
+    progress(format!(
+        "scale {nodes}: from the harness: the start-up IPAM check {ipam_check_s:.2} s, one \
+         read of the cluster {cluster_read_ms:.1} ms"
+    ));
     cp.check_running()?;
     Ok(SizeSamples {
         nodes,
@@ -389,19 +404,55 @@ pub fn measure_size(
         control_rss_bytes,
         control_peak_rss_bytes,
         dataplane_rss_bytes,
+        ipam_check_s,
+        cluster_read_ms,
+        routes_call_ms,
     })
 }
 
-/// Adds simulated nodes `nodes..nodes + changes` one at a time; see the module docs.
+/// Reads of the cluster a control reads in full to recompute.
+const CLUSTER_READS: usize = 5;
+
+/// Two steps of the control, timed from the harness on the same etcd (its own client,
+/// from the etcd member's namespace): the cluster-wide IPAM check every control runs
+/// before it serves (`Ipam::repair`, which finds nothing to repair here), in s, and the
+/// median of [`CLUSTER_READS`] reads of the whole cluster state a recompute starts with
+/// (`read_cluster_state`), in ms.
+fn time_control_steps(store: &dyn Datastore) -> std::result::Result<(f64, f64), LabError> {
+    let started = Instant::now();
+    let report = Ipam::new(store)
+        .repair()
+        .map_err(|e| LabError::Invalid(format!("the IPAM check: {e}")))?;
+    let ipam_check_s = started.elapsed().as_secs_f64();
+    if report != RepairReport::default() {
+        return Err(LabError::Invalid(format!(
+            "the IPAM check repaired the simulated cluster: {report:?}"
+        )));
+    }
+    let mut reads = Vec::with_capacity(CLUSTER_READS);
+    for _ in 0..CLUSTER_READS {
+        let started = Instant::now();
+        read_cluster_state(store).map_err(store_error("reading the cluster"))?;
+        reads.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let cluster_read_ms = percentile(&reads, 50.0)
+        .ok_or_else(|| LabError::Invalid("no read of the cluster".into()))?;
+    Ok((ipam_check_s, cluster_read_ms))
+}
+
+/// Adds simulated nodes `nodes..nodes + changes` one at a time (see the module docs);
+/// returns each change's time to the control and to the dataplane, and the median time of
+/// one `routes` call while polling (what looking costs), ms.
 fn time_changes(
     cp: &ControlPlane<'_>,
     store: &dyn Datastore,
     control: u32,
     nodes: usize,
     changes: usize,
-) -> std::result::Result<(Vec<f64>, Vec<f64>), LabError> {
+) -> std::result::Result<(Vec<f64>, Vec<f64>, f64), LabError> {
     let mut to_control = Vec::with_capacity(changes);
     let mut to_dataplane = Vec::with_capacity(changes);
+    let mut calls = Vec::new();
     for i in nodes..nodes + changes {
         let sim = sim(i)?;
         write_all_but_block(store, &sim)?;
@@ -412,7 +463,10 @@ fn time_changes(
             .create_as(&sim.block)
             .map_err(store_error("writing an IPAMBlock"))?;
         loop {
-            if remote_routes(cp)?.iter().any(|r| r.dst == dst) {
+            let call = Instant::now();
+            let found = remote_routes(cp)?.iter().any(|r| r.dst == dst);
+            calls.push(call.elapsed().as_secs_f64() * 1e3);
+            if found {
                 break;
             }
             if started.elapsed() >= CHANGE_TIMEOUT {
@@ -434,7 +488,9 @@ fn time_changes(
         }
         to_dataplane.push(started.elapsed().as_secs_f64() * 1e3);
     }
-    Ok((to_control, to_dataplane))
+    let routes_call_ms = percentile(&calls, 50.0)
+        .ok_or_else(|| LabError::Invalid("no routes call was made".into()))?;
+    Ok((to_control, to_dataplane, routes_call_ms))
 }
 
 /// Waits [`SETTLE_MIN`], then until no thread of `pid` has run in two looks in a row (at
@@ -519,6 +575,9 @@ mod tests {
             control_rss_bytes: 10 << 20,
             control_peak_rss_bytes: 20 << 20,
             dataplane_rss_bytes: 30 << 20,
+            ipam_check_s: 0.4,
+            cluster_read_ms: 12.0,
+            routes_call_ms: 3.0,
         };
         let Some(r) = summarize(&samples) else {
             panic!("ten changes")
