@@ -16,7 +16,9 @@
 //!    `routes` hold a remote route for every simulated block;
 //! 2. **one change**: a new simulated node's `Node` and affinity are written, the control
 //!    is let settle, then its block is written and timed until the control's `routes`
-//!    show it (what the control has computed and sent), and until a counters round trip
+//!    show it (what the control has computed and sent; polled with a pause as long as
+//!    the last call, at least 2 ms, so that looking takes at most half of the API
+//!    thread), and until a counters round trip
 //!    through the dataplane completed after that (the dataplane answers in order, so it
 //!    had taken the route by then: an upper bound, and what the target judges);
 //!    repeated [`ScaleOptions::changes`] times;
@@ -465,7 +467,8 @@ fn time_changes(
         loop {
             let call = Instant::now();
             let found = remote_routes(cp)?.iter().any(|r| r.dst == dst);
-            calls.push(call.elapsed().as_secs_f64() * 1e3);
+            let took = call.elapsed();
+            calls.push(took.as_secs_f64() * 1e3);
             if found {
                 break;
             }
@@ -475,7 +478,9 @@ fn time_changes(
                     after: CHANGE_TIMEOUT,
                 });
             }
-            std::thread::sleep(POLL);
+            // A call costs the control a serialization of every route (tens of ms at
+            // thousands of nodes): it is kept busy answering at most half of the time.
+            std::thread::sleep(poll_pause(took));
         }
         to_control.push(started.elapsed().as_secs_f64() * 1e3);
         match cp.api(NODE, &Request::Stats)? {
@@ -491,6 +496,11 @@ fn time_changes(
     let routes_call_ms = percentile(&calls, 50.0)
         .ok_or_else(|| LabError::Invalid("no routes call was made".into()))?;
     Ok((to_control, to_dataplane, routes_call_ms))
+}
+
+/// The pause after a `routes` call that took `call`: [`POLL`], or as long as the call.
+pub fn poll_pause(call: Duration) -> Duration {
+    call.max(POLL)
 }
 
 /// Waits [`SETTLE_MIN`], then until no thread of `pid` has run in two looks in a row (at
@@ -589,6 +599,15 @@ mod tests {
             ..samples
         };
         assert_eq!(summarize(&none), None);
+    }
+
+    #[test]
+    fn polling_leaves_the_control_half_of_the_time() {
+        assert_eq!(poll_pause(Duration::from_micros(300)), POLL);
+        assert_eq!(
+            poll_pause(Duration::from_millis(25)),
+            Duration::from_millis(25)
+        );
     }
 
     #[test]
