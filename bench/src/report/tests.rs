@@ -148,6 +148,9 @@ fn targets_are_judged_on_ratios_from_the_same_run() {
             (Some(true), "3.00, 3.00 MiB".to_string()), // 300M / 100M, 3 MiB
             (Some(false), "12.00 µs".to_string()),      // median update
             (None, "not measured".to_string()),         // no CNI section
+            (None, "not measured".to_string()),         // no scale section: full sync,
+            (None, "not measured".to_string()),         // one change,
+            (None, "not measured".to_string()),         // control RSS
             (None, "not measured".to_string()),         // no RSS in the sample
         ]
     );
