@@ -345,7 +345,7 @@ fn scale_section(scale: &[ScaleResult]) -> String {
          **Full sync**: from spawning the control until `node status` says the dataplane is \
          in sync (the dataplane's answer to the snapshot) and `routes` holds a remote route \
          per simulated block (polled every 2 ms). **One change**: a new simulated node's \
-         Node and affinity are written and the control let settle (no thread running), then \
+         Node, handle and affinity are written and the control let settle (no thread running), then \
          its block is written; timed until the control's `routes` show it (*control*; polled \
          with a pause as long as the last call, at least 2 ms) and \
          until a counters round trip through the dataplane completed after that (*change*, \

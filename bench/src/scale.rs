@@ -14,7 +14,7 @@
 //! 1. **full sync**: from spawning `tapwire-control` until its `node status` says the
 //!    dataplane is in sync (the dataplane's own `InSync` answer to the snapshot) and its
 //!    `routes` hold a remote route for every simulated block;
-//! 2. **one change**: a new simulated node's `Node` and affinity are written, the control
+//! 2. **one change**: a new simulated node's `Node`, handle and affinity are written, the control
 //!    is let settle, then its block is written and timed until the control's `routes`
 //!    show it (what the control has computed and sent; polled with a pause as long as
 //!    the last call, at least 2 ms, so that looking takes at most half of the API
