@@ -12,6 +12,7 @@
 //! - [`fibbench`]: in-process LPM lookups, memory and update latency;
 //! - [`memory`]: the dataplane's RSS with many pods and routes;
 //! - [`cni`]: CNI ADD latency as pods accumulate on one node (tapwire's control plane);
+//! - [`scale`]: one node's control plane against thousands of simulated nodes on etcd;
 //! - [`profile`]: a machine-wide `perf` profile of each path, parsed into shares;
 //! - [`report`]: `results.json`, targets, the terminal table, `report.md`, `chart.svg`;
 //! - [`run`]: one run end to end; [`sys`]: the few syscalls (the only `unsafe`).
@@ -30,6 +31,7 @@ pub mod procfs;
 pub mod profile;
 pub mod report;
 pub mod run;
+pub mod scale;
 pub mod stats;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -114,22 +114,27 @@ pub fn parse_stat_state(text: &str) -> Result<char> {
 
 /// The `VmRSS:` value of `/proc/PID/status` text, in bytes.
 pub fn parse_vm_rss(text: &str) -> Result<u64> {
+    parse_status_bytes(text, "VmRSS")
+}
+
+/// A `kB` field (`VmRSS`, `VmHWM`, …) of `/proc/PID/status` text, in bytes.
+pub fn parse_status_bytes(text: &str, field: &str) -> Result<u64> {
     let bad = |reason: &str| BenchError::Parse {
         what: "/proc/PID/status".into(),
         reason: reason.into(),
     };
     let line = text
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .ok_or_else(|| bad("no VmRSS line (has the process exited?)"))?;
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .ok_or_else(|| bad(&format!("no {field} line (has the process exited?)")))?;
     let mut parts = line.split_whitespace();
     let value: u64 = parts
         .next()
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| bad(&format!("VmRSS:{line} has no number")))?;
+        .ok_or_else(|| bad(&format!("{field}:{line} has no number")))?;
     match parts.next() {
         Some("kB") => Ok(value * 1024),
-        other => Err(bad(&format!("VmRSS unit {other:?}, expected kB"))),
+        other => Err(bad(&format!("{field} unit {other:?}, expected kB"))),
     }
 }
 
@@ -174,6 +179,11 @@ pub fn running_threads(pid: u32) -> Result<usize> {
 /// Process `pid`'s resident set size in bytes.
 pub fn process_rss_bytes(pid: u32) -> Result<u64> {
     parse_vm_rss(&read(&format!("/proc/{pid}/status"))?)
+}
+
+/// Process `pid`'s peak resident set size (`VmHWM`) in bytes.
+pub fn process_peak_rss_bytes(pid: u32) -> Result<u64> {
+    parse_status_bytes(&read(&format!("/proc/{pid}/status"))?, "VmHWM")
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
@@ -253,6 +263,11 @@ mod tests {
             Ok(12345 * 1024)
         );
         assert!(parse_vm_rss("Name:\tx\n").is_err());
+        let peak = "VmHWMx:\t1 kB\nVmHWM:\t  2048 kB\nVmRSS:\t1024 kB\n";
+        assert_eq!(
+            parse_status_bytes(peak, "VmHWM").map_err(|e| e.to_string()),
+            Ok(2048 * 1024)
+        );
     }
 
     #[test]

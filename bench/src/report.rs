@@ -24,6 +24,9 @@ pub struct Results {
     /// CNI ADD latency as pods accumulate on one node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniScaling>,
+    /// One real node against many simulated ones on etcd, per size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale: Vec<ScaleResult>,
     /// Where the CPU time goes on each path (full runs, or `--profile`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<PathProfile>,
@@ -214,6 +217,166 @@ impl CniPass {
     }
 }
 
+/// One real node's control plane against `nodes` simulated nodes on etcd (see
+/// [`crate::scale`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleResult {
+    /// Simulated nodes, a Node document and one IPAM block each.
+    pub nodes: usize,
+    /// Writing them (not judged), s.
+    pub populate_s: f64,
+    /// From spawning `tapwire-control` to its dataplane in sync with every route, s.
+    pub full_sync_s: f64,
+    /// Remote routes the control held then.
+    pub routes: usize,
+    /// One new node's block: from its write to a dataplane round trip after the control
+    /// showed the route (nearest-rank), ms.
+    pub change_p50_ms: f64,
+    pub change_p99_ms: f64,
+    /// The same until the control's `routes` showed it, median, ms.
+    pub change_control_p50_ms: f64,
+    pub change_dataplane_ms: Vec<f64>,
+    pub change_control_ms: Vec<f64>,
+    /// `VmRSS` of `tapwire-control` once in sync, and its `VmHWM`.
+    pub control_rss_bytes: u64,
+    pub control_peak_rss_bytes: u64,
+    /// `VmRSS` of `tapwire-dataplane` once in sync.
+    pub dataplane_rss_bytes: u64,
+    /// Where the time goes, timed from the harness on the same etcd: the IPAM check a
+    /// control runs at start (`Ipam::repair`), s, and one read of the whole cluster state
+    /// (`read_cluster_state`, which every recompute starts with), median, ms.
+    #[serde(default)]
+    pub ipam_check_s: f64,
+    #[serde(default)]
+    pub cluster_read_ms: f64,
+    /// One call of the control's `routes` (all of them, as JSON) while polling for a
+    /// change, median, ms: what looking costs the control.
+    #[serde(default)]
+    pub routes_call_ms: f64,
+}
+
+/// The size the scale targets are judged at.
+pub const SCALE_TARGET_NODES: usize = 5_000;
+
+/// The scale targets, at [`SCALE_TARGET_NODES`].
+fn scale_targets(scale: &[ScaleResult]) -> Vec<TargetResult> {
+    let at = scale.iter().find(|s| s.nodes == SCALE_TARGET_NODES);
+    let n = SCALE_TARGET_NODES;
+    let sync = at.map(|s| s.full_sync_s);
+    let change = at.map(|s| s.change_p50_ms);
+    let rss = at.map(|s| s.control_rss_bytes as f64);
+    vec![
+        TargetResult {
+            what: format!("scale: control start to dataplane in sync, {n} nodes on etcd"),
+            measured: sync,
+            shown: sync.map_or("not measured".into(), |v| format!("{v:.2} s")),
+            target: "< 2 s".into(),
+            pass: sync.map(|v| v < 2.0),
+        },
+        TargetResult {
+            what: format!("scale: one new node's block to the dataplane, {n} nodes (p50)"),
+            measured: change,
+            shown: at.map_or("not measured".into(), |s| {
+                format!("{:.1} ms (p99 {:.1})", s.change_p50_ms, s.change_p99_ms)
+            }),
+            target: "< 100 ms".into(),
+            pass: change.map(|v| v < 100.0),
+        },
+        TargetResult {
+            what: format!("scale: tapwire-control RSS in sync, {n} nodes"),
+            measured: rss,
+            shown: at.map_or("not measured".into(), |s| {
+                format!(
+                    "{:.1} MiB (peak {:.1})",
+                    s.control_rss_bytes as f64 / MIB,
+                    s.control_peak_rss_bytes as f64 / MIB
+                )
+            }),
+            target: "< 200 MiB".into(),
+            pass: rss.map(|v| v < 200.0 * MIB),
+        },
+    ]
+}
+
+const SCALE_HEADER: [&str; 11] = [
+    "scale, etcd",
+    "full sync s",
+    "routes",
+    "change p50 ms",
+    "change p99 ms",
+    "control p50 ms",
+    "control RSS MiB",
+    "control peak MiB",
+    "dataplane RSS MiB",
+    "IPAM check s",
+    "cluster read ms",
+];
+
+fn scale_rows(scale: &[ScaleResult]) -> Vec<Vec<String>> {
+    scale
+        .iter()
+        .map(|s| {
+            vec![
+                format!("{} nodes", s.nodes),
+                format!("{:.2}", s.full_sync_s),
+                s.routes.to_string(),
+                format!("{:.1}", s.change_p50_ms),
+                format!("{:.1}", s.change_p99_ms),
+                format!("{:.1}", s.change_control_p50_ms),
+                format!("{:.1}", s.control_rss_bytes as f64 / MIB),
+                format!("{:.1}", s.control_peak_rss_bytes as f64 / MIB),
+                format!("{:.1}", s.dataplane_rss_bytes as f64 / MIB),
+                format!("{:.2}", s.ipam_check_s),
+                format!("{:.1}", s.cluster_read_ms),
+            ]
+        })
+        .collect()
+}
+
+/// The scale section of `report.md`.
+fn scale_section(scale: &[ScaleResult]) -> String {
+    let mut out = String::from("\n## Control plane at scale (etcd)\n\n");
+    out.push_str(
+        "A one-member etcd (mutual TLS, in a lab namespace) holds one IPPool and N simulated \
+         nodes, each a `Node` document (underlay address, derived VTEP MAC) with one /26 \
+         `IPAMBlock` holding one pod's address, its `IPAMHandle` and the block's \
+         `BlockAffinity`, written through tapwire's etcd store (untimed). \
+         Then one real node: `tapwire-dataplane`, then `tapwire-control` on that etcd. \
+         **Full sync**: from spawning the control until `node status` says the dataplane is \
+         in sync (the dataplane's answer to the snapshot) and `routes` holds a remote route \
+         per simulated block (polled every 2 ms). **One change**: a new simulated node's \
+         Node, handle and affinity are written and the control let settle (no thread running), then \
+         its block is written; timed until the control's `routes` show it (*control*; polled \
+         with a pause as long as the last call, at least 2 ms) and \
+         until a counters round trip through the dataplane completed after that (*change*, \
+         an upper bound of when the dataplane had it: it answers in order). \
+         **RSS**: `VmRSS` once in sync; *peak* is the control's `VmHWM`. To tell where \
+         the time goes, the harness then times two of the control's own steps on the same \
+         etcd (its own client, from the etcd member's namespace): the cluster-wide \
+         *IPAM check* (`Ipam::repair`) a control runs before it serves, and one *cluster \
+         read* (`read_cluster_state`, median of 5), with which every recompute starts.\n\n",
+    );
+    out.push_str(&md_table(&SCALE_HEADER, &scale_rows(scale)));
+    out.push('\n');
+    for s in scale {
+        let shown: Vec<String> = s
+            .change_dataplane_ms
+            .iter()
+            .map(|ms| format!("{ms:.1}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "- {} nodes: populated in {:.1} s; one `routes` call while polling {:.1} ms; \
+             changes (ms): {}",
+            s.nodes,
+            s.populate_s,
+            s.routes_call_ms,
+            shown.join(", ")
+        );
+    }
+    out
+}
+
 /// One target and its verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetResult {
@@ -357,6 +520,7 @@ pub fn evaluate_targets(results: &Results) -> Vec<TargetResult> {
         pass: update.map(|v| v <= 10.0),
     });
     out.push(cni_target(results.cni.as_ref()));
+    out.extend(scale_targets(&results.scale));
     let rss = results
         .dataplane_memory
         .as_ref()
@@ -717,6 +881,10 @@ pub fn terminal_table(results: &Results) -> String {
         out.push('\n');
         out.push_str(&text_table(&header, &cni_rows(c)));
     }
+    if !results.scale.is_empty() {
+        out.push('\n');
+        out.push_str(&text_table(&SCALE_HEADER, &scale_rows(&results.scale)));
+    }
     for line in extras_lines(results) {
         let _ = writeln!(out, "{line}");
     }
@@ -825,6 +993,9 @@ pub fn markdown(results: &Results) -> String {
     }
     if let Some(c) = &results.cni {
         out.push_str(&cni_section(c));
+    }
+    if !results.scale.is_empty() {
+        out.push_str(&scale_section(&results.scale));
     }
     let extras = extras_lines(results);
     if !extras.is_empty() {

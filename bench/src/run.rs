@@ -1,5 +1,5 @@
 //! One benchmark run from start to end: the route-table measurements, the dataplane's
-//! memory, CNI ADD latency as pods accumulate, then the paths — every lab up at once, several rounds, each round measuring
+//! memory, CNI ADD latency as pods accumulate, the control plane at scale, then the paths — every lab up at once, several rounds, each round measuring
 //! every path in turn — then medians, targets and the report files. Progress goes to
 //! stderr as it happens; the caller prints the final table.
 
@@ -18,6 +18,7 @@ use crate::paths::PathKind;
 use crate::procfs::{machine_cpu, process_cpu_ticks, ticks_per_second, CpuTimes};
 use crate::profile::{self, PathProfile};
 use crate::report::{self, PathResult, Results, RoundSample, Setup};
+use crate::scale::{self, ScaleOptions};
 use crate::stats::percentile;
 use crate::traffic::{request_response, udp_small_packets};
 
@@ -42,6 +43,7 @@ pub struct RunOptions {
     pub rr_duration: Duration,
     pub fib: FibOptions,
     pub cni: CniOptions,
+    pub scale: ScaleOptions,
     /// Which parts to run (all by default).
     pub sections: Sections,
     /// The command line, for the report.
@@ -57,6 +59,8 @@ pub struct Sections {
     pub memory: bool,
     /// CNI ADD latency with 1 to 200 pods on one node.
     pub cni: bool,
+    /// One real node's control plane against thousands of simulated nodes on etcd.
+    pub scale: bool,
     /// The paths (see [`PathKind`]).
     pub paths: bool,
     /// A `perf` profile of each path's 1-stream TCP run, after the measured rounds.
@@ -69,6 +73,7 @@ impl Default for Sections {
             fib: true,
             memory: true,
             cni: true,
+            scale: true,
             paths: true,
             profile: true,
         }
@@ -87,6 +92,7 @@ impl RunOptions {
             rr_duration: Duration::from_secs(3),
             fib: FibOptions::full(),
             cni: CniOptions::full(),
+            scale: ScaleOptions::full(),
             sections: Sections::default(),
             command,
         }
@@ -103,6 +109,7 @@ impl RunOptions {
             rr_duration: Duration::from_secs(1),
             fib: FibOptions::quick(),
             cni: CniOptions::quick(),
+            scale: ScaleOptions::quick(),
             sections: Sections {
                 profile: false,
                 ..Sections::default()
@@ -232,6 +239,21 @@ pub fn run(opts: &RunOptions, allocated: &dyn Fn() -> u64) -> Result<Results> {
         None
     };
 
+    let scale = if opts.sections.scale {
+        let sizes: Vec<String> = opts.scale.sizes.iter().map(|n| n.to_string()).collect();
+        progress.say(format!(
+            "scale: {} simulated nodes on etcd, one real node; {} changes each",
+            sizes.join(" and "),
+            opts.scale.changes
+        ));
+        section("scale", &progress, &mut errors, || {
+            scale::measure(&opts.scale, &mut |line| progress.say(line))
+        })
+        .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+
     let (paths, switches, profiles) = if opts.sections.paths {
         section("paths", &progress, &mut errors, || {
             measure_paths(opts, &progress)
@@ -253,6 +275,7 @@ pub fn run(opts: &RunOptions, allocated: &dyn Fn() -> u64) -> Result<Results> {
         fib_update,
         dataplane_memory,
         cni,
+        scale,
         profiles,
         targets: Vec::new(),
         errors,

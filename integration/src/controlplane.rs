@@ -239,6 +239,15 @@ impl<'lab> ControlPlane<'lab> {
     /// Adds a node in underlay subnet `subnet` (see [`Lab::add_node_in_subnet`]) and
     /// starts it.
     pub fn add_node_in_subnet(&self, name: &str, subnet: u8) -> Result<Node> {
+        let node = self.add_node_without_control(name, subnet)?;
+        self.start_control(name)?;
+        Ok(node)
+    }
+
+    /// Adds a node in underlay subnet `subnet` and starts only its dataplane: its
+    /// configuration is written, and [`ControlPlane::start_control`] (or
+    /// [`ControlPlane::spawn_control`], to time the start) starts its agent.
+    pub fn add_node_without_control(&self, name: &str, subnet: u8) -> Result<Node> {
         let node = self.lab.add_node_in_subnet(name, subnet)?;
         let dir = self.lab.dir();
         let member = Member {
@@ -264,7 +273,6 @@ impl<'lab> ControlPlane<'lab> {
         );
         locked(&self.members).push(member);
         self.start_dataplane(name)?;
-        self.start_control(name)?;
         Ok(node)
     }
 
@@ -467,6 +475,13 @@ impl<'lab> ControlPlane<'lab> {
     /// Starts `tapwire-control --config <node>.toml` on node `name` and waits until it
     /// answers and reports its dataplane in sync.
     pub fn start_control(&self, name: &str) -> Result<()> {
+        self.spawn_control(name)?;
+        self.wait_ready(name, AGENT_READY_TIMEOUT)
+    }
+
+    /// Starts `tapwire-control --config <node>.toml` on node `name` and returns at once
+    /// (see [`ControlPlane::wait_ready`]).
+    pub fn spawn_control(&self, name: &str) -> Result<()> {
         let bin = binary("tapwire-control")?.display().to_string();
         self.with_member(name, |m| {
             if m.control.is_some() {
@@ -485,8 +500,7 @@ impl<'lab> ControlPlane<'lab> {
             )?;
             m.control = Some(proc);
             Ok(())
-        })?;
-        self.wait_ready(name, AGENT_READY_TIMEOUT)
+        })
     }
 
     /// Stops node `name`'s `tapwire-control` (SIGTERM by PID, SIGKILL after 2 s). The

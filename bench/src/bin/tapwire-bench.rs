@@ -1,9 +1,10 @@
 //! `tapwire-bench`: measures tapwire's paths against the kernel's on this host and writes
 //! `bench-report/` (see `scripts/bench.sh`).
 //!
-//! - `tapwire-bench run [--quick] [--out DIR] [--rounds N] [--skip fib|memory|cni|paths|profile]
+//! - `tapwire-bench run [--quick] [--out DIR] [--rounds N] [--skip fib|memory|cni|scale|paths|profile]
 //!   [--profile]`: everything — route table, dataplane memory, CNI ADD latency with 1 to
-//!   200 pods on one node, every path (tapwire
+//!   200 pods on one node, one node's control plane against 1,000 and 5,000 simulated
+//!   nodes on etcd, every path (tapwire
 //!   none/VXLAN/IPIP, kernel routed/VXLAN), and a `perf` profile of each path (full runs,
 //!   or `--profile`) — with progress on stderr and the final table on stdout.
 //! - `tapwire-bench fib [--quick]`: only the in-process route-table measurements.
@@ -96,6 +97,9 @@ enum Section {
     Memory,
     /// CNI ADD latency as 200 pods are added on one node (first ADDs against the last).
     Cni,
+    /// One real node against 1,000 and 5,000 simulated nodes on etcd (full sync, one
+    /// change, RSS).
+    Scale,
     /// The paths (tapwire none/VXLAN/IPIP/host/local, kernel routed/VXLAN/host).
     Paths,
     /// The `perf` profile of each path (taken after the measured rounds).
@@ -176,6 +180,7 @@ fn execute(command: Command) -> Result<(), BenchError> {
                 fib: !skip.contains(&Section::Fib),
                 memory: !skip.contains(&Section::Memory),
                 cni: !skip.contains(&Section::Cni),
+                scale: !skip.contains(&Section::Scale),
                 paths: !skip.contains(&Section::Paths),
                 profile: (profile || opts.sections.profile)
                     && !skip.contains(&Section::Profile)

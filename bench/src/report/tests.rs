@@ -65,6 +65,7 @@ fn sample() -> Results {
         }),
         dataplane_memory: None,
         cni: None,
+        scale: Vec::new(),
         profiles: Vec::new(),
         targets: Vec::new(),
         errors: Vec::new(),
@@ -148,6 +149,9 @@ fn targets_are_judged_on_ratios_from_the_same_run() {
             (Some(true), "3.00, 3.00 MiB".to_string()), // 300M / 100M, 3 MiB
             (Some(false), "12.00 µs".to_string()),      // median update
             (None, "not measured".to_string()),         // no CNI section
+            (None, "not measured".to_string()),         // no scale section: full sync,
+            (None, "not measured".to_string()),         // one change,
+            (None, "not measured".to_string()),         // control RSS
             (None, "not measured".to_string()),         // no RSS in the sample
         ]
     );
@@ -473,4 +477,52 @@ fn same_node_paths_show_in_report_order_with_both_comparisons() {
         assert!(md.contains(needle), "missing {needle:?} in\n{md}");
     }
     assert!(chart_svg(&results).contains("tapwire-host 1 stream: 15.00 Gbit/s"));
+}
+
+#[test]
+fn scale_targets_are_judged_at_5000_nodes() {
+    let scale = |nodes: usize, sync_s: f64, p50_ms: f64, rss_mib: u64| ScaleResult {
+        nodes,
+        populate_s: 5.0,
+        full_sync_s: sync_s,
+        routes: nodes,
+        change_p50_ms: p50_ms,
+        change_p99_ms: p50_ms * 2.0,
+        change_control_p50_ms: p50_ms - 1.0,
+        change_dataplane_ms: vec![p50_ms],
+        change_control_ms: vec![p50_ms - 1.0],
+        control_rss_bytes: rss_mib << 20,
+        control_peak_rss_bytes: (rss_mib + 10) << 20,
+        dataplane_rss_bytes: 30 << 20,
+        ipam_check_s: 1.5,
+        cluster_read_ms: 20.0,
+        routes_call_ms: 2.0,
+    };
+    let verdicts = |results: &Results| -> Vec<(String, Option<bool>)> {
+        evaluate_targets(results)
+            .into_iter()
+            .filter(|t| t.what.starts_with("scale:"))
+            .map(|t| (t.shown, t.pass))
+            .collect()
+    };
+    let mut results = sample();
+    // Only 1,000 nodes (a quick run): nothing judged.
+    results.scale = vec![scale(1_000, 0.2, 5.0, 50)];
+    assert!(verdicts(&results).iter().all(|(_, pass)| pass.is_none()));
+    results.scale.push(scale(5_000, 2.5, 40.0, 150));
+    assert_eq!(
+        verdicts(&results),
+        [
+            ("2.50 s".to_string(), Some(false)),
+            ("40.0 ms (p99 80.0)".to_string(), Some(true)),
+            ("150.0 MiB (peak 160.0)".to_string(), Some(true)),
+        ]
+    );
+    results.targets = evaluate_targets(&results);
+    let md = markdown(&results);
+    assert!(md.contains("## Control plane at scale (etcd)"));
+    assert!(md.contains(
+        "| 5000 nodes | 2.50 | 5000 | 40.0 | 80.0 | 39.0 | 150.0 | 160.0 | 30.0 | 1.50 | 20.0 |"
+    ));
+    assert!(terminal_table(&results).contains("5000 nodes"));
 }
