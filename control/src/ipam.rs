@@ -618,12 +618,27 @@ impl<'a> Ipam<'a> {
     /// (it uses the same compare-and-swap steps they do).
     pub fn repair(&self) -> Result<RepairReport, IpamError> {
         let mut report = RepairReport::default();
+        // One listing of each kind, checked in memory: a cluster of thousands of nodes is
+        // three reads, not one per document. Only what is wrong is written, each write a
+        // compare-and-swap against the revision listed (or re-checked by the step). The
+        // indexes are listed before the blocks: an assign writes its block before its
+        // handle, so every handle listed has its allocation in the blocks listed after.
+        let handles = self.store.list_as::<IpamHandle>()?;
+        let affinities = self.store.list_as::<BlockAffinity>()?;
         let blocks = self.store.list_as::<IpamBlock>()?;
         for damaged in &blocks.damaged {
             report.unresolved.push(format!(
                 "{damaged}; its range stays out of use until it is deleted or rewritten"
             ));
         }
+        let affinity_names: BTreeSet<&str> = affinities.items.iter().map(|a| a.name()).collect();
+        // Damaged handles are rewritten by the next assign or release of the handle.
+        let handle_names: BTreeSet<&str> = handles
+            .items
+            .iter()
+            .map(|h| h.name())
+            .chain(handles.damaged.iter().map(|d| d.name.as_str()))
+            .collect();
         for block in &blocks.items {
             if block.spec.allocations.is_empty() {
                 if self.release_empty_block(block)? {
@@ -633,7 +648,7 @@ impl<'a> Ipam<'a> {
             }
             if let Some(node) = block.node() {
                 let name = BlockAffinity::name_for(node, block.spec.cidr);
-                if self.store.get_as::<BlockAffinity>(&name)?.is_none() {
+                if !affinity_names.contains(name.as_str()) {
                     self.ensure_affinity(node, block.spec.cidr)?;
                     report.affinities_created += 1;
                 }
@@ -642,13 +657,7 @@ impl<'a> Ipam<'a> {
                 let (Some(addr), Ok(())) = (block.address(ordinal), check_name(handle_id)) else {
                     continue;
                 };
-                let missing = match self.store.get_as::<IpamHandle>(handle_id) {
-                    Ok(handle) => handle.is_none(),
-                    // Rewritten by the next assign or release of the handle.
-                    Err(e) if e.is_damage() => false,
-                    Err(e) => return Err(e.into()),
-                };
-                if missing {
+                if !handle_names.contains(handle_id.as_str()) {
                     let doc = IpamHandle::new(handle_id, block.spec.cidr, addr, SystemTime::now());
                     match self.store.create_as(&doc) {
                         Ok(_) => report.handles_created += 1,
@@ -658,20 +667,19 @@ impl<'a> Ipam<'a> {
                 }
             }
         }
+        let by_name: BTreeMap<&str, &IpamBlock> =
+            blocks.items.iter().map(|b| (b.name(), b)).collect();
+        let damaged_blocks: BTreeSet<&str> =
+            blocks.damaged.iter().map(|d| d.name.as_str()).collect();
         let mut lost: BTreeMap<Ipv4Net, Vec<IpamHandle>> = BTreeMap::new();
-        for handle in self.store.list_as::<IpamHandle>()?.items {
-            let block = match self
-                .store
-                .get_as::<IpamBlock>(&IpamBlock::name_for(handle.spec.block))
-            {
-                Ok(Some(block)) => block,
-                Ok(None) => {
+        for handle in handles.items {
+            let block_name = IpamBlock::name_for(handle.spec.block);
+            let Some(block) = by_name.get(block_name.as_str()) else {
+                // Kept when the block is damaged: it tells which address was in use.
+                if !damaged_blocks.contains(block_name.as_str()) {
                     lost.entry(handle.spec.block).or_default().push(handle);
-                    continue;
                 }
-                // Kept: it tells which address of the damaged block was in use.
-                Err(e) if e.is_damage() => continue,
-                Err(e) => return Err(e.into()),
+                continue;
             };
             let holds = block
                 .ordinal(handle.spec.address)
@@ -690,9 +698,13 @@ impl<'a> Ipam<'a> {
         for (cidr, handles) in lost {
             self.rebuild_block(cidr, &handles, &mut report)?;
         }
-        // After the rebuilds, which write affinities of their own.
-        for affinity in self.store.list_as::<BlockAffinity>()?.items {
-            if self.remove_stale_affinity(&affinity.spec.node, affinity.spec.cidr)? {
+        // After the rebuilds, which write affinities of their own; an affinity that looks
+        // stale in the listing is checked again by `remove_stale_affinity`.
+        for affinity in &affinities.items {
+            let held = by_name
+                .get(IpamBlock::name_for(affinity.spec.cidr).as_str())
+                .is_some_and(|b| b.node() == Some(affinity.spec.node.as_str()));
+            if !held && self.remove_stale_affinity(&affinity.spec.node, affinity.spec.cidr)? {
                 report.affinities_removed += 1;
             }
         }
