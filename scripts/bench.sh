@@ -7,10 +7,11 @@
 #   scripts/bench.sh --quick    # one round of short runs, for CI (~2 minutes)
 #
 # Any other arguments go to `tapwire-bench run` (e.g. --rounds 5, --out DIR,
-# --skip fib|memory|cni|paths|profile, --profile to profile a quick run). Needs root: the
+# --skip fib|memory|cni|scale|paths|profile, --profile to profile a quick run). Needs root: the
 # labs are network namespaces, veths and TAPs, all removed when the run ends, fails or is
 # interrupted. The parts: route table (fib), dataplane memory, CNI ADD latency with 1 to
-# 200 pods on one node (cni), the paths, and their profiles. The paths: pod → pod across
+# 200 pods on one node (cni), the control plane on etcd with 1,000 and 5,000 simulated
+# nodes (scale), the paths, and their profiles. The paths: pod → pod across
 # two nodes (tapwire-none/-vxlan/-ipip against kernel-routed and kernel-vxlan), node → its
 # own pod through the host path tapwire0 (tapwire-host, against kernel-host: the node's
 # namespace → a veth pod, Calico's /32 route and proxy ARP) and pod → pod on one node
@@ -34,6 +35,10 @@ command -v sysctl >/dev/null || need+=(procps)
 command -v nft >/dev/null || need+=(nftables)
 # The etcd client crate compiles etcd's protos with protoc at build time.
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+# The scale section runs a real etcd (with mutual TLS, certificates made by openssl).
+[ -x /usr/bin/etcd ] || need+=(etcd-server)
+[ -x /usr/bin/etcdctl ] || need+=(etcd-client)
+command -v openssl >/dev/null || need+=(openssl)
 # The full run profiles every path with perf; a quick run does only when asked.
 quick=0
 asked=0
