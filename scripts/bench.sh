@@ -3,7 +3,7 @@
 # (results.json, report.md, chart.svg); the final table goes to stdout.
 #
 #   scripts/bench.sh            # full run: three rounds, median reported, then a perf
-#                               # profile of each path (~7 minutes)
+#                               # profile of each path (~12 minutes)
 #   scripts/bench.sh --quick    # one round of short runs, for CI (~2 minutes)
 #
 # Any other arguments go to `tapwire-bench run` (e.g. --rounds 5, --out DIR,
