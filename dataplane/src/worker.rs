@@ -85,6 +85,18 @@ pub struct WorkerSockets {
     pub host: Option<TapQueue>,
 }
 
+/// What one read of a TAP queue gave (see `Worker::read_tap_frame`).
+enum TapRead {
+    /// A frame of `len` bytes is in the buffer.
+    Frame { len: usize, offload: VnetHdr },
+    /// Nothing more to read now.
+    Empty,
+    /// Nothing usable this time (interrupted, or a malformed frame, counted): read on.
+    Skipped,
+    /// The queue is dead: its device is gone or broke.
+    Dead(io::Error),
+}
+
 pub struct Worker {
     index: usize,
     handle: Arc<WorkerHandle>,
@@ -192,6 +204,31 @@ impl Worker {
         }
     }
 
+    /// Reads one frame, virtio-net header first, from a TAP queue (a pod's or the host
+    /// path's) into the buffer, with its offload set; a frame shorter than the header is
+    /// counted as malformed and skipped.
+    fn read_tap_frame(&mut self, queue: &TapQueue) -> TapRead {
+        let mut vnet = [0u8; VNET_HDR_LEN];
+        let read = queue.readv(&mut [
+            IoSliceMut::new(&mut vnet),
+            IoSliceMut::new(self.buf.receive_area()),
+        ]);
+        let n = match read {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return TapRead::Empty,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => return TapRead::Skipped,
+            Err(err) => return TapRead::Dead(err),
+        };
+        let Some(len) = n.checked_sub(VNET_HDR_LEN) else {
+            self.handle.counters.drop(DropReason::MalformedEthernet);
+            return TapRead::Skipped;
+        };
+        self.buf.set_received(len);
+        let offload = VnetHdr::parse(&vnet);
+        self.buf.set_offload(offload);
+        TapRead::Frame { len, offload }
+    }
+
     fn drain_pod(&mut self, snapshot: &Snapshot, slot: u32, generation: u32) {
         let Some(pod) = snapshot.pod(slot).filter(|p| p.generation == generation) else {
             return; // attached after this snapshot; the next wake-up sees it
@@ -201,16 +238,11 @@ impl Worker {
         };
         let shard = pod.counters.shard(self.index);
         for _ in 0..BATCH {
-            let mut vnet = [0u8; VNET_HDR_LEN];
-            let read = queue.readv(&mut [
-                IoSliceMut::new(&mut vnet),
-                IoSliceMut::new(self.buf.receive_area()),
-            ]);
-            let n = match read {
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
+            let (len, offload) = match self.read_tap_frame(queue) {
+                TapRead::Frame { len, offload } => (len, offload),
+                TapRead::Empty => return,
+                TapRead::Skipped => continue,
+                TapRead::Dead(err) => {
                     // The device is gone (EBADFD: `eth0` deleted, or the pod's namespace)
                     // or broke. Stop polling this queue (a dead queue is always readable)
                     // and tell the state thread, which detaches the pod, logs it once and
@@ -226,13 +258,6 @@ impl Worker {
                     return;
                 }
             };
-            let Some(len) = n.checked_sub(VNET_HDR_LEN) else {
-                self.handle.counters.drop(DropReason::MalformedEthernet);
-                continue;
-            };
-            self.buf.set_received(len);
-            let offload = VnetHdr::parse(&vnet);
-            self.buf.set_offload(offload);
             shard
                 .rx
                 .record_many(offload::segment_count(self.buf.frame(), offload), len);
@@ -253,28 +278,16 @@ impl Worker {
             return;
         };
         for _ in 0..BATCH {
-            let mut vnet = [0u8; VNET_HDR_LEN];
-            let read = queue.readv(&mut [
-                IoSliceMut::new(&mut vnet),
-                IoSliceMut::new(self.buf.receive_area()),
-            ]);
-            let n = match read {
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
+            let (len, offload) = match self.read_tap_frame(&queue) {
+                TapRead::Frame { len, offload } => (len, offload),
+                TapRead::Empty => break,
+                TapRead::Skipped => continue,
+                TapRead::Dead(err) => {
                     tracing::error!(worker = self.index, %err, "host path queue failed; host path down");
                     let _ = self.handle.poller.remove(queue.as_raw_fd());
                     return; // the queue is dropped
                 }
             };
-            let Some(len) = n.checked_sub(VNET_HDR_LEN) else {
-                self.handle.counters.drop(DropReason::MalformedEthernet);
-                continue;
-            };
-            self.buf.set_received(len);
-            let offload = VnetHdr::parse(&vnet);
-            self.buf.set_offload(offload);
             self.handle
                 .counters
                 .host_rx
