@@ -23,8 +23,9 @@ use tapwire_control::api::{Reply, Request};
 use tapwire_integration::capture;
 use tapwire_integration::check::{assert_transfer, REACHABLE_WITHIN};
 use tapwire_integration::controlplane::{ippool_yaml, ControlPlane, DEFAULT_POOL_NAME};
+use tapwire_integration::process::CommandOutput;
 use tapwire_integration::traffic::{ping, tcp_transfer, wait_reachable, Transfer};
-use tapwire_integration::{skip_unless_root, Lab, Node, Pod};
+use tapwire_integration::{skip_unless_root, Lab, Netns, Node, Pod};
 
 /// How soon a natOutgoing change must show on the wire.
 const SWITCH_BOUND: Duration = Duration::from_secs(1);
@@ -137,23 +138,7 @@ fn nodes_and_pods_reach_each_other_through_the_host_path() {
     let node_addr = format!("{}/32", node1.underlay_ip);
     a.exec(&["ip", "addr", "add", &node_addr, "dev", "eth0"])
         .unwrap();
-    let out = a
-        .netns()
-        .exec_output(
-            &[
-                "ping",
-                "-n",
-                "-c",
-                "2",
-                "-W",
-                "1",
-                "-I",
-                &node1.underlay_ip.to_string(),
-                &node2.underlay_ip.to_string(),
-            ],
-            Duration::from_secs(10),
-        )
-        .unwrap();
+    let out = ping_twice_from(a.netns(), node1.underlay_ip, node2.underlay_ip);
     assert!(out.stdout.contains(" 0 received"), "{}", out.stdout);
     a.exec(&["ip", "addr", "del", &node_addr, "dev", "eth0"])
         .unwrap();
@@ -165,23 +150,7 @@ fn nodes_and_pods_reach_each_other_through_the_host_path() {
     node1
         .exec(&["ip", "addr", "add", &pod_c, "dev", "lo"])
         .unwrap();
-    let out = node1
-        .netns()
-        .exec_output(
-            &[
-                "ping",
-                "-n",
-                "-c",
-                "2",
-                "-W",
-                "1",
-                "-I",
-                &c.ip.to_string(),
-                &b.ip.to_string(),
-            ],
-            Duration::from_secs(10),
-        )
-        .unwrap();
+    let out = ping_twice_from(node1.netns(), c.ip, b.ip);
     node1
         .exec(&["ip", "addr", "del", &pod_c, "dev", "lo"])
         .unwrap();
@@ -500,4 +469,25 @@ fn services_through_kube_proxy_masquerade_all_reach_local_and_remote_backends() 
             .exec(&["nft", "delete", "table", "ip", "kube-proxy-test"])
             .unwrap();
     }
+}
+
+/// Two pings from `netns` to `to` with source address `source` (`ping -I`), 1 s each;
+/// the output whatever the exit status.
+fn ping_twice_from(netns: &Netns, source: Ipv4Addr, to: Ipv4Addr) -> CommandOutput {
+    netns
+        .exec_output(
+            &[
+                "ping",
+                "-n",
+                "-c",
+                "2",
+                "-W",
+                "1",
+                "-I",
+                &source.to_string(),
+                &to.to_string(),
+            ],
+            Duration::from_secs(10),
+        )
+        .unwrap()
 }
