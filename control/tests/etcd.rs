@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use etcd_server::EtcdServer;
 use serde_json::{json, Value};
 use tapwire_control::datastore::{
-    self, Change, Datastore, DatastoreError, DatastoreExt, EtcdStore, Watcher,
+    self, Change, Datastore, DatastoreError, DatastoreExt, EtcdStore, ObjectChange, Watcher,
 };
 use tapwire_control::ipam::Ipam;
 use tapwire_control::model::{
@@ -244,7 +244,11 @@ fn a_watch_wakes_on_a_change_from_another_client_and_resumes_where_it_was() {
         delay < Duration::from_millis(500),
         "noticed after {delay:?}"
     );
-    assert_eq!(change, Change::Changed { revision });
+    // The watch says what changed: the pool as written.
+    assert_eq!(
+        told(&change),
+        (revision, vec![format!("put IPPool p @{revision}")])
+    );
     assert_eq!(watcher.seen(), revision);
 
     // Changes made while nobody waits are reported by the next wait at once: it starts
@@ -254,6 +258,24 @@ fn a_watch_wakes_on_a_change_from_another_client_and_resumes_where_it_was() {
     let rev = watcher.wait(&store, Duration::from_secs(10)).unwrap();
     assert!(rev.is_some());
     assert!(started.elapsed() < Duration::from_secs(1));
+
+    // A value put there by hand that is no document is told as damaged; a Calico key
+    // tapwire does not use wakes the watch with nothing to tell.
+    etcd.etcdctl(&[
+        "put",
+        "/calico/resources/v3/projectcalico.org/nodes/by-hand",
+        "not json",
+    ]);
+    etcd.etcdctl(&["put", "/calico/felix/v2/x", "y"]);
+    let mut objects = Vec::new();
+    while watcher.seen() < store.revision().unwrap() {
+        let change = watcher
+            .wait_for_change(&store, Duration::from_secs(10))
+            .unwrap()
+            .expect("both puts are seen");
+        objects.extend(told(&change).1);
+    }
+    assert_eq!(objects, ["damaged Node by-hand"]);
 }
 
 #[test]
@@ -284,7 +306,10 @@ fn a_watch_rides_through_an_etcd_restart_without_losing_the_change() {
     let (change, seen, failures) = waiting.join().unwrap();
     eprintln!("failed waits meanwhile: {failures:?}");
     let revision = written.metadata.revision().unwrap();
-    assert_eq!(change, Some(Change::Changed { revision }));
+    assert_eq!(
+        told(&change.unwrap()),
+        (revision, vec![format!("put IPPool q @{revision}")])
+    );
     assert_eq!(seen, revision);
 }
 
@@ -311,7 +336,10 @@ fn a_watch_from_a_compacted_revision_asks_for_a_relist() {
     let change = watcher
         .wait_for_change(&store, Duration::from_secs(5))
         .unwrap();
-    assert_eq!(change, Some(Change::Changed { revision: now + 1 }));
+    assert_eq!(
+        told(&change.unwrap()),
+        (now + 1, vec![format!("deleted IPPool p @{}", now + 1)])
+    );
 }
 
 /// Runs `op` and checks it fails within the bound with an error naming the endpoints.
@@ -429,7 +457,34 @@ fn the_client_fails_over_to_an_endpoint_that_answers() {
         .wait_for_change(&store, Duration::from_secs(10))
         .unwrap();
     let revision = handle.join().unwrap();
-    assert_eq!(change, Some(Change::Changed { revision }));
+    assert_eq!(
+        told(&change.unwrap()),
+        (revision, vec![format!("put Counter late @{revision}")])
+    );
+}
+
+/// A change the watch described: its revision and each object's change, in order.
+fn told(change: &Change) -> (u64, Vec<String>) {
+    let Change::Changed {
+        revision,
+        objects: Some(objects),
+    } = change
+    else {
+        panic!("not a described change: {change:?}");
+    };
+    let objects = objects
+        .iter()
+        .map(|object| match object {
+            ObjectChange::Put(raw) => format!("put {} {} @{}", raw.kind, raw.name, raw.revision),
+            ObjectChange::Damaged(damaged) => format!("damaged {} {}", damaged.kind, damaged.name),
+            ObjectChange::Deleted {
+                kind,
+                name,
+                revision,
+            } => format!("deleted {kind} {name} @{revision}"),
+        })
+        .collect();
+    (*revision, objects)
 }
 
 fn store_revision(etcd: &EtcdServer) -> u64 {

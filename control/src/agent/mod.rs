@@ -9,6 +9,11 @@
 //! [`datastore::Datastore::wait_for_change`]) and by API writes; the sync thread; and one
 //! thread per API connection. The desired state is shared through a mutex that
 //! is held only to copy it.
+//!
+//! The watch loop keeps the documents routes are computed from in a
+//! [`datastore::ClusterCache`]: on etcd, whose watch lists what changed, one change costs
+//! one document and a recompute only when it touches what routes read; on the file store,
+//! each change reads the cluster again.
 
 pub mod hostpath;
 mod server;
@@ -24,9 +29,7 @@ use ipnet::Ipv4Net;
 use tapwire_sys::link;
 use tapwire_sys::unix::InstanceLock;
 
-use crate::datastore::{
-    self, read_cluster_state, Datastore, DatastoreError, DatastoreExt, Watcher,
-};
+use crate::datastore::{self, ClusterCache, Datastore, DatastoreError, DatastoreExt, Watcher};
 use crate::ipam::Ipam;
 use crate::model::{
     format_rfc3339, IpPool, Node, NodeBgpSpec, NodeConfig, Resource, TapwireNodeStatus,
@@ -114,8 +117,8 @@ pub struct Shared {
     /// Endpoints CNI ADDs wrote, with the store revision of the write, that a recompute
     /// may not have read yet (see [`Shared::publish_endpoint`]).
     pub fresh: Mutex<Vec<(u64, WorkloadEndpoint)>>,
-    /// Nudges the watch loop to recompute now (after an API write).
-    pub recompute: Mutex<Sender<()>>,
+    /// Wakes the watch loop: store changes, and nudges after API writes.
+    pub recompute: Mutex<Sender<Wake>>,
     pub started: SystemTime,
 }
 
@@ -125,10 +128,11 @@ impl Shared {
         lock(&self.desired).clone()
     }
 
-    /// Asks the watch loop to recompute at once.
+    /// Tells the watch loop that the API wrote to the store: with a store that does not
+    /// tell what changed, it reads the cluster again at once rather than at the next poll.
     pub fn nudge(&self) {
         if let Ok(tx) = self.recompute.lock() {
-            let _ = tx.send(());
+            let _ = tx.send(Wake::Nudge);
         }
     }
 
@@ -205,10 +209,14 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
         recompute: Mutex::new(tx),
         started: SystemTime::now(),
     });
-    // Every change after this revision wakes the watch loop; the first recompute reads
-    // at least this much.
-    let watched_from = shared.store.revision().unwrap_or(0);
-    recompute(&shared);
+    // The first read of the cluster has every change up to the revision it starts from;
+    // the watch reports every change after that.
+    let mut cluster = Cluster::default();
+    cluster.refresh(&shared, &[]);
+    let watched_from = cluster
+        .revision()
+        .or_else(|| shared.store.revision().ok())
+        .unwrap_or(0);
     {
         let shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -230,20 +238,29 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
             })
             .map_err(AgentError::Thread)?;
     }
-    watch_loop(&shared, rx);
+    watch_loop(&shared, cluster, rx);
     Ok(())
+}
+
+/// What wakes the watch loop.
+#[derive(Debug)]
+pub enum Wake {
+    /// The store changed.
+    Store(datastore::Change),
+    /// An API call wrote to the store.
+    Nudge,
 }
 
 /// Waits for datastore changes (an etcd watch, or the file store's revision polled) and
 /// wakes the watch loop for each; ends when the watch loop is gone.
-fn watch_store(store: &dyn Datastore, mut watcher: Watcher, changes: &Sender<()>) {
+fn watch_store(store: &dyn Datastore, mut watcher: Watcher, changes: &Sender<Wake>) {
     loop {
         match watcher.wait_for_change(store, WATCH_WAIT) {
             Ok(Some(change)) => {
                 if let datastore::Change::Relist { revision } = change {
                     tracing::info!(revision, "the datastore's history since the last change seen is gone; reading everything again");
                 }
-                if changes.send(()).is_err() {
+                if changes.send(Wake::Store(change)).is_err() {
                     return;
                 }
             }
@@ -363,23 +380,75 @@ pub(crate) fn release_orphans(
     Ok(released)
 }
 
-/// Recomputes the desired state from the datastore and hands it to the sync thread.
-fn recompute(shared: &Shared) {
-    let store = shared.store.as_ref();
-    // Everything written up to this revision is in what is read next.
-    let read = store
-        .revision()
-        .and_then(|revision| Ok((revision, read_cluster_state(store)?)));
-    let (revision, mut state) = match read {
-        Ok(read) => read,
-        Err(err) => {
-            tracing::error!(%err, "reading the datastore failed; keeping the last state");
-            return;
+/// What the watch loop knows of the cluster: the documents routes are computed from,
+/// kept current from the store's watch where the store tells what changed.
+#[derive(Debug, Default)]
+struct Cluster {
+    /// `None` until a read of the cluster succeeds, and after one fails (the next wake
+    /// reads everything again).
+    cache: Option<ClusterCache>,
+}
+
+impl Cluster {
+    fn revision(&self) -> Option<u64> {
+        self.cache.as_ref().map(ClusterCache::revision)
+    }
+
+    /// Takes what woke the watch loop and, if routes may have changed, recomputes the
+    /// desired state and hands it to the sync thread. Reads the whole cluster when
+    /// nothing is known yet, when the store cannot tell what changed, and after a relist;
+    /// else only applies the changes the watch listed.
+    fn refresh(&mut self, shared: &Shared, wakes: &[Wake]) {
+        let store = shared.store.as_ref();
+        let described = store.tells_what_changed();
+        let read_all = self.cache.is_none()
+            || wakes.iter().any(|wake| match wake {
+                Wake::Nudge => !described,
+                Wake::Store(datastore::Change::Changed { objects, .. }) => objects.is_none(),
+                Wake::Store(datastore::Change::Relist { .. }) => true,
+            });
+        let changed = match self.cache.as_mut() {
+            Some(cache) if !read_all => {
+                let mut relevant = false;
+                for wake in wakes {
+                    if let Wake::Store(datastore::Change::Changed {
+                        revision,
+                        objects: Some(objects),
+                    }) = wake
+                    {
+                        relevant |= cache.apply(*revision, objects);
+                    }
+                }
+                relevant
+            }
+            _ => match ClusterCache::read(store, Some(&shared.config.node)) {
+                Ok(cache) => {
+                    self.cache = Some(cache);
+                    true
+                }
+                Err(err) => {
+                    tracing::error!(%err, "reading the datastore failed; keeping the last state");
+                    self.cache = None;
+                    false
+                }
+            },
+        };
+        if changed {
+            if let Some(cache) = &self.cache {
+                recompute(shared, cache);
+            }
         }
-    };
+    }
+}
+
+/// Recomputes the desired state from the cluster's documents and hands it to the sync
+/// thread.
+fn recompute(shared: &Shared, cache: &ClusterCache) {
+    let mut state = cache.state();
     {
+        // Endpoints CNI ADDs wrote that the documents do not hold yet.
         let mut fresh = lock(&shared.fresh);
-        fresh.retain(|(written, _)| *written > revision);
+        fresh.retain(|(written, _)| *written > cache.revision());
         for (_, endpoint) in fresh.iter() {
             if !state.endpoints.iter().any(|e| e.name() == endpoint.name()) {
                 state.endpoints.push(endpoint.clone());
@@ -406,7 +475,7 @@ fn recompute(shared: &Shared) {
 
 /// Recomputes on every datastore change (woken by [`watch_store`]) and API nudge;
 /// refreshes the node's heartbeat.
-fn watch_loop(shared: &Shared, changes: Receiver<()>) {
+fn watch_loop(shared: &Shared, mut cluster: Cluster, wakes: Receiver<Wake>) {
     let store = shared.store.as_ref();
     let mut host_path = (!shared.config.host_interface.is_empty()).then(|| {
         hostpath::HostPath::new(
@@ -418,16 +487,19 @@ fn watch_loop(shared: &Shared, changes: Receiver<()>) {
     let mut last_heartbeat = Instant::now();
     let mut reported_in_sync = false;
     let mut last_sweep = Instant::now();
+    let mut woken = Vec::new();
     loop {
-        let changed = match changes.recv_timeout(HOUSEKEEPING) {
-            Ok(()) => true,
-            Err(RecvTimeoutError::Timeout) => false,
+        match wakes.recv_timeout(HOUSEKEEPING) {
+            Ok(wake) => woken.push(wake),
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
-        };
+        }
         // Several changes at once are one recompute.
-        while changes.try_recv().is_ok() {}
-        if changed {
-            recompute(shared);
+        woken.extend(wakes.try_iter());
+        // After a failed read, every tick tries again.
+        if !woken.is_empty() || cluster.cache.is_none() {
+            cluster.refresh(shared, &woken);
+            woken.clear();
         }
         if let (Some(host_path), Some(desired)) = (host_path.as_mut(), shared.desired()) {
             host_path.reconcile(&desired);

@@ -21,22 +21,20 @@
 //! [`MemStore`] (tests). [`DatastoreExt`] adds typed access over [`crate::model`] documents.
 //! This module knows nothing of IPAM or routes.
 
+mod cluster;
 pub mod etcd;
 mod file;
 mod mem;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::model::{
-    self, DatastoreConfig, IpPool, IpamBlock, ModelError, Node, Resource, WorkloadEndpoint,
-};
-use crate::routes::ClusterState;
+use crate::model::{self, DatastoreConfig, ModelError, Resource};
 
+pub use cluster::{read_cluster_state, ClusterCache};
 pub use etcd::EtcdStore;
 pub use file::{FileStore, LOCK_TIMEOUT};
 pub use mem::MemStore;
@@ -230,11 +228,18 @@ pub trait Datastore: Send + Sync + fmt::Debug {
     /// The global revision: it increases with every successful mutation of any object.
     fn revision(&self) -> Result<u64, DatastoreError>;
 
+    /// Whether [`Datastore::wait_for_change`] lists the objects that changed (etcd's
+    /// watch does; a polled revision cannot): then a reader that keeps what it read
+    /// current from those lists has nothing to read after its own writes.
+    fn tells_what_changed(&self) -> bool {
+        false
+    }
+
     /// Waits up to `timeout` for an object to change after revision `seen`; `None` when
     /// nothing did. Every change after `seen` is reported (none is lost between two calls
     /// that pass on the revision reported), though several may be reported as one.
-    /// The default polls [`Datastore::revision`] every [`WATCH_POLL_INTERVAL`]; etcd
-    /// watches.
+    /// The default polls [`Datastore::revision`] every [`WATCH_POLL_INTERVAL`] and cannot
+    /// tell what changed (`objects: None`); etcd watches and lists each object changed.
     fn wait_for_change(
         &self,
         seen: u64,
@@ -244,7 +249,10 @@ pub trait Datastore: Send + Sync + fmt::Debug {
         loop {
             let now = self.revision()?;
             if now != seen {
-                return Ok(Some(Change::Changed { revision: now }));
+                return Ok(Some(Change::Changed {
+                    revision: now,
+                    objects: None,
+                }));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -256,10 +264,15 @@ pub trait Datastore: Send + Sync + fmt::Debug {
 }
 
 /// What [`Datastore::wait_for_change`] saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// Objects changed, the last of them at `revision`.
-    Changed { revision: u64 },
+    /// Objects changed, the last of them at `revision`. `objects` lists every change in
+    /// the order made when the backend can tell (etcd's watch); `None` when it cannot (a
+    /// polled revision): then read again whatever is needed.
+    Changed {
+        revision: u64,
+        objects: Option<Vec<ObjectChange>>,
+    },
     /// The history since the revision seen is gone (etcd compacted it): what changed
     /// cannot be told, so everything may have; read it all again. The store was at
     /// `revision`.
@@ -268,11 +281,26 @@ pub enum Change {
 
 impl Change {
     /// The revision to wait from next.
-    pub fn revision(self) -> u64 {
+    pub fn revision(&self) -> u64 {
         match self {
-            Change::Changed { revision } | Change::Relist { revision } => revision,
+            Change::Changed { revision, .. } | Change::Relist { revision } => *revision,
         }
     }
+}
+
+/// One object's change, as a watch tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObjectChange {
+    /// Created or replaced: the object as it now is.
+    Put(RawObject),
+    /// Created or replaced with a value that cannot be read.
+    Damaged(Damaged),
+    Deleted {
+        kind: String,
+        name: String,
+        /// The revision of the deletion.
+        revision: u64,
+    },
 }
 
 /// Opens the datastore a node configuration names.
@@ -491,36 +519,6 @@ pub fn decode<T: Resource>(raw: RawObject) -> Result<T, DatastoreError> {
     Ok(doc)
 }
 
-/// Everything route computation needs, read from the store: nodes, pools, block owners
-/// and workload endpoints. Damaged documents are left out and named in
-/// [`ClusterState::unreadable`] (which route computation reports as skipped).
-pub fn read_cluster_state(store: &dyn Datastore) -> Result<ClusterState, DatastoreError> {
-    let mut unreadable = Vec::new();
-    let mut report = |damaged: Vec<Damaged>| {
-        unreadable.extend(damaged.iter().map(Damaged::to_string));
-    };
-    let blocks = store.list_as::<IpamBlock>()?;
-    report(blocks.damaged);
-    let blocks: BTreeMap<_, _> = blocks
-        .items
-        .into_iter()
-        .filter_map(|b| Some((b.spec.cidr, b.node()?.to_string())))
-        .collect();
-    let nodes = store.list_as::<Node>()?;
-    report(nodes.damaged);
-    let pools = store.list_as::<IpPool>()?;
-    report(pools.damaged);
-    let endpoints = store.list_as::<WorkloadEndpoint>()?;
-    report(endpoints.damaged);
-    Ok(ClusterState {
-        nodes: nodes.items,
-        pools: pools.items,
-        blocks,
-        endpoints: endpoints.items,
-        unreadable,
-    })
-}
-
 /// Notices changes to a store through [`Datastore::wait_for_change`] (an etcd watch, or
 /// polling the revision), remembering the last revision reported so that no change is
 /// missed between two waits.
@@ -563,7 +561,9 @@ impl Watcher {
         store: &dyn Datastore,
         timeout: Duration,
     ) -> Result<Option<u64>, DatastoreError> {
-        Ok(self.wait_for_change(store, timeout)?.map(Change::revision))
+        Ok(self
+            .wait_for_change(store, timeout)?
+            .map(|change| change.revision()))
     }
 
     /// Waits up to `timeout` for a change, saying whether it is one the store could tell
@@ -574,7 +574,7 @@ impl Watcher {
         timeout: Duration,
     ) -> Result<Option<Change>, DatastoreError> {
         let change = store.wait_for_change(self.seen, timeout)?;
-        if let Some(change) = change {
+        if let Some(change) = &change {
             self.seen = change.revision();
         }
         Ok(change)

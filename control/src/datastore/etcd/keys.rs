@@ -140,6 +140,32 @@ pub fn name(kind: &str, key: &str) -> Option<String> {
     (round_trip && crate::model::check_object_name(&name).is_ok()).then_some(name)
 }
 
+/// The kinds Calico's layout places ([`layout`] is not [`Layout::Other`] for them).
+const CALICO_KINDS: [&str; 6] = [
+    "IPPool",
+    "Node",
+    "WorkloadEndpoint",
+    "IPAMBlock",
+    "BlockAffinity",
+    "IPAMHandle",
+];
+
+/// The object (kind, name) a key stands for, as a watch event names it; `None` for a key
+/// that is no object of tapwire's (a Calico key tapwire does not use).
+pub fn object(key: &str) -> Option<(String, String)> {
+    if let Some(rest) = key.strip_prefix(TAPWIRE) {
+        let (kind, _) = rest.split_once('/')?;
+        let kind_is_ours =
+            layout(kind) == Layout::Other && crate::datastore::check_kind(kind).is_ok();
+        return kind_is_ours
+            .then(|| Some((kind.to_string(), name(kind, key)?)))
+            .flatten();
+    }
+    CALICO_KINDS
+        .iter()
+        .find_map(|kind| Some((kind.to_string(), name(kind, key)?)))
+}
+
 fn key_is(kind: &str, name: &str, key: &str) -> bool {
     self::key(kind, name).is_ok_and(|k| k == key)
 }
@@ -209,6 +235,11 @@ mod tests {
             assert!(key.starts_with(&prefix(kind)), "{key}");
             assert!(key.starts_with(ROOT));
             assert_eq!(super::name(kind, key).as_deref(), Some(name), "{key}");
+            assert_eq!(
+                object(key),
+                Some((kind.to_string(), name.to_string())),
+                "{key}"
+            );
         }
     }
 
@@ -249,6 +280,17 @@ mod tests {
             ("IPPool", "/calico/resources/v3/projectcalico.org/nodes/a"),
         ] {
             assert_eq!(name(kind, key), None, "{key}");
+            if kind != "IPPool" || !key.contains("/nodes/") {
+                assert_eq!(object(key), None, "{key}");
+            }
+        }
+        for key in [
+            "/calico/felix/v2/x",
+            "/calico/tapwire/Node/a",
+            "/calico/tapwire/a",
+            "/calico/tapwire/../a",
+        ] {
+            assert_eq!(object(key), None, "{key}");
         }
     }
 

@@ -49,7 +49,7 @@ use serde_json::Value;
 
 use super::{
     check_kind, check_name, stamp, stamp_metadata, Change, Damaged, Datastore, DatastoreError,
-    Listing, RawObject,
+    Listing, ObjectChange, RawObject,
 };
 use crate::model::{read_pem, EtcdConfig};
 
@@ -160,7 +160,8 @@ fn worth_another(error: &etcd_client::Error) -> bool {
 
 /// How one watch ended.
 enum WatchEnd {
-    Changed(u64),
+    /// Objects changed, the last at this revision.
+    Changed(u64, Vec<ObjectChange>),
     Compacted,
     TimedOut,
     /// The stream could not be opened (`opening`) or broke: worth opening again from the
@@ -171,6 +172,26 @@ enum WatchEnd {
     },
     /// etcd refused the watch.
     Refused(String),
+}
+
+/// What one watch event did to a document; `None` for a key that is not one of
+/// tapwire's objects.
+fn object_change(event: &etcd_client::Event) -> Option<ObjectChange> {
+    let kv = event.kv()?;
+    let (kind, name) = keys::object(std::str::from_utf8(kv.key()).ok()?)?;
+    // A deleted key's event carries version 0 (a stored key's is at least 1). Read so
+    // rather than through `Event::event_type`, which panics on a type it does not know.
+    if kv.version() == 0 {
+        return Some(ObjectChange::Deleted {
+            kind,
+            name,
+            revision: u64::try_from(kv.mod_revision()).unwrap_or(0),
+        });
+    }
+    Some(match EtcdStore::decode(&kind, &name, kv) {
+        Ok(object) => ObjectChange::Put(object),
+        Err(error) => ObjectChange::Damaged(Damaged::new(&kind, &name, &error)),
+    })
 }
 
 impl EtcdStore {
@@ -501,8 +522,12 @@ impl EtcdStore {
                 if answer.compact_revision() > 0 {
                     return WatchEnd::Compacted;
                 }
+                // etcd sends all of a revision's events in one answer (this watch asks
+                // for no fragments), so what follows starts at a revision of its own.
                 if let Some(last) = answer.events().iter().rev().find_map(|e| e.kv()) {
-                    return WatchEnd::Changed(u64::try_from(last.mod_revision()).unwrap_or(0));
+                    let revision = u64::try_from(last.mod_revision()).unwrap_or(0);
+                    let objects = answer.events().iter().filter_map(object_change).collect();
+                    return WatchEnd::Changed(revision, objects);
                 }
                 if answer.canceled() {
                     return WatchEnd::Refused(answer.cancel_reason().to_string());
@@ -675,6 +700,10 @@ impl Datastore for EtcdStore {
         Ok(revision_of(answer.header()))
     }
 
+    fn tells_what_changed(&self) -> bool {
+        true
+    }
+
     fn wait_for_change(
         &self,
         seen: u64,
@@ -694,7 +723,12 @@ impl Datastore for EtcdStore {
                 None => attempt + share,
             };
             match self.watch_once(seen, open_by, deadline) {
-                WatchEnd::Changed(revision) => return Ok(Some(Change::Changed { revision })),
+                WatchEnd::Changed(revision, objects) => {
+                    return Ok(Some(Change::Changed {
+                        revision,
+                        objects: Some(objects),
+                    }))
+                }
                 WatchEnd::TimedOut => return Ok(None),
                 WatchEnd::Compacted => {
                     return Ok(Some(Change::Relist {
