@@ -414,7 +414,7 @@ mod tests {
             name: "node-b".into(),
             reason: "not JSON".into(),
         });
-        assert!(cache.apply(store.revision().unwrap(), &[damaged.clone()]));
+        assert!(cache.apply(store.revision().unwrap(), &[damaged]));
         let state = cache.state();
         assert_eq!(state.nodes.len(), 1, "the damaged node is left out");
         assert_eq!(state.unreadable, ["damaged Node \"node-b\": not JSON"]);
