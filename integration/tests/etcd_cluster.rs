@@ -7,6 +7,8 @@
 //! - Propagation: from `tapwirectl apply` on node1 of a document that adds a route, to that
 //!   route in both nodes' computed state (what their dataplanes are sent): p50/p99 printed,
 //!   on etcd (watches) and, for comparison, on the file store (polled every 100 ms).
+//! - From a CNI ADD on node2 whose pod claims a new block to that block's route on both
+//!   nodes: p50/p99 printed, and the new pod answers node1's pod at once.
 //! - One member down, the leader: a TCP stream between pods never stalls; CNI ADD and DEL
 //!   and `apply` work again within a few seconds.
 //! - All of etcd down: pods keep talking; CNI ADD fails within seconds with an error
@@ -21,6 +23,7 @@ use tapwire_integration::check::{
     assert_failed_add_left_nothing, assert_pings, assert_transfer, REACHABLE_WITHIN,
 };
 use tapwire_integration::cni::CniCommand;
+use tapwire_integration::controlplane::ippool_yaml;
 use tapwire_integration::traffic::wait_reachable;
 use tapwire_integration::{
     skip_unless_root, tcp_transfer, ControlPlane, EtcdCluster, Lab, Transfer,
@@ -73,6 +76,48 @@ fn the_walkthrough_on_etcd_with_calicos_keys_and_fast_propagation() {
     eprintln!(
         "etcd: tapwirectl apply → route on both nodes: p50 {p50:.1?}, p99 {p99:.1?} (20 samples, apply included)"
     );
+    cp.check_running().unwrap();
+}
+
+#[test]
+fn a_pod_added_on_one_node_is_routed_on_the_other_within_milliseconds() {
+    if skip_unless_root("a_pod_added_on_one_node_is_routed_on_the_other_within_milliseconds") {
+        return;
+    }
+    let lab = Lab::new().unwrap();
+    let etcd = EtcdCluster::start(&lab, 3).unwrap();
+    // /32 blocks: every pod claims a block of its own, so every ADD makes a route the
+    // other node must learn (with /26 blocks only a node's first pod in a block does).
+    let pool = ippool_yaml("per-pod", "10.66.0.0/16", 32, "Always", "Never");
+    let cp = ControlPlane::with_pool_on_etcd(&lab, &etcd, &["node1", "node2"], &pool).unwrap();
+    let a = cp.add_pod("node1", "pod-a").unwrap();
+    let mut samples = Vec::new();
+    let mut there_at_return = 0;
+    for i in 0..10 {
+        let sandbox = cp.sandbox(&format!("pod-{i}")).unwrap();
+        let started = Instant::now();
+        let added = cp.cni_add("node2", &sandbox).unwrap();
+        let dst = format!("{}/32", added.pod.ip);
+        let on_both = || has_route(&cp, "node1", &dst) && has_route(&cp, "node2", &dst);
+        there_at_return += usize::from(on_both());
+        while !on_both() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{dst} did not reach both nodes"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        samples.push(started.elapsed());
+        // What a user sees: the new pod answers a pod on the other node at once.
+        wait_reachable(&a, added.pod.ip, Duration::from_secs(1)).unwrap();
+    }
+    let (p50, p99) = (quantile(&mut samples, 0.5), quantile(&mut samples, 0.99));
+    eprintln!(
+        "etcd: CNI ADD on node2 (start) → its block's route on both nodes: p50 {p50:.1?}, \
+         p99 {p99:.1?} (10 samples, the ADD included); already there when the ADD returned: \
+         {there_at_return}/10"
+    );
+    assert!(p99 < Duration::from_secs(1), "{p99:?}");
     cp.check_running().unwrap();
 }
 
