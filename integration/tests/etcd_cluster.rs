@@ -6,7 +6,7 @@
 //!   other across nodes; `etcdctl get --prefix /calico` shows Calico's key layout.
 //! - Propagation: from `tapwirectl apply` on node1 of a document that adds a route, to that
 //!   route in both nodes' computed state (what their dataplanes are sent): p50/p99 printed,
-//!   on etcd (watches) and, for comparison, on the file store (polled every 100 ms).
+//!   on etcd (watches) and, for comparison, on the file store (woken by inotify).
 //! - From a CNI ADD on node2 whose pod claims a new block to that block's route on both
 //!   nodes: p50/p99 printed, and the new pod answers node1's pod at once.
 //! - One member down, the leader: a TCP stream between pods never stalls; CNI ADD and DEL

@@ -30,12 +30,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustix::fs::FlockOperation;
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::fd::OwnedFd;
+use rustix::fs::{inotify, FlockOperation};
 use serde_json::Value;
 
 use super::{
-    check_kind, check_name, stamp, stamped_revision, Damaged, Datastore, DatastoreError, Listing,
-    RawObject,
+    check_kind, check_name, stamp, stamped_revision, Change, Damaged, Datastore, DatastoreError,
+    Listing, RawObject,
 };
 
 const LOCK_FILE: &str = ".lock";
@@ -581,11 +583,113 @@ impl Datastore for FileStore {
         // A missing file is a store nobody has written to yet.
         Ok(self.revision_file()?.unwrap_or(0))
     }
+
+    /// Every mutation renames a new `.revision` into the directory: an inotify watch on
+    /// the directory wakes the wait at once (the revision is still read again every
+    /// [`NOTIFIED_RECHECK`], should an event be lost). Without inotify (no watches left),
+    /// the revision is polled every [`super::WATCH_POLL_INTERVAL`].
+    fn wait_for_change(
+        &self,
+        seen: u64,
+        timeout: Duration,
+    ) -> Result<Option<Change>, DatastoreError> {
+        // Watching starts before the revision is read, so no change slips in between.
+        let notify = watch_directory(&self.dir)
+            .inspect_err(|err| {
+                tracing::debug!(%err, "no inotify watch on the datastore; polling its revision");
+            })
+            .ok();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.revision()?;
+            if now != seen {
+                return Ok(Some(Change::Changed {
+                    revision: now,
+                    objects: None,
+                }));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            match &notify {
+                Some(fd) => wait_for_events(fd, left.min(NOTIFIED_RECHECK)),
+                None => std::thread::sleep(left.min(super::WATCH_POLL_INTERVAL)),
+            }
+        }
+    }
+}
+
+/// How often a wait woken by inotify reads the revision anyway.
+const NOTIFIED_RECHECK: Duration = Duration::from_secs(1);
+
+/// An inotify descriptor watching files written or renamed into `dir`.
+fn watch_directory(dir: &Path) -> io::Result<OwnedFd> {
+    let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+    inotify::add_watch(
+        &fd,
+        dir,
+        inotify::WatchFlags::MOVED_TO | inotify::WatchFlags::CLOSE_WRITE,
+    )?;
+    Ok(fd)
+}
+
+/// Waits up to `timeout` for events on inotify descriptor `fd` and consumes them (which
+/// file changed does not matter: the caller reads the revision).
+fn wait_for_events(fd: &OwnedFd, timeout: Duration) {
+    let timeout = Timespec {
+        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    if poll(&mut fds, Some(&timeout)).is_err() {
+        // Interrupted or failing: the caller reads the revision and waits again; not
+        // spinning meanwhile.
+        std::thread::sleep(Duration::from_millis(10));
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    while matches!(rustix::io::read(fd, &mut buf), Ok(n) if n > 0) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_wakes_a_waiter_through_inotify() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let notify = watch_directory(dir.path()).unwrap();
+        let readable = |fd: &OwnedFd| {
+            let mut fds = [PollFd::new(fd, PollFlags::IN)];
+            poll(&mut fds, Some(&Timespec::default())).unwrap()
+        };
+        assert_eq!(readable(&notify), 0);
+        store.create("Counter", "c", serde_json::json!({})).unwrap();
+        assert_eq!(readable(&notify), 1, "the write was notified");
+        wait_for_events(&notify, Duration::ZERO);
+        assert_eq!(readable(&notify), 0, "the events were consumed");
+
+        // A wait reports a write made while it waits.
+        let seen = store.revision().unwrap();
+        let change = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                store.create("Counter", "d", serde_json::json!({})).unwrap();
+            });
+            store
+                .wait_for_change(seen, Duration::from_secs(10))
+                .unwrap()
+        });
+        assert_eq!(
+            change,
+            Some(Change::Changed {
+                revision: seen + 1,
+                objects: None
+            })
+        );
+    }
 
     #[test]
     fn a_failed_write_leaves_no_temporary_file() {

@@ -7,8 +7,9 @@
 //! [`Datastore::update`] and [`Datastore::delete`], which is how several writers (nodes'
 //! controls, the CLI, concurrent CNI ADDs) change shared documents without losing each
 //! other's writes. A [`Watcher`] waits for the revision to move
-//! ([`Datastore::wait_for_change`]: etcd watches, the others poll the cheap
-//! [`Datastore::revision`]) and the caller re-reads what it needs when it does.
+//! ([`Datastore::wait_for_change`]: etcd watches and says what changed, the file store is
+//! woken by inotify, the memory store polls the cheap [`Datastore::revision`]) and the
+//! caller re-reads what it needs when it does, or applies what etcd said.
 //!
 //! A damaged document (a file that is not JSON, a value that is not of its kind's shape)
 //! never stops work on the others: listings return the readable objects in
