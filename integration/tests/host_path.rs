@@ -199,11 +199,9 @@ fn nodes_and_pods_reach_each_other_through_the_host_path() {
         rtt(&b, &a).rtt_avg_ms,
         rtt(&host1, &a).rtt_avg_ms
     );
-    // Not slower than pod ↔ pod, with room for a shared 2-core machine's noise.
-    assert!(
-        node_pod >= pod_pod * 0.7 && pod_node >= pod_pod * 0.7,
-        "node ↔ pod TCP is slower than pod ↔ pod: {node_pod:.2} / {pod_node:.2} vs {pod_pod:.2} Gbit/s"
-    );
+    // How fast node ↔ pod is against pod ↔ pod is the benchmark's to judge
+    // (`tapwire-host` / `tapwire-local` in scripts/bench.sh), from rounds on a quiet
+    // machine: a test's one run on a shared machine measures the neighbours.
 }
 
 #[test]

@@ -5,9 +5,10 @@
 //! (the private `server` module).
 //!
 //! Threads: the watch loop here (the only caller of route computation), woken by the
-//! datastore watcher thread (an etcd watch, or the file store's revision polled: see
-//! [`datastore::Datastore::wait_for_change`]) and by API writes; the sync thread; and one
-//! thread per API connection. The desired state is shared through a mutex that
+//! datastore watcher thread (an etcd watch, or the file store woken by inotify: see
+//! [`datastore::Datastore::wait_for_change`]) and by API writes; the sync thread; the host
+//! path thread (it runs `nft`, which must not hold up a route change); and one thread per
+//! API connection. The desired state is shared through a mutex that
 //! is held only to copy it.
 //!
 //! The watch loop keeps the documents routes are computed from in a
@@ -238,7 +239,8 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
             })
             .map_err(AgentError::Thread)?;
     }
-    watch_loop(&shared, cluster, rx);
+    let host_path = start_host_path(&shared)?;
+    watch_loop(&shared, cluster, rx, host_path);
     Ok(())
 }
 
@@ -473,17 +475,15 @@ fn recompute(shared: &Shared, cache: &ClusterCache) {
     }
 }
 
-/// Recomputes on every datastore change (woken by [`watch_store`]) and API nudge;
-/// refreshes the node's heartbeat.
-fn watch_loop(shared: &Shared, mut cluster: Cluster, wakes: Receiver<Wake>) {
+/// Recomputes on every datastore change (woken by [`watch_store`]) and API nudge, and
+/// wakes the host path thread after; refreshes the node's heartbeat.
+fn watch_loop(
+    shared: &Shared,
+    mut cluster: Cluster,
+    wakes: Receiver<Wake>,
+    host_path: Option<Sender<()>>,
+) {
     let store = shared.store.as_ref();
-    let mut host_path = (!shared.config.host_interface.is_empty()).then(|| {
-        hostpath::HostPath::new(
-            &shared.config.host_interface,
-            &shared.underlay.interface,
-            shared.underlay.address.addr(),
-        )
-    });
     let mut last_heartbeat = Instant::now();
     let mut reported_in_sync = false;
     let mut last_sweep = Instant::now();
@@ -501,8 +501,8 @@ fn watch_loop(shared: &Shared, mut cluster: Cluster, wakes: Receiver<Wake>) {
             cluster.refresh(shared, &woken);
             woken.clear();
         }
-        if let (Some(host_path), Some(desired)) = (host_path.as_mut(), shared.desired()) {
-            host_path.reconcile(&desired);
+        if let Some(host_path) = &host_path {
+            let _ = host_path.send(());
         }
         let in_sync = shared.sync.status.read(|s| s.in_sync);
         if last_heartbeat.elapsed() >= HEARTBEAT || in_sync != reported_in_sync {
@@ -519,6 +519,39 @@ fn watch_loop(shared: &Shared, mut cluster: Cluster, wakes: Receiver<Wake>) {
             last_sweep = Instant::now();
         }
     }
+}
+
+/// Starts the thread that keeps the node's kernel programmed for the host path, when the
+/// node has one; returns what wakes it. Its own thread: programming runs `nft`, which takes
+/// a tenth of a second with thousands of peers and must not hold up the next route change.
+/// It programs the latest desired state when woken and at least every [`HOUSEKEEPING`]
+/// (retries, the periodic refresh); it ends with the watch loop.
+fn start_host_path(shared: &Arc<Shared>) -> Result<Option<Sender<()>>, AgentError> {
+    if shared.config.host_interface.is_empty() {
+        return Ok(None);
+    }
+    let mut host_path = hostpath::HostPath::new(
+        &shared.config.host_interface,
+        &shared.underlay.interface,
+        shared.underlay.address.addr(),
+    );
+    let (tx, wakes) = mpsc::channel::<()>();
+    let shared = Arc::clone(shared);
+    std::thread::Builder::new()
+        .name("tapwire-hostpath".into())
+        .spawn(move || loop {
+            match wakes.recv_timeout(HOUSEKEEPING) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            // Only the latest state matters.
+            wakes.try_iter().for_each(drop);
+            if let Some(desired) = shared.desired() {
+                host_path.reconcile(&desired);
+            }
+        })
+        .map_err(AgentError::Thread)?;
+    Ok(Some(tx))
 }
 
 #[cfg(test)]
