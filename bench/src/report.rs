@@ -233,7 +233,7 @@ pub struct ScaleResult {
     /// showed the route (nearest-rank), ms.
     pub change_p50_ms: f64,
     pub change_p99_ms: f64,
-    /// The same until the control's `routes` showed it, median, ms.
+    /// The same until the control's route for the block showed it, median, ms.
     pub change_control_p50_ms: f64,
     pub change_dataplane_ms: Vec<f64>,
     pub change_control_ms: Vec<f64>,
@@ -244,13 +244,14 @@ pub struct ScaleResult {
     pub dataplane_rss_bytes: u64,
     /// Where the time goes, timed from the harness on the same etcd: the IPAM check a
     /// control runs at start (`Ipam::repair`), s, and one read of the whole cluster state
-    /// (`read_cluster_state`, which every recompute starts with), median, ms.
+    /// (`read_cluster_state`: what a control reads at start and after a relist; a change
+    /// on etcd costs only its own document), median, ms.
     #[serde(default)]
     pub ipam_check_s: f64,
     #[serde(default)]
     pub cluster_read_ms: f64,
-    /// One call of the control's `routes` (all of them, as JSON) while polling for a
-    /// change, median, ms: what looking costs the control.
+    /// One call of the control's route lookup (`tapwirectl routes ADDRESS`) while polling
+    /// for a change, median, ms: what looking costs.
     #[serde(default)]
     pub routes_call_ms: f64,
 }
@@ -346,7 +347,8 @@ fn scale_section(scale: &[ScaleResult]) -> String {
          in sync (the dataplane's answer to the snapshot) and `routes` holds a remote route \
          per simulated block (polled every 2 ms). **One change**: a new simulated node's \
          Node, handle and affinity are written and the control let settle (no thread running), then \
-         its block is written; timed until the control's `routes` show it (*control*; polled \
+         its block is written; timed until the control's route for the block's first address \
+         (`tapwirectl routes ADDRESS`) is it (*control*; polled \
          with a pause as long as the last call, at least 2 ms) and \
          until a counters round trip through the dataplane completed after that (*change*, \
          an upper bound of when the dataplane had it: it answers in order). \
@@ -354,7 +356,9 @@ fn scale_section(scale: &[ScaleResult]) -> String {
          the time goes, the harness then times two of the control's own steps on the same \
          etcd (its own client, from the etcd member's namespace): the cluster-wide \
          *IPAM check* (`Ipam::repair`) a control runs before it serves, and one *cluster \
-         read* (`read_cluster_state`, median of 5), with which every recompute starts.\n\n",
+         read* (`read_cluster_state`, median of 5): what a control reads at start and after \
+         etcd compacted the history its watch needed; a change otherwise costs the control \
+         only the document the watch reports.\n\n",
     );
     out.push_str(&md_table(&SCALE_HEADER, &scale_rows(scale)));
     out.push('\n');
@@ -366,7 +370,7 @@ fn scale_section(scale: &[ScaleResult]) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "- {} nodes: populated in {:.1} s; one `routes` call while polling {:.1} ms; \
+            "- {} nodes: populated in {:.1} s; one route lookup call while polling {:.1} ms; \
              changes (ms): {}",
             s.nodes,
             s.populate_s,

@@ -15,8 +15,9 @@
 //!    dataplane is in sync (the dataplane's own `InSync` answer to the snapshot) and its
 //!    `routes` hold a remote route for every simulated block;
 //! 2. **one change**: a new simulated node's `Node`, handle and affinity are written, the control
-//!    is let settle, then its block is written and timed until the control's `routes`
-//!    show it (what the control has computed and sent; polled with a pause as long as
+//!    is let settle, then its block is written and timed until the control's route for
+//!    the block's first address is it (`tapwirectl routes ADDRESS`: what the control
+//!    has computed and sent; polled with a pause as long as
 //!    the last call, at least 2 ms, so that looking takes at most half of the API
 //!    thread), and until a counters round trip
 //!    through the dataplane completed after that (the dataplane answers in order, so it
@@ -26,7 +27,8 @@
 //!    control's `VmHWM` (its peak, which the full sync sets);
 //! 4. to tell where the time goes, two of the control's own steps timed from the harness
 //!    on the same etcd: the cluster-wide IPAM check a control runs before it serves, and
-//!    one read of the whole cluster state, with which every recompute starts.
+//!    one read of the whole cluster state, what a control reads at start and after a
+//!    relist (a change otherwise costs it the one document its watch reports).
 //!
 //! [`simulated_node`], [`summarize`] are pure; [`measure_size`] drives the lab.
 
@@ -308,9 +310,16 @@ fn write_node(store: &dyn Datastore, i: usize) -> std::result::Result<(), LabErr
     Ok(())
 }
 
-/// The control's remote routes.
-fn remote_routes(cp: &ControlPlane<'_>) -> std::result::Result<Vec<RouteRow>, LabError> {
-    match cp.api(NODE, &Request::Routes)? {
+/// The control's remote routes: every one, or (`to`) the one it uses for an address.
+fn remote_routes(
+    cp: &ControlPlane<'_>,
+    to: Option<Ipv4Addr>,
+) -> std::result::Result<Vec<RouteRow>, LabError> {
+    let request = match to {
+        Some(address) => Request::RouteTo { address },
+        None => Request::Routes,
+    };
+    match cp.api(NODE, &request)? {
         Reply::Routes { routes } => Ok(routes.into_iter().filter(|r| r.kind == "remote").collect()),
         other => Err(LabError::Invalid(format!(
             "unexpected answer to routes: {other:?}"
@@ -350,7 +359,7 @@ pub fn measure_size(
             .is_ok_and(|s| s.dataplane_connected && s.dataplane_in_sync);
         let mut routes = None;
         if in_sync {
-            let count = remote_routes(&cp)?.len();
+            let count = remote_routes(&cp, None)?.len();
             if count >= nodes {
                 break (started.elapsed().as_secs_f64(), count);
             }
@@ -466,7 +475,9 @@ fn time_changes(
             .map_err(store_error("writing an IPAMBlock"))?;
         loop {
             let call = Instant::now();
-            let found = remote_routes(cp)?.iter().any(|r| r.dst == dst);
+            let found = remote_routes(cp, Some(sim.block.spec.cidr.addr()))?
+                .iter()
+                .any(|r| r.dst == dst);
             let took = call.elapsed();
             calls.push(took.as_secs_f64() * 1e3);
             if found {
@@ -478,8 +489,8 @@ fn time_changes(
                     after: CHANGE_TIMEOUT,
                 });
             }
-            // A call costs the control a serialization of every route (tens of ms at
-            // thousands of nodes): it is kept busy answering at most half of the time.
+            // Looking costs the control a longest-prefix search of its routes: it is kept
+            // busy answering at most half of the time.
             std::thread::sleep(poll_pause(took));
         }
         to_control.push(started.elapsed().as_secs_f64() * 1e3);

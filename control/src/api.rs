@@ -48,6 +48,9 @@ pub enum Request {
     Delete { kind: ResourceKind, name: String },
     /// `tapwirectl routes`: this node's computed routes.
     Routes,
+    /// `tapwirectl routes ADDRESS`: the route this node uses for `address` (the longest
+    /// prefix holding it, as `ip route get`); answered with `Routes`, none or one.
+    RouteTo { address: std::net::Ipv4Addr },
     /// `tapwirectl stats`: the dataplane's counters.
     Stats,
     /// CNI GC, after its DELs: release this node's addresses that no workload endpoint

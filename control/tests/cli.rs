@@ -283,6 +283,18 @@ fn standard_answer(request: &Request) -> Response {
         Request::Routes => Reply::Routes {
             routes: route_rows(),
         },
+        Request::RouteTo { address } => Reply::Routes {
+            routes: route_rows()
+                .into_iter()
+                .filter(|row| {
+                    let dst = row
+                        .dst
+                        .parse()
+                        .or_else(|_| format!("{}/32", row.dst).parse());
+                    dst.is_ok_and(|dst: ipnet::Ipv4Net| dst.contains(address))
+                })
+                .collect(),
+        },
         Request::Stats => Reply::Stats {
             counters: counters(),
         },
@@ -935,6 +947,27 @@ fn routes_read_like_ip_route_with_the_encapsulation() {
          10.70.0.0/26 via 192.168.1.9 encap none node kernel-host mtu 1500\n"
     );
     assert_eq!(agent.requests(), [Request::Routes]);
+
+    // One address: the request names it and the route is printed alone.
+    let agent = FakeAgent::standard();
+    assert_eq!(
+        ok(&agent, &["routes", "10.65.2.7"]),
+        "10.65.2.0/26 via 192.168.0.2 encap vxlan node node-b mtu 1450\n"
+    );
+    assert_eq!(
+        agent.requests(),
+        [Request::RouteTo {
+            address: "10.65.2.7".parse().unwrap()
+        }]
+    );
+    assert_run(
+        &ctl(&agent, &["routes", "10.99.0.1"]),
+        0,
+        "",
+        "No route to 10.99.0.1: no IP pool's block holds it on any node.\n",
+    );
+    let bad = ctl(&agent, &["routes", "10.99.0.300"]);
+    assert_eq!(bad.code, Some(2), "{bad:?}");
 
     let agent = FakeAgent::replying(Reply::Routes { routes: Vec::new() });
     assert_run(

@@ -25,7 +25,7 @@ use crate::model::{
     Metadata, Node, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
 };
 use crate::podnet::{self, pod_mtu, PodInterfaceSpec, POD_GATEWAY};
-use crate::routes::{encap_name, worst_encap, RouteKind};
+use crate::routes::{encap_name, worst_encap, RouteEntry, RouteKind};
 
 /// How long a CNI ADD waits for the dataplane to attach the new pod's queues.
 const ATTACH_WAIT: Duration = Duration::from_secs(5);
@@ -77,7 +77,10 @@ fn handle(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
         Request::Apply { documents } => apply(shared, &documents),
         Request::Delete { kind, name } => delete(shared, kind, &name),
         Request::Routes => Ok(Reply::Routes {
-            routes: routes(shared),
+            routes: routes(shared, None),
+        }),
+        Request::RouteTo { address } => Ok(Reply::Routes {
+            routes: routes(shared, Some(address)),
         }),
         Request::ReleaseOrphans => {
             let released = super::release_orphans(
@@ -863,46 +866,55 @@ fn check_pool_unused(store: &dyn Datastore, pool: &IpPool) -> Result<(), ApiErro
     Ok(())
 }
 
-fn routes(shared: &Shared) -> Vec<RouteRow> {
+/// This node's routes; with `to`, only the one it uses for that address (the longest
+/// prefix holding it).
+fn routes(shared: &Shared, to: Option<Ipv4Addr>) -> Vec<RouteRow> {
     let Some(desired) = shared.desired() else {
         return Vec::new();
     };
-    desired
-        .routes
-        .iter()
-        .map(|(dst, route)| match route.kind {
-            RouteKind::LocalBlock => RouteRow {
+    let row = |(dst, route): (&Ipv4Net, &RouteEntry)| match route.kind {
+        RouteKind::LocalBlock => RouteRow {
+            dst: dst.to_string(),
+            kind: "blackhole".into(),
+            node: None,
+            via: None,
+            encap: None,
+            mtu: None,
+        },
+        RouteKind::LocalWorkload => {
+            let endpoint = desired
+                .endpoints
+                .values()
+                .find(|ep| ep.ipv4_nets.contains(dst));
+            RouteRow {
                 dst: dst.to_string(),
-                kind: "blackhole".into(),
-                node: None,
+                kind: "local".into(),
+                node: endpoint.map(|ep| format!("{}/{}", ep.orchestrator, ep.workload_id)),
                 via: None,
-                encap: None,
-                mtu: None,
-            },
-            RouteKind::LocalWorkload => {
-                let endpoint = desired
-                    .endpoints
-                    .values()
-                    .find(|ep| ep.ipv4_nets.contains(dst));
-                RouteRow {
-                    dst: dst.to_string(),
-                    kind: "local".into(),
-                    node: endpoint.map(|ep| format!("{}/{}", ep.orchestrator, ep.workload_id)),
-                    via: None,
-                    encap: endpoint.map(|ep| ep.interface_name.clone()),
-                    mtu: Some(desired.pod_mtu_bytes),
-                }
+                encap: endpoint.map(|ep| ep.interface_name.clone()),
+                mtu: Some(desired.pod_mtu_bytes),
             }
-            RouteKind::RemoteBlock => RouteRow {
-                dst: dst.to_string(),
-                kind: "remote".into(),
-                node: Some(route.node.clone()),
-                via: Some(route.node_ip.to_string()),
-                encap: Some(encap_name(route.encap).into()),
-                mtu: Some(podnet::pod_mtu(shared.underlay.mtu_bytes, route.encap)),
-            },
-        })
-        .collect()
+        }
+        RouteKind::RemoteBlock => RouteRow {
+            dst: dst.to_string(),
+            kind: "remote".into(),
+            node: Some(route.node.clone()),
+            via: Some(route.node_ip.to_string()),
+            encap: Some(encap_name(route.encap).into()),
+            mtu: Some(podnet::pod_mtu(shared.underlay.mtu_bytes, route.encap)),
+        },
+    };
+    match to {
+        None => desired.routes.iter().map(row).collect(),
+        Some(address) => desired
+            .routes
+            .iter()
+            .filter(|(dst, _)| dst.contains(&address))
+            .max_by_key(|(dst, _)| dst.prefix_len())
+            .map(row)
+            .into_iter()
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -54,7 +54,11 @@ enum Command {
     /// Delete a resource by type and name, or the resources of a file.
     Delete(DeleteArgs),
     /// This node's routes: remote blocks with their encapsulation, local pods, blackholes.
-    Routes,
+    Routes {
+        /// Only the route used for this address (the longest prefix holding it, as `ip
+        /// route get`).
+        address: Option<std::net::Ipv4Addr>,
+    },
     /// The dataplane's counters.
     Stats {
         /// Also list counters that are zero.
@@ -196,7 +200,7 @@ fn run(agent: &Agent, command: Command, out: &mut Output) -> Result<(), CliError
                 ),
             }),
         },
-        Command::Routes => routes(agent, out),
+        Command::Routes { address } => routes(agent, address, out),
         Command::Stats { all } => stats(agent, all, out),
     }
 }
@@ -403,11 +407,23 @@ fn delete_file(agent: &Agent, file: &Path, out: &mut Output) -> Result<(), CliEr
     Ok(())
 }
 
-fn routes(agent: &Agent, out: &mut Output) -> Result<(), CliError> {
+fn routes(
+    agent: &Agent,
+    address: Option<std::net::Ipv4Addr>,
+    out: &mut Output,
+) -> Result<(), CliError> {
     let action = "get routes";
-    match agent.call(&Request::Routes, action)? {
+    let request = match address {
+        Some(address) => Request::RouteTo { address },
+        None => Request::Routes,
+    };
+    match agent.call(&request, action)? {
         Reply::Routes { routes } => {
-            if routes.is_empty() {
+            if let (Some(address), true) = (address, routes.is_empty()) {
+                out.notes.push_str(&format!(
+                    "No route to {address}: no IP pool's block holds it on any node.\n"
+                ));
+            } else if routes.is_empty() {
                 out.notes.push_str(
                     "No routes: tapwire-control has not computed this node's routes yet, \
                      or there is no IP pool.\n",
