@@ -37,7 +37,9 @@ use crate::state::{
     build_tables, Applied, AttachedEndpoint, Desired, EndpointSpec, TablesBuilder, Underlay,
 };
 use crate::tables::{HostPath, Tables};
-use crate::worker::{DeadQueue, PodQueues, Snapshot, Worker, WorkerHandle, WorkerSockets};
+use crate::worker::{
+    DeadQueue, PodQueues, Snapshot, UnderlayTap, Worker, WorkerHandle, WorkerSockets,
+};
 
 /// How often the dataplane tells control it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -61,10 +63,16 @@ pub struct Options {
     pub busy_poll: Duration,
     /// The host path TAP in the node's namespace (`tapwire0`); `None`: no host path.
     pub host_interface: Option<String>,
+    /// The TAP VXLAN leaves through (`tapwire-vxlan`); `None`, or a kernel without
+    /// UDP-tunnel GSO: the UDP sockets.
+    pub vxlan_tap_interface: Option<String>,
 }
 
 /// The default of `--host-interface`.
 pub const DEFAULT_HOST_INTERFACE: &str = "tapwire0";
+
+/// The default of `--vxlan-tap-interface`.
+pub const DEFAULT_VXLAN_TAP_INTERFACE: &str = "tapwire-vxlan";
 
 /// The default of `--busy-poll-us`.
 pub const DEFAULT_BUSY_POLL_US: u32 = 50;
@@ -164,6 +172,22 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             }
             None => (None, Vec::new()),
         };
+    let mut vxlan_taps = match &opts.vxlan_tap_interface {
+        Some(name) => match open_vxlan_tap(name, opts.workers.max(1), underlay_mtu) {
+            Ok((mac, queues)) => {
+                tracing::info!(interface = %name, "VXLAN leaves through the underlay TAP");
+                queues
+                    .into_iter()
+                    .map(|queue| UnderlayTap { queue, mac })
+                    .collect()
+            }
+            Err(err) => {
+                tracing::info!(interface = %name, %err, "no underlay TAP; VXLAN is segmented here and sent on UDP sockets");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
     let underlay = Underlay {
         ip: link::ipv4_addr(ul).map_err(underlay_err)?,
         mac: link::hwaddr(ul).map_err(underlay_err)?,
@@ -221,6 +245,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 None
             },
             host: host_queues.pop(),
+            vxlan_tap: vxlan_taps.pop(),
         };
         let report_dead = {
             let events = events_tx.clone();
@@ -295,6 +320,68 @@ fn open_host_path(
         mtu_bytes,
     };
     Ok((path, queues))
+}
+
+/// The TAP VXLAN leaves through: a multi-queue TAP in the node's namespace, one queue per
+/// worker, with the 24-byte tunnel virtio-net header and UDP-tunnel GSO, so that a pod's
+/// TCP super-frame, wrapped in outer Ethernet/IPv4/UDP/VXLAN headers, crosses it whole; the
+/// node's kernel forwards it out of the underlay interface, where the device (or the
+/// kernel's GSO, for a device that cannot) cuts it into datagrams and fills in the inner
+/// checksums. The frames come from this node's own address, so the TAP accepts a local
+/// source (`accept_local`, no reverse-path filter) and forwards (`forwarding`, for this
+/// input device only). Not persistent: it goes when the dataplane's queues close.
+///
+/// Fails on a kernel without UDP-tunnel GSO (before 6.17: the header size or the offload
+/// is refused), and where a strict reverse-path filter on all interfaces would drop the
+/// frames.
+fn open_vxlan_tap(
+    name: &str,
+    workers: usize,
+    mtu_bytes: u32,
+) -> io::Result<(crate::packet::Mac, Vec<tap::TapQueue>)> {
+    let strict_rpf = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter")
+        .is_ok_and(|v| v.trim() == "1");
+    if strict_rpf {
+        return Err(io::Error::other(
+            "net.ipv4.conf.all.rp_filter is 1 (strict), which drops frames from the node's own address",
+        ));
+    }
+    match tap::create_persistent(name) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(err),
+    }
+    let queues = match (0..workers)
+        .map(|_| tap::attach_queue_with_offloads(name))
+        .collect::<io::Result<Vec<_>>>()
+    {
+        Ok(queues) => queues,
+        Err(err) => {
+            let _ = tap::delete_persistent(name);
+            return Err(err);
+        }
+    };
+    let Some(first) = queues.first() else {
+        return Err(io::Error::other("no worker to attach a queue for"));
+    };
+    // From here on, an error drops the queues and with them the device.
+    first.set_persistent(false)?;
+    first.set_vnet_hdr_len(tap::TUNNEL_VNET_HDR_LEN)?;
+    let offloads =
+        tap::offload::CSUM | tap::offload::TSO4 | tap::offload::TSO6 | tap::offload::UDP_TUNNEL_GSO;
+    first.set_offloads(offloads)?;
+    for (key, value) in [
+        (format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1"),
+        (format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"), "0"),
+        (format!("/proc/sys/net/ipv4/conf/{name}/accept_local"), "1"),
+        (format!("/proc/sys/net/ipv4/conf/{name}/forwarding"), "1"),
+    ] {
+        std::fs::write(&key, value)
+            .map_err(|err| io::Error::new(err.kind(), format!("setting {key}: {err}")))?;
+    }
+    link::set_mtu(name, mtu_bytes)?;
+    link::set_up(name)?;
+    Ok((link::hwaddr(name)?, queues))
 }
 
 fn bind_control_socket(path: &Path, held: &InstanceLock) -> Result<UnixListener, StartError> {

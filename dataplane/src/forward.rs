@@ -14,7 +14,7 @@ use crate::packet::{
     self, emit_arp, emit_ethernet, emit_icmp_error, emit_vxlan, ArpPacket, EthernetFrame,
     IcmpError, Ipv4Packet, Ipv4Repr, Mac, ARP_IPV4_LEN, ARP_REPLY, ARP_REQUEST, ETHERTYPE_ARP,
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HEADER_LEN, GATEWAY_MAC, IPPROTO_IPIP, IPPROTO_TCP,
-    POD_GATEWAY, UDP_HEADER_LEN, VXLAN_HEADER_LEN,
+    IPPROTO_UDP, POD_GATEWAY, UDP_HEADER_LEN, VXLAN_HEADER_LEN,
 };
 use crate::tables::{Encap, EndpointIdx, PeerIdx, RouteTarget, Tables};
 
@@ -300,6 +300,8 @@ pub struct Tso {
     pub inner_ip: usize,
     /// Payload bytes per segment.
     pub mss: u16,
+    /// The first segment carries CWR (the pod's `GSO_ECN`).
+    pub ecn: bool,
 }
 
 /// Where an IPv4 packet entered: a pod or the host path (with the sender's MAC, to
@@ -561,6 +563,7 @@ fn route_ipv4(
         offload.is_gso().then_some(Tso {
             inner_ip,
             mss: offload.gso_size,
+            ecn: offload.gso_type & VnetHdr::GSO_ECN != 0,
         })
     };
 
@@ -681,6 +684,82 @@ fn prepend_outer_ipv4(
     packet
 }
 
+/// Bytes in front of a VXLAN header on the underlay: Ethernet, IPv4 and UDP headers.
+pub const VXLAN_UNDERLAY_PREFIX: usize = ETH_HEADER_LEN + Ipv4Repr::HEADER_LEN + UDP_HEADER_LEN;
+// The VXLAN header of a pod's frame sits at HEADROOM - VXLAN_HEADER_LEN.
+const _: () = assert!(HEADROOM >= VXLAN_UNDERLAY_PREFIX + VXLAN_HEADER_LEN);
+
+/// Where a VXLAN packet leaves when the node's kernel sends it: the underlay TAP's MAC
+/// (the frame is addressed to it, so the kernel routes it), the node's address and the
+/// VXLAN port.
+#[derive(Debug, Clone, Copy)]
+pub struct VxlanUnderlay {
+    pub tap_mac: Mac,
+    pub src: Ipv4Addr,
+    pub port: u16,
+}
+
+/// Completes the VXLAN packet of a [`Action::ToPeerVxlan`] (`payload`: the VXLAN header
+/// onwards) into an Ethernet frame for the underlay TAP, in place: outer Ethernet, IPv4
+/// (this node → `dst`) and UDP headers (source port from `flow`, as the kernel derives it
+/// from the inner flow; no UDP checksum, as the kernel's VXLAN sends by default), and the
+/// tunnel offload header that lets a super-frame (`tso`) cross whole.
+///
+/// `None` when the frame cannot be sent that way (an inner header that does not parse, or
+/// more than an IPv4 packet holds): the caller segments it in software instead.
+pub fn vxlan_underlay_frame(
+    buf: &mut PacketBuf,
+    payload: Range<usize>,
+    via: VxlanUnderlay,
+    dst: Ipv4Addr,
+    flow: u32,
+    tso: Option<Tso>,
+) -> Option<(Range<usize>, offload::TunnelVnetHdr)> {
+    let start = payload.start.checked_sub(VXLAN_UNDERLAY_PREFIX)?;
+    let udp_len = UDP_HEADER_LEN + payload.len();
+    if Ipv4Repr::HEADER_LEN + udp_len > usize::from(u16::MAX) || payload.end > buf.data.len() {
+        return None;
+    }
+    let outer_udp = ETH_HEADER_LEN + Ipv4Repr::HEADER_LEN;
+    let inner_ip = VXLAN_UNDERLAY_PREFIX + VXLAN_HEADER_LEN + ETH_HEADER_LEN;
+    let hdr = match tso {
+        Some(tso) => {
+            let ip = Ipv4Packet::new_checked(&buf.data[start + inner_ip..payload.end]).ok()?;
+            let tcp_len = usize::from(ip.payload().get(12)? >> 4) * 4;
+            if ip.protocol() != IPPROTO_TCP || tcp_len < 20 {
+                return None;
+            }
+            offload::TunnelVnetHdr::vxlan(
+                outer_udp,
+                inner_ip,
+                ip.header_len(),
+                tcp_len,
+                Some((tso.mss, tso.ecn)),
+            )?
+        }
+        None => offload::TunnelVnetHdr::default(),
+    };
+    let frame = &mut buf.data[start..payload.end];
+    emit_ethernet(frame, via.tap_mac, via.tap_mac, ETHERTYPE_IPV4);
+    Ipv4Repr {
+        src: via.src,
+        dst,
+        protocol: IPPROTO_UDP,
+        ttl: 64,
+        dont_fragment: false,
+        payload_len: udp_len,
+    }
+    .emit(&mut frame[ETH_HEADER_LEN..]);
+    // The kernel's VXLAN picks a source port in the dynamic range from the flow's hash.
+    let sport = 0xc000 | (flow as u16 & 0x3fff);
+    let udp = &mut frame[outer_udp..outer_udp + UDP_HEADER_LEN];
+    udp[0..2].copy_from_slice(&sport.to_be_bytes());
+    udp[2..4].copy_from_slice(&via.port.to_be_bytes());
+    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    udp[6..8].copy_from_slice(&[0, 0]);
+    Some((start..payload.end, hdr))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn icmp_error(
     tables: &Tables,
@@ -737,6 +816,16 @@ pub fn from_vxlan(tables: &Tables, outer_src: Ipv4Addr, buf: &mut PacketBuf) -> 
     }
     if inner.ethertype() != ETHERTYPE_IPV4 {
         return Action::Drop(drop_for_ethertype(inner.ethertype()));
+    }
+    // A TCP super-frame a sender on this host passed to its kernel whole (tapwire through
+    // its underlay TAP, or a kernel VXLAN device with offloads on) reaches the socket whole
+    // over a virtual underlay: it goes on to the pod whole.
+    let inner_mtu = tables
+        .local
+        .underlay_mtu_bytes
+        .saturating_sub(Encap::Vxlan.overhead_bytes());
+    if let Some(hdr) = offload::whole_tcpv4(&buf.data[eth_start..buf.end], inner_mtu as usize) {
+        buf.offload = hdr;
     }
     decapsulated(tables, buf, eth_start, Some(sender))
 }

@@ -93,6 +93,104 @@ impl VnetHdr {
     }
 }
 
+/// Bytes of a `struct virtio_net_hdr_v1_hash_tunnel`, the header in front of every frame
+/// on a TAP set up for UDP-tunnel GSO (Linux 6.17).
+pub const TUNNEL_VNET_HDR_LEN: usize = tapwire_sys::tap::TUNNEL_VNET_HDR_LEN;
+
+/// A `struct virtio_net_hdr_v1_hash_tunnel`: the [`VnetHdr`] fields, then `num_buffers`,
+/// the hash fields (unused here, zero), and the offsets of the outer transport header and
+/// of the inner network header (from the start of the outer Ethernet header).
+///
+/// With it a VXLAN packet carrying a TCP super-frame crosses a TAP whole: the kernel (or
+/// the device that finally sends it) cuts it into VXLAN datagrams and fills in each inner
+/// TCP checksum, so userspace neither segments nor checksums it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelVnetHdr {
+    pub hdr: VnetHdr,
+    pub outer_th_offset: u16,
+    pub inner_nh_offset: u16,
+}
+
+impl TunnelVnetHdr {
+    /// `VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4`, OR-ed with the inner GSO type.
+    pub const GSO_UDP_TUNNEL_IPV4: u8 = 0x20;
+
+    /// The header of a VXLAN frame (outer Ethernet onwards) whose inner IPv4 header starts
+    /// at `inner_ip` and carries a TCP header of `tcp_len` bytes, the outer UDP header at
+    /// `outer_udp`: with `gso` (the pod's segment size and ECN bit) a super-frame, else a
+    /// plain frame whose checksums are complete.
+    pub fn vxlan(
+        outer_udp: usize,
+        inner_ip: usize,
+        ip_len: usize,
+        tcp_len: usize,
+        gso: Option<(u16, bool)>,
+    ) -> Option<TunnelVnetHdr> {
+        let Some((mss, ecn)) = gso else {
+            return Some(TunnelVnetHdr::default());
+        };
+        let tcp = inner_ip + ip_len;
+        let ecn = if ecn { VnetHdr::GSO_ECN } else { 0 };
+        Some(TunnelVnetHdr {
+            hdr: VnetHdr {
+                flags: VnetHdr::F_NEEDS_CSUM,
+                gso_type: Self::GSO_UDP_TUNNEL_IPV4 | VnetHdr::GSO_TCPV4 | ecn,
+                hdr_len: u16::try_from(tcp + tcp_len).ok()?,
+                gso_size: mss,
+                csum_start: u16::try_from(tcp).ok()?,
+                csum_offset: TCP_CHECKSUM as u16,
+            },
+            outer_th_offset: u16::try_from(outer_udp).ok()?,
+            inner_nh_offset: u16::try_from(inner_ip).ok()?,
+        })
+    }
+
+    pub fn to_bytes(self) -> [u8; TUNNEL_VNET_HDR_LEN] {
+        let mut b = [0u8; TUNNEL_VNET_HDR_LEN];
+        b[..VNET_HDR_LEN].copy_from_slice(&self.hdr.to_bytes());
+        // num_buffers (10), hash_value (12), hash_report (16), padding (18): zero.
+        b[20..22].copy_from_slice(&self.outer_th_offset.to_le_bytes());
+        b[22..24].copy_from_slice(&self.inner_nh_offset.to_le_bytes());
+        b
+    }
+}
+
+/// The offload header for a TCP/IPv4 packet that arrived whole although it is longer than
+/// the `mtu_bytes` its sender's segments fit in (`frame`: Ethernet onwards): a super-frame a
+/// sender on this host handed the kernel unsegmented (a tunnel super-frame crossing a veth
+/// underlay reaches a UDP socket whole). It goes on as one: `GSO_TCPV4` with segments as
+/// large as `mtu_bytes` allows, and the checksum marked partial, as the kernel kept it.
+/// `None` for anything else.
+///
+/// Over a real network such a frame never arrives: the sending device segments it and
+/// the receiving kernel hands the socket ordinary datagrams (or a UDP GRO run of them).
+pub fn whole_tcpv4(frame: &[u8], mtu_bytes: usize) -> Option<VnetHdr> {
+    let ip = frame.get(ETH_HEADER_LEN..)?;
+    if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != IPPROTO_TCP || be16(ip, 6) & 0x3fff != 0 {
+        return None;
+    }
+    let ip_len = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(be16(ip, IP_TOTAL_LEN));
+    if total <= mtu_bytes || total > ip.len() || ip_len < 20 {
+        return None;
+    }
+    let tcp_len = usize::from(*ip.get(ip_len + 12)? >> 4) * 4;
+    if tcp_len < 20 || ip_len + tcp_len >= total {
+        return None;
+    }
+    let mss = mtu_bytes.checked_sub(ip_len + tcp_len).filter(|m| *m > 0)?;
+    let cwr = ip[ip_len + TCP_FLAGS] & TCP_CWR != 0;
+    let tcp = ETH_HEADER_LEN + ip_len;
+    Some(VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_TCPV4 | if cwr { VnetHdr::GSO_ECN } else { 0 },
+        hdr_len: u16::try_from(tcp + tcp_len).ok()?,
+        gso_size: u16::try_from(mss).ok()?,
+        csum_start: u16::try_from(tcp).ok()?,
+        csum_offset: TCP_CHECKSUM as u16,
+    })
+}
+
 /// How many packets `frame` (Ethernet onwards) stands for on a wire of its segment size:
 /// 1 unless it is a TCP/IPv4 super-frame.
 pub fn segment_count(frame: &[u8], hdr: VnetHdr) -> usize {

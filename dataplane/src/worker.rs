@@ -11,12 +11,16 @@ use std::time::{Duration, Instant};
 use tapwire_sys::tap::TapQueue;
 
 use crate::counters::{EndpointCounters, WorkerCounters};
-use crate::forward::{self, Action, DropReason, PacketBuf, Tso, MAX_FRAME, SCRATCH_LEN};
+use crate::forward::{
+    self, Action, DropReason, PacketBuf, Tso, VxlanUnderlay, MAX_FRAME, SCRATCH_LEN,
+    VXLAN_UNDERLAY_PREFIX,
+};
 use crate::io::{
     IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender,
     MAX_RECV_BATCH,
 };
 use crate::offload::{self, Coalescer, Outer, Push, Segments, VnetHdr, VNET_HDR_LEN};
+use crate::packet::{Mac, ETH_HEADER_LEN, VXLAN_HEADER_LEN};
 use crate::rcu::RcuReader;
 use crate::tables::{Encap, Tables};
 
@@ -83,6 +87,17 @@ pub struct WorkerSockets {
     pub ipip: Option<IpipReceiver>,
     /// This worker's queue of the host path TAP, when the dataplane has one.
     pub host: Option<TapQueue>,
+    /// This worker's queue of the TAP VXLAN leaves through, when the kernel offers
+    /// UDP-tunnel GSO; otherwise VXLAN goes out on `vxlan_tx`.
+    pub vxlan_tap: Option<UnderlayTap>,
+}
+
+/// A queue of the underlay TAP (see `daemon::open_vxlan_tap`): written only, never polled
+/// (nothing is routed into it), and the TAP's MAC, which frames must be addressed to.
+#[derive(Debug)]
+pub struct UnderlayTap {
+    pub queue: TapQueue,
+    pub mac: Mac,
 }
 
 /// What one read of a TAP queue gave (see `Worker::read_tap_frame`).
@@ -582,6 +597,40 @@ impl Worker {
         tso: Option<Tso>,
     ) {
         let port = tables.local.vxlan_port;
+        if let Some(tap) = &self.sockets.vxlan_tap {
+            let via = VxlanUnderlay {
+                tap_mac: tap.mac,
+                src: tables.local.underlay_ip,
+                port,
+            };
+            if let Some((frame, hdr)) =
+                forward::vxlan_underlay_frame(&mut self.buf, payload.clone(), via, dst, flow, tso)
+            {
+                let bytes = self.buf.slice(frame);
+                match tap
+                    .queue
+                    .writev(&[IoSlice::new(&hdr.to_bytes()), IoSlice::new(bytes)])
+                {
+                    Ok(_) => {
+                        let inner = &bytes[VXLAN_UNDERLAY_PREFIX + VXLAN_HEADER_LEN..];
+                        let packets = offload::segment_count(inner, hdr.hdr);
+                        self.handle
+                            .counters
+                            .encap_tx(Encap::Vxlan)
+                            .record_many(packets, bytes.len() - ETH_HEADER_LEN);
+                        return;
+                    }
+                    Err(err) => {
+                        // The TAP is down or refuses what it was set up for: this worker
+                        // sends on the sockets below from now on (the VXLAN payload is
+                        // untouched), starting with this frame.
+                        tracing::warn!(worker = self.index, %err, "underlay TAP write failed; VXLAN goes out on UDP sockets");
+                        self.handle.counters.tx_errors.inc();
+                        self.sockets.vxlan_tap = None;
+                    }
+                }
+            }
+        }
         let bytes = self.buf.slice(payload);
         let counters = &self.handle.counters;
         let tx = &self.sockets.vxlan_tx;

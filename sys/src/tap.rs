@@ -35,7 +35,15 @@ pub mod offload {
     pub const TSO4: u32 = 0x02;
     /// The same for TCP over IPv6.
     pub const TSO6: u32 = 0x04;
+    /// TCP super-frames inside a UDP tunnel (VXLAN) cross the device whole, described by
+    /// the 24-byte tunnel header (`TUN_F_UDP_TUNNEL_GSO`, Linux 6.17; see
+    /// [`TUNNEL_VNET_HDR_LEN`]). Older userspace headers lack it.
+    pub const UDP_TUNNEL_GSO: u32 = 0x80;
 }
+
+/// Bytes of a `struct virtio_net_hdr_v1_hash_tunnel`: the header UDP-tunnel GSO needs
+/// (set with [`TapQueue::set_vnet_hdr_len`]).
+pub const TUNNEL_VNET_HDR_LEN: usize = 24;
 
 /// One queue of a multi-queue TAP: each `read` returns one Ethernet frame the pod sent, each
 /// `write` hands one Ethernet frame to the pod.
@@ -99,6 +107,27 @@ impl TapQueue {
                 self.fd.as_raw_fd(),
                 libc::TUNSETOFFLOAD as _,
                 libc::c_ulong::from(flags),
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sets the length of the virtio-net header in front of every frame (`TUNSETVNETHDRSZ`),
+    /// device-wide: [`VNET_HDR_LEN`] by default, [`TUNNEL_VNET_HDR_LEN`] for UDP-tunnel GSO.
+    pub fn set_vnet_hdr_len(&self, len: usize) -> io::Result<()> {
+        let len =
+            libc::c_int::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which points at `len`,
+        // alive for the call; the descriptor is a TUN/TAP queue owned by `self`.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::TUNSETVNETHDRSZ as _,
+                &len as *const libc::c_int,
             )
         };
         if rc < 0 {

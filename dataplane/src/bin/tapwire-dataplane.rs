@@ -1,4 +1,4 @@
-//! `tapwire-dataplane --socket PATH [--workers N] [--busy-poll-us N] [--host-interface NAME]`: the forwarder of one node. Run it in
+//! `tapwire-dataplane --socket PATH [--workers N] [--busy-poll-us N] [--host-interface NAME] [--vxlan-tap-interface NAME]`: the forwarder of one node. Run it in
 //! the node's network namespace; control connects to the socket.
 
 use std::path::PathBuf;
@@ -32,6 +32,12 @@ struct Args {
     /// An empty name runs without a host path.
     #[arg(long, default_value = daemon::DEFAULT_HOST_INTERFACE)]
     host_interface: String,
+    /// The TAP in the node's namespace VXLAN leaves through (created at start, gone at
+    /// exit): super-frames cross it whole and the node's kernel routes them out (it needs
+    /// Linux 6.17's UDP-tunnel GSO; without it VXLAN is segmented in userspace and sent
+    /// on UDP sockets). An empty name always uses the sockets.
+    #[arg(long, default_value = daemon::DEFAULT_VXLAN_TAP_INTERFACE)]
+    vxlan_tap_interface: String,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
         vxlan_port: args.vxlan_port,
         busy_poll: std::time::Duration::from_micros(u64::from(args.busy_poll_us)),
         host_interface: Some(args.host_interface).filter(|name| !name.is_empty()),
+        vxlan_tap_interface: Some(args.vxlan_tap_interface).filter(|name| !name.is_empty()),
     };
     match daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

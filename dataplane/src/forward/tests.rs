@@ -190,7 +190,8 @@ fn super_frames_are_judged_by_their_segments_and_keep_their_metadata() {
         tso,
         Tso {
             inner_ip: 22,
-            mss: 1360
+            mss: 1360,
+            ecn: false,
         }
     );
 
@@ -410,6 +411,120 @@ fn vxlan_is_accepted_only_from_known_vteps_on_our_vni() {
     assert_eq!(
         from_vxlan(&t, ip("192.168.0.2"), &mut wrong_mac),
         Action::Drop(DropReason::NotForVtep)
+    );
+}
+
+#[test]
+fn a_vxlan_super_frame_leaves_through_the_underlay_tap_whole() {
+    let t = tables(Encap::Vxlan);
+    let (frame, hdr) = pod_a_super_frame("10.65.2.7", 1360, 20);
+    let (action, mut buf) = from_pod_a_offloaded(&t, &frame, hdr);
+    let Action::ToPeerVxlan {
+        dst,
+        flow,
+        payload,
+        tso,
+    } = action
+    else {
+        panic!("{action:?}");
+    };
+    let via = VxlanUnderlay {
+        tap_mac: [0x02, 0, 0, 0, 0, 0x99],
+        src: t.local.underlay_ip,
+        port: t.local.vxlan_port,
+    };
+    let (range, tunnel) =
+        vxlan_underlay_frame(&mut buf, payload.clone(), via, dst, flow, tso).unwrap();
+    assert_eq!(range.end, payload.end);
+    assert_eq!(range.len(), VXLAN_UNDERLAY_PREFIX + payload.len());
+    let out = buf.slice(range);
+    let eth = EthernetFrame::new_checked(out).unwrap();
+    assert_eq!((eth.dst(), eth.ethertype()), (via.tap_mac, ETHERTYPE_IPV4));
+    let outer = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert!(outer.checksum_ok());
+    assert_eq!(
+        (outer.src(), outer.dst()),
+        (ip("192.168.0.1"), ip("192.168.0.2"))
+    );
+    assert_eq!(outer.protocol(), IPPROTO_UDP);
+    assert_eq!(outer.total_len(), out.len() - ETH_HEADER_LEN);
+    let udp = outer.payload();
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4789);
+    assert_eq!(
+        usize::from(u16::from_be_bytes([udp[4], udp[5]])),
+        8 + payload.len()
+    );
+    assert_eq!(packet::parse_vxlan(&udp[8..]), Some(4096));
+    // Inner IPv4 at 64 and TCP (20 bytes) at 84; the pod's segment size kept.
+    assert_eq!(tunnel.inner_nh_offset, 64);
+    assert_eq!(tunnel.outer_th_offset, 34);
+    assert_eq!(tunnel.hdr.csum_start, 84);
+    assert_eq!(tunnel.hdr.hdr_len, 104);
+    assert_eq!(tunnel.hdr.gso_size, 1360);
+    assert_eq!(
+        tunnel.hdr.gso_type,
+        offload::TunnelVnetHdr::GSO_UDP_TUNNEL_IPV4 | VnetHdr::GSO_TCPV4
+    );
+    assert_eq!(
+        out[64..84],
+        buf.slice(payload.start + 22..payload.start + 42)[..]
+    );
+
+    // A plain packet goes the same way with no offload asked for.
+    let (action, mut buf) =
+        from_pod_a_offloaded(&t, &pod_a_sends("10.65.2.7", 64, true, 100), VnetHdr::NONE);
+    let Action::ToPeerVxlan {
+        dst,
+        flow,
+        payload,
+        tso: None,
+    } = action
+    else {
+        panic!("{action:?}");
+    };
+    let (_, tunnel) = vxlan_underlay_frame(&mut buf, payload, via, dst, flow, None).unwrap();
+    assert_eq!(tunnel, offload::TunnelVnetHdr::default());
+}
+
+#[test]
+fn a_vxlan_super_frame_received_whole_goes_to_the_pod_whole() {
+    let t = tables(Encap::Vxlan);
+    // 10 segments of 1410 bytes behind one IPv4/TCP header: larger than the 1450 bytes a
+    // VXLAN pod packet may have on a 1500-byte underlay.
+    let mut pkt = ipv4_packet("10.65.2.7", "10.65.1.2", 63, true, 10 * 1410);
+    pkt[20 + 12] = 5 << 4;
+    let mut payload = vec![0u8; VXLAN_HEADER_LEN];
+    emit_vxlan(&mut payload, 4096);
+    payload.extend(eth_frame(OUR_VTEP, PEER_VTEP, ETHERTYPE_IPV4, &pkt));
+    let mut buf = received(&payload);
+    let action = from_vxlan(&t, ip("192.168.0.2"), &mut buf);
+    let Action::ToPod {
+        endpoint: 0,
+        offload,
+        frame,
+    } = action
+    else {
+        panic!("{action:?}");
+    };
+    assert_eq!(frame.len(), ETH_HEADER_LEN + pkt.len());
+    assert_eq!(offload.gso_kind(), VnetHdr::GSO_TCPV4);
+    assert!(offload.needs_csum());
+    assert_eq!(offload.gso_size, 1450 - 40);
+    assert_eq!(offload::segment_count(buf.slice(frame), offload), 10);
+
+    // Not TCP: an oversize packet stays one, too big for the pod.
+    let mut udp = pkt.clone();
+    udp[9] = 17;
+    udp[10..12].copy_from_slice(&[0, 0]);
+    let sum = checksum(&udp[..20]);
+    udp[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut payload = vec![0u8; VXLAN_HEADER_LEN];
+    emit_vxlan(&mut payload, 4096);
+    payload.extend(eth_frame(OUR_VTEP, PEER_VTEP, ETHERTYPE_IPV4, &udp));
+    let mut buf = received(&payload);
+    assert_eq!(
+        from_vxlan(&t, ip("192.168.0.2"), &mut buf),
+        Action::Drop(DropReason::FragmentationNeeded)
     );
 }
 
