@@ -57,6 +57,13 @@ pub enum Request {
     /// holds and that are older than any ADD in flight (Calico's IPAM leak collection).
     /// Answered with `Changed`, one line per released address.
     ReleaseOrphans,
+    /// `tapwirectl ipam show`: how full each pool and block is.
+    IpamShow,
+    /// `tapwirectl ipam check`: whether blocks, handles and endpoints agree.
+    IpamCheck,
+    /// `tapwirectl ipam release --ip`: release one leaked address. Answered with
+    /// `Changed`.
+    IpamRelease { address: std::net::Ipv4Addr },
 }
 
 /// The kinds the CLI reads and writes.
@@ -185,6 +192,8 @@ pub enum Reply {
     Stats {
         counters: Vec<(String, u64)>,
     },
+    IpamShow(crate::ipam::IpamUsage),
+    IpamCheck(crate::ipam::CheckReport),
 }
 
 impl Reply {
@@ -198,6 +207,8 @@ impl Reply {
             Reply::Changed { .. } => "a change report",
             Reply::Routes { .. } => "routes",
             Reply::Stats { .. } => "counters",
+            Reply::IpamShow(_) => "IPAM usage",
+            Reply::IpamCheck(_) => "an IPAM check report",
         }
     }
 }

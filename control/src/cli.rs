@@ -58,6 +58,7 @@ use serde_json::{Map, Value};
 
 use crate::api::{codes, ApiError, NodeStatusReply, ResourceKind, RouteRow};
 use crate::datastore::Damaged;
+use crate::ipam::{CheckReport, IpamUsage};
 use crate::model::{
     self, from_document_value, IpPool, ModelError, Node, Resource, WorkloadEndpoint, API_VERSION,
 };
@@ -115,6 +116,9 @@ pub enum CliError {
         name: String,
         message: String,
     },
+    /// `ipam check` found problems (listed on standard output).
+    #[error("IPAM check found problems (listed above)")]
+    Findings,
     /// `get wep NAME -n NS`: the endpoint exists, in another namespace.
     #[error("Failed to get {kind} {name:?}: not found in namespace {namespace:?}")]
     NotInNamespace {
@@ -257,6 +261,117 @@ pub fn format_boxed(headings: &[&str], rows: &[Vec<String>]) -> String {
     }
     out.push_str(&border);
     out.push('\n');
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// IPAM.
+
+/// `ipam show` as calicoctl lays it out: each pool's addresses, in use and free, and with
+/// `blocks` each block's under its pool.
+pub fn format_ipam_usage(usage: &IpamUsage, blocks: bool) -> String {
+    let share = |part: u64, total: u64| {
+        // Rounded down, as calicoctl does, so a nearly full pool does not read 100%.
+        let percent = (u128::from(part) * 100)
+            .checked_div(u128::from(total))
+            .unwrap_or(0);
+        format!("{part} ({percent}%)")
+    };
+    let row = |grouping: &str, cidr: String, total: u64, in_use: u64| {
+        vec![
+            grouping.to_string(),
+            cidr,
+            total.to_string(),
+            share(in_use, total),
+            share(total.saturating_sub(in_use), total),
+        ]
+    };
+    let mut rows = Vec::new();
+    for pool in &usage.pools {
+        let grouping = if pool.disabled {
+            "IP Pool (disabled)"
+        } else {
+            "IP Pool"
+        };
+        rows.push(row(
+            grouping,
+            pool.cidr.to_string(),
+            pool.total,
+            pool.in_use,
+        ));
+        if blocks {
+            for block in usage.blocks.iter().filter(|b| pool.cidr.contains(&b.cidr)) {
+                let node = block.node.as_deref().unwrap_or("no node");
+                let cidr = format!("{} ({node})", block.cidr);
+                rows.push(row("Block", cidr, block.total, block.in_use));
+            }
+        }
+    }
+    if blocks {
+        // Blocks of a pool that is gone keep their addresses until released.
+        for block in usage
+            .blocks
+            .iter()
+            .filter(|b| !usage.pools.iter().any(|p| p.cidr.contains(&b.cidr)))
+        {
+            let node = block.node.as_deref().unwrap_or("no node");
+            let cidr = format!("{} ({node}, in no pool)", block.cidr);
+            rows.push(row("Block", cidr, block.total, block.in_use));
+        }
+    }
+    format_boxed(
+        &["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"],
+        &rows,
+    )
+}
+
+/// `ipam check`'s report: the counts, then each finding, then a verdict line.
+pub fn format_ipam_check(report: &CheckReport) -> String {
+    let mut out = format!(
+        "Checked {} allocations against {} workload endpoints.\n",
+        report.allocations, report.endpoints
+    );
+    let mut section = |title: &str, lines: Vec<String>| {
+        out.push_str(&format!("{title}: {}\n", lines.len()));
+        for line in lines {
+            out.push_str(&format!("  {line}\n"));
+        }
+    };
+    section(
+        "Allocations no workload endpoint holds (leaked, unless an ADD is in flight)",
+        report
+            .leaked
+            .iter()
+            .map(|l| {
+                let node = l.node.as_deref().unwrap_or("no node");
+                let since = l
+                    .since
+                    .as_deref()
+                    .map(|s| format!(", since {s}"))
+                    .unwrap_or_default();
+                format!("{} handle {} on {node}{since}", l.address, l.handle)
+            })
+            .collect(),
+    );
+    section("Addresses claimed twice", report.duplicates.clone());
+    section(
+        "Handles whose address no block allocates",
+        report.orphaned_handles.clone(),
+    );
+    section(
+        "Endpoint addresses no block allocates",
+        report.unallocated.clone(),
+    );
+    section(
+        "Documents that could not be read",
+        report.damaged.iter().map(Damaged::to_string).collect(),
+    );
+    out.push_str(if report.is_clean() {
+        "No problems found.\n"
+    } else {
+        "Problems found. A leaked address goes with `tapwirectl ipam release --ip ADDRESS` \
+         (or by itself: each control releases its node's leaks after 5 minutes).\n"
+    });
     out
 }
 

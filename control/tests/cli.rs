@@ -23,6 +23,7 @@ use tapwire_control::api::{
     self, codes, ApiError, NodeStatusReply, PeerRow, Reply, Request, ResourceKind, Response,
     RouteRow,
 };
+use tapwire_control::ipam::{BlockUsage, CheckReport, IpamUsage, Leaked, PoolUsage};
 use tapwire_control::model::{
     check_batch, format_rfc3339, from_document_value, parse_documents, to_document_value, Document,
     EncapMode, IpPool, MacAddr, Metadata, Node, NodeStatus, TapwireNodeStatus, WorkloadEndpoint,
@@ -148,6 +149,53 @@ fn node_status(since_today: &str) -> NodeStatusReply {
                 info: "Routes not programmed".into(),
             },
         ],
+    }
+}
+
+fn ipam_usage() -> IpamUsage {
+    let block = |cidr: &str, node: &str, in_use| BlockUsage {
+        cidr: cidr.parse().unwrap(),
+        node: Some(node.into()),
+        total: 64,
+        in_use,
+    };
+    IpamUsage {
+        pools: vec![
+            PoolUsage {
+                name: "default-ipv4-ippool".into(),
+                cidr: "10.65.0.0/16".parse().unwrap(),
+                disabled: false,
+                total: 65536,
+                in_use: 3,
+            },
+            PoolUsage {
+                name: "old".into(),
+                cidr: "10.66.0.0/24".parse().unwrap(),
+                disabled: true,
+                total: 256,
+                in_use: 0,
+            },
+        ],
+        blocks: vec![
+            block("10.65.1.0/26", "node-a", 2),
+            block("10.65.2.0/26", "node-b", 1),
+            block("10.70.0.0/26", "node-c", 64),
+        ],
+        damaged: Vec::new(),
+    }
+}
+
+fn ipam_check() -> CheckReport {
+    CheckReport {
+        allocations: 3,
+        endpoints: 2,
+        leaked: vec![Leaked {
+            address: "10.65.1.9".parse().unwrap(),
+            handle: "net.c9.eth0".into(),
+            node: Some("node-a".into()),
+            since: Some("2026-12-01T10:00:00Z".into()),
+        }],
+        ..CheckReport::default()
     }
 }
 
@@ -298,6 +346,21 @@ fn standard_answer(request: &Request) -> Response {
         Request::Stats => Reply::Stats {
             counters: counters(),
         },
+        Request::IpamShow => Reply::IpamShow(ipam_usage()),
+        Request::IpamCheck => Reply::IpamCheck(ipam_check()),
+        Request::IpamRelease { address } if address.to_string() == "10.65.1.9" => {
+            Reply::Changed {
+                results: vec!["10.65.1.9 (handle net.c9.eth0)".into()],
+                notes: Vec::new(),
+            }
+        }
+        Request::IpamRelease { address } => {
+            return Response::Error(ApiError::new(
+                codes::BAD_REQUEST,
+                "not released",
+                format!("{address} is in use by workload endpoint \"node--b-cni-c1-eth0\"; delete the pod (CNI DEL) to release it"),
+            ))
+        }
         _ => return Response::Error(ApiError::new(codes::BAD_REQUEST, "not a CLI request", "")),
     };
     Response::Ok(reply)
@@ -934,6 +997,66 @@ fn delete_failures() {
 
 // ---------------------------------------------------------------------------------------
 // routes and stats
+
+#[test]
+fn ipam_show_check_and_release_read_like_calicoctl() {
+    let agent = FakeAgent::standard();
+    assert_eq!(
+        ok(&agent, &["ipam", "show"]),
+        "+--------------------+--------------+-----------+------------+-------------+\n\
+         |      GROUPING      |     CIDR     | IPS TOTAL | IPS IN USE |  IPS FREE   |\n\
+         +--------------------+--------------+-----------+------------+-------------+\n\
+         | IP Pool            | 10.65.0.0/16 | 65536     | 3 (0%)     | 65533 (99%) |\n\
+         | IP Pool (disabled) | 10.66.0.0/24 | 256       | 0 (0%)     | 256 (100%)  |\n\
+         +--------------------+--------------+-----------+------------+-------------+\n"
+    );
+    assert_eq!(
+        ok(&agent, &["ipam", "show", "--show-blocks"]),
+        "+--------------------+-----------------------------------+-----------+------------+-------------+\n\
+         |      GROUPING      |               CIDR                | IPS TOTAL | IPS IN USE |  IPS FREE   |\n\
+         +--------------------+-----------------------------------+-----------+------------+-------------+\n\
+         | IP Pool            | 10.65.0.0/16                      | 65536     | 3 (0%)     | 65533 (99%) |\n\
+         | Block              | 10.65.1.0/26 (node-a)             | 64        | 2 (3%)     | 62 (96%)    |\n\
+         | Block              | 10.65.2.0/26 (node-b)             | 64        | 1 (1%)     | 63 (98%)    |\n\
+         | IP Pool (disabled) | 10.66.0.0/24                      | 256       | 0 (0%)     | 256 (100%)  |\n\
+         | Block              | 10.70.0.0/26 (node-c, in no pool) | 64        | 64 (100%)  | 0 (0%)      |\n\
+         +--------------------+-----------------------------------+-----------+------------+-------------+\n"
+    );
+    assert_eq!(agent.requests(), [Request::IpamShow, Request::IpamShow]);
+
+    // A problem found: the report on stdout, exit status 1.
+    let check = ctl(&agent, &["ipam", "check"]);
+    assert_eq!(check.code, Some(1), "{check:?}");
+    assert!(
+        check
+            .stdout
+            .starts_with("Checked 3 allocations against 2 workload endpoints.\n")
+            && check
+                .stdout
+                .contains("  10.65.1.9 handle net.c9.eth0 on node-a, since 2026-12-01T10:00:00Z\n")
+            && check.stdout.contains("Addresses claimed twice: 0\n")
+            && check
+                .stdout
+                .contains("tapwirectl ipam release --ip ADDRESS"),
+        "{check:?}"
+    );
+    assert_eq!(check.stderr, "IPAM check found problems (listed above)\n");
+
+    assert_eq!(
+        ok(&agent, &["ipam", "release", "--ip", "10.65.1.9"]),
+        "Successfully released IP 10.65.1.9 (handle net.c9.eth0)\n"
+    );
+    let refused = ctl(&agent, &["ipam", "release", "--ip", "10.65.2.1"]);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("is in use by workload endpoint"),
+        "{refused:?}"
+    );
+    let bad = ctl(&agent, &["ipam", "release", "--ip", "10.65.2"]);
+    assert_eq!(bad.code, Some(2), "{bad:?}");
+    let missing = ctl(&agent, &["ipam", "release"]);
+    assert_eq!(missing.code, Some(2), "{missing:?}");
+}
 
 #[test]
 fn routes_read_like_ip_route_with_the_encapsulation() {

@@ -133,5 +133,15 @@ fn killed_during_adds(cp: &ControlPlane<'_>) {
     }
     assert_eq!(cp.ipam_handles().unwrap().len(), PODS + 1);
     assert_eq!(cp.workload_endpoints().unwrap().len(), PODS + 1);
+    // What an operator runs to see the same: every record agrees, every pod counted.
+    let ctl = cp.ctl("node1").unwrap();
+    let check = ctl.ok(&["ipam", "check"]).unwrap();
+    assert!(check.ends_with("No problems found.\n"), "{check}");
+    let show = ctl.ok(&["ipam", "show"]).unwrap();
+    assert!(
+        show.contains(&format!("| {} (", PODS + 1)),
+        "{} addresses in use: {show}",
+        PODS + 1
+    );
     cp.check_running().unwrap();
 }

@@ -19,7 +19,7 @@ use crate::api::{
     NodeStatusReply, PeerRow, Reply, Request, ResourceKind, Response, RouteRow,
 };
 use crate::datastore::{check_document_size, Datastore, DatastoreError, DatastoreExt};
-use crate::ipam::{Ipam, IpamError};
+use crate::ipam::{Ipam, IpamError, ReleaseError};
 use crate::model::{
     check_batch, format_rfc3339, parse_documents, to_document_value, Document, IpPool, IpamBlock,
     Metadata, Node, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
@@ -101,6 +101,29 @@ fn handle(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
                     .iter()
                     .map(|(handle, addr)| format!("released {addr} ({handle})"))
                     .collect(),
+            })
+        }
+        Request::IpamShow => Ipam::new(shared.store.as_ref())
+            .usage()
+            .map(Reply::IpamShow)
+            .map_err(ipam_error),
+        Request::IpamCheck => Ipam::new(shared.store.as_ref())
+            .check()
+            .map(Reply::IpamCheck)
+            .map_err(ipam_error),
+        Request::IpamRelease { address } => {
+            let handle = Ipam::new(shared.store.as_ref())
+                .release_address(address)
+                .map_err(|err| match err {
+                    ReleaseError::Ipam(err) => ipam_error(err),
+                    refused => {
+                        ApiError::new(codes::BAD_REQUEST, "not released", refused.to_string())
+                    }
+                })?;
+            tracing::info!(%address, %handle, "address released by request");
+            Ok(Reply::Changed {
+                results: vec![format!("{address} (handle {handle})")],
+                notes: Vec::new(),
             })
         }
         Request::Stats => match shared.sync.counters(COUNTERS_WAIT) {

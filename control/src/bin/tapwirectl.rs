@@ -65,6 +65,30 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// IP address management: usage, consistency, releasing a leaked address.
+    Ipam {
+        #[command(subcommand)]
+        command: IpamCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IpamCommand {
+    /// How many addresses each pool has, in use and free.
+    Show {
+        /// Also each block, with its node.
+        #[arg(long)]
+        show_blocks: bool,
+    },
+    /// Whether blocks, handles and workload endpoints agree: leaked addresses, addresses
+    /// claimed twice, orphaned handles. Exits 1 when it finds a problem.
+    Check,
+    /// Release an address no workload endpoint uses (a leak `ipam check` found).
+    Release {
+        /// The address to release.
+        #[arg(long = "ip", value_name = "ADDRESS")]
+        address: std::net::Ipv4Addr,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +226,7 @@ fn run(agent: &Agent, command: Command, out: &mut Output) -> Result<(), CliError
         },
         Command::Routes { address } => routes(agent, address, out),
         Command::Stats { all } => stats(agent, all, out),
+        Command::Ipam { command } => ipam(agent, command, out),
     }
 }
 
@@ -433,6 +458,50 @@ fn routes(
             Ok(())
         }
         other => Err(unexpected(action, "routes", &other)),
+    }
+}
+
+fn ipam(agent: &Agent, command: IpamCommand, out: &mut Output) -> Result<(), CliError> {
+    match command {
+        IpamCommand::Show { show_blocks } => {
+            let action = "show IPAM usage";
+            match agent.call(&Request::IpamShow, action)? {
+                Reply::IpamShow(usage) => {
+                    out.stdout
+                        .push_str(&cli::format_ipam_usage(&usage, show_blocks));
+                    out.notes.push_str(&cli::format_damaged(&usage.damaged));
+                    Ok(())
+                }
+                other => Err(unexpected(action, "IPAM usage", &other)),
+            }
+        }
+        IpamCommand::Check => {
+            let action = "check IPAM";
+            match agent.call(&Request::IpamCheck, action)? {
+                Reply::IpamCheck(report) => {
+                    out.stdout.push_str(&cli::format_ipam_check(&report));
+                    if report.is_clean() {
+                        Ok(())
+                    } else {
+                        Err(CliError::Findings)
+                    }
+                }
+                other => Err(unexpected(action, "an IPAM check report", &other)),
+            }
+        }
+        IpamCommand::Release { address } => {
+            let action = "release an address";
+            match agent.call(&Request::IpamRelease { address }, action)? {
+                Reply::Changed { results, .. } => {
+                    for released in results {
+                        out.stdout
+                            .push_str(&format!("Successfully released IP {released}\n"));
+                    }
+                    Ok(())
+                }
+                other => Err(unexpected(action, "a change report", &other)),
+            }
+        }
     }
 }
 

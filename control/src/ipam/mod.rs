@@ -28,6 +28,10 @@
 //! [`Ipam::repair`] rebuilds a lost block from its handles. Allocations nobody owns (a
 //! control killed in the middle of an ADD) are found by [`Ipam::release_orphans`].
 
+mod inspect;
+
+pub use inspect::{BlockUsage, CheckReport, IpamUsage, Leaked, PoolUsage, ReleaseError};
+
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
