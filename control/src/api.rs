@@ -97,6 +97,10 @@ pub struct CniRequest {
     /// The network name from the config (`name`).
     #[serde(default)]
     pub network: String,
+    /// The config's `mtu` (ADD): the pod interface's MTU instead of the largest the
+    /// pools' encapsulation allows, which it may not exceed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// The server's answer.
@@ -407,6 +411,7 @@ mod tests {
             pod_namespace: None,
             pod_name: None,
             network: "k8s-pod-network".into(),
+            mtu: None,
         });
         let mut body = serde_json::to_vec(&req).unwrap();
         body.push(b'\n');

@@ -35,6 +35,9 @@
 //! - `ipam` and `ipMasq: true` in the configuration are refused (code 2): tapwire assigns
 //!   pod addresses itself and does no masquerading, and silently ignoring either would
 //!   surprise whoever wrote them.
+//! - `mtu` (Calico's key) is the pod interface's MTU: from 576 up to what the pools'
+//!   encapsulation leaves of the node's underlay, which the agent checks at ADD (code 7
+//!   above it); without it the pod gets that largest MTU.
 
 use std::ffi::OsString;
 use std::io::{self, Read};
@@ -307,6 +310,9 @@ struct RawConfig {
     ipam: Option<Value>,
     #[serde(rename = "ipMasq", default)]
     ip_masq: Option<bool>,
+    /// Calico's `mtu`: the pod interface's MTU.
+    #[serde(default)]
+    mtu: Option<u32>,
     #[serde(rename = "cni.dev/valid-attachments", default)]
     valid_attachments: Option<Vec<Attachment>>,
     /// libcni also sends the list under this key (the spec once named it so).
@@ -324,7 +330,14 @@ pub struct NetworkConfig {
     pub prev_result: Option<Map<String, Value>>,
     pub dns: Option<Dns>,
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// The pod interface's MTU, when the configuration sets one (at most what the pools'
+    /// encapsulation leaves of the underlay's: the agent refuses more).
+    pub mtu: Option<u32>,
 }
+
+/// The smallest `mtu` the configuration may ask for: the IPv4 datagram every host must
+/// accept.
+pub const MIN_MTU: u32 = 576;
 
 impl NetworkConfig {
     /// Decodes and validates `bytes` for `command` (version checks included).
@@ -379,6 +392,15 @@ impl NetworkConfig {
                 ),
             });
         }
+        if let Some(mtu) = raw.mtu.filter(|mtu| !(MIN_MTU..=65535).contains(mtu)) {
+            return Err(PluginError::InvalidConfig {
+                msg: "invalid mtu".into(),
+                details: format!(
+                    "{mtu} is not between {MIN_MTU} and 65535 (leave mtu out to get the \
+                     largest the pools' encapsulation allows)"
+                ),
+            });
+        }
         let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
             return Err(PluginError::InvalidConfig {
@@ -394,6 +416,7 @@ impl NetworkConfig {
             prev_result: raw.prev_result,
             dns: raw.dns,
             valid_attachments: raw.valid_attachments.or(raw.attachments),
+            mtu: raw.mtu,
         })
     }
 }
@@ -779,6 +802,7 @@ fn attachment_request(
         pod_namespace: args.pod_namespace,
         pod_name: args.pod_name,
         network: config.name.clone(),
+        mtu: config.mtu,
     })
 }
 
@@ -925,6 +949,7 @@ impl Call<'_> {
                 pod_namespace: None,
                 pod_name: None,
                 network: self.config.name.clone(),
+                mtu: None,
             });
             let outcome = match self.call(&request, agent) {
                 Ok(Reply::Done) => Ok(()),
@@ -1435,6 +1460,17 @@ mod tests {
             code(r#"{"cniVersion":"1.0.0","name":"n","ipMasq":true}"#),
             2
         );
+        // mtu: taken, in range; out of range or not a number is an error, never ignored.
+        let config = parse(r#"{"cniVersion":"1.0.0","name":"n","mtu":1400}"#).unwrap();
+        assert_eq!(config.mtu, Some(1400));
+        let err = parse(r#"{"cniVersion":"1.0.0","name":"n","mtu":100}"#).unwrap_err();
+        assert_eq!(err.code(), 7);
+        assert!(
+            err.to_string().contains("100 is not between 576 and 65535"),
+            "{err}"
+        );
+        assert_eq!(code(r#"{"cniVersion":"1.0.0","name":"n","mtu":70000}"#), 7);
+        assert_eq!(code(r#"{"cniVersion":"1.0.0","name":"n","mtu":"1400"}"#), 6);
         // Decode errors say where.
         let err =
             parse(r#"{"cniVersion":"1.0.0","name":"n","dns":{"nameservers":"x"}}"#).unwrap_err();

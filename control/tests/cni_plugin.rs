@@ -97,6 +97,7 @@ fn expected_request(netns: &str) -> CniRequest {
         pod_namespace: Some("default".into()),
         pod_name: Some("web-1".into()),
         network: "k8s-pod-network".into(),
+        mtu: None,
     }
 }
 
@@ -548,6 +549,7 @@ fn gc_del(container: &str) -> Request {
         pod_namespace: None,
         pod_name: None,
         network: "k8s-pod-network".into(),
+        mtu: None,
     })
 }
 

@@ -213,3 +213,50 @@ fn a_del_the_datastore_refuses_leaves_the_pod_whole_and_its_retry_removes_everyt
     );
     cp.check_running().unwrap();
 }
+
+#[test]
+fn the_configured_mtu_is_the_pods_and_more_than_the_tunnel_allows_is_refused() {
+    if skip_unless_root("the_configured_mtu_is_the_pods_and_more_than_the_tunnel_allows_is_refused")
+    {
+        return;
+    }
+    let lab = Lab::new().unwrap();
+    let cp = ControlPlane::with_pool(&lab, &["node1"], &default_ipip_pool()).unwrap();
+    let with_mtu = |mtu: u32| {
+        let mut conf = cp.network_conf("node1").unwrap();
+        conf["mtu"] = mtu.into();
+        conf
+    };
+    // IPIP on a 1500-byte underlay leaves 1480: asking for more is refused, not clamped.
+    let sandbox = cp.sandbox("pod-big").unwrap();
+    let run = cp
+        .runtime("node1")
+        .unwrap()
+        .exec(CniCommand::Add, &with_mtu(1500), &sandbox.args)
+        .unwrap();
+    assert_cni_error(
+        &run,
+        "ADD with mtu 1500",
+        7,
+        &["mtu 1500", "at most 1480", "ipip"],
+    );
+    assert_failed_add_left_nothing(&cp, &sandbox);
+
+    // Less is what the pod gets.
+    let sandbox = cp.sandbox("pod-small").unwrap();
+    let run = cp
+        .runtime("node1")
+        .unwrap()
+        .exec(CniCommand::Add, &with_mtu(1400), &sandbox.args)
+        .unwrap();
+    let result = run.into_result().unwrap();
+    let pod = cp
+        .record_pod("node1", &sandbox, result, Duration::ZERO)
+        .unwrap()
+        .pod;
+    assert_eq!(pod.mtu_bytes, 1400);
+    // Without the key, the largest.
+    let default = cp.add_pod("node1", "pod-default").unwrap();
+    assert_eq!(default.mtu_bytes, 1480);
+    assert_pings(&pod, &default, 2);
+}

@@ -240,10 +240,29 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
         }
     };
     let pools: Vec<&IpPool> = pools.iter().filter(|p| p.validate().is_ok()).collect();
-    let mtu_bytes = pod_mtu(
-        shared.underlay.mtu_bytes,
-        worst_encap(pools.iter().copied()),
-    );
+    let encap = worst_encap(pools.iter().copied());
+    let largest = pod_mtu(shared.underlay.mtu_bytes, encap);
+    let mtu_bytes = match req.mtu {
+        None => largest,
+        Some(asked) if asked <= largest => asked,
+        Some(asked) => {
+            release();
+            return Err(ApiError::new(
+                codes::INVALID_NETWORK_CONFIG,
+                "invalid mtu",
+                format!(
+                    "the network configuration asks for mtu {asked}; a pod on node {} can \
+                     send at most {largest} bytes ({} on the underlay {}, less {} for {} \
+                     encapsulation): lower it, or leave it out",
+                    shared.config.node,
+                    shared.underlay.mtu_bytes,
+                    shared.underlay.interface,
+                    encap.overhead_bytes(),
+                    encap_name(encap),
+                ),
+            ));
+        }
+    };
     let spec = PodInterfaceSpec {
         netns_path: netns.to_path_buf(),
         ifname: req.ifname.clone(),
