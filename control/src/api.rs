@@ -57,6 +57,8 @@ pub enum Request {
     /// holds and that are older than any ADD in flight (Calico's IPAM leak collection).
     /// Answered with `Changed`, one line per released address.
     ReleaseOrphans,
+    /// `tapwirectl version`: the agent's and its dataplane's versions.
+    Version,
     /// `tapwirectl ipam show`: how full each pool and block is.
     IpamShow,
     /// `tapwirectl ipam check`: whether blocks, handles and endpoints agree.
@@ -196,6 +198,11 @@ pub enum Reply {
     Stats {
         counters: Vec<(String, u64)>,
     },
+    Version {
+        agent: String,
+        /// `None` while the dataplane is not connected (or did not say).
+        dataplane: Option<String>,
+    },
     IpamShow(crate::ipam::IpamUsage),
     IpamCheck(crate::ipam::CheckReport),
 }
@@ -211,6 +218,7 @@ impl Reply {
             Reply::Changed { .. } => "a change report",
             Reply::Routes { .. } => "routes",
             Reply::Stats { .. } => "counters",
+            Reply::Version { .. } => "versions",
             Reply::IpamShow(_) => "IPAM usage",
             Reply::IpamCheck(_) => "an IPAM check report",
         }

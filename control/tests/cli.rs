@@ -346,6 +346,10 @@ fn standard_answer(request: &Request) -> Response {
         Request::Stats => Reply::Stats {
             counters: counters(),
         },
+        Request::Version => Reply::Version {
+            agent: "9.8.7".into(),
+            dataplane: None,
+        },
         Request::IpamShow => Reply::IpamShow(ipam_usage()),
         Request::IpamCheck => Reply::IpamCheck(ipam_check()),
         Request::IpamRelease { address } if address.to_string() == "10.65.1.9" => {
@@ -997,6 +1001,36 @@ fn delete_failures() {
 
 // ---------------------------------------------------------------------------------------
 // routes and stats
+
+#[test]
+fn version_names_the_client_the_agent_and_the_dataplane() {
+    let client = format!("Client Version:    v{}\n", env!("CARGO_PKG_VERSION"));
+    let agent = FakeAgent::standard();
+    assert_eq!(
+        ok(&agent, &["version"]),
+        format!(
+            "{client}Agent Version:     v9.8.7\n\
+             Dataplane Version: unknown (the dataplane is not connected)\n"
+        )
+    );
+    let agent = FakeAgent::replying(Reply::Version {
+        agent: "1.2.3".into(),
+        dataplane: Some("1.2.4".into()),
+    });
+    assert_eq!(
+        ok(&agent, &["version"]),
+        format!("{client}Agent Version:     v1.2.3\nDataplane Version: v1.2.4\n")
+    );
+    // No agent: the client's version still shows, and why the rest does not.
+    let dir = tempfile::tempdir().unwrap();
+    let run = ctl_at(&dir.path().join("none.sock"), &["version"], None);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert_eq!(run.stdout, client);
+    assert!(
+        run.stderr.contains("Failed to get the agent's version"),
+        "{run:?}"
+    );
+}
 
 #[test]
 fn ipam_show_check_and_release_read_like_calicoctl() {

@@ -839,6 +839,7 @@ impl Dataplane {
             ProcessStatusUpdate {
                 iso_timestamp: tapwire_proto::text::format_rfc3339(std::time::SystemTime::now()),
                 uptime,
+                version: env!("CARGO_PKG_VERSION").to_string(),
             },
         ));
     }

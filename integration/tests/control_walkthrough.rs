@@ -125,6 +125,23 @@ fn ipip_pool_then_never_then_vxlan_through_cni_and_tapwirectl() {
         .assert_echo(&a, &c);
     let routes = ctl.ok(&["routes"]).unwrap();
     assert!(routes.contains("ipip"), "tapwirectl routes:\n{routes}");
+    // The route a packet to pod-c takes, alone, as `ip route get` shows one.
+    let to_c = ctl.ok(&["routes", &c.ip.to_string()]).unwrap();
+    assert!(
+        to_c.lines().count() == 1 && to_c.contains("encap ipip node node2"),
+        "tapwirectl routes {}:\n{to_c}",
+        c.ip
+    );
+    // Every part of the node runs this build.
+    let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    let versions = ctl.ok(&["version"]).unwrap();
+    for part in ["Client", "Agent", "Dataplane"] {
+        assert!(
+            versions.contains(&format!("{part} Version:"))
+                && versions.matches(&version).count() == 3,
+            "tapwirectl version:\n{versions}"
+        );
+    }
 
     // Edit the pool as calicoctl users do: get -o yaml, change the mode, apply it back.
     let yaml = ctl.get_yaml("ippool", Some(DEFAULT_POOL_NAME)).unwrap();

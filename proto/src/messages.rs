@@ -377,6 +377,9 @@ pub struct ProcessStatusUpdate {
     /// Seconds since the dataplane started.
     #[prost(double, tag = "2")]
     pub uptime: f64,
+    /// The dataplane's version (tapwire's addition; empty from a sender without it).
+    #[prost(string, tag = "3")]
+    pub version: String,
 }
 
 /// An endpoint's state as the dataplane sees it.

@@ -169,6 +169,7 @@ fn from_samples() -> Vec<FromDataplane> {
         P::ProcessStatusUpdate(ProcessStatusUpdate {
             iso_timestamp: s("2025-01-02T03:04:05Z"),
             uptime: 12.5,
+            version: s("0.1.0"),
         }),
         P::WorkloadEndpointStatusUpdate(WorkloadEndpointStatusUpdate {
             id: Some(wep_id("pod-a")),
@@ -541,12 +542,13 @@ fn to_strategy() -> impl Strategy<Value = ToDataplane> {
 fn from_strategy() -> impl Strategy<Value = FromDataplane> {
     use from_dataplane::Payload as P;
     let payload = prop_oneof![
-        (text(), -1e12f64..1e12).prop_map(|(iso_timestamp, uptime)| P::ProcessStatusUpdate(
-            ProcessStatusUpdate {
+        (text(), -1e12f64..1e12, text()).prop_map(|(iso_timestamp, uptime, version)| {
+            P::ProcessStatusUpdate(ProcessStatusUpdate {
                 iso_timestamp,
-                uptime
-            }
-        )),
+                uptime,
+                version,
+            })
+        }),
         (
             prop::option::of(wep_id_strategy()),
             prop::option::of(text()),

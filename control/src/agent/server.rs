@@ -103,6 +103,13 @@ fn handle(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
                     .collect(),
             })
         }
+        Request::Version => Ok(Reply::Version {
+            agent: env!("CARGO_PKG_VERSION").to_string(),
+            dataplane: shared
+                .sync
+                .status
+                .read(|s| s.connected.then(|| s.dataplane_version.clone()).flatten()),
+        }),
         Request::IpamShow => Ipam::new(shared.store.as_ref())
             .usage()
             .map(Reply::IpamShow)

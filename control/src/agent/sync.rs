@@ -31,6 +31,8 @@ pub struct SyncStatus {
     /// The dataplane applied the current connection's snapshot.
     pub in_sync: bool,
     pub last_heartbeat: Option<Instant>,
+    /// The dataplane's version, from its heartbeat (it sends one on connect).
+    pub dataplane_version: Option<String>,
     /// `orchestrator/workload/endpoint` → "up" / "down" (removed when the dataplane
     /// reports the endpoint gone).
     pub endpoints: HashMap<String, String>,
@@ -237,9 +239,11 @@ impl Syncer {
     fn on_message(&mut self, msg: FromDataplane) {
         use from_dataplane::Payload as P;
         match msg.payload {
-            Some(P::ProcessStatusUpdate(_)) => {
-                self.status
-                    .update(|s| s.last_heartbeat = Some(Instant::now()));
+            Some(P::ProcessStatusUpdate(status)) => {
+                self.status.update(|s| {
+                    s.last_heartbeat = Some(Instant::now());
+                    s.dataplane_version = Some(status.version).filter(|v| !v.is_empty());
+                });
             }
             Some(P::DataplaneInSync(_)) => {
                 tracing::info!("dataplane in sync");

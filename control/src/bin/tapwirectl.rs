@@ -65,6 +65,8 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// The versions of tapwirectl, the node's agent and its dataplane.
+    Version,
     /// IP address management: usage, consistency, releasing a leaked address.
     Ipam {
         #[command(subcommand)]
@@ -227,6 +229,7 @@ fn run(agent: &Agent, command: Command, out: &mut Output) -> Result<(), CliError
         Command::Routes { address } => routes(agent, address, out),
         Command::Stats { all } => stats(agent, all, out),
         Command::Ipam { command } => ipam(agent, command, out),
+        Command::Version => version(agent, out),
     }
 }
 
@@ -458,6 +461,27 @@ fn routes(
             Ok(())
         }
         other => Err(unexpected(action, "routes", &other)),
+    }
+}
+
+/// Prints the client's version first, so that it shows also when the agent is down.
+fn version(agent: &Agent, out: &mut Output) -> Result<(), CliError> {
+    out.stdout.push_str(&format!(
+        "Client Version:    v{}\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let action = "get the agent's version";
+    match agent.call(&Request::Version, action)? {
+        Reply::Version { agent, dataplane } => {
+            out.stdout
+                .push_str(&format!("Agent Version:     v{agent}\n"));
+            out.stdout.push_str(&match dataplane {
+                Some(dataplane) => format!("Dataplane Version: v{dataplane}\n"),
+                None => "Dataplane Version: unknown (the dataplane is not connected)\n".into(),
+            });
+            Ok(())
+        }
+        other => Err(unexpected(action, "versions", &other)),
     }
 }
 
