@@ -1,11 +1,13 @@
 //! The harness's few system calls, and the only `unsafe` in the crate: batched UDP send
 //! and receive (`sendmmsg`/`recvmmsg`, so one syscall moves up to [`BATCH`] datagrams and
 //! the sender is not the bottleneck of a packets-per-second test), a forced receive
-//! buffer size, and the clock-tick rate of `/proc` CPU times.
+//! buffer size, a bounded wait for a readable descriptor (the TAP-hop forwarder of
+//! [`crate::taphop`]), and the clock-tick rate of `/proc` CPU times.
 
 use std::io;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
 
 /// Datagrams per `sendmmsg`/`recvmmsg` call.
 pub const BATCH: usize = 64;
@@ -116,6 +118,28 @@ pub fn force_recv_buffer(socket: &UdpSocket, bytes: u32) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Waits until `fd` is readable (or in error, which the next read reports) or `timeout`
+/// passes; returns whether it is. An interrupted wait counts as a timeout.
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout_ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one live pollfd and a count of one; the descriptor is borrowed for the call.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
+    if ready < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(err)
+        };
+    }
+    Ok(ready > 0)
 }
 
 /// Clock ticks per second of `/proc` CPU times (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
