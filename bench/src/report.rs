@@ -1179,6 +1179,9 @@ pub fn terminal_table(results: &Results) -> String {
         crate::stats::NOISY_SPREAD * 100.0,
         machine_line(s)
     );
+    if let Some(warning) = background_warning(s) {
+        let _ = writeln!(out, "{warning}");
+    }
     out.push('\n');
     out.push_str(&text_table(&PATH_HEADER, &path_rows(results)));
     out.push('\n');
@@ -1223,6 +1226,23 @@ pub fn terminal_table(results: &Results) -> String {
 pub const TARGETS_ARE_REPORTED: &str = "Targets are reported, not enforced: a FAIL does not \
      change tapwire-bench's exit status, which is non-zero only when a part of the run could \
      not be measured (so CI's quick run fails on a broken benchmark, not on a missed figure).";
+
+/// Above this busy share of the machine with every lab idle, other processes' load is
+/// large enough to distort every machine CPU figure, and the report says so.
+pub const BACKGROUND_WARNING_SHARE: f64 = 0.1;
+
+/// The warning for a run made while other processes kept the machine busy, if it was.
+fn background_warning(s: &Setup) -> Option<String> {
+    (s.background_busy_share > BACKGROUND_WARNING_SHARE).then(|| {
+        format!(
+            "WARNING: other processes kept the machine {:.0}% busy while the labs were idle. \
+             Every machine CPU s/Gbit figure counts their time too (at full load it is no \
+             more than the vCPUs divided by the rate), so the floors and their ratios say \
+             little in this run, and rates and RTTs are lower than on a quiet machine.",
+            s.background_busy_share * 100.0
+        )
+    })
+}
 
 /// The machine in one line: CPU, vCPUs, memory, kernel, steal, commit.
 fn machine_line(s: &Setup) -> String {
@@ -1301,6 +1321,9 @@ pub fn markdown(results: &Results) -> String {
         s.cores
     );
     let _ = writeln!(out, "- {}\n", s.kernel_ipip);
+    if let Some(warning) = background_warning(s) {
+        let _ = writeln!(out, "**{warning}**\n");
+    }
 
     out.push_str("## Setup\n\n");
     out.push_str(
@@ -1434,6 +1457,9 @@ pub fn markdown(results: &Results) -> String {
     }
     if let Some(hop) = &results.tap_hop {
         out.push_str("\n## The floor (machine CPU s/Gbit)\n\n");
+        if let Some(warning) = background_warning(s) {
+            let _ = writeln!(out, "**{warning}**\n");
+        }
         out.push_str(&md_table(&FLOOR_HEADER, &floor_rows(results)));
         let _ = writeln!(out, "\n{}\n", capitalized(&tap_hop_line(hop)));
         let rows: Vec<Vec<String>> = hop

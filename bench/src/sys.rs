@@ -50,12 +50,15 @@ pub fn send_batch(socket: &UdpSocket, payload: &[u8], count: usize) -> io::Resul
 #[derive(Debug)]
 pub struct RecvBatch {
     bufs: Vec<[u8; RECV_KEEP]>,
+    /// The length of each datagram of the last batch.
+    lens: Vec<usize>,
 }
 
 impl Default for RecvBatch {
     fn default() -> Self {
         RecvBatch {
             bufs: vec![[0u8; RECV_KEEP]; BATCH],
+            lens: Vec::with_capacity(BATCH),
         }
     }
 }
@@ -92,10 +95,21 @@ impl RecvBatch {
             )
         };
         if got < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(got as usize)
+            return Err(io::Error::last_os_error());
         }
+        let got = got as usize;
+        self.lens.clear();
+        self.lens
+            .extend(msgs[..got].iter().map(|m| m.msg_len as usize));
+        Ok(got)
+    }
+
+    /// The first byte of each datagram of the last batch (none for an empty datagram).
+    pub fn first_bytes(&self) -> impl Iterator<Item = Option<u8>> + '_ {
+        self.lens
+            .iter()
+            .zip(&self.bufs)
+            .map(|(len, buf)| (*len > 0).then_some(buf[0]))
     }
 }
 
@@ -158,5 +172,29 @@ pub fn interrupt(pid: u32) {
     // SAFETY: kill has no memory arguments.
     unsafe {
         libc::kill(pid, libc::SIGINT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_sent_is_a_batch_received_with_its_first_bytes() -> io::Result<()> {
+        let receiver = UdpSocket::bind("127.0.0.1:0")?;
+        receiver.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let sender = UdpSocket::bind("127.0.0.1:0")?;
+        sender.connect(receiver.local_addr()?)?;
+        let mut payload = [0u8; 64];
+        payload[0] = 7;
+        assert_eq!(send_batch(&sender, &payload, 3)?, 3);
+        let mut batch = RecvBatch::default();
+        let mut firsts = Vec::new();
+        while firsts.len() < 3 {
+            batch.recv(&receiver)?;
+            firsts.extend(batch.first_bytes());
+        }
+        assert_eq!(firsts, [Some(7); 3]);
+        Ok(())
     }
 }

@@ -37,6 +37,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(50);
 /// A paced sender wakes about this often.
 const PACE_QUANTUM: Duration = Duration::from_micros(100);
+/// The pause after a trial's count before the next trial starts, so that a path still
+/// working off an overload does not start the next trial behind.
+const SETTLE: Duration = Duration::from_millis(100);
 /// The longest a single receive or round trip may stall before the test fails.
 const STALL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -116,7 +119,7 @@ fn io_err(what: String) -> impl FnOnce(io::Error) -> BenchError {
 /// fast as `sendmmsg` goes, then paced at the rates [`RateSearch`] asks for, each for
 /// `limits.trial`, counting what arrives.
 pub fn udp_small_packets(from: &Pod, to: &Pod, port: u16, limits: &UdpLimits) -> Result<UdpSearch> {
-    let probe = UdpProbe::open(from, to, port)?;
+    let mut probe = UdpProbe::open(from, to, port)?;
     let before = probe.counters()?;
     let unpaced = probe.trial(None, limits.unpaced)?;
     let after = probe.counters()?;
@@ -136,13 +139,17 @@ pub fn udp_small_packets(from: &Pod, to: &Pod, port: u16, limits: &UdpLimits) ->
     })
 }
 
-/// A connected sender in one pod and a receiver in another, ready for trials.
+/// A connected sender in one pod and a receiver in another, ready for trials. Every
+/// datagram's first byte is the number of the trial that sent it, and a trial counts only
+/// its own: a straggler of an earlier trial is not received by a later one.
 struct UdpProbe<'pods> {
     from: &'pods Pod,
     to: &'pods Pod,
     what: String,
     sender: UdpSocket,
     receiver: UdpSocket,
+    /// The last trial's number (0: the datagrams that opened the path).
+    trial: u8,
 }
 
 impl<'pods> UdpProbe<'pods> {
@@ -162,7 +169,9 @@ impl<'pods> UdpProbe<'pods> {
             socket.connect(dst)?;
             Ok(socket)
         })?;
-        let payload = [0x5au8; SMALL_PAYLOAD_BYTES];
+        // Trial 0: datagrams sent before any trial.
+        let mut payload = [0x5au8; SMALL_PAYLOAD_BYTES];
+        payload[0] = 0;
         let mut batch = RecvBatch::default();
         let ready_by = Instant::now() + READY_TIMEOUT;
         loop {
@@ -188,6 +197,7 @@ impl<'pods> UdpProbe<'pods> {
             what,
             sender,
             receiver,
+            trial: 0,
         })
     }
 
@@ -205,15 +215,19 @@ impl<'pods> UdpProbe<'pods> {
 
     /// Sends for `duration`, paced to `rate` packets/s or (`None`) as fast as it goes,
     /// and counts what arrives until the receiver has been quiet for [`QUIET`].
-    fn trial(&self, rate: Option<f64>, duration: Duration) -> Result<Trial> {
-        let payload = [0x5au8; SMALL_PAYLOAD_BYTES];
+    fn trial(&mut self, rate: Option<f64>, duration: Duration) -> Result<Trial> {
+        // Trial numbers wrap past 255, but never to the path-opening 0.
+        self.trial = self.trial % u8::MAX + 1;
+        let id = self.trial;
+        let mut payload = [0x5au8; SMALL_PAYLOAD_BYTES];
+        payload[0] = id;
         let stop = AtomicBool::new(false);
         let received = AtomicU64::new(0);
         let hard_stop = Instant::now() + duration + STALL_TIMEOUT;
         let what = &self.what;
         let (sent, seconds) = std::thread::scope(|scope| {
             let counter =
-                scope.spawn(|| count_until_quiet(&self.receiver, &stop, &received, hard_stop));
+                scope.spawn(|| count_until_quiet(&self.receiver, id, &stop, &received, hard_stop));
             let sent = blast(&self.sender, &payload, duration, rate);
             stop.store(true, Ordering::Release);
             let counted = counter
@@ -225,6 +239,7 @@ impl<'pods> UdpProbe<'pods> {
                 (_, Err(e)) => Err(io_err(format!("{what}: receiving"))(e)),
             }
         })?;
+        std::thread::sleep(SETTLE);
         Ok(Trial {
             offered_pps: rate,
             sent,
@@ -285,10 +300,11 @@ fn blast(
     Ok((sent, started.elapsed().as_secs_f64()))
 }
 
-/// Counts datagrams until `stop` is set and nothing more arrives for one read timeout, or
-/// `hard_stop` passes.
+/// Counts datagrams of trial `id` until `stop` is set and nothing more arrives for one
+/// read timeout, or `hard_stop` passes.
 fn count_until_quiet(
     socket: &UdpSocket,
+    id: u8,
     stop: &AtomicBool,
     received: &AtomicU64,
     hard_stop: Instant,
@@ -297,7 +313,7 @@ fn count_until_quiet(
     let mut total = 0u64;
     loop {
         match batch.recv(socket) {
-            Ok(n) => total += n as u64,
+            Ok(_) => total += batch.first_bytes().filter(|b| *b == Some(id)).count() as u64,
             Err(e) if is_timeout(&e) => {
                 if stop.load(Ordering::Acquire) {
                     break;

@@ -346,6 +346,16 @@ fn terminal_table_shows_ratios_and_the_ipip_caveat() {
 }
 
 #[test]
+fn a_quiet_machine_has_no_background_warning() {
+    let mut results = sample();
+    results.setup.background_busy_share = 0.05;
+    assert!(!markdown(&results).contains("WARNING"));
+    assert!(!terminal_table(&results).contains("WARNING"));
+    results.setup.background_busy_share = 0.5;
+    assert!(terminal_table(&results).contains("WARNING: other processes kept the machine 50% busy"));
+}
+
+#[test]
 fn loss_and_floor_tables_show_each_path() {
     let results = sample();
     let md = markdown(&results);
@@ -377,6 +387,7 @@ fn markdown_report_has_setup_definitions_targets_and_command() {
         "- steal time (`/proc/stat`): 3.1% of all CPU time from the first path measurement \
          to the last; at most 3.0% during one 1-stream TCP run",
         "- background load: the machine was 12.0% busy (of 2 vCPUs)",
+        "**WARNING: other processes kept the machine 12% busy while the labs were idle.",
         "## Definitions",
         "softirq",
         "RFC 2544",
