@@ -293,6 +293,14 @@ pub fn mem_total_bytes() -> Result<u64> {
     parse_mem_total(&read("/proc/meminfo")?)
 }
 
+/// The calling thread's user + system CPU time in ticks (`/proc/thread-self/stat`). With
+/// tick-based accounting, softirq work the kernel does on the thread's behalf (a veth
+/// transmit processed at once) is in it.
+pub fn thread_cpu_ticks() -> Result<u64> {
+    let (utime, stime) = parse_pid_stat(&read("/proc/thread-self/stat")?)?;
+    Ok(utime + stime)
+}
+
 /// Process `pid`'s user + system CPU time in ticks.
 pub fn process_cpu_ticks(pid: u32) -> Result<u64> {
     let (utime, stime) = parse_pid_stat(&read(&format!("/proc/{pid}/stat"))?)?;

@@ -118,6 +118,9 @@ pub struct RoundSample {
     pub udp_max_lost_at_receiver_devices: u64,
     #[serde(default)]
     pub udp_max_lost_at_receiving_socket: u64,
+    /// The sending thread's CPU time over the unpaced trial, 0–1.
+    #[serde(default)]
+    pub udp_max_sender_busy: f64,
     /// Every UDP trial, the unpaced one first.
     #[serde(default)]
     pub udp_trials: Vec<Trial>,
@@ -868,11 +871,12 @@ fn path_rows(results: &Results) -> Vec<Vec<String>> {
         .collect()
 }
 
-const LOSS_HEADER: [&str; 14] = [
+const LOSS_HEADER: [&str; 15] = [
     "path",
     "TCP 1 retransmits",
     "TCP 4 retransmits",
     "unpaced UDP sent kpps",
+    "sender busy",
     "received kpps",
     "loss",
     "lost at sender",
@@ -917,6 +921,7 @@ fn loss_rows(results: &Results) -> Vec<Vec<String>> {
                 count(m(|r| r.tcp_retransmits_1 as f64)),
                 count(m(|r| r.tcp_retransmits_4 as f64)),
                 kpps(m(|r| r.udp_max_sent_pps)),
+                m(|r| r.udp_max_sender_busy).map_or("-".into(), |b| format!("{:.0}%", b * 100.0)),
                 kpps(m(|r| r.udp_max_received_pps)),
                 m(RoundSample::udp_max_loss).map_or("-".into(), percent),
                 count(m(|r| r.udp_max_lost_at_sender as f64)),
@@ -1366,7 +1371,8 @@ pub fn markdown(results: &Results) -> String {
          - **UDP 64 B kpps, <1% loss**: the highest rate of 64-byte UDP payloads received \
          with under 1% loss, found as RFC 2544 finds throughput. One thread sends with \
          `sendmmsg`, a socket in the other pod receives with `recvmmsg` (16 MiB buffer). \
-         First an *unpaced* trial of {udp:.1} s (as fast as the kernel takes them); if it \
+         First an *unpaced* trial of {udp:.1} s (as fast as the kernel takes them; \
+         *sender busy* is the sending thread's CPU time over the trial's length); if it \
          lost 1% or more, paced trials of {trial:.2} s each (the first at the rate the \
          unpaced trial delivered, then bisecting between the best passing rate and the \
          lowest failing one, at most 1.5× up from a pass), at most {trials} of them, until \
@@ -1386,10 +1392,13 @@ pub fn markdown(results: &Results) -> String {
          packet on the sending CPU's backlog, which the kernel processes in softirq as soon \
          as the send re-enables bottom halves, so each datagram is carried through the \
          node's routing, the underlay (and VXLAN) and the peer up to the receiving socket \
-         inside the sender's own `sendmmsg` call. The sender is paced by the path: sent = \
-         received is real and the count is right (every loss counter stays at 0), and the \
-         rate is the path's capacity for one sending thread, which the same sender exceeds \
-         several times over into a TAP. On tapwire paths the sender's work ends at the \
+         inside the sender's own `sendmmsg` call (with this kernel's tick-based CPU \
+         accounting that work is charged to the sending thread: *sender busy* near 100%). \
+         The sender is paced by the path, not by its socket's send buffer (a datagram \
+         leaves it when the node's IP layer takes it, within the same call): sent = \
+         received is real and the count is right \
+         (every loss counter stays at 0), and the rate is the path's capacity for one \
+         sending thread, which the same sender exceeds several times over into a TAP. On tapwire paths the sender's work ends at the \
          pod's TAP queue, so it can outrun the dataplane, and what it cannot carry is lost \
          (see *at sender* and *in between*).\n\
          - **RTT p50 / p99**: one TCP connection (`TCP_NODELAY`), a 64-byte request answered \

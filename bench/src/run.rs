@@ -84,7 +84,7 @@ impl Default for Sections {
 }
 
 impl RunOptions {
-    /// The full run: three rounds of 5 s TCP, UDP (2 s unpaced, then up to eight paced
+    /// The full run: three rounds of 5 s TCP, UDP (1.5 s unpaced, then up to seven paced
     /// trials of 0.5 s to within 5%) and 3 s request/response per path.
     pub fn full(out: PathBuf, command: String) -> RunOptions {
         RunOptions {
@@ -93,10 +93,10 @@ impl RunOptions {
             rounds: 3,
             tcp_seconds: 5,
             udp: UdpLimits {
-                unpaced: Duration::from_secs(2),
+                unpaced: Duration::from_millis(1500),
                 trial: Duration::from_millis(500),
                 search: SearchLimits {
-                    max_trials: 8,
+                    max_trials: 7,
                     resolution: 0.05,
                 },
             },
@@ -720,8 +720,9 @@ fn measure_once(
     let udp = udp_small_packets(client, server, UDP_PORT, &opts.udp)?;
     let best = udp.best;
     progress.say(format!(
-        "{label}: UDP 64 B unpaced: {:.0} kpps sent, {:.0} received ({:.1}% lost: {} at the sender, {} at the receiver's devices, {} at its socket); under 1% loss: {} after {} paced trial(s)",
+        "{label}: UDP 64 B unpaced: {:.0} kpps sent (sender busy {:.0}%), {:.0} received ({:.1}% lost: {} at the sender, {} at the receiver's devices, {} at its socket); under 1% loss: {} after {} paced trial(s)",
         udp.unpaced.sent_pps() / 1e3,
+        udp.sender_busy * 100.0,
         udp.unpaced.received_pps() / 1e3,
         udp.unpaced.loss() * 100.0,
         udp.lost.at_sender,
@@ -753,6 +754,7 @@ fn measure_once(
         udp_max_lost_at_sender: udp.lost.at_sender,
         udp_max_lost_at_receiver_devices: udp.lost.at_receiver_devices,
         udp_max_lost_at_receiving_socket: udp.lost.at_receiving_socket,
+        udp_max_sender_busy: udp.sender_busy,
         udp_trials: std::iter::once(udp.unpaced).chain(udp.paced).collect(),
         udp_lowest_failed_pps: udp.lowest_failed_pps,
         rtt_us_p50,

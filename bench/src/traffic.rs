@@ -21,7 +21,8 @@ use tapwire_integration::Pod;
 
 use crate::error::{BenchError, Result};
 use crate::procfs::{
-    parse_net_dev_drops, parse_snmp_udp, read_namespace_counters, DeviceDrops, UdpCounters,
+    parse_net_dev_drops, parse_snmp_udp, read_namespace_counters, thread_cpu_ticks,
+    ticks_per_second, DeviceDrops, UdpCounters,
 };
 use crate::ratesearch::{RateSearch, SearchLimits, Trial};
 use crate::sys::{self, RecvBatch, BATCH};
@@ -61,6 +62,9 @@ pub struct UdpSearch {
     /// Where the unpaced trial's datagrams were lost, as far as the two ends' counters
     /// tell.
     pub lost: UdpLoss,
+    /// The sending thread's CPU time over the unpaced trial's length, 0–1: near 1, the
+    /// sender itself is the limit of what it sent.
+    pub sender_busy: f64,
     /// The paced trials, in order.
     pub paced: Vec<Trial>,
     /// The passing trial with the highest received rate (the unpaced one if it passed).
@@ -92,21 +96,23 @@ struct Counters {
     drops: DeviceDrops,
 }
 
+impl Counters {
+    /// How much each counter grew since `before`.
+    fn since(&self, before: &Counters) -> Counters {
+        Counters {
+            udp: self.udp.since(&before.udp),
+            drops: self.drops.since(&before.drops),
+        }
+    }
+}
+
 impl UdpLoss {
-    /// The loss between two readings of the sender's and the receiver's counters.
-    fn between(sender: (Counters, Counters), receiver: (Counters, Counters)) -> UdpLoss {
-        let sent = (
-            sender.1.udp.since(&sender.0.udp),
-            sender.1.drops.since(&sender.0.drops),
-        );
-        let got = (
-            receiver.1.udp.since(&receiver.0.udp),
-            receiver.1.drops.since(&receiver.0.drops),
-        );
+    /// The loss told by how much the sender's and the receiver's counters grew.
+    fn from_growth(sender: &Counters, receiver: &Counters) -> UdpLoss {
         UdpLoss {
-            at_sender: sent.0.sndbuf_errors + sent.1.tx,
-            at_receiver_devices: got.1.rx,
-            at_receiving_socket: got.0.rcvbuf_errors,
+            at_sender: sender.udp.sndbuf_errors + sender.drops.tx,
+            at_receiver_devices: receiver.drops.rx,
+            at_receiving_socket: receiver.udp.rcvbuf_errors,
         }
     }
 }
@@ -121,7 +127,9 @@ fn io_err(what: String) -> impl FnOnce(io::Error) -> BenchError {
 pub fn udp_small_packets(from: &Pod, to: &Pod, port: u16, limits: &UdpLimits) -> Result<UdpSearch> {
     let mut probe = UdpProbe::open(from, to, port)?;
     let before = probe.counters()?;
+    let sender_before = thread_cpu_ticks()?;
     let unpaced = probe.trial(None, limits.unpaced)?;
+    let sender_ticks = thread_cpu_ticks()?.saturating_sub(sender_before);
     let after = probe.counters()?;
     let mut search = RateSearch::new(unpaced, limits.search);
     let mut paced = Vec::new();
@@ -132,7 +140,8 @@ pub fn udp_small_packets(from: &Pod, to: &Pod, port: u16, limits: &UdpLimits) ->
     }
     Ok(UdpSearch {
         unpaced,
-        lost: UdpLoss::between((before.0, after.0), (before.1, after.1)),
+        lost: UdpLoss::from_growth(&after.0.since(&before.0), &after.1.since(&before.1)),
+        sender_busy: sender_ticks as f64 / ticks_per_second() as f64 / unpaced.seconds.max(1e-9),
         paced,
         best: search.best(),
         lowest_failed_pps: search.lowest_failed(),
