@@ -876,7 +876,7 @@ const LOSS_HEADER: [&str; 15] = [
     "TCP 1 retransmits",
     "TCP 4 retransmits",
     "unpaced UDP sent kpps",
-    "sender busy",
+    "sender µs/datagram",
     "received kpps",
     "loss",
     "lost at sender",
@@ -888,6 +888,15 @@ const LOSS_HEADER: [&str; 15] = [
     "lowest failing kpps",
     "paced trials",
 ];
+
+/// The sending thread's CPU time per datagram it sent in the unpaced trial, µs.
+fn sender_us_per_datagram(r: &RoundSample) -> f64 {
+    if r.udp_max_sent_pps > 0.0 {
+        r.udp_max_sender_busy / r.udp_max_sent_pps * 1e6
+    } else {
+        f64::NAN
+    }
+}
 
 /// The unpaced trial's datagrams lost where no counter saw them: in the forwarder, the
 /// underlay or the peer node.
@@ -921,7 +930,7 @@ fn loss_rows(results: &Results) -> Vec<Vec<String>> {
                 count(m(|r| r.tcp_retransmits_1 as f64)),
                 count(m(|r| r.tcp_retransmits_4 as f64)),
                 kpps(m(|r| r.udp_max_sent_pps)),
-                m(|r| r.udp_max_sender_busy).map_or("-".into(), |b| format!("{:.0}%", b * 100.0)),
+                m(sender_us_per_datagram).map_or("-".into(), |us| format!("{us:.2}")),
                 kpps(m(|r| r.udp_max_received_pps)),
                 m(RoundSample::udp_max_loss).map_or("-".into(), percent),
                 count(m(|r| r.udp_max_lost_at_sender as f64)),
@@ -1372,7 +1381,8 @@ pub fn markdown(results: &Results) -> String {
          with under 1% loss, found as RFC 2544 finds throughput. One thread sends with \
          `sendmmsg`, a socket in the other pod receives with `recvmmsg` (16 MiB buffer). \
          First an *unpaced* trial of {udp:.1} s (as fast as the kernel takes them; \
-         *sender busy* is the sending thread's CPU time over the trial's length); if it \
+         *sender µs/datagram* is the sending thread's CPU time over the datagrams it sent); \
+         if it \
          lost 1% or more, paced trials of {trial:.2} s each (the first at the rate the \
          unpaced trial delivered, then bisecting between the best passing rate and the \
          lowest failing one, at most 1.5× up from a pass), at most {trials} of them, until \
@@ -1392,15 +1402,16 @@ pub fn markdown(results: &Results) -> String {
          packet on the sending CPU's backlog, which the kernel processes in softirq as soon \
          as the send re-enables bottom halves, so each datagram is carried through the \
          node's routing, the underlay (and VXLAN) and the peer up to the receiving socket \
-         inside the sender's own `sendmmsg` call (with this kernel's tick-based CPU \
-         accounting that work is charged to the sending thread: *sender busy* near 100%). \
-         The sender is paced by the path, not by its socket's send buffer (a datagram \
-         leaves it when the node's IP layer takes it, within the same call): sent = \
-         received is real and the count is right \
-         (every loss counter stays at 0), and the rate is the path's capacity for one \
-         sending thread, which the same sender exceeds several times over into a TAP. On tapwire paths the sender's work ends at the \
-         pod's TAP queue, so it can outrun the dataplane, and what it cannot carry is lost \
-         (see *at sender* and *in between*).\n\
+         inside the sender's own `sendmmsg` call. This kernel's tick-based CPU accounting \
+         charges that work to the sending thread, and it shows: the sender spends several \
+         times more CPU per datagram on a kernel path than on a tapwire path (*sender \
+         µs/datagram*), where its work ends at the pod's TAP. The sender is paced by the \
+         path, not by its socket's send buffer (a datagram leaves it when the node's IP \
+         layer takes it, within the same call): sent = received is real and the count is \
+         right (every loss counter stays at 0), and the rate is the path's capacity for one \
+         sending thread. On tapwire paths the sender can outrun the dataplane, and what the \
+         dataplane cannot take is lost (*at sender*: the pod's TAP queue was full; *in \
+         between*).\n\
          - **RTT p50 / p99**: one TCP connection (`TCP_NODELAY`), a 64-byte request answered \
          by a 64-byte response, one at a time for {rr:.1} s after 200 warm-up exchanges; \
          every round trip is timed by the client; nearest-rank percentiles.\n\
