@@ -2,9 +2,9 @@
 # Measures tapwire against the kernel on this machine and writes bench-report/
 # (results.json, report.md, chart.svg); the final table goes to stdout.
 #
-#   scripts/bench.sh            # full run: three rounds, median reported, then a perf
-#                               # profile of each path (~12 minutes)
-#   scripts/bench.sh --quick    # one round of short runs, for CI (~2 minutes)
+#   scripts/bench.sh            # full run: three rounds, median and min–max reported,
+#                               # then a perf profile of each path (~15 minutes)
+#   scripts/bench.sh --quick    # one round of short runs, for CI (~2.5 minutes)
 #
 # Any other arguments go to `tapwire-bench run` (e.g. --rounds 5, --out DIR,
 # --skip fib|memory|cni|scale|paths|profile, --profile to profile a quick run). Needs root: the
@@ -12,10 +12,14 @@
 # interrupted. The parts: route table (fib), dataplane memory, CNI ADD latency with 1 to
 # 200 pods on one node (cni), the control plane on etcd with 1,000 and 5,000 simulated
 # nodes (scale), the paths, and their profiles. The paths: pod → pod across
-# two nodes (tapwire-none/-vxlan/-ipip against kernel-routed and kernel-vxlan), node → its
-# own pod through the host path tapwire0 (tapwire-host, against kernel-host: the node's
-# namespace → a veth pod, Calico's /32 route and proxy ARP) and pod → pod on one node
-# (tapwire-local, against kernel-routed); tapwire-host is also divided by tapwire-local.
+# two nodes (tapwire-none/-vxlan/-ipip against kernel-routed, two routed veth nodes, and
+# kernel-vxlan), node → its own pod through the host path tapwire0 (tapwire-host, against
+# kernel-host: the node's namespace → a veth pod, Calico's /32 route and proxy ARP) and
+# pod → pod on one node (tapwire-local, against kernel-local); tapwire-host is also
+# divided by tapwire-local. Each round also measures one TAP hop (a copy-only forwarder
+# between two pod TAPs against kernel-local), from which each path's modelled floor in
+# machine CPU s/Gbit is printed beside its measured figure. Targets are reported, not
+# enforced: the exit status is non-zero only when a part of the run failed.
 # nft (nftables) is what tapwire-control programs natOutgoing with on the host path.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,8 +8,11 @@
 //!   (`tapwire0`). The IP pool is switched between unencapsulated, VXLAN and IPIP with
 //!   `tapwirectl apply`, and a switch counts as done once a ping shows the new form on
 //!   the underlay in both directions.
-//! - [`kernel_routed`]: one node routing between two veth pods, as Calico's Linux
+//! - [`kernel_local`]: one node routing between two veth pods, as Calico's Linux
 //!   dataplane wires them; the node's own namespace reaches the second pod the same way.
+//! - [`kernel_routed`]: two such nodes on one underlay segment, each routing the other's
+//!   block to the other's underlay address, unencapsulated (Calico with BGP and
+//!   `ipipMode`/`vxlanMode: Never`).
 //! - [`kernel_vxlan`]: two nodes joined by `vxlan.calico`, as Felix programs it.
 //!
 //! Every pod of every path has the same MTU, [`POD_MTU`]: the tapwire pods get it from
@@ -24,7 +27,7 @@ use tapwire_integration::controlplane::{ippool_yaml, time_switch, DEFAULT_POOL_N
 use tapwire_integration::kernel::{self, TxChecksum};
 use tapwire_integration::lab::UNDERLAY_MTU;
 use tapwire_integration::traffic::wait_reachable;
-use tapwire_integration::{ControlPlane, Lab, Mode, Pod};
+use tapwire_integration::{ControlPlane, Lab, Mode, Node, Pod};
 
 use crate::error::{BenchError, Result};
 
@@ -44,7 +47,7 @@ pub struct Pair {
 
 impl Pair {
     /// Waits until each pod answers the other's pings.
-    fn wait_reachable(&self) -> Result<()> {
+    pub fn wait_reachable(&self) -> Result<()> {
         wait_reachable(&self.client, self.server.ip, REACHABLE_TIMEOUT)?;
         wait_reachable(&self.server, self.client.ip, REACHABLE_TIMEOUT)?;
         Ok(())
@@ -158,23 +161,25 @@ impl<'lab> TapwireCluster<'lab> {
     }
 }
 
-/// The pairs of [`kernel_routed`]'s node.
+/// [`kernel_local`]'s node and its pairs.
 #[derive(Debug, Clone)]
-pub struct KernelRouted {
-    /// `kr-a` → `kr-b`, two veth pods of one node.
+pub struct KernelLocal {
+    /// The node (`kl`), on which the TAP wire of [`crate::taphop`] is built too.
+    pub node: Node,
+    /// `kl-a` → `kl-b`, two veth pods of one node.
     pub pair: Pair,
-    /// The node's own namespace → `kr-b`.
+    /// The node's own namespace → `kl-b`.
     pub host: Pair,
 }
 
-/// One node routing between two veth pods (`kr-a` → `kr-b`), Calico-style; its own
-/// namespace reaches `kr-b` by the same `/32 dev caliX scope link` route (and `kr-b`
+/// One node routing between two veth pods (`kl-a` → `kl-b`), Calico-style; its own
+/// namespace reaches `kl-b` by the same `/32 dev caliX scope link` route (and `kl-b`
 /// answers through the proxy-ARPed host veth), as a Calico node reaches its pods.
-pub fn kernel_routed(lab: &Lab) -> Result<KernelRouted> {
-    let node = lab.add_node("kr")?;
+pub fn kernel_local(lab: &Lab) -> Result<KernelLocal> {
+    let node = lab.add_node("kl")?;
     kernel::enable_forwarding(&node)?;
-    let client = kernel::add_veth_pod(lab, &node, "kr-a", node.pod_ip(2), POD_MTU)?;
-    let server = kernel::add_veth_pod(lab, &node, "kr-b", node.pod_ip(3), POD_MTU)?;
+    let client = kernel::add_veth_pod(lab, &node, "kl-a", node.pod_ip(2), POD_MTU)?;
+    let server = kernel::add_veth_pod(lab, &node, "kl-b", node.pod_ip(3), POD_MTU)?;
     let host = Pair {
         client: node.as_host(),
         server: server.clone(),
@@ -182,7 +187,38 @@ pub fn kernel_routed(lab: &Lab) -> Result<KernelRouted> {
     let pair = Pair { client, server };
     pair.wait_reachable()?;
     host.wait_reachable()?;
-    Ok(KernelRouted { pair, host })
+    Ok(KernelLocal { node, pair, host })
+}
+
+/// Two nodes on one underlay segment, one veth pod each (`kr-a` on kr1 → `kr-b` on kr2),
+/// routed without encapsulation as Calico's Linux dataplane does with BGP and
+/// `ipipMode`/`vxlanMode: Never`: each node has a blackhole route for its own block, a
+/// `/32 dev caliX scope link` route per pod (proxy ARP on the host veth) and the peer's
+/// block `via` the peer's underlay address on `eth0` (what BIRD learns from the peer).
+/// The underlay is the lab's, as for [`kernel_vxlan`]: each node's `eth0` is a veth into
+/// one bridge.
+pub fn kernel_routed(lab: &Lab) -> Result<Pair> {
+    let n1 = lab.add_node("kr1")?;
+    let n2 = lab.add_node("kr2")?;
+    for (node, peer) in [(&n1, &n2), (&n2, &n1)] {
+        kernel::enable_forwarding(node)?;
+        let ns = node.netns();
+        ns.ip(&["route", "add", "blackhole", &node.block.to_string()])?;
+        ns.ip(&[
+            "route",
+            "add",
+            &peer.block.to_string(),
+            "via",
+            &peer.underlay_ip.to_string(),
+            "dev",
+            "eth0",
+        ])?;
+    }
+    let client = kernel::add_veth_pod(lab, &n1, "kr-a", n1.pod_ip(2), POD_MTU)?;
+    let server = kernel::add_veth_pod(lab, &n2, "kr-b", n2.pod_ip(2), POD_MTU)?;
+    let pair = Pair { client, server };
+    pair.wait_reachable()?;
+    Ok(pair)
 }
 
 /// Two nodes joined by `vxlan.calico`, one veth pod each (`kv-a` on kv1 → `kv-b` on kv2).

@@ -5,9 +5,13 @@
 //! Layout, from definitions to I/O:
 //!
 //! - [`tables`]: deterministic route tables and destinations (no measuring);
-//! - [`stats`]: percentiles and medians; [`procfs`]: CPU time and RSS from `/proc`;
+//! - [`stats`]: percentiles, medians, spreads; [`procfs`]: CPU time, RSS, memory and UDP
+//!   counters from `/proc`;
 //! - [`paths`]: the paths by name and which kernel path each tapwire path is compared with;
+//! - [`floor`]: the copy floor of a TAP forwarder, modelled per path;
+//! - [`ratesearch`]: the search for the highest rate delivered with under 1% loss;
 //! - [`labs`]: the namespace labs realizing them (tapwire's control plane, kernel baselines);
+//! - [`taphop`]: one TAP hop's cost, a copy-only forwarder between two pod TAPs;
 //! - [`traffic`]: the UDP small-packet and request/response tests (iperf3 does TCP);
 //! - [`fibbench`]: in-process LPM lookups, memory and update latency;
 //! - [`memory`]: the dataplane's RSS with many pods and routes;
@@ -24,11 +28,13 @@
 pub mod cni;
 pub mod error;
 pub mod fibbench;
+pub mod floor;
 pub mod labs;
 pub mod memory;
 pub mod paths;
 pub mod procfs;
 pub mod profile;
+pub mod ratesearch;
 pub mod report;
 pub mod run;
 pub mod scale;
@@ -36,6 +42,7 @@ pub mod stats;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tables;
+pub mod taphop;
 pub mod traffic;
 
 pub use error::{BenchError, Result};

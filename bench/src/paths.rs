@@ -17,9 +17,11 @@ pub enum PathKind {
     TapwireHost,
     /// tapwire, a pod on node1 → another pod on node1 (never encapsulated).
     TapwireLocal,
-    /// The kernel, Calico's Linux dataplane without encapsulation: two veth pods routed by
-    /// one node.
+    /// The kernel, Calico's Linux dataplane without encapsulation across two nodes: pod →
+    /// veth → node1's routing → the underlay → node2's routing → veth → pod.
     KernelRouted,
+    /// The kernel, Calico's Linux dataplane on one node: two veth pods routed by it.
+    KernelLocal,
     /// The kernel, Calico's Linux dataplane with VXLAN: two nodes joined by `vxlan.calico`.
     KernelVxlan,
     /// The kernel, Calico's Linux dataplane: a node's own namespace → a veth pod on it
@@ -32,7 +34,7 @@ impl PathKind {
     /// that drift during a round hits both sides of a comparison alike). The host and
     /// local paths follow VXLAN, the pool mode they are measured in, so that they cost no
     /// pool switch.
-    pub const ROUND_ORDER: [PathKind; 8] = [
+    pub const ROUND_ORDER: [PathKind; 9] = [
         PathKind::TapwireNone,
         PathKind::KernelRouted,
         PathKind::TapwireVxlan,
@@ -40,11 +42,12 @@ impl PathKind {
         PathKind::TapwireHost,
         PathKind::KernelHost,
         PathKind::TapwireLocal,
+        PathKind::KernelLocal,
         PathKind::TapwireIpip,
     ];
 
     /// Every path in report order: tapwire first, then the kernel.
-    pub const REPORT_ORDER: [PathKind; 8] = [
+    pub const REPORT_ORDER: [PathKind; 9] = [
         PathKind::TapwireNone,
         PathKind::TapwireVxlan,
         PathKind::TapwireIpip,
@@ -53,6 +56,7 @@ impl PathKind {
         PathKind::KernelRouted,
         PathKind::KernelVxlan,
         PathKind::KernelHost,
+        PathKind::KernelLocal,
     ];
 
     /// The name in `results.json` and the tables.
@@ -64,6 +68,7 @@ impl PathKind {
             PathKind::TapwireHost => "tapwire-host",
             PathKind::TapwireLocal => "tapwire-local",
             PathKind::KernelRouted => "kernel-routed",
+            PathKind::KernelLocal => "kernel-local",
             PathKind::KernelVxlan => "kernel-vxlan",
             PathKind::KernelHost => "kernel-host",
         }
@@ -87,21 +92,44 @@ impl PathKind {
                 Some(Mode::Vxlan)
             }
             PathKind::TapwireIpip => Some(Mode::Ipip),
-            PathKind::KernelRouted | PathKind::KernelVxlan | PathKind::KernelHost => None,
+            PathKind::KernelRouted
+            | PathKind::KernelVxlan
+            | PathKind::KernelHost
+            | PathKind::KernelLocal => None,
         }
     }
 
-    /// The kernel path a tapwire path is compared with. IPIP is compared with kernel
-    /// VXLAN: this kernel has no IPIP (no `ipip` device type), so there is no kernel IPIP
-    /// path to measure.
-    /// The same-node paths have same-node counterparts: `tapwire-local` is compared with
-    /// `kernel-routed` (two veth pods on one node), `tapwire-host` with `kernel-host`.
+    /// The kernel path a tapwire path is compared with. The two-node paths have two-node
+    /// counterparts: unencapsulated with `kernel-routed`, VXLAN and IPIP with
+    /// `kernel-vxlan` (this kernel has no IPIP, no `ipip` device type, so there is no
+    /// kernel IPIP path to measure). The same-node paths have same-node counterparts:
+    /// `tapwire-local` with `kernel-local`, `tapwire-host` with `kernel-host`.
     pub fn counterpart(self) -> Option<PathKind> {
         match self {
-            PathKind::TapwireNone | PathKind::TapwireLocal => Some(PathKind::KernelRouted),
+            PathKind::TapwireNone => Some(PathKind::KernelRouted),
             PathKind::TapwireVxlan | PathKind::TapwireIpip => Some(PathKind::KernelVxlan),
             PathKind::TapwireHost => Some(PathKind::KernelHost),
-            PathKind::KernelRouted | PathKind::KernelVxlan | PathKind::KernelHost => None,
+            PathKind::TapwireLocal => Some(PathKind::KernelLocal),
+            PathKind::KernelRouted
+            | PathKind::KernelVxlan
+            | PathKind::KernelHost
+            | PathKind::KernelLocal => None,
+        }
+    }
+
+    /// How many times a byte on this tapwire path crosses a TAP into the forwarder and
+    /// out again beyond what its kernel counterpart does (see [`crate::floor`]): once per
+    /// node the forwarder runs on. Across two nodes: twice (node1 reads the pod's TAP and
+    /// sends on the underlay, node2 receives and writes the pod's TAP); on one node:
+    /// once. Kernel paths: none.
+    pub fn tap_hops(self) -> u32 {
+        match self {
+            PathKind::TapwireNone | PathKind::TapwireVxlan | PathKind::TapwireIpip => 2,
+            PathKind::TapwireHost | PathKind::TapwireLocal => 1,
+            PathKind::KernelRouted
+            | PathKind::KernelVxlan
+            | PathKind::KernelHost
+            | PathKind::KernelLocal => 0,
         }
     }
 
@@ -127,7 +155,10 @@ impl PathKind {
                 "tapwire, pod on node1 → pod on node2, IP-in-IP (ipipMode: Always)"
             }
             PathKind::KernelRouted => {
-                "kernel, two veth pods on one node, routed (Calico's Linux dataplane, no encapsulation)"
+                "kernel, pod on node1 → veth → node1's routes → underlay → node2's routes → veth → pod on node2, unencapsulated (Calico's Linux dataplane: /32 dev caliX scope link, proxy ARP, the peer's block via its underlay address)"
+            }
+            PathKind::KernelLocal => {
+                "kernel, pod on node1 → veth → node1's routes → veth → pod on node1 (Calico's Linux dataplane, one node)"
             }
             PathKind::KernelVxlan => {
                 "kernel, pod on node1 → pod on node2 over vxlan.calico (Calico's Linux dataplane, VXLAN)"
@@ -154,6 +185,7 @@ mod tests {
         for path in PathKind::REPORT_ORDER {
             assert_eq!(PathKind::from_name(path.name()), Some(path));
             assert_eq!(path.tapwire_mode().is_some(), path.counterpart().is_some());
+            assert_eq!(path.tapwire_mode().is_some(), path.tap_hops() > 0);
         }
         assert_eq!(
             PathKind::TapwireIpip.counterpart(),
@@ -166,14 +198,18 @@ mod tests {
     }
 
     #[test]
-    fn same_node_paths_are_compared_on_the_same_node() {
+    fn paths_are_compared_across_as_many_nodes() {
+        assert_eq!(
+            PathKind::TapwireNone.counterpart(),
+            Some(PathKind::KernelRouted)
+        );
         assert_eq!(
             PathKind::TapwireHost.counterpart(),
             Some(PathKind::KernelHost)
         );
         assert_eq!(
             PathKind::TapwireLocal.counterpart(),
-            Some(PathKind::KernelRouted)
+            Some(PathKind::KernelLocal)
         );
         assert_eq!(
             PathKind::TapwireHost.tapwire_peer(),

@@ -1,8 +1,9 @@
-//! CPU time and memory as the kernel reports them in `/proc`: machine-wide CPU time per
-//! state (`/proc/stat`), a process's user and system time (`/proc/PID/stat`), whether its
-//! threads are running (`/proc/PID/task/TID/stat`) and its resident set (`VmRSS` in
-//! `/proc/PID/status`). Parsers are pure functions over the text;
-//! the readers only open the files.
+//! CPU time, memory and UDP counters as the kernel reports them in `/proc`: machine-wide
+//! CPU time per state (`/proc/stat`), a process's user and system time (`/proc/PID/stat`),
+//! whether its threads are running (`/proc/PID/task/TID/stat`), its resident set (`VmRSS`
+//! in `/proc/PID/status`), the machine's memory (`/proc/meminfo`) and one network
+//! namespace's UDP counters and device drops (`/proc/thread-self/net/snmp` and `dev`).
+//! Parsers are pure functions over the text; the readers only open the files.
 
 use std::time::Duration;
 
@@ -26,6 +27,19 @@ impl CpuTimes {
     /// inside `user`).
     pub fn busy(&self) -> u64 {
         self.user + self.nice + self.system + self.irq + self.softirq + self.steal
+    }
+
+    /// Every tick, busy or not.
+    pub fn total(&self) -> u64 {
+        self.busy() + self.idle + self.iowait
+    }
+
+    /// The share of all CPU time the hypervisor gave to others (steal), 0–1.
+    pub fn steal_share(&self) -> f64 {
+        match self.total() {
+            0 => 0.0,
+            total => self.steal as f64 / total as f64,
+        }
     }
 
     /// How much each state grew since `before`.
@@ -138,6 +152,130 @@ pub fn parse_status_bytes(text: &str, field: &str) -> Result<u64> {
     }
 }
 
+/// The `MemTotal:` of `/proc/meminfo` text, in bytes.
+pub fn parse_mem_total(text: &str) -> Result<u64> {
+    parse_status_bytes(text, "MemTotal").map_err(|_| BenchError::Parse {
+        what: "/proc/meminfo".into(),
+        reason: "no `MemTotal: N kB` line".into(),
+    })
+}
+
+/// One network namespace's UDP counters (the `Udp:` lines of `/proc/net/snmp`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpCounters {
+    /// Datagrams handed to receiving applications.
+    pub in_datagrams: u64,
+    /// Datagrams dropped because a receiving socket's buffer was full.
+    pub rcvbuf_errors: u64,
+    /// Datagrams a sending socket reported sent although the first device dropped them
+    /// (its queue was full: the kernel says ENOBUFS only to `IP_RECVERR` sockets).
+    pub sndbuf_errors: u64,
+}
+
+impl UdpCounters {
+    /// How much each counter grew since `before`.
+    pub fn since(&self, before: &UdpCounters) -> UdpCounters {
+        UdpCounters {
+            in_datagrams: self.in_datagrams.saturating_sub(before.in_datagrams),
+            rcvbuf_errors: self.rcvbuf_errors.saturating_sub(before.rcvbuf_errors),
+            sndbuf_errors: self.sndbuf_errors.saturating_sub(before.sndbuf_errors),
+        }
+    }
+}
+
+/// Reads the `Udp:` header and value lines of `/proc/net/snmp` text.
+pub fn parse_snmp_udp(text: &str) -> Result<UdpCounters> {
+    let bad = |reason: String| BenchError::Parse {
+        what: "/proc/net/snmp".into(),
+        reason,
+    };
+    let mut lines = text.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return Err(bad("no `Udp:` header and value lines".into()));
+    };
+    let field = |name: &str| -> Result<u64> {
+        let at = names
+            .split_whitespace()
+            .position(|n| n == name)
+            .ok_or_else(|| bad(format!("no {name} in `{names}`")))?;
+        values
+            .split_whitespace()
+            .nth(at)
+            .ok_or_else(|| bad(format!("no value for {name} in `{values}`")))?
+            .parse()
+            .map_err(|e| bad(format!("{name} in `{values}`: {e}")))
+    };
+    Ok(UdpCounters {
+        in_datagrams: field("InDatagrams")?,
+        rcvbuf_errors: field("RcvbufErrors")?,
+        sndbuf_errors: field("SndbufErrors")?,
+    })
+}
+
+/// Packets the interfaces of one network namespace dropped, summed over them (the `drop`
+/// columns of `/proc/net/dev`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceDrops {
+    /// Dropped on receive: a frame written to a TAP or arriving on a veth that the
+    /// kernel's backlog could not take, among others.
+    pub rx: u64,
+    /// Dropped on transmit: a frame a TAP's reader had no room for, or a veth's peer
+    /// could not take.
+    pub tx: u64,
+}
+
+impl DeviceDrops {
+    /// How much each counter grew since `before`.
+    pub fn since(&self, before: &DeviceDrops) -> DeviceDrops {
+        DeviceDrops {
+            rx: self.rx.saturating_sub(before.rx),
+            tx: self.tx.saturating_sub(before.tx),
+        }
+    }
+}
+
+/// Sums the receive and transmit `drop` columns of `/proc/net/dev` text.
+pub fn parse_net_dev_drops(text: &str) -> Result<DeviceDrops> {
+    let mut drops = DeviceDrops::default();
+    // Two header lines, then `name: rx bytes packets errs drop … | tx bytes packets errs drop …`.
+    for line in text.lines().skip(2) {
+        let Some((name, counters)) = line.split_once(':') else {
+            continue;
+        };
+        let values: Vec<u64> = counters
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| BenchError::Parse {
+                what: "/proc/net/dev".into(),
+                reason: format!("interface {}: {e}", name.trim()),
+            })?;
+        let (Some(rx), Some(tx)) = (values.get(3), values.get(11)) else {
+            return Err(BenchError::Parse {
+                what: "/proc/net/dev".into(),
+                reason: format!(
+                    "interface {} has {} counters, expected 16",
+                    name.trim(),
+                    values.len()
+                ),
+            });
+        };
+        drops.rx += rx;
+        drops.tx += tx;
+    }
+    Ok(drops)
+}
+
+/// The UDP counters and the device statistics of the calling thread's network namespace,
+/// as text (`/proc/thread-self/net/snmp` and `dev`; call it inside `Netns::run`, parse with
+/// [`parse_snmp_udp`] and [`parse_net_dev_drops`]).
+pub fn read_namespace_counters() -> std::io::Result<(String, String)> {
+    Ok((
+        std::fs::read_to_string("/proc/thread-self/net/snmp")?,
+        std::fs::read_to_string("/proc/thread-self/net/dev")?,
+    ))
+}
+
 fn read(path: &str) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| BenchError::Io {
         what: format!("reading {path}"),
@@ -148,6 +286,19 @@ fn read(path: &str) -> Result<String> {
 /// The machine's CPU times now.
 pub fn machine_cpu() -> Result<CpuTimes> {
     parse_proc_stat(&read("/proc/stat")?)
+}
+
+/// The machine's memory in bytes.
+pub fn mem_total_bytes() -> Result<u64> {
+    parse_mem_total(&read("/proc/meminfo")?)
+}
+
+/// The calling thread's user + system CPU time in ticks (`/proc/thread-self/stat`). With
+/// tick-based accounting, softirq work the kernel does on the thread's behalf (a veth
+/// transmit processed at once) is in it.
+pub fn thread_cpu_ticks() -> Result<u64> {
+    let (utime, stime) = parse_pid_stat(&read("/proc/thread-self/stat")?)?;
+    Ok(utime + stime)
 }
 
 /// Process `pid`'s user + system CPU time in ticks.
@@ -271,11 +422,83 @@ mod tests {
     }
 
     #[test]
+    fn steal_is_a_share_of_all_cpu_time() {
+        let t = CpuTimes {
+            user: 50,
+            idle: 40,
+            steal: 10,
+            ..CpuTimes::default()
+        };
+        assert_eq!(t.total(), 100);
+        assert_eq!(t.steal_share(), 0.1);
+        assert_eq!(CpuTimes::default().steal_share(), 0.0);
+    }
+
+    #[test]
+    fn meminfo_total_in_bytes() {
+        let text = "MemTotal:        4025360 kB\nMemFree:          123456 kB\n";
+        assert_eq!(
+            parse_mem_total(text).map_err(|e| e.to_string()),
+            Ok(4_025_360 * 1024)
+        );
+        assert!(parse_mem_total("MemFree: 1 kB\n").is_err());
+    }
+
+    #[test]
+    fn snmp_udp_counters_by_name() {
+        // A real /proc/net/snmp tail (kernel 6.18), UdpLite after Udp.
+        let text = "Tcp: RtoAlgorithm RtoMin\nTcp: 1 200\n\
+                    Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+                    Udp: 5021 3 7 880 7 412 0 0 0\n\
+                    UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+                    UdpLite: 0 0 0 0 0 0 0 0 0\n";
+        let counters = parse_snmp_udp(text).map_err(|e| e.to_string());
+        assert_eq!(
+            counters,
+            Ok(UdpCounters {
+                in_datagrams: 5021,
+                rcvbuf_errors: 7,
+                sndbuf_errors: 412,
+            })
+        );
+        let before = counters.unwrap_or_default();
+        let later = UdpCounters {
+            in_datagrams: 6021,
+            ..before
+        };
+        assert_eq!(later.since(&before).in_datagrams, 1000);
+        assert!(parse_snmp_udp("Tcp: 1\n").is_err());
+        assert!(parse_snmp_udp("Udp: InDatagrams\nUdp: x\n").is_err());
+    }
+
+    #[test]
+    fn device_drops_are_summed_over_interfaces() {
+        let text = "Inter-|   Receive                                                |  Transmit\n\
+                    \x20face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n\
+                    \x20   lo:     960      12    0    0    0     0          0         0      960      12    0    0    0     0       0          0\n\
+                    \x20 eth0: 9035122  143520    0    7    0     0          0         0 88610201  604913    0 4310    0     0       0          0\n\
+                    tapwire0:     100       1    0    1    0     0          0         0      100       1    0    2    0     0       0          0\n";
+        let drops = parse_net_dev_drops(text).map_err(|e| e.to_string());
+        assert_eq!(drops, Ok(DeviceDrops { rx: 8, tx: 4312 }));
+        let before = DeviceDrops { rx: 3, tx: 4000 };
+        assert_eq!(
+            drops.map(|d| d.since(&before)),
+            Ok(DeviceDrops { rx: 5, tx: 312 })
+        );
+        assert!(parse_net_dev_drops("h\nh\n eth0: 1 2 3\n").is_err());
+    }
+
+    #[test]
     fn reads_this_machine() {
         let cpu = machine_cpu().map_err(|e| e.to_string());
         assert!(matches!(cpu, Ok(c) if c.busy() + c.idle > 0));
         let me = std::process::id();
         assert!(process_cpu_ticks(me).is_ok());
         assert!(matches!(process_rss_bytes(me), Ok(rss) if rss > 0));
+        assert!(matches!(mem_total_bytes(), Ok(m) if m > 0));
+        let counters = read_namespace_counters().map_err(|e| e.to_string());
+        assert!(counters.is_ok_and(
+            |(snmp, dev)| parse_snmp_udp(&snmp).is_ok() && parse_net_dev_drops(&dev).is_ok()
+        ));
     }
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tapwire_integration::traffic::iperf3_streams;
+use tapwire_integration::traffic::{iperf3_streams, IperfReport};
 use tapwire_integration::Lab;
 
 use crate::cni::{self, CniOptions};
@@ -15,12 +15,14 @@ use crate::fibbench::{self, FibOptions};
 use crate::labs::{self, Pair, TapwireCluster, POD_MTU};
 use crate::memory;
 use crate::paths::PathKind;
-use crate::procfs::{machine_cpu, process_cpu_ticks, ticks_per_second, CpuTimes};
+use crate::procfs::{machine_cpu, mem_total_bytes, process_cpu_ticks, ticks_per_second, CpuTimes};
 use crate::profile::{self, PathProfile};
+use crate::ratesearch::SearchLimits;
 use crate::report::{self, PathResult, Results, RoundSample, Setup};
 use crate::scale::{self, ScaleOptions};
 use crate::stats::percentile;
-use crate::traffic::{request_response, udp_small_packets};
+use crate::taphop::{TapHop, TapHopRound, TapWire};
+use crate::traffic::{request_response, udp_small_packets, UdpLimits};
 
 /// Dataplane workers per tapwire node (and in the memory test).
 pub const WORKERS: usize = 2;
@@ -39,7 +41,8 @@ pub struct RunOptions {
     pub out: PathBuf,
     pub rounds: usize,
     pub tcp_seconds: u32,
-    pub udp_duration: Duration,
+    /// The small-packet test: the unpaced trial, then the paced trials of the search.
+    pub udp: UdpLimits,
     pub rr_duration: Duration,
     pub fib: FibOptions,
     pub cni: CniOptions,
@@ -81,14 +84,22 @@ impl Default for Sections {
 }
 
 impl RunOptions {
-    /// The full run: three rounds of 5 s TCP, 3 s UDP and 3 s request/response per path.
+    /// The full run: three rounds of 5 s TCP, UDP (1.5 s unpaced, then up to seven paced
+    /// trials of 0.5 s to within 5%) and 3 s request/response per path.
     pub fn full(out: PathBuf, command: String) -> RunOptions {
         RunOptions {
             quick: false,
             out,
             rounds: 3,
             tcp_seconds: 5,
-            udp_duration: Duration::from_secs(3),
+            udp: UdpLimits {
+                unpaced: Duration::from_millis(1500),
+                trial: Duration::from_millis(500),
+                search: SearchLimits {
+                    max_trials: 7,
+                    resolution: 0.05,
+                },
+            },
             rr_duration: Duration::from_secs(3),
             fib: FibOptions::full(),
             cni: CniOptions::full(),
@@ -98,14 +109,22 @@ impl RunOptions {
         }
     }
 
-    /// The quick run (CI): one round of short runs.
+    /// The quick run (CI): one round of short runs (UDP: 0.5 s unpaced, then up to five
+    /// paced trials of 0.25 s to within 10%).
     pub fn quick(out: PathBuf, command: String) -> RunOptions {
         RunOptions {
             quick: true,
             out,
             rounds: 1,
             tcp_seconds: 2,
-            udp_duration: Duration::from_secs(1),
+            udp: UdpLimits {
+                unpaced: Duration::from_millis(500),
+                trial: Duration::from_millis(250),
+                search: SearchLimits {
+                    max_trials: 5,
+                    resolution: 0.1,
+                },
+            },
             rr_duration: Duration::from_secs(1),
             fib: FibOptions::quick(),
             cni: CniOptions::quick(),
@@ -254,18 +273,26 @@ pub fn run(opts: &RunOptions, allocated: &dyn Fn() -> u64) -> Result<Results> {
         Vec::new()
     };
 
-    let (paths, switches, profiles) = if opts.sections.paths {
+    let paths_started = machine_cpu()?;
+    let (paths, switches, profiles, tap_hop) = if opts.sections.paths {
         section("paths", &progress, &mut errors, || {
             measure_paths(opts, &progress)
         })
         .map(|measured| {
             errors.extend(measured.profile_errors);
-            (measured.paths, measured.switches, measured.profiles)
+            setup.background_busy_share = measured.background_busy_share;
+            (
+                measured.paths,
+                measured.switches,
+                measured.profiles,
+                measured.tap_hop,
+            )
         })
         .unwrap_or_default()
     } else {
-        (Vec::new(), Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), Vec::new(), None)
     };
+    setup.steal_share = machine_cpu()?.since(&paths_started).steal_share();
     setup.mode_switch_ms = switches.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     setup.duration_s = progress.started.elapsed().as_secs_f64();
 
@@ -277,6 +304,7 @@ pub fn run(opts: &RunOptions, allocated: &dyn Fn() -> u64) -> Result<Results> {
         cni,
         scale,
         profiles,
+        tap_hop,
         targets: Vec::new(),
         errors,
         setup,
@@ -335,10 +363,17 @@ fn machine_setup(opts: &RunOptions) -> Setup {
         kernel,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model,
+        memory_bytes: mem_total_bytes().unwrap_or(0),
+        commit: git_commit(),
+        steal_share: 0.0,
+        background_busy_share: 0.0,
         quick: opts.quick,
         rounds: opts.rounds,
         tcp_seconds: opts.tcp_seconds,
-        udp_seconds: opts.udp_duration.as_secs_f64(),
+        udp_seconds: opts.udp.unpaced.as_secs_f64(),
+        udp_trial_seconds: opts.udp.trial.as_secs_f64(),
+        udp_max_trials: opts.udp.search.max_trials,
+        udp_resolution: opts.udp.search.resolution,
         rr_seconds: opts.rr_duration.as_secs_f64(),
         pod_mtu_bytes: POD_MTU,
         dataplane_workers: WORKERS,
@@ -346,6 +381,34 @@ fn machine_setup(opts: &RunOptions) -> Setup {
         started_unix_s: 0,
         duration_s: 0.0,
         kernel_ipip: kernel_ipip_note(),
+    }
+}
+
+/// The commit of the tree the run is started in (`scripts/bench.sh` starts it at the
+/// repository's root, after building the binaries from it), `+dirty` when tracked files
+/// differ from it; `unknown` outside a git tree or without git.
+fn git_commit() -> String {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(commit) if !commit.is_empty() => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|changes| !changes.is_empty());
+            if dirty {
+                format!("{commit}+dirty")
+            } else {
+                commit
+            }
+        }
+        _ => "unknown".into(),
     }
 }
 
@@ -372,6 +435,9 @@ struct MeasuredPaths {
     profiles: Vec<PathProfile>,
     /// Profiles that could not be taken (the figures stand without them).
     profile_errors: Vec<String>,
+    tap_hop: Option<TapHop>,
+    /// The machine's busy share while every lab was up and idle.
+    background_busy_share: f64,
 }
 
 /// Builds every lab, measures every path `opts.rounds` times, then profiles each path if
@@ -382,7 +448,14 @@ fn measure_paths(opts: &RunOptions, progress: &Progress) -> Result<MeasuredPaths
     );
     let tapwire_lab = Lab::new()?;
     let tapwire = TapwireCluster::start(&tapwire_lab)?;
-    progress.say("labs: kernel routed veth (1 node, 2 pods; the node reaches one)");
+    progress.say(
+        "labs: kernel, one node (2 veth pods; the node reaches one) and the TAP wire (2 TAP pods)",
+    );
+    let local_lab = Lab::new()?;
+    let local = labs::kernel_local(&local_lab)?;
+    let tap_wire = TapWire::new(&local_lab, &local.node)?;
+    tap_wire.wait_reachable()?;
+    progress.say("labs: kernel routed, unencapsulated (2 nodes, a veth pod each)");
     let routed_lab = Lab::new()?;
     let routed = labs::kernel_routed(&routed_lab)?;
     progress.say("labs: kernel VXLAN (2 nodes, vxlan.calico)");
@@ -390,9 +463,12 @@ fn measure_paths(opts: &RunOptions, progress: &Progress) -> Result<MeasuredPaths
     let kernel_vxlan = labs::kernel_vxlan(&vxlan_lab)?;
     let mut labs_for_path = PathLabs {
         tapwire,
+        local,
         routed,
         kernel_vxlan,
     };
+    let mut hop_rounds = Vec::new();
+    let mut idle_before = idle_machine_busy()?;
 
     let mut rounds: Vec<(PathKind, Vec<RoundSample>)> = PathKind::ROUND_ORDER
         .iter()
@@ -414,12 +490,38 @@ fn measure_paths(opts: &RunOptions, progress: &Progress) -> Result<MeasuredPaths
                 None => None,
             };
             let sample = measure_once(opts, round, &label, &pair, pids.as_deref(), progress)?;
+            if *kind == PathKind::KernelLocal {
+                let label = format!("round {round}/{} TAP wire", opts.rounds);
+                let veth = sample.machine_cpu_s_per_gbit;
+                let wire =
+                    tap_wire.forward_during(|| tcp_with_cpu(opts, &label, &tap_wire.pair, None))?;
+                let hop = TapHopRound {
+                    round,
+                    tap_wire_gbps: wire.iperf.gbps,
+                    tap_wire_machine_cpu_s_per_gbit: wire.machine_cpu_s_per_gbit,
+                    veth_machine_cpu_s_per_gbit: veth,
+                    hop_s_per_gbit: wire.machine_cpu_s_per_gbit - veth,
+                };
+                progress.say(format!(
+                    "{label}: TCP 1 stream {:.2} Gbit/s, machine {:.3} s/Gbit; one TAP hop {:.3} s/Gbit",
+                    hop.tap_wire_gbps, hop.tap_wire_machine_cpu_s_per_gbit, hop.hop_s_per_gbit
+                ));
+                hop_rounds.push(hop);
+            }
             samples.push(sample);
             if kind.tapwire_mode().is_some() {
                 labs_for_path.tapwire.check_running()?;
             }
         }
     }
+    let idle_after = idle_machine_busy()?;
+    idle_before.0 += idle_after.0;
+    idle_before.1 += idle_after.1;
+    let background_busy_share = idle_before.0 as f64 / idle_before.1.max(1) as f64;
+    progress.say(format!(
+        "background: the machine was {:.1}% busy with every lab idle (other processes)",
+        background_busy_share * 100.0
+    ));
     let mut profiles = Vec::new();
     let mut profile_errors = Vec::new();
     if opts.sections.profile {
@@ -451,13 +553,29 @@ fn measure_paths(opts: &RunOptions, progress: &Progress) -> Result<MeasuredPaths
         switches,
         profiles,
         profile_errors,
+        tap_hop: TapHop::from_rounds(hop_rounds),
+        background_busy_share,
     })
 }
 
-/// The three labs, which between them realize every path.
+/// How long the machine is watched with every lab idle, before the rounds and after.
+const IDLE_WATCH: Duration = Duration::from_secs(1);
+
+/// The machine's busy and total CPU ticks over [`IDLE_WATCH`] while nothing of the run
+/// sends: what other processes on the machine take, which every machine CPU figure
+/// includes.
+fn idle_machine_busy() -> Result<(u64, u64)> {
+    let before = machine_cpu()?;
+    std::thread::sleep(IDLE_WATCH);
+    let spent = machine_cpu()?.since(&before);
+    Ok((spent.busy(), spent.total()))
+}
+
+/// The four labs, which between them realize every path.
 struct PathLabs<'lab> {
     tapwire: TapwireCluster<'lab>,
-    routed: labs::KernelRouted,
+    local: labs::KernelLocal,
+    routed: Pair,
     kernel_vxlan: Pair,
 }
 
@@ -475,8 +593,9 @@ impl PathLabs<'_> {
             }
             PathKind::TapwireHost => &self.tapwire.host,
             PathKind::TapwireLocal => &self.tapwire.local,
-            PathKind::KernelRouted => &self.routed.pair,
-            PathKind::KernelHost => &self.routed.host,
+            PathKind::KernelRouted => &self.routed,
+            PathKind::KernelLocal => &self.local.pair,
+            PathKind::KernelHost => &self.local.host,
             PathKind::KernelVxlan => &self.kernel_vxlan,
         };
         Ok((pair.clone(), switched))
@@ -532,6 +651,50 @@ fn sample_cpu(pids: Option<&[u32]>) -> Result<CpuSample> {
     })
 }
 
+/// A 1-stream TCP run and the CPU it cost.
+struct TcpRun {
+    iperf: IperfReport,
+    /// The dataplane processes' CPU per Gbit (`pids`), or the machine's softirq time.
+    cpu_s_per_gbit: f64,
+    machine_cpu_s_per_gbit: f64,
+    softirq_s_per_gbit: f64,
+    steal_share: f64,
+}
+
+/// One 1-stream TCP run over `pair` with the machine's CPU time (and that of the
+/// processes `dataplane_pids`) around it.
+fn tcp_with_cpu(
+    opts: &RunOptions,
+    label: &str,
+    pair: &Pair,
+    dataplane_pids: Option<&[u32]>,
+) -> Result<TcpRun> {
+    let hz = ticks_per_second() as f64;
+    let before = sample_cpu(dataplane_pids)?;
+    let iperf = iperf3_streams(&pair.client, &pair.server, opts.tcp_seconds, 1)?;
+    let after = sample_cpu(dataplane_pids)?;
+    let gbits = iperf.gbps * f64::from(opts.tcp_seconds);
+    if gbits <= 0.0 {
+        return Err(BenchError::measure(
+            label,
+            "the 1-stream TCP run moved nothing",
+        ));
+    }
+    let machine = after.machine.since(&before.machine);
+    let per_gbit = |ticks: u64| ticks as f64 / hz / gbits;
+    let softirq_s_per_gbit = per_gbit(machine.softirq);
+    Ok(TcpRun {
+        iperf,
+        cpu_s_per_gbit: match dataplane_pids {
+            Some(_) => per_gbit(after.dataplane_ticks.saturating_sub(before.dataplane_ticks)),
+            None => softirq_s_per_gbit,
+        },
+        machine_cpu_s_per_gbit: per_gbit(machine.busy()),
+        softirq_s_per_gbit,
+        steal_share: machine.steal_share(),
+    })
+}
+
 /// One round of one path: TCP 1 stream (with CPU), TCP 4 streams, UDP small packets, RTT.
 fn measure_once(
     opts: &RunOptions,
@@ -542,39 +705,31 @@ fn measure_once(
     progress: &Progress,
 ) -> Result<RoundSample> {
     let (client, server) = (&pair.client, &pair.server);
-    let hz = ticks_per_second() as f64;
-
-    let before = sample_cpu(dataplane_pids)?;
-    let tcp1 = iperf3_streams(client, server, opts.tcp_seconds, 1)?;
-    let after = sample_cpu(dataplane_pids)?;
-    let gbits = tcp1.gbps * f64::from(opts.tcp_seconds);
-    if gbits <= 0.0 {
-        return Err(BenchError::measure(
-            label,
-            "the 1-stream TCP run moved nothing",
-        ));
-    }
-    let machine = after.machine.since(&before.machine);
-    let per_gbit = |ticks: u64| ticks as f64 / hz / gbits;
-    let softirq_s_per_gbit = per_gbit(machine.softirq);
-    let machine_cpu_s_per_gbit = per_gbit(machine.busy());
-    let cpu_s_per_gbit = match dataplane_pids {
-        Some(_) => per_gbit(after.dataplane_ticks.saturating_sub(before.dataplane_ticks)),
-        None => softirq_s_per_gbit,
-    };
+    let tcp1 = tcp_with_cpu(opts, label, pair, dataplane_pids)?;
     progress.say(format!(
-        "{label}: TCP 1 stream {:.2} Gbit/s ({} retransmits), CPU {cpu_s_per_gbit:.3} s/Gbit, machine {machine_cpu_s_per_gbit:.3} s/Gbit",
-        tcp1.gbps, tcp1.retransmits
+        "{label}: TCP 1 stream {:.2} Gbit/s ({} retransmits), CPU {:.3} s/Gbit, machine {:.3} s/Gbit",
+        tcp1.iperf.gbps, tcp1.iperf.retransmits, tcp1.cpu_s_per_gbit, tcp1.machine_cpu_s_per_gbit
     ));
 
     let tcp4 = iperf3_streams(client, server, opts.tcp_seconds, 4)?;
-    progress.say(format!("{label}: TCP 4 streams {:.2} Gbit/s", tcp4.gbps));
-
-    let udp = udp_small_packets(client, server, UDP_PORT, opts.udp_duration)?;
     progress.say(format!(
-        "{label}: UDP 64 B {:.0} kpps delivered ({:.0} kpps sent)",
-        udp.delivered_pps() / 1e3,
-        udp.sent_pps() / 1e3
+        "{label}: TCP 4 streams {:.2} Gbit/s ({} retransmits)",
+        tcp4.gbps, tcp4.retransmits
+    ));
+
+    let udp = udp_small_packets(client, server, UDP_PORT, &opts.udp)?;
+    let best = udp.best;
+    progress.say(format!(
+        "{label}: UDP 64 B unpaced: {:.0} kpps sent (sender busy {:.0}%), {:.0} received ({:.1}% lost: {} at the sender, {} at the receiver's devices, {} at its socket); under 1% loss: {} after {} paced trial(s)",
+        udp.unpaced.sent_pps() / 1e3,
+        udp.sender_busy * 100.0,
+        udp.unpaced.received_pps() / 1e3,
+        udp.unpaced.loss() * 100.0,
+        udp.lost.at_sender,
+        udp.lost.at_receiver_devices,
+        udp.lost.at_receiving_socket,
+        best.map_or("none passed".into(), |t| format!("{:.0} kpps", t.received_pps() / 1e3)),
+        udp.paced.len()
     ));
 
     let rtts = request_response(client, server, RR_PORT, opts.rr_duration)?;
@@ -588,17 +743,27 @@ fn measure_once(
 
     Ok(RoundSample {
         round,
-        tcp_gbps_1: tcp1.gbps,
-        tcp_retransmits_1: tcp1.retransmits,
+        tcp_gbps_1: tcp1.iperf.gbps,
+        tcp_retransmits_1: tcp1.iperf.retransmits,
         tcp_gbps_4: tcp4.gbps,
-        udp_small_pps: udp.delivered_pps(),
-        udp_small_sent_pps: udp.sent_pps(),
+        tcp_retransmits_4: tcp4.retransmits,
+        udp_small_pps: best.map_or(0.0, |t| t.received_pps()),
+        udp_small_loss: best.map_or(0.0, |t| t.loss()),
+        udp_max_sent_pps: udp.unpaced.sent_pps(),
+        udp_max_received_pps: udp.unpaced.received_pps(),
+        udp_max_lost_at_sender: udp.lost.at_sender,
+        udp_max_lost_at_receiver_devices: udp.lost.at_receiver_devices,
+        udp_max_lost_at_receiving_socket: udp.lost.at_receiving_socket,
+        udp_max_sender_busy: udp.sender_busy,
+        udp_trials: std::iter::once(udp.unpaced).chain(udp.paced).collect(),
+        udp_lowest_failed_pps: udp.lowest_failed_pps,
         rtt_us_p50,
         rtt_us_p99,
         rtt_samples: rtts.len(),
-        cpu_s_per_gbit,
-        machine_cpu_s_per_gbit,
-        softirq_s_per_gbit,
+        cpu_s_per_gbit: tcp1.cpu_s_per_gbit,
+        machine_cpu_s_per_gbit: tcp1.machine_cpu_s_per_gbit,
+        softirq_s_per_gbit: tcp1.softirq_s_per_gbit,
+        steal_share: tcp1.steal_share,
     })
 }
 

@@ -1,5 +1,11 @@
-//! Summaries of measured samples: nearest-rank percentiles and medians. Pure functions,
-//! no I/O.
+//! Summaries of measured samples: nearest-rank percentiles, medians, and the spread of a
+//! few rounds with the flag for a noisy figure. Pure functions, no I/O.
+
+use serde::{Deserialize, Serialize};
+
+/// A figure whose rounds spread (max − min) by more than this share of their median is
+/// noisy: its median says less than its digits suggest.
+pub const NOISY_SPREAD: f64 = 0.25;
 
 /// The `p`-th percentile (0–100) of `samples` by the nearest-rank method: the smallest
 /// sample such that at least `p`% of all samples are at or below it. `None` when there are
@@ -40,6 +46,44 @@ pub fn median(samples: &[f64]) -> Option<f64> {
     })
 }
 
+/// The median of a few rounds of one figure, with their lowest and highest.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    /// How many (non-NaN) rounds.
+    pub rounds: usize,
+}
+
+impl Spread {
+    /// The spread of `samples`; `None` when there are no (non-NaN) samples.
+    pub fn of(samples: &[f64]) -> Option<Spread> {
+        let kept: Vec<f64> = samples.iter().copied().filter(|s| !s.is_nan()).collect();
+        Some(Spread {
+            median: median(&kept)?,
+            min: kept.iter().copied().fold(f64::INFINITY, f64::min),
+            max: kept.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            rounds: kept.len(),
+        })
+    }
+
+    /// (max − min) / |median|; 0 for one round, infinite around a zero median.
+    pub fn relative(&self) -> f64 {
+        let width = self.max - self.min;
+        if width == 0.0 {
+            0.0
+        } else {
+            width / self.median.abs()
+        }
+    }
+
+    /// Whether the rounds spread by more than [`NOISY_SPREAD`] of the median.
+    pub fn is_noisy(&self) -> bool {
+        self.relative() > NOISY_SPREAD
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +115,36 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn spread_is_min_to_max_around_the_median() {
+        let s = Spread::of(&[6.2, 5.6, 9.0]);
+        assert_eq!(
+            s.map(|s| (s.median, s.min, s.max, s.rounds)),
+            Some((6.2, 5.6, 9.0, 3))
+        );
+        // (9.0 − 5.6) / 6.2 = 0.55: noisy (issue 12's tapwire-none rounds).
+        assert!(s.is_some_and(|s| s.is_noisy()));
+        let steady = Spread::of(&[5.8, 6.5, 6.1]);
+        // (6.5 − 5.8) / 6.1 = 0.11.
+        assert!(steady.is_some_and(|s| !s.is_noisy()));
+        assert_eq!(Spread::of(&[]), None);
+        assert_eq!(Spread::of(&[f64::NAN]), None);
+    }
+
+    #[test]
+    fn one_round_has_no_spread_and_the_limit_is_exclusive() {
+        let one = Spread::of(&[3.0]);
+        assert_eq!(
+            one.map(|s| (s.relative(), s.is_noisy())),
+            Some((0.0, false))
+        );
+        // Exactly 25% of the median is not over it.
+        let edge = Spread::of(&[3.5, 4.0, 4.5]).map(|s| s.relative());
+        assert_eq!(edge, Some(0.25));
+        assert!(Spread::of(&[3.5, 4.0, 4.5]).is_some_and(|s| !s.is_noisy()));
+        // A zero median with any spread is noisy (RTT differences can be 0).
+        assert!(Spread::of(&[-1.0, 0.0, 1.0]).is_some_and(|s| s.is_noisy()));
     }
 }

@@ -1,11 +1,13 @@
 //! The harness's few system calls, and the only `unsafe` in the crate: batched UDP send
 //! and receive (`sendmmsg`/`recvmmsg`, so one syscall moves up to [`BATCH`] datagrams and
 //! the sender is not the bottleneck of a packets-per-second test), a forced receive
-//! buffer size, and the clock-tick rate of `/proc` CPU times.
+//! buffer size, a bounded wait for a readable descriptor (the TAP-hop forwarder of
+//! [`crate::taphop`]), and the clock-tick rate of `/proc` CPU times.
 
 use std::io;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
 
 /// Datagrams per `sendmmsg`/`recvmmsg` call.
 pub const BATCH: usize = 64;
@@ -48,12 +50,15 @@ pub fn send_batch(socket: &UdpSocket, payload: &[u8], count: usize) -> io::Resul
 #[derive(Debug)]
 pub struct RecvBatch {
     bufs: Vec<[u8; RECV_KEEP]>,
+    /// The length of each datagram of the last batch.
+    lens: Vec<usize>,
 }
 
 impl Default for RecvBatch {
     fn default() -> Self {
         RecvBatch {
             bufs: vec![[0u8; RECV_KEEP]; BATCH],
+            lens: Vec::with_capacity(BATCH),
         }
     }
 }
@@ -90,10 +95,21 @@ impl RecvBatch {
             )
         };
         if got < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(got as usize)
+            return Err(io::Error::last_os_error());
         }
+        let got = got as usize;
+        self.lens.clear();
+        self.lens
+            .extend(msgs[..got].iter().map(|m| m.msg_len as usize));
+        Ok(got)
+    }
+
+    /// The first byte of each datagram of the last batch (none for an empty datagram).
+    pub fn first_bytes(&self) -> impl Iterator<Item = Option<u8>> + '_ {
+        self.lens
+            .iter()
+            .zip(&self.bufs)
+            .map(|(len, buf)| (*len > 0).then_some(buf[0]))
     }
 }
 
@@ -118,6 +134,28 @@ pub fn force_recv_buffer(socket: &UdpSocket, bytes: u32) -> io::Result<()> {
     }
 }
 
+/// Waits until `fd` is readable (or in error, which the next read reports) or `timeout`
+/// passes; returns whether it is. An interrupted wait counts as a timeout.
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout_ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one live pollfd and a count of one; the descriptor is borrowed for the call.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
+    if ready < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(err)
+        };
+    }
+    Ok(ready > 0)
+}
+
 /// Clock ticks per second of `/proc` CPU times (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
 pub fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf has no memory arguments.
@@ -134,5 +172,29 @@ pub fn interrupt(pid: u32) {
     // SAFETY: kill has no memory arguments.
     unsafe {
         libc::kill(pid, libc::SIGINT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_sent_is_a_batch_received_with_its_first_bytes() -> io::Result<()> {
+        let receiver = UdpSocket::bind("127.0.0.1:0")?;
+        receiver.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let sender = UdpSocket::bind("127.0.0.1:0")?;
+        sender.connect(receiver.local_addr()?)?;
+        let mut payload = [0u8; 64];
+        payload[0] = 7;
+        assert_eq!(send_batch(&sender, &payload, 3)?, 3);
+        let mut batch = RecvBatch::default();
+        let mut firsts = Vec::new();
+        while firsts.len() < 3 {
+            batch.recv(&receiver)?;
+            firsts.extend(batch.first_bytes());
+        }
+        assert_eq!(firsts, [Some(7); 3]);
+        Ok(())
     }
 }

@@ -1,29 +1,54 @@
 //! Tests of the results model, the targets and the renderers, on a hand-made run.
 
 use super::*;
+use crate::ratesearch::Trial;
+use crate::taphop::TapHopRound;
 
-fn round(tcp1: f64, pps: f64, p50: f64) -> RoundSample {
+/// One round; tapwire paths cost 0.4 machine CPU s/Gbit, kernel paths 0.1.
+fn round(kind: PathKind, n: usize, tcp1: f64, pps: f64, p50: f64) -> RoundSample {
+    let machine = if kind.tapwire_mode().is_some() {
+        0.4
+    } else {
+        0.1
+    };
     RoundSample {
-        round: 1,
+        round: n,
         tcp_gbps_1: tcp1,
         tcp_retransmits_1: 3,
         tcp_gbps_4: tcp1 * 1.5,
+        tcp_retransmits_4: 12,
         udp_small_pps: pps,
-        udp_small_sent_pps: pps * 1.2,
+        udp_small_loss: 0.002,
+        udp_max_sent_pps: pps * 4.0,
+        udp_max_received_pps: pps * 0.9,
+        udp_max_lost_at_sender: 1000,
+        udp_max_lost_at_receiver_devices: 10,
+        udp_max_lost_at_receiving_socket: 0,
+        udp_max_sender_busy: 0.98,
+        // The unpaced trial: 4 × pps sent, 0.9 × pps received in one second.
+        udp_trials: vec![Trial {
+            offered_pps: None,
+            sent: (pps * 4.0) as u64,
+            received: (pps * 0.9) as u64,
+            seconds: 1.0,
+        }],
+        udp_lowest_failed_pps: Some(pps + 100_000.0),
         rtt_us_p50: p50,
         rtt_us_p99: p50 * 2.0,
         rtt_samples: 1000,
         cpu_s_per_gbit: 0.05,
-        machine_cpu_s_per_gbit: 0.2,
+        machine_cpu_s_per_gbit: machine,
         softirq_s_per_gbit: 0.04,
+        steal_share: [0.0, 0.01, 0.02, 0.03][n.min(3)],
     }
 }
 
+/// Three rounds at `tcp1`, half of it and twice it (a noisy TCP figure), the rest steady.
 fn path(kind: PathKind, tcp1: f64, pps: f64, p50: f64) -> PathResult {
     let rounds = vec![
-        round(tcp1, pps, p50),
-        round(tcp1 * 0.5, pps, p50),
-        round(tcp1 * 2.0, pps, p50),
+        round(kind, 1, tcp1, pps, p50),
+        round(kind, 2, tcp1 * 0.5, pps, p50),
+        round(kind, 3, tcp1 * 2.0, pps, p50),
     ];
     match PathResult::from_rounds(kind.name(), "test", rounds) {
         Some(p) => p,
@@ -67,6 +92,18 @@ fn sample() -> Results {
         cni: None,
         scale: Vec::new(),
         profiles: Vec::new(),
+        tap_hop: TapHop::from_rounds(
+            [(1, 0.13, 0.04), (2, 0.14, 0.05), (3, 0.15, 0.06)]
+                .into_iter()
+                .map(|(round, wire, hop)| TapHopRound {
+                    round,
+                    tap_wire_gbps: 12.0,
+                    tap_wire_machine_cpu_s_per_gbit: wire,
+                    veth_machine_cpu_s_per_gbit: 0.09,
+                    hop_s_per_gbit: hop,
+                })
+                .collect(),
+        ),
         targets: Vec::new(),
         errors: Vec::new(),
         setup: Setup {
@@ -74,10 +111,17 @@ fn sample() -> Results {
             kernel: "6.18.0".into(),
             cores: 2,
             cpu_model: "Test CPU".into(),
+            memory_bytes: 4 << 30,
+            commit: "0123456789ab+dirty".into(),
+            steal_share: 0.031,
+            background_busy_share: 0.12,
             quick: true,
             rounds: 3,
             tcp_seconds: 2,
             udp_seconds: 1.0,
+            udp_trial_seconds: 0.25,
+            udp_max_trials: 5,
+            udp_resolution: 0.1,
             rr_seconds: 1.0,
             pod_mtu_bytes: 1450,
             dataplane_workers: 2,
@@ -135,25 +179,137 @@ fn results_json_has_the_issue_schema_and_round_trips() {
 #[test]
 fn targets_are_judged_on_ratios_from_the_same_run() {
     let targets = sample().targets;
-    let verdicts: Vec<(Option<bool>, String)> =
-        targets.iter().map(|t| (t.pass, t.shown.clone())).collect();
+    let verdicts: Vec<(&str, Option<bool>, &str)> = targets
+        .iter()
+        .map(|t| (t.what.as_str(), t.pass, t.shown.as_str()))
+        .collect();
+    let same = "(rounds 0.70–0.70)";
     assert_eq!(
         verdicts,
         vec![
-            (Some(true), "1.10".to_string()),           // vxlan 11 / 10
-            (Some(false), "0.70".to_string()),          // none 14 / 20
-            (Some(true), "0.80".to_string()),           // ipip 8 / kernel vxlan 10
-            (Some(true), "0.62".to_string()),           // 500k / 800k pps
-            (None, "not measured".to_string()),         // no host path in the sample
-            (Some(false), "+35.0 µs".to_string()),      // 60 − 25
-            (Some(true), "3.00, 3.00 MiB".to_string()), // 300M / 100M, 3 MiB
-            (Some(false), "12.00 µs".to_string()),      // median update
-            (None, "not measured".to_string()),         // no CNI section
-            (None, "not measured".to_string()),         // no scale section: full sync,
-            (None, "not measured".to_string()),         // one change,
-            (None, "not measured".to_string()),         // control RSS
-            (None, "not measured".to_string()),         // no RSS in the sample
+            (
+                "tapwire-none TCP 1 stream / kernel-routed",
+                Some(false),
+                &*format!("0.70 {same}")
+            ),
+            (
+                "tapwire-vxlan TCP 1 stream / kernel-vxlan",
+                Some(true),
+                "1.10 (rounds 1.10–1.10)"
+            ),
+            (
+                "tapwire-ipip TCP 1 stream / kernel-vxlan (no kernel IPIP)",
+                Some(true),
+                "0.80 (rounds 0.80–0.80)"
+            ),
+            (
+                "tapwire-none TCP 4 streams / kernel-routed",
+                Some(true),
+                &*format!("0.70 {same}")
+            ),
+            (
+                "tapwire-vxlan TCP 4 streams / kernel-vxlan",
+                Some(true),
+                "1.10 (rounds 1.10–1.10)"
+            ),
+            // 0.4 measured against 0.1 + 2 × 0.05 (the hop's median).
+            (
+                "tapwire-none machine CPU s/Gbit / modelled floor",
+                Some(false),
+                "2.00 (0.400 / 0.200)"
+            ),
+            (
+                "tapwire-vxlan machine CPU s/Gbit / modelled floor",
+                Some(false),
+                "2.00 (0.400 / 0.200)"
+            ),
+            (
+                "tapwire-vxlan small-packet pps under 1% loss / kernel-vxlan",
+                Some(true),
+                "0.62 (rounds 0.62–0.62)"
+            ),
+            (
+                "tapwire-host TCP 1 stream / tapwire-local (node → its pod against pod → pod, one node)",
+                None,
+                "not measured"
+            ),
+            ("RTT p50, tapwire-vxlan − kernel-vxlan", Some(false), "+35.0 µs"),
+            (
+                "LPM lookups at 100k routes / prefix-trie, tapwire memory",
+                Some(true),
+                "3.00, 3.00 MiB"
+            ),
+            (
+                "one route add/remove at 100k routes, lookups running (median)",
+                Some(false),
+                "12.00 µs"
+            ),
+            (
+                "CNI ADD p50 at pods 181–200 / pods 1–20, one node",
+                None,
+                "not measured"
+            ),
+            (
+                "scale: control start to dataplane in sync, 5000 nodes on etcd",
+                None,
+                "not measured"
+            ),
+            (
+                "scale: one new node's block to the dataplane, 5000 nodes (p50)",
+                None,
+                "not measured"
+            ),
+            (
+                "scale: tapwire-control RSS in sync, 5000 nodes",
+                None,
+                "not measured"
+            ),
+            (
+                "dataplane RSS, 2 workers, 64 pods, 100k routes",
+                None,
+                "not measured"
+            ),
         ]
+    );
+}
+
+#[test]
+fn floor_targets_need_the_tap_hop() {
+    let mut results = sample();
+    results.tap_hop = None;
+    let floors: Vec<Option<bool>> = evaluate_targets(&results)
+        .into_iter()
+        .filter(|t| t.what.contains("modelled floor"))
+        .map(|t| t.pass)
+        .collect();
+    assert_eq!(floors, [None, None]);
+    let md = markdown(&results);
+    assert!(!md.contains("## The floor"), "{md}");
+}
+
+#[test]
+fn one_round_shows_no_spread_and_no_round_range() {
+    let mut results = sample();
+    for p in &mut results.paths {
+        p.rounds.truncate(1);
+    }
+    results.targets = evaluate_targets(&results);
+    let rows = path_rows(&results);
+    assert_eq!(rows[0][1], "14.00");
+    assert_eq!(results.targets[0].shown, "0.70");
+}
+
+#[test]
+fn a_ratio_just_under_its_limit_does_not_read_as_the_limit() {
+    let mut results = sample();
+    // 14.92 / 20 = 0.746: two decimals would show 0.75 beside "≥ 0.75" and FAIL.
+    for r in &mut results.paths[0].rounds {
+        r.tcp_gbps_1 *= 14.92 / 14.0;
+    }
+    let none = evaluate_targets(&results).remove(0);
+    assert_eq!(
+        (none.shown.as_str(), none.pass),
+        ("0.746 (rounds 0.746–0.746)", Some(false))
     );
 }
 
@@ -181,8 +337,42 @@ fn terminal_table_shows_ratios_and_the_ipip_caveat() {
         "FAIL",
         "pass",
         "n/a",
+        "14.00 (7.00–28.00) noisy", // tapwire-none TCP 1: rounds 14, 7, 28
+        "2 vCPUs (Test CPU), 4.0 GiB, kernel 6.18.0, steal 3.1% and background load 12.0% during the run, commit 0123456789ab+dirty",
+        "one TAP hop, machine CPU s/Gbit (TAP wire minus kernel-local, 3 rounds): 0.050 (0.040–0.060) noisy",
+        TARGETS_ARE_REPORTED,
     ] {
         assert!(table.contains(needle), "missing {needle:?} in\n{table}");
+    }
+}
+
+#[test]
+fn a_quiet_machine_has_no_background_warning() {
+    let mut results = sample();
+    results.setup.background_busy_share = 0.05;
+    assert!(!markdown(&results).contains("WARNING"));
+    assert!(!terminal_table(&results).contains("WARNING"));
+    results.setup.background_busy_share = 0.5;
+    assert!(terminal_table(&results).contains("WARNING: other processes kept the machine 50% busy"));
+}
+
+#[test]
+fn loss_and_floor_tables_show_each_path() {
+    let results = sample();
+    let md = markdown(&results);
+    for needle in [
+        "## Loss and retransmits",
+        // Retransmits 3 and 12; unpaced 2000k sent, 450k received (77.5% lost: 1000 at the
+        // sender, 10 at the receiver's devices, the rest in between); 500 kpps at 0.2%
+        // loss, 600 failed; no paced trials recorded.
+        "| tapwire-vxlan | 3 | 12 | 2000 | 0.49 | 450 | 77.5% | 1000 | 1548990 | 10 | 0 | 500 | 0.20% | 600 | 0 |",
+        "## The floor (machine CPU s/Gbit)",
+        "| tapwire-none | kernel-routed | 0.100 | 2 | 0.200 | 0.400 | 2.00x |",
+        "| tapwire-ipip | kernel-vxlan | 0.100 | 2 | 0.200 | 0.400 | 2.00x |",
+        "One TAP hop, machine CPU s/Gbit (TAP wire minus kernel-local, 3 rounds): 0.050 (0.040–0.060) noisy",
+        "| 2 | 12.00 | 0.140 | 0.090 | 0.050 |",
+    ] {
+        assert!(md.contains(needle), "missing {needle:?} in\n{md}");
     }
 }
 
@@ -191,18 +381,31 @@ fn markdown_report_has_setup_definitions_targets_and_command() {
     let md = markdown(&sample());
     for needle in [
         "`tapwire-bench run --quick`",
-        "kernel 6.18.0",
-        "2 cores (Test CPU)",
+        "- CPU: Test CPU, 2 vCPUs",
+        "- memory: 4.0 GiB",
+        "- kernel 6.18.0",
+        "- commit: 0123456789ab+dirty",
+        "- steal time (`/proc/stat`): 3.1% of all CPU time from the first path measurement \
+         to the last; at most 3.0% during one 1-stream TCP run",
+        "- background load: the machine was 12.0% busy (of 2 vCPUs)",
+        "**WARNING: other processes kept the machine 12% busy while the labs were idle.",
         "## Definitions",
         "softirq",
-        "| tapwire-vxlan TCP 1 stream / kernel-vxlan | 1.10 | ≥ 1 | pass |",
-        "![TCP throughput per path](chart.svg)",
+        "RFC 2544",
+        "sent = received is real",
+        "TAP hop and modelled floor",
+        "is marked *noisy*",
+        "| tapwire-vxlan TCP 1 stream / kernel-vxlan | 1.10 (rounds 1.10–1.10) | ≥ 0.75 | pass |",
+        "![TCP throughput, each tapwire path beside its kernel counterpart](chart.svg)",
         "no kernel IPIP path",
+        TARGETS_ARE_REPORTED,
+        "| tapwire-none | 2 | 7.00 | 3 | 10.50 | 12 | 900 | 3600 / 810 | 40.0 | 80.0 | 0.050 | 0.400 | 2.0% |",
     ] {
         assert!(md.contains(needle), "missing {needle:?} in\n{md}");
     }
-    // Three rounds of five paths in the per-round table.
-    assert_eq!(md.matches("| tapwire-ipip | ").count(), 3 + 1 + 1);
+    // Three rounds of five paths in the per-round table, plus the paths, ratio, loss and
+    // floor tables.
+    assert_eq!(md.matches("| tapwire-ipip | ").count(), 3 + 1 + 1 + 1 + 1);
 }
 
 #[test]
@@ -247,22 +450,20 @@ fn markdown_shows_each_profile_by_thread_work_and_symbol() {
 }
 
 #[test]
-fn chart_has_two_bars_per_path_and_escapes_text() {
+fn chart_pairs_each_tapwire_path_with_its_counterpart() {
     let mut results = sample();
     let svg = chart_svg(&results);
     assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
-    assert_eq!(svg.matches("<title>").count(), 10);
-    assert!(svg.contains("<title>kernel-vxlan 4 streams: 15.00 Gbit/s</title>"));
+    // Three comparisons (none, VXLAN, IPIP), four bars each, every bar with its rounds'
+    // error bar (the sample's rounds differ).
+    assert_eq!(svg.matches("<title>").count(), 12);
+    assert_eq!(svg.matches("<path d=").count(), 12);
+    assert!(svg.contains("<title>kernel-vxlan 4 streams: 15.00 Gbit/s (rounds 7.50–30.00)</title>"));
+    assert!(svg.contains("1: 0.70× · 4: 0.70×"), "{svg}");
+    assert!(svg.contains(">vs kernel-routed</text>"));
     results.paths[0].name = "a<b&c".into();
-    assert!(chart_svg(&results).contains("a&lt;b&amp;c"));
-}
-
-#[test]
-fn chart_axis_is_round() {
-    assert_eq!(nice_ceiling(17.3), 20.0);
-    assert_eq!(nice_ceiling(4.2), 5.0);
-    assert_eq!(nice_ceiling(0.0), 1.0);
-    assert_eq!(nice_ceiling(100.0), 100.0);
+    // A path of unknown name is not a comparison.
+    assert!(!chart_svg(&results).contains("a&lt;b"));
 }
 
 fn cni_pass(pass: usize, first_p50: f64, last_p50: f64) -> CniPass {
@@ -378,10 +579,11 @@ fn cni_passes_show_in_the_table_the_markdown_and_the_json() {
 }
 
 /// [`sample`] with the same-node paths: node → its pod at `host` Gbit/s, pod → pod on the
-/// node at 16, the kernel's node → veth pod at 20.
+/// node at 16, the kernel's node → veth pod at 20 and pod → pod on one node at 21.
 fn with_host_paths(host: f64) -> Results {
     let mut results = sample();
     results.paths.extend([
+        path(PathKind::KernelLocal, 21.0, 1_200_000.0, 15.0),
         path(PathKind::KernelHost, 20.0, 1_100_000.0, 18.0),
         path(PathKind::TapwireLocal, 16.0, 700_000.0, 30.0),
         path(PathKind::TapwireHost, host, 650_000.0, 32.0),
@@ -403,11 +605,11 @@ fn host_path_is_judged_against_pod_to_pod_on_the_same_node() {
     // 15 / 16 is within the 10% left to noise; 12 / 16 is slower.
     assert_eq!(
         host_target(&with_host_paths(15.0)),
-        Some(("0.94".to_string(), Some(true)))
+        Some(("0.94 (rounds 0.94–0.94)".to_string(), Some(true)))
     );
     assert_eq!(
         host_target(&with_host_paths(12.0)),
-        Some(("0.75".to_string(), Some(false)))
+        Some(("0.75 (rounds 0.75–0.75)".to_string(), Some(false)))
     );
     assert_eq!(
         host_target(&sample()),
@@ -433,7 +635,8 @@ fn same_node_paths_show_in_report_order_with_both_comparisons() {
             "tapwire-local",
             "kernel-routed",
             "kernel-vxlan",
-            "kernel-host"
+            "kernel-host",
+            "kernel-local"
         ]
     );
     let rows = ratio_rows(&results);
@@ -457,7 +660,7 @@ fn same_node_paths_show_in_report_order_with_both_comparisons() {
                 "tapwire-local (pod → pod, same node)",
                 "0.94x"
             ),
-            ("tapwire-local", "kernel-routed", "0.80x"),
+            ("tapwire-local", "kernel-local", "0.76x"),
         ]
     );
     // RTT p50: host 32 µs against local 30 µs.
@@ -473,10 +676,16 @@ fn same_node_paths_show_in_report_order_with_both_comparisons() {
         "- `kernel-host`: kernel, a node's own namespace → veth pod on it",
         "| tapwire-host | tapwire-local (pod → pod, same node) | 0.94x |",
         "| kernel-host | 1 | ",
+        "- `kernel-local`: kernel, pod on node1 → veth → node1's routes → veth → pod on node1",
+        "- `kernel-routed`: kernel, pod on node1 → veth → node1's routes → underlay → node2's routes",
+        "| tapwire-local | kernel-local | 0.100 | 1 | 0.150 | 0.400 | 2.67x |",
+        "| tapwire-host | kernel-host | 0.100 | 1 | 0.150 | 0.400 | 2.67x |",
     ] {
         assert!(md.contains(needle), "missing {needle:?} in\n{md}");
     }
-    assert!(chart_svg(&results).contains("tapwire-host 1 stream: 15.00 Gbit/s"));
+    let svg = chart_svg(&results);
+    assert!(svg.contains("tapwire-host 1 stream: 15.00 Gbit/s"));
+    assert!(svg.contains(">vs kernel-local</text>"));
 }
 
 #[test]
