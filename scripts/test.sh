@@ -43,3 +43,6 @@ echo "==> tests"
 # The namespace tests each build a small cluster; on a 2-core machine running them one
 # at a time keeps throughput measurements and timeouts meaningful.
 cargo test --workspace --locked -- --test-threads=1
+
+echo "==> fuzzing (every target briefly; scripts/fuzz.sh SECONDS for a longer run)"
+bash scripts/fuzz.sh 10
