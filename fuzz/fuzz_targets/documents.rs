@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(documents) = parse_documents(text) {
-        let existing = [IpPool::new("default", "10.65.0.0/16".parse().expect("a CIDR"))];
+        let existing = [IpPool::new(
+            "default",
+            "10.65.0.0/16".parse().expect("a CIDR"),
+        )];
         let _ = check_batch(&documents, &existing);
     }
 });
