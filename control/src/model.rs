@@ -899,6 +899,28 @@ pub struct WorkloadEndpointSpec {
     pub profiles: Vec<String>,
 }
 
+#[cfg(test)]
+impl WorkloadEndpoint {
+    /// The endpoint the agent writes for CNI pod `container_id` on `node` (tests).
+    pub(crate) fn cni_pod(node: &str, container_id: &str, address: Ipv4Net) -> WorkloadEndpoint {
+        WorkloadEndpoint {
+            metadata: Metadata::named(format!("{node}-cni-{container_id}-eth0")),
+            spec: WorkloadEndpointSpec {
+                node: node.to_string(),
+                orchestrator: "cni".into(),
+                workload: container_id.to_string(),
+                endpoint: "eth0".into(),
+                interface_name: "eth0".into(),
+                ip_networks: vec![address],
+                mac: None,
+                netns: None,
+                container_id: Some(container_id.to_string()),
+                profiles: Vec::new(),
+            },
+        }
+    }
+}
+
 impl WorkloadEndpoint {
     /// Calico's endpoint name: node, orchestrator, workload and endpoint joined by `-`,
     /// with each part's own dashes doubled (`node-a`, `k8s`, `web-1`, `eth0` →

@@ -241,24 +241,10 @@ fn remove<T>(map: &mut BTreeMap<String, Entry<T>>, name: &str, revision: u64) ->
 mod tests {
     use super::*;
     use crate::datastore::{DatastoreExt, MemStore};
-    use crate::model::{self, format_rfc3339, Metadata, TapwireNodeStatus, WorkloadEndpointSpec};
+    use crate::model::{self, format_rfc3339, TapwireNodeStatus};
 
     fn endpoint(node: &str, pod: &str, address: &str) -> WorkloadEndpoint {
-        WorkloadEndpoint {
-            metadata: Metadata::named(format!("{node}-cni-{pod}-eth0")),
-            spec: WorkloadEndpointSpec {
-                node: node.to_string(),
-                orchestrator: "cni".into(),
-                workload: pod.to_string(),
-                endpoint: "eth0".into(),
-                interface_name: "eth0".into(),
-                ip_networks: vec![address.parse().unwrap()],
-                mac: None,
-                netns: None,
-                container_id: Some(pod.to_string()),
-                profiles: Vec::new(),
-            },
-        }
+        WorkloadEndpoint::cni_pod(node, pod, address.parse().unwrap())
     }
 
     /// What a watch would tell of a write: the object as stored.

@@ -599,24 +599,10 @@ impl Datastore for FileStore {
                 tracing::debug!(%err, "no inotify watch on the datastore; polling its revision");
             })
             .ok();
-        let deadline = Instant::now() + timeout;
-        loop {
-            let now = self.revision()?;
-            if now != seen {
-                return Ok(Some(Change::Changed {
-                    revision: now,
-                    objects: None,
-                }));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            match &notify {
-                Some(fd) => wait_for_events(fd, left.min(NOTIFIED_RECHECK)),
-                None => std::thread::sleep(left.min(super::WATCH_POLL_INTERVAL)),
-            }
-        }
+        super::wait_for_revision(self, seen, timeout, |left| match &notify {
+            Some(fd) => wait_for_events(fd, left.min(NOTIFIED_RECHECK)),
+            None => std::thread::sleep(left.min(super::WATCH_POLL_INTERVAL)),
+        })
     }
 }
 

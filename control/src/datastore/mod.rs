@@ -246,21 +246,34 @@ pub trait Datastore: Send + Sync + fmt::Debug {
         seen: u64,
         timeout: Duration,
     ) -> Result<Option<Change>, DatastoreError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let now = self.revision()?;
-            if now != seen {
-                return Ok(Some(Change::Changed {
-                    revision: now,
-                    objects: None,
-                }));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
+        wait_for_revision(self, seen, timeout, |left| {
             std::thread::sleep(left.min(WATCH_POLL_INTERVAL));
+        })
+    }
+}
+
+/// Reads `store`'s revision until it is not `seen` (a change the store cannot describe)
+/// or `timeout` passes, calling `pause` with the time left between two reads.
+fn wait_for_revision<S: Datastore + ?Sized>(
+    store: &S,
+    seen: u64,
+    timeout: Duration,
+    mut pause: impl FnMut(Duration),
+) -> Result<Option<Change>, DatastoreError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = store.revision()?;
+        if now != seen {
+            return Ok(Some(Change::Changed {
+                revision: now,
+                objects: None,
+            }));
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        pause(left);
     }
 }
 

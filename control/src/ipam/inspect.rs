@@ -290,24 +290,9 @@ mod tests {
     use super::*;
     use crate::datastore::{Datastore, MemStore};
     use crate::ipam::handle_id;
-    use crate::model::{Metadata, WorkloadEndpointSpec};
 
     fn endpoint(node: &str, pod: &str, address: Ipv4Addr) -> WorkloadEndpoint {
-        WorkloadEndpoint {
-            metadata: Metadata::named(format!("{node}-cni-{pod}-eth0")),
-            spec: WorkloadEndpointSpec {
-                node: node.to_string(),
-                orchestrator: "cni".into(),
-                workload: pod.to_string(),
-                endpoint: "eth0".into(),
-                interface_name: "eth0".into(),
-                ip_networks: vec![Ipv4Net::from(address)],
-                mac: None,
-                netns: None,
-                container_id: Some(pod.to_string()),
-                profiles: Vec::new(),
-            },
-        }
+        WorkloadEndpoint::cni_pod(node, pod, Ipv4Net::from(address))
     }
 
     /// A pool, two pods on node-a with endpoints, and one allocation without an endpoint.

@@ -1211,21 +1211,7 @@ mod tests {
     }
 
     fn endpoint(node: &str, container_id: &str, address: Ipv4Addr) -> WorkloadEndpoint {
-        WorkloadEndpoint {
-            metadata: crate::model::Metadata::named(format!("{node}-cni-{container_id}-eth0")),
-            spec: crate::model::WorkloadEndpointSpec {
-                node: node.to_string(),
-                orchestrator: "cni".into(),
-                workload: container_id.to_string(),
-                endpoint: "eth0".into(),
-                interface_name: "eth0".into(),
-                ip_networks: vec![Ipv4Net::from(address)],
-                mac: None,
-                netns: None,
-                container_id: Some(container_id.to_string()),
-                profiles: Vec::new(),
-            },
-        }
+        WorkloadEndpoint::cni_pod(node, container_id, Ipv4Net::from(address))
     }
 
     fn pod_handle(container_id: &str) -> String {
