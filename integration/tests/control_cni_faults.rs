@@ -222,18 +222,17 @@ fn the_configured_mtu_is_the_pods_and_more_than_the_tunnel_allows_is_refused() {
     }
     let lab = Lab::new().unwrap();
     let cp = ControlPlane::with_pool(&lab, &["node1"], &default_ipip_pool()).unwrap();
-    let with_mtu = |mtu: u32| {
+    let add_with_mtu = |mtu: u32, sandbox: &tapwire_integration::controlplane::Sandbox| {
         let mut conf = cp.network_conf("node1").unwrap();
         conf["mtu"] = mtu.into();
-        conf
+        cp.runtime("node1")
+            .unwrap()
+            .exec(CniCommand::Add, &conf, &sandbox.args)
+            .unwrap()
     };
     // IPIP on a 1500-byte underlay leaves 1480: asking for more is refused, not clamped.
     let sandbox = cp.sandbox("pod-big").unwrap();
-    let run = cp
-        .runtime("node1")
-        .unwrap()
-        .exec(CniCommand::Add, &with_mtu(1500), &sandbox.args)
-        .unwrap();
+    let run = add_with_mtu(1500, &sandbox);
     assert_cni_error(
         &run,
         "ADD with mtu 1500",
@@ -244,12 +243,7 @@ fn the_configured_mtu_is_the_pods_and_more_than_the_tunnel_allows_is_refused() {
 
     // Less is what the pod gets.
     let sandbox = cp.sandbox("pod-small").unwrap();
-    let run = cp
-        .runtime("node1")
-        .unwrap()
-        .exec(CniCommand::Add, &with_mtu(1400), &sandbox.args)
-        .unwrap();
-    let result = run.into_result().unwrap();
+    let result = add_with_mtu(1400, &sandbox).into_result().unwrap();
     let pod = cp
         .record_pod("node1", &sandbox, result, Duration::ZERO)
         .unwrap()
