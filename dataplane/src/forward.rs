@@ -11,10 +11,10 @@ use std::ops::Range;
 
 use crate::offload::{self, VnetHdr};
 use crate::packet::{
-    self, emit_arp, emit_ethernet, emit_icmp_error, emit_vxlan, ArpPacket, EthernetFrame,
-    IcmpError, Ipv4Packet, Ipv4Repr, Mac, ARP_IPV4_LEN, ARP_REPLY, ARP_REQUEST, ETHERTYPE_ARP,
-    ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HEADER_LEN, GATEWAY_MAC, IPPROTO_IPIP, IPPROTO_TCP,
-    IPPROTO_UDP, POD_GATEWAY, UDP_HEADER_LEN, VXLAN_HEADER_LEN,
+    self, emit_arp, emit_ethernet, emit_icmp_error, emit_udp_header, emit_vxlan, ArpPacket,
+    EthernetFrame, IcmpError, Ipv4Packet, Ipv4Repr, Mac, TcpPacket, ARP_IPV4_LEN, ARP_REPLY,
+    ARP_REQUEST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HEADER_LEN, GATEWAY_MAC,
+    IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP, POD_GATEWAY, UDP_HEADER_LEN, VXLAN_HEADER_LEN,
 };
 use crate::tables::{Encap, EndpointIdx, PeerIdx, RouteTarget, Tables};
 
@@ -725,15 +725,15 @@ pub fn vxlan_underlay_frame(
     let hdr = match tso {
         Some(tso) => {
             let ip = Ipv4Packet::new_checked(&buf.data[start + inner_ip..payload.end]).ok()?;
-            let tcp_len = usize::from(ip.payload().get(12)? >> 4) * 4;
-            if ip.protocol() != IPPROTO_TCP || tcp_len < 20 {
+            if ip.protocol() != IPPROTO_TCP {
                 return None;
             }
+            let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
             offload::TunnelVnetHdr::vxlan(
                 outer_udp,
                 inner_ip,
                 ip.header_len(),
-                tcp_len,
+                tcp.header_len(),
                 Some((tso.mss, tso.ecn)),
             )?
         }
@@ -752,11 +752,7 @@ pub fn vxlan_underlay_frame(
     .emit(&mut frame[ETH_HEADER_LEN..]);
     // The kernel's VXLAN picks a source port in the dynamic range from the flow's hash.
     let sport = 0xc000 | (flow as u16 & 0x3fff);
-    let udp = &mut frame[outer_udp..outer_udp + UDP_HEADER_LEN];
-    udp[0..2].copy_from_slice(&sport.to_be_bytes());
-    udp[2..4].copy_from_slice(&via.port.to_be_bytes());
-    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    udp[6..8].copy_from_slice(&[0, 0]);
+    emit_udp_header(&mut frame[outer_udp..], (sport, via.port), payload.len());
     Some((start..payload.end, hdr))
 }
 
@@ -921,8 +917,8 @@ fn gso_packet_len(ip: &Ipv4Packet<&[u8]>, offload: VnetHdr) -> Option<usize> {
     {
         return None;
     }
-    let tcp_len = usize::from(ip.payload().get(12)? >> 4) * 4;
-    (tcp_len >= 20).then(|| ip.header_len() + tcp_len + usize::from(offload.gso_size))
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    Some(ip.header_len() + tcp.header_len() + usize::from(offload.gso_size))
 }
 
 fn drop_for_ethertype(ethertype: u16) -> DropReason {

@@ -92,7 +92,7 @@ fn segmentation_makes_valid_mss_sized_packets_that_coalesce_back() {
     let seq0 = 0xffff_f000; // wraps inside the run
     let frame = tcp_frame(seq0, 0x18 | 0x80, &data, true); // PSH|ACK|CWR
     let mut plain = frame.clone();
-    plain[ETH_HEADER_LEN + 20 + TCP_FLAGS] = 0x18;
+    plain[ETH_HEADER_LEN + 20 + 13] = TCP_PSH | TCP_ACK;
     let mut segs = Segments::new();
     segment_tcpv4(&frame, Outer::Opaque, ETH_HEADER_LEN, 1448, &mut segs).unwrap();
     assert_eq!(segs.len(), 7);
@@ -102,7 +102,7 @@ fn segmentation_makes_valid_mss_sized_packets_that_coalesce_back() {
         let ip = Ipv4Packet::new_checked(&p[ETH_HEADER_LEN..]).unwrap();
         assert!(ip.checksum_ok(), "segment {i} IPv4 checksum");
         assert_eq!(ip.total_len(), p.len() - ETH_HEADER_LEN);
-        assert!(tcp_checksum_ok(p, 20), "segment {i} TCP checksum");
+        assert!(tcp_checksum_ok(p), "segment {i} TCP checksum");
         let tcp = &p[34..];
         let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
         assert_eq!(seq, seq0.wrapping_add(1448 * i as u32));
@@ -133,7 +133,7 @@ fn segmentation_makes_valid_mss_sized_packets_that_coalesce_back() {
     assert_eq!(&merged[66..], &data[..]);
     complete_checksum(&mut merged, hdr).unwrap();
     assert!(
-        tcp_checksum_ok(&merged, 20),
+        tcp_checksum_ok(&merged),
         "merged frame's completed checksum"
     );
     assert!(Ipv4Packet::new_checked(&merged[14..])
@@ -283,4 +283,49 @@ fn a_whole_tcp_super_frame_is_recognised_and_nothing_else() {
     // An MTU too small for the headers gives no segment size.
     assert_eq!(whole_tcpv4(&big, 50), None);
     assert_eq!(whole_tcpv4(&big[..10], 1450), None);
+}
+
+#[test]
+fn malformed_headers_count_as_one_packet_and_are_neither_split_nor_merged() {
+    let gso = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_TCPV4,
+        gso_size: 100,
+        ..VnetHdr::NONE
+    };
+    let good = tcp_frame(1, TCP_ACK, &payload(1000), true);
+    assert_eq!(segment_count(&good, gso), 10);
+    let tcp = ETH_HEADER_LEN + 20;
+    let mut segs = Segments::new();
+    let mut gro = Coalescer::new();
+    // A data offset below 5 words, one beyond the segment, a bad IHL, and a buffer cut
+    // inside the TCP header.
+    let mut short_offset = good.clone();
+    short_offset[tcp + 12] = 4 << 4;
+    let mut long_offset = tcp_frame(1, TCP_ACK, &[], true);
+    long_offset[tcp + 12] = 15 << 4;
+    let mut bad_ihl = good.clone();
+    bad_ihl[ETH_HEADER_LEN] = 0x44;
+    let mut cut = good[..tcp + 10].to_vec();
+    cut[ETH_HEADER_LEN + 3] = 30; // total length 30: ten bytes of TCP header
+    for (name, frame) in [
+        ("short data offset", &short_offset[..]),
+        ("data offset beyond the segment", &long_offset[..]),
+        ("bad IHL", &bad_ihl[..]),
+        ("cut TCP header", &cut[..]),
+    ] {
+        assert_eq!(segment_count(frame, gso), 1, "{name}");
+        assert_eq!(
+            segment_tcpv4(frame, Outer::Opaque, ETH_HEADER_LEN, 100, &mut segs),
+            Err(OffloadError::MalformedGso),
+            "{name}"
+        );
+        assert_eq!(whole_tcpv4(frame, 100), None, "{name}");
+        assert_eq!(gro.push(1, frame), Push::Bypass, "{name}");
+    }
+    // An IPIP outer header that does not end where the inner packet starts.
+    assert_eq!(
+        segment_tcpv4(&good, Outer::Ipv4, ETH_HEADER_LEN, 100, &mut segs),
+        Err(OffloadError::MalformedGso)
+    );
 }
