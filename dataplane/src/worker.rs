@@ -1,6 +1,6 @@
 //! A worker: one thread, run to completion. It owns one queue of every pod TAP and its own
 //! underlay sockets, takes one snapshot of the tables per wake-up, and turns each frame
-//! into an [`Action`] with `forward`, then performs it. No allocation, lock or channel
+//! into an action ([`Outbound`], [`Inbound`]) with `forward`, then performs it. No allocation, lock or channel
 //! hop per packet.
 
 use std::io::{self, IoSlice, IoSliceMut};
@@ -12,7 +12,7 @@ use tapwire_sys::tap::TapQueue;
 
 use crate::counters::{EndpointCounters, WorkerCounters};
 use crate::forward::{
-    self, Action, DropReason, PacketBuf, Tso, VxlanUnderlay, MAX_FRAME, SCRATCH_LEN,
+    self, DropReason, Inbound, Outbound, PacketBuf, Tso, VxlanUnderlay, MAX_FRAME, SCRATCH_LEN,
     VXLAN_UNDERLAY_PREFIX,
 };
 use crate::io::{
@@ -278,7 +278,7 @@ impl Worker {
                 .record_many(offload::segment_count(self.buf.frame(), offload), len);
             let action =
                 forward::from_pod(&snapshot.tables, slot, &mut self.buf, &mut self.scratch);
-            if matches!(action, Action::Drop(_) | Action::DropWithIcmp { .. }) {
+            if action.is_drop() {
                 shard.drops.inc();
             }
             self.perform(snapshot, action, queue);
@@ -402,24 +402,20 @@ impl Worker {
 
     /// Performs the action for a frame that arrived from the underlay (`encap`, `n`
     /// bytes as received): plain segments for a pod are held for coalescing.
-    fn deliver(&mut self, snapshot: &Snapshot, action: Action, encap: Encap, n: usize) {
+    fn deliver(&mut self, snapshot: &Snapshot, action: Inbound, encap: Encap, n: usize) {
         let counters = &self.handle.counters;
-        if let Action::ToHost { frame, offload } = action {
-            counters.encap_rx(encap).record(n);
-            return self.write_to_host(offload, frame);
-        }
-        let Action::ToPod {
-            endpoint,
-            frame,
-            offload,
-        } = action
-        else {
-            return match action {
-                Action::Drop(reason) | Action::DropWithIcmp { reason, .. } => counters.drop(reason),
-                Action::Ignore => counters.underlay_ignored.inc(),
-                // Nothing from the underlay is answered or forwarded onwards.
-                _ => counters.drop(DropReason::NotLocal),
-            };
+        let (endpoint, frame, offload) = match action {
+            Inbound::ToPod {
+                endpoint,
+                frame,
+                offload,
+            } => (endpoint, frame, offload),
+            Inbound::ToHost { frame, offload } => {
+                counters.encap_rx(encap).record(n);
+                return self.write_to_host(offload, frame);
+            }
+            Inbound::Drop(reason) => return counters.drop(reason),
+            Inbound::Ignore => return counters.underlay_ignored.inc(),
         };
         let packets = offload::segment_count(self.buf.slice(frame.clone()), offload);
         counters.encap_rx(encap).record_many(packets, n);
@@ -506,12 +502,12 @@ impl Worker {
 
     /// Performs the action for a frame a pod (or the host path) sent on `ingress`
     /// (replies go back on it).
-    fn perform(&mut self, snapshot: &Snapshot, action: Action, ingress: &TapQueue) {
+    fn perform(&mut self, snapshot: &Snapshot, action: Outbound, ingress: &TapQueue) {
         let counters = &self.handle.counters;
         let plain = VnetHdr::NONE.to_bytes();
         match action {
-            Action::Drop(reason) => counters.drop(reason),
-            Action::DropWithIcmp { reason, reply_len } => {
+            Outbound::Drop(reason) => counters.drop(reason),
+            Outbound::DropWithIcmp { reason, reply_len } => {
                 counters.drop(reason);
                 let reply = [
                     IoSlice::new(&plain),
@@ -521,27 +517,27 @@ impl Worker {
                     counters.icmp_errors_sent.inc();
                 }
             }
-            Action::Reply { len } => {
+            Outbound::Reply { len } => {
                 let reply = [IoSlice::new(&plain), IoSlice::new(&self.scratch[..len])];
                 match ingress.writev(&reply) {
                     Ok(_) => counters.arp_replies.inc(),
                     Err(_) => counters.drop(DropReason::TxFailed),
                 }
             }
-            Action::ToPod {
+            Outbound::ToPod {
                 endpoint,
                 frame,
                 offload,
             } => self.write_to_pod(snapshot, endpoint, offload, frame),
-            Action::ToHost { frame, offload } => self.write_to_host(offload, frame),
-            Action::ToPeerIpip { dst, packet, tso } => self.send_ipip(dst, packet, tso),
-            Action::ToPeerVxlan {
+            Outbound::ToHost { frame, offload } => self.write_to_host(offload, frame),
+            Outbound::ToPeerIpip { dst, packet, tso } => self.send_ipip(dst, packet, tso),
+            Outbound::ToPeerVxlan {
                 dst,
                 flow,
                 payload,
                 tso,
             } => self.send_vxlan(&snapshot.tables, dst, flow, payload, tso),
-            Action::ToPeerEthernet { frame, offload } => {
+            Outbound::ToPeerEthernet { frame, offload } => {
                 let bytes = self.buf.slice(frame);
                 match self.sockets.underlay.send(&offload.to_bytes(), bytes) {
                     Ok(_) => counters
@@ -550,7 +546,6 @@ impl Worker {
                     Err(_) => self.tx_failed(),
                 }
             }
-            Action::Ignore => counters.underlay_ignored.inc(),
         }
     }
 
