@@ -11,10 +11,14 @@
 //!   tunnel headers, into MSS-sized packets with their own lengths, IDs, sequence numbers,
 //!   flags and checksums. It writes only headers: payloads stay where they are and the
 //!   sender gathers them (`sendmsg` iovecs), so no payload byte is copied here.
+//! - [`udp_gso_sends`]: how those segments are grouped into UDP GSO sends (VXLAN over the
+//!   UDP socket), within the kernel's limits.
 //! - [`Coalescer`]: GRO. Merges consecutive in-order segments of one TCP flow to one pod
 //!   back into a super-frame with a `GSO_TCPV4` header, so a burst costs one TAP write
 //!   instead of one per segment. Each merged segment's checksum is verified first, as the
 //!   kernel's GRO does, because the pod will not check a super-frame again.
+//!   [`Coalescer::offer`] and [`Coalescer::flush`] are the whole policy: which frames are
+//!   held, and what the worker writes to pods, in which order.
 //!
 //! All offsets in a [`VnetHdr`] count from the start of the Ethernet header.
 
@@ -390,6 +394,34 @@ pub fn segment_tcpv4(
     Ok(())
 }
 
+/// Most UDP payload bytes one GSO send may carry (an IPv4 datagram's limit, less headers).
+pub const MAX_UDP_GSO_BYTES: usize = 65_507;
+/// Most datagrams one GSO send may be cut into (the kernel's `UDP_MAX_SEGMENTS` is 64 on
+/// older kernels, 128 on newer).
+pub const MAX_UDP_GSO_SEGMENTS: usize = 64;
+
+/// One UDP GSO send out of a run of equal datagrams: which of them it carries, and the
+/// segment size to hand the kernel (`None`: a lone datagram, sent plain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpGsoSend {
+    pub segments: Range<usize>,
+    pub gso_size: Option<u16>,
+}
+
+/// Groups `count` datagrams of `segment_len` bytes each (the last may be shorter) into
+/// as few UDP GSO sends as the kernel accepts: at most [`MAX_UDP_GSO_BYTES`] and
+/// [`MAX_UDP_GSO_SEGMENTS`] per send, at least one datagram each.
+pub fn udp_gso_sends(count: usize, segment_len: usize) -> impl Iterator<Item = UdpGsoSend> {
+    let per_send = (MAX_UDP_GSO_BYTES / segment_len.max(1)).clamp(1, MAX_UDP_GSO_SEGMENTS);
+    (0..count).step_by(per_send).map(move |first| {
+        let last = (first + per_send).min(count);
+        UdpGsoSend {
+            segments: first..last,
+            gso_size: (last - first > 1).then_some(segment_len as u16),
+        }
+    })
+}
+
 /// Largest IPv4 packet a merged frame may grow to.
 const MAX_MERGED_IP: usize = 65535;
 /// Buffer for one merged frame: Ethernet header plus the largest IPv4 packet.
@@ -413,7 +445,7 @@ struct Pending {
 
 /// What [`Coalescer::push`] did with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Push {
+enum Push {
     /// Held (alone or merged into the pending frame); nothing to write yet.
     Held,
     /// It cannot join the pending frame: write out [`Coalescer::pending`], call
@@ -452,7 +484,7 @@ impl Coalescer {
     }
 
     /// Offers `frame` (Ethernet + IPv4, addressed to the pod `endpoint`).
-    pub fn push(&mut self, endpoint: u32, frame: &[u8]) -> Push {
+    fn push(&mut self, endpoint: u32, frame: &[u8]) -> Push {
         let Some(seg) = TcpSegment::parse(frame) else {
             return if self.pending.is_some() {
                 Push::FlushFirst
@@ -550,7 +582,7 @@ impl Coalescer {
 
     /// The frame to write for the pending run, with its vnet header: a lone segment goes
     /// as it came; a merged run as a `GSO_TCPV4` super-frame with a partial checksum.
-    pub fn pending(&mut self) -> Option<(u32, VnetHdr, &[u8])> {
+    fn pending(&mut self) -> Option<(u32, VnetHdr, &[u8])> {
         let p = self.pending?;
         let frame = &mut self.buf[..self.len];
         if p.segments == 1 {
@@ -576,7 +608,7 @@ impl Coalescer {
     }
 
     /// Forgets the pending frame (after it was written).
-    pub fn clear(&mut self) {
+    fn clear(&mut self) {
         self.pending = None;
         self.len = 0;
     }
@@ -584,6 +616,47 @@ impl Coalescer {
     /// How many segments the pending frame holds (0 when none).
     pub fn pending_segments(&self) -> usize {
         self.pending.map_or(0, |p| p.segments)
+    }
+
+    /// Offers `frame` (Ethernet onwards, with its `offload` metadata), bound for the pod
+    /// `endpoint`, and calls `write(endpoint, hdr, frame)` for every frame that must go
+    /// to a pod now, in order: a held run that `frame` cannot join, then `frame` itself
+    /// unless it is held for merging. A frame that already carries offload metadata (a
+    /// super-frame, a partial checksum) and anything GRO does not merge go as they are,
+    /// after what was held.
+    pub fn offer(
+        &mut self,
+        endpoint: u32,
+        frame: &[u8],
+        offload: VnetHdr,
+        mut write: impl FnMut(u32, VnetHdr, &[u8]),
+    ) {
+        if offload != VnetHdr::NONE {
+            self.flush(&mut write);
+            return write(endpoint, offload, frame);
+        }
+        // At most twice round: after a flush nothing is pending, and an empty coalescer
+        // either holds the frame or lets it by.
+        loop {
+            match self.push(endpoint, frame) {
+                Push::Held => return,
+                Push::FlushFirst => self.flush(&mut write),
+                Push::Bypass => {
+                    self.flush(&mut write);
+                    return write(endpoint, VnetHdr::NONE, frame);
+                }
+            }
+        }
+    }
+
+    /// Writes out the held run, if any, through `write` (as [`Coalescer::offer`] does),
+    /// and forgets it. The worker calls it at the end of every receive batch, so nothing
+    /// waits for a later packet.
+    pub fn flush(&mut self, mut write: impl FnMut(u32, VnetHdr, &[u8])) {
+        if let Some((endpoint, hdr, frame)) = self.pending() {
+            write(endpoint, hdr, frame);
+        }
+        self.clear();
     }
 }
 
