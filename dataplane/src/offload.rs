@@ -172,8 +172,13 @@ impl TunnelVnetHdr {
 /// Over a real network such a frame never arrives: the sending device segments it and
 /// the receiving kernel hands the socket ordinary datagrams (or a UDP GRO run of them).
 pub fn whole_tcpv4(frame: &[u8], mtu_bytes: usize) -> Option<VnetHdr> {
-    let (ip, tcp) = tcp_over_ipv4(frame.get(ETH_HEADER_LEN..)?)?;
-    if ip.is_fragment() || ip.total_len() <= mtu_bytes || tcp.payload().is_empty() {
+    // Every packet from a tunnel comes here: the cheap refusals first.
+    let ip = Ipv4Packet::new_checked(frame.get(ETH_HEADER_LEN..)?).ok()?;
+    if ip.protocol() != IPPROTO_TCP || ip.is_fragment() || ip.total_len() <= mtu_bytes {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.into_payload()).ok()?;
+    if tcp.payload().is_empty() {
         return None;
     }
     let (ip_len, tcp_len) = (ip.header_len(), tcp.header_len());
