@@ -65,11 +65,13 @@ fn decap(c: &mut Criterion) {
     else {
         panic!("fixture frame not encapsulated");
     };
-    // The UDP payload as the socket delivers it, with the inner destination rewritten to
-    // a local pod on the same example node.
+    // The UDP payload as the socket delivers it, turned into what node-b sends this
+    // node: from a pod of node-b's block (the tunnel RPF check drops any other inner
+    // source) to a local pod.
     let mut vxlan = buf.slice(payload).to_vec();
     vxlan[8..14].copy_from_slice(&t.local.vtep_mac);
     let inner_ip = 8 + 14;
+    vxlan[inner_ip + 12..inner_ip + 16].copy_from_slice(&[10, 65, 2, 7]);
     vxlan[inner_ip + 16..inner_ip + 20].copy_from_slice(&[10, 65, 1, 3]);
     fix_ipv4_checksum(&mut vxlan[inner_ip..inner_ip + 20]);
     let peer = ip("192.168.0.2");
