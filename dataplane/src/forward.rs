@@ -1,6 +1,10 @@
-//! The forwarding decision, sans-IO: a frame plus the read-only [`Tables`] in, one
-//! [`Action`] out. Nothing here touches a file descriptor, allocates or locks; the worker
-//! performs the action and does the counting.
+//! The forwarding decision, sans-IO: a frame plus the read-only [`Tables`] in, one action
+//! out — an [`Outbound`] for what a pod or the host path sent, an [`Inbound`] for what
+//! came from the underlay. Nothing here touches a file descriptor, allocates or locks; the
+//! worker performs the action and does the counting.
+//!
+//! Each IPv4 header is validated once, where the frame enters; what routing, TTL
+//! handling, ICMP errors and segmentation need travels on as an [`Ipv4Meta`].
 //!
 //! Frames sit in a [`PacketBuf`] with headroom in front, so encapsulation prepends its
 //! headers in place and decapsulation writes the inner Ethernet header over the outer
@@ -11,10 +15,10 @@ use std::ops::Range;
 
 use crate::offload::{self, VnetHdr};
 use crate::packet::{
-    self, emit_arp, emit_ethernet, emit_icmp_error, emit_vxlan, ArpPacket, EthernetFrame,
-    IcmpError, Ipv4Packet, Ipv4Repr, Mac, ARP_IPV4_LEN, ARP_REPLY, ARP_REQUEST, ETHERTYPE_ARP,
-    ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HEADER_LEN, GATEWAY_MAC, IPPROTO_IPIP, IPPROTO_TCP,
-    IPPROTO_UDP, POD_GATEWAY, UDP_HEADER_LEN, VXLAN_HEADER_LEN,
+    self, emit_arp, emit_ethernet, emit_icmp_error, emit_udp_header, emit_vxlan, ArpPacket,
+    EthernetFrame, IcmpError, Ipv4Packet, Ipv4Repr, Mac, TcpPacket, ARP_IPV4_LEN, ARP_REPLY,
+    ARP_REQUEST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HEADER_LEN, GATEWAY_MAC,
+    IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP, POD_GATEWAY, UDP_HEADER_LEN, VXLAN_HEADER_LEN,
 };
 use crate::tables::{Encap, EndpointIdx, PeerIdx, RouteTarget, Tables};
 
@@ -243,9 +247,9 @@ impl DropReason {
     }
 }
 
-/// What the worker should do with a frame.
+/// What the worker should do with a frame a pod or the host path sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Outbound {
     /// Drop and count.
     Drop(DropReason),
     /// Drop and count, and write `scratch[..reply_len]` (an ICMP error) back to the
@@ -289,8 +293,41 @@ pub enum Action {
         frame: Range<usize>,
         offload: VnetHdr,
     },
+}
+
+impl Outbound {
+    /// Whether the frame was dropped (and counted), with or without an ICMP error.
+    pub fn is_drop(&self) -> bool {
+        matches!(self, Outbound::Drop(_) | Outbound::DropWithIcmp { .. })
+    }
+}
+
+/// What the worker should do with a frame from the underlay (a tunnel or the packet
+/// socket): only ever delivered locally, never answered or sent on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// Drop and count.
+    Drop(DropReason),
+    /// Write the frame to the host path TAP (the node's kernel), with its offload metadata.
+    ToHost {
+        frame: Range<usize>,
+        offload: VnetHdr,
+    },
+    /// Write the frame to a local pod, with its offload metadata.
+    ToPod {
+        endpoint: EndpointIdx,
+        frame: Range<usize>,
+        offload: VnetHdr,
+    },
     /// Underlay traffic that is not ours to handle (the kernel sees it too).
     Ignore,
+}
+
+impl Inbound {
+    /// Whether the frame was dropped (and counted).
+    pub fn is_drop(&self) -> bool {
+        matches!(self, Inbound::Drop(_))
+    }
 }
 
 /// A TCP super-frame to be segmented on the way out (software TSO).
@@ -298,6 +335,9 @@ pub enum Action {
 pub struct Tso {
     /// Offset of the inner IPv4 header from the start of the action's range.
     pub inner_ip: usize,
+    /// Lengths of the inner IPv4 and TCP headers, as validated when the frame arrived.
+    pub ip_header_len: usize,
+    pub tcp_header_len: usize,
     /// Payload bytes per segment.
     pub mss: u16,
     /// The first segment carries CWR (the pod's `GSO_ECN`).
@@ -313,36 +353,101 @@ enum Ingress {
     Underlay,
 }
 
+/// An IPv4 packet in a [`PacketBuf`] that has passed `Ipv4Packet::new_checked` (and, for
+/// a super-frame, `TcpPacket::new_checked`): where it lies and the fields the decision
+/// reads. Passed from the entry point to routing, TTL handling, ICMP errors and TSO, so the
+/// header is validated once.
+#[derive(Debug, Clone, Copy)]
+pub struct Ipv4Meta {
+    /// The packet is `start..end` in the buffer (header to total length).
+    start: usize,
+    end: usize,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    dont_fragment: bool,
+    /// Bytes of each packet on the wire: the total length, or a segment's for a
+    /// super-frame (a super-frame leaves as segments: each must fit the route, not the
+    /// whole).
+    wire_len: usize,
+    /// For a super-frame, its IPv4 and TCP header lengths.
+    gso_headers: Option<(usize, usize)>,
+    /// [`flow_hash`] of the packet.
+    flow: u32,
+}
+
+impl Ipv4Meta {
+    /// Reads `ip`, a view of `buf.data[start..]`, with the frame's offload metadata. A
+    /// super-frame tapwire cannot segment (not TCP, a bad TCP header, no segment size) is
+    /// `BadOffload`.
+    fn new(ip: &Ipv4Packet<&[u8]>, start: usize, offload: VnetHdr) -> Result<Self, DropReason> {
+        let (wire_len, gso_headers) = if offload.is_gso() {
+            let tcp_header_len = gso_tcp_header_len(ip, offload).ok_or(DropReason::BadOffload)?;
+            let headers = ip.header_len() + tcp_header_len;
+            (
+                headers + usize::from(offload.gso_size),
+                Some((ip.header_len(), tcp_header_len)),
+            )
+        } else {
+            (ip.total_len(), None)
+        };
+        Ok(Self {
+            start,
+            end: start + ip.total_len(),
+            src: ip.src(),
+            dst: ip.dst(),
+            ttl: ip.ttl(),
+            dont_fragment: ip.dont_fragment(),
+            wire_len,
+            gso_headers,
+            flow: flow_hash(ip),
+        })
+    }
+
+    /// The packet's view, without validating it again.
+    fn view<'a>(&self, buf: &'a PacketBuf) -> Ipv4Packet<&'a [u8]> {
+        Ipv4Packet::new_unchecked(&buf.data[self.start..self.end])
+    }
+
+    fn view_mut<'a>(&self, buf: &'a mut PacketBuf) -> Ipv4Packet<&'a mut [u8]> {
+        Ipv4Packet::new_unchecked(&mut buf.data[self.start..self.end])
+    }
+}
+
 /// A frame a pod wrote to its TAP queue.
 pub fn from_pod(
     tables: &Tables,
     ingress: EndpointIdx,
     buf: &mut PacketBuf,
     scratch: &mut [u8; SCRATCH_LEN],
-) -> Action {
+) -> Outbound {
     let Some(endpoint) = tables.endpoint(ingress) else {
-        return Action::Drop(DropReason::UnknownEndpoint);
+        return Outbound::Drop(DropReason::UnknownEndpoint);
     };
     let frame = &buf.data[buf.start..buf.end];
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return Action::Drop(DropReason::MalformedEthernet);
+        return Outbound::Drop(DropReason::MalformedEthernet);
     };
     match eth.ethertype() {
         ETHERTYPE_ARP => answer_arp(tables, endpoint.may_send_from_fn(), &eth, scratch),
         ETHERTYPE_IPV4 => {
-            let src = match check_local_ipv4(&eth, buf.offload, endpoint.mtu_bytes) {
-                Ok(src) => src,
-                Err(reason) => return Action::Drop(reason),
+            let ip = match check_local_ipv4(
+                &eth,
+                buf.start + ETH_HEADER_LEN,
+                buf.offload,
+                endpoint.mtu_bytes,
+            ) {
+                Ok(ip) => ip,
+                Err(reason) => return Outbound::Drop(reason),
             };
-            if !endpoint.may_send_from(src) {
-                return Action::Drop(DropReason::SpoofedSource);
+            if !endpoint.may_send_from(ip.src) {
+                return Outbound::Drop(DropReason::SpoofedSource);
             }
             let ingress = Ingress::Pod { mac: eth.src() };
-            let eth_start = buf.start;
-            route_ipv4(tables, buf, eth_start, ingress, scratch)
+            route_ipv4(tables, buf, ip, ingress, scratch)
         }
-        ETHERTYPE_IPV6 => Action::Drop(DropReason::Ipv6),
-        _ => Action::Drop(DropReason::UnsupportedEthertype),
+        ETHERTYPE_IPV6 => Outbound::Drop(DropReason::Ipv6),
+        _ => Outbound::Drop(DropReason::UnsupportedEthertype),
     }
 }
 
@@ -350,22 +455,32 @@ pub fn from_pod(
 /// by it, such as replies to masqueraded pod traffic) to pods. It is routed like a pod's
 /// frame, except that its source may be anything but a pod's: no address inside a pool
 /// or a block (`drop.host_spoofed_source`).
-pub fn from_host(tables: &Tables, buf: &mut PacketBuf, scratch: &mut [u8; SCRATCH_LEN]) -> Action {
+pub fn from_host(
+    tables: &Tables,
+    buf: &mut PacketBuf,
+    scratch: &mut [u8; SCRATCH_LEN],
+) -> Outbound {
     let Some(host) = tables.local.host_path else {
-        return Action::Drop(DropReason::UnknownEndpoint);
+        return Outbound::Drop(DropReason::UnknownEndpoint);
     };
     let frame = &buf.data[buf.start..buf.end];
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return Action::Drop(DropReason::MalformedEthernet);
+        return Outbound::Drop(DropReason::MalformedEthernet);
     };
     match eth.ethertype() {
         // The kernel resolves the gateway 169.254.1.1 its pool routes name.
         ETHERTYPE_ARP => answer_arp(tables, |_| false, &eth, scratch),
         ETHERTYPE_IPV4 => {
-            let src = match check_local_ipv4(&eth, buf.offload, host.mtu_bytes) {
-                Ok(src) => src,
-                Err(reason) => return Action::Drop(reason),
+            let ip = match check_local_ipv4(
+                &eth,
+                buf.start + ETH_HEADER_LEN,
+                buf.offload,
+                host.mtu_bytes,
+            ) {
+                Ok(ip) => ip,
+                Err(reason) => return Outbound::Drop(reason),
             };
+            let src = ip.src;
             let pod_source = match tables.fib.lookup(src) {
                 None | Some(RouteTarget::Host) => false,
                 // Another node's own address (routed by this node's kernel) is not a pod's.
@@ -375,35 +490,32 @@ pub fn from_host(tables: &Tables, buf: &mut PacketBuf, scratch: &mut [u8; SCRATC
                 Some(_) => true,
             };
             if pod_source {
-                return Action::Drop(DropReason::HostSpoofedSource);
+                return Outbound::Drop(DropReason::HostSpoofedSource);
             }
             let ingress = Ingress::Host { mac: eth.src() };
-            let eth_start = buf.start;
-            route_ipv4(tables, buf, eth_start, ingress, scratch)
+            route_ipv4(tables, buf, ip, ingress, scratch)
         }
-        ETHERTYPE_IPV6 => Action::Drop(DropReason::Ipv6),
-        _ => Action::Drop(DropReason::UnsupportedEthertype),
+        ETHERTYPE_IPV6 => Outbound::Drop(DropReason::Ipv6),
+        _ => Outbound::Drop(DropReason::UnsupportedEthertype),
     }
 }
 
 /// The checks every IPv4 frame a local sender (pod or host path, of MTU `mtu_bytes`)
 /// writes must pass: addressed to the gateway, a sane header with a good checksum, within
-/// the MTU, offload metadata tapwire can honour. Returns the source address.
+/// the MTU, offload metadata tapwire can honour. `ip_start` is where the IPv4 header lies
+/// in the buffer. Returns the validated packet.
 fn check_local_ipv4(
     eth: &EthernetFrame<&[u8]>,
+    ip_start: usize,
     offload: VnetHdr,
     mtu_bytes: u32,
-) -> Result<Ipv4Addr, DropReason> {
+) -> Result<Ipv4Meta, DropReason> {
     if eth.dst() != GATEWAY_MAC {
         return Err(DropReason::NotForGateway);
     }
     let ip = Ipv4Packet::new_checked(eth.payload()).map_err(|_| DropReason::MalformedIpv4)?;
-    let wire_len = if offload.is_gso() {
-        gso_packet_len(&ip, offload).ok_or(DropReason::BadOffload)?
-    } else {
-        ip.total_len()
-    };
-    if wire_len > mtu_bytes as usize {
+    let meta = Ipv4Meta::new(&ip, ip_start, offload)?;
+    if meta.wire_len > mtu_bytes as usize {
         return Err(DropReason::Oversize);
     }
     if offload.needs_csum()
@@ -415,7 +527,7 @@ fn check_local_ipv4(
     if !ip.checksum_ok() {
         return Err(DropReason::BadChecksum);
     }
-    Ok(ip.src())
+    Ok(meta)
 }
 
 /// Proxy-ARP: answer every request with the gateway MAC, except for the pod's own
@@ -425,13 +537,13 @@ fn answer_arp(
     owns: impl Fn(Ipv4Addr) -> bool,
     eth: &EthernetFrame<&[u8]>,
     scratch: &mut [u8; SCRATCH_LEN],
-) -> Action {
+) -> Outbound {
     let Ok(arp) = ArpPacket::new_checked(eth.payload()) else {
-        return Action::Drop(DropReason::MalformedArp);
+        return Outbound::Drop(DropReason::MalformedArp);
     };
     let target = arp.target_ip();
     if arp.operation() != ARP_REQUEST || target == arp.sender_ip() || owns(target) {
-        return Action::Drop(DropReason::ArpIgnored);
+        return Outbound::Drop(DropReason::ArpIgnored);
     }
     let requester = (arp.sender_mac(), arp.sender_ip());
     emit_ethernet(&mut scratch[..], requester.0, GATEWAY_MAC, ETHERTYPE_ARP);
@@ -441,7 +553,7 @@ fn answer_arp(
         (GATEWAY_MAC, target),
         requester,
     );
-    Action::Reply {
+    Outbound::Reply {
         len: ETH_HEADER_LEN + ARP_IPV4_LEN,
     }
 }
@@ -452,51 +564,29 @@ impl crate::tables::EndpointEntry {
     }
 }
 
-/// Routes the IPv4 packet behind the Ethernet header at `eth_start` (already validated
-/// by the caller). The Ethernet header is rewritten or replaced as the route needs.
+/// Routes the IPv4 packet `ip` (validated by the caller, behind an Ethernet header). The
+/// Ethernet header is rewritten or replaced as the route needs.
 fn route_ipv4(
     tables: &Tables,
     buf: &mut PacketBuf,
-    eth_start: usize,
+    ip: Ipv4Meta,
     ingress: Ingress,
     scratch: &mut [u8; SCRATCH_LEN],
-) -> Action {
-    let ip_start = eth_start + ETH_HEADER_LEN;
+) -> Outbound {
+    let (ip_start, packet_end) = (ip.start, ip.end);
+    let eth_start = ip_start - ETH_HEADER_LEN;
     let offload = buf.offload;
-    let (dst, ttl, total_len, wire_len, dont_fragment, flow) = {
-        let Ok(ip) = Ipv4Packet::new_checked(&buf.data[ip_start..buf.end]) else {
-            return Action::Drop(DropReason::MalformedIpv4);
-        };
-        // A super-frame leaves as segments: each must fit the route, not the whole.
-        let wire_len = if offload.is_gso() {
-            match gso_packet_len(&ip, offload) {
-                Some(len) => len,
-                None => return Action::Drop(DropReason::BadOffload),
-            }
-        } else {
-            ip.total_len()
-        };
-        (
-            ip.dst(),
-            ip.ttl(),
-            ip.total_len(),
-            wire_len,
-            ip.dont_fragment(),
-            flow_hash(&ip),
-        )
-    };
-    let packet_end = ip_start + total_len;
+    let (dst, ttl, wire_len, dont_fragment, flow) =
+        (ip.dst, ip.ttl, ip.wire_len, ip.dont_fragment, ip.flow);
     let icmp = |buf: &PacketBuf, scratch: &mut [u8; SCRATCH_LEN], reason, kind| {
-        icmp_error(
-            tables, buf, ip_start, packet_end, ingress, scratch, reason, kind,
-        )
+        icmp_error(tables, buf, &ip, ingress, scratch, reason, kind)
     };
 
     let target = match tables.fib.lookup(dst) {
         None | Some(RouteTarget::PoolUnrouted) => {
             return icmp(buf, scratch, DropReason::NoRoute, IcmpError::NetUnreachable)
         }
-        Some(RouteTarget::Blackhole) => return Action::Drop(DropReason::Blackhole),
+        Some(RouteTarget::Blackhole) => return Outbound::Drop(DropReason::Blackhole),
         Some(target) => *target,
     };
     match (ingress, target) {
@@ -504,8 +594,10 @@ fn route_ipv4(
         // A peer's pod or kernel talking to this node's own address, through the tunnel
         // (see `state::host_path_routes`).
         (Ingress::Underlay, RouteTarget::Host) if dst == tables.local.underlay_ip => {}
-        (Ingress::Underlay, _) => return Action::Drop(DropReason::NotLocal),
-        (Ingress::Host { .. }, RouteTarget::Host) => return Action::Drop(DropReason::HostHairpin),
+        (Ingress::Underlay, _) => return Outbound::Drop(DropReason::NotLocal),
+        (Ingress::Host { .. }, RouteTarget::Host) => {
+            return Outbound::Drop(DropReason::HostHairpin)
+        }
         _ => {}
     }
     if ttl <= 1 {
@@ -519,7 +611,7 @@ fn route_ipv4(
     let mtu = match target {
         RouteTarget::LocalEndpoint(idx) => match tables.endpoint(idx) {
             Some(ep) => ep.mtu_bytes,
-            None => return Action::Drop(DropReason::UnknownEndpoint),
+            None => return Outbound::Drop(DropReason::UnknownEndpoint),
         },
         RouteTarget::RemoteNode { encap, .. } => tables
             .local
@@ -527,10 +619,10 @@ fn route_ipv4(
             .saturating_sub(encap.overhead_bytes()),
         RouteTarget::Host => match tables.local.host_path {
             Some(host) => host.mtu_bytes,
-            None => return Action::Drop(DropReason::NoRoute),
+            None => return Outbound::Drop(DropReason::NoRoute),
         },
-        RouteTarget::Blackhole => return Action::Drop(DropReason::Blackhole),
-        RouteTarget::PoolUnrouted => return Action::Drop(DropReason::NoRoute),
+        RouteTarget::Blackhole => return Outbound::Drop(DropReason::Blackhole),
+        RouteTarget::PoolUnrouted => return Outbound::Drop(DropReason::NoRoute),
     };
     if wire_len > mtu as usize {
         if dont_fragment {
@@ -539,7 +631,7 @@ fn route_ipv4(
             };
             return icmp(buf, scratch, DropReason::FragmentationNeeded, kind);
         }
-        return Action::Drop(DropReason::TooBigToForward);
+        return Outbound::Drop(DropReason::TooBigToForward);
     }
     // The tunnels carry no offload metadata: a partial checksum is finished here (a
     // super-frame is segmented, with full checksums, on the way out).
@@ -552,16 +644,17 @@ fn route_ipv4(
     );
     if tunnel && offload.needs_csum() && !offload.is_gso() {
         if offload::complete_checksum(&mut buf.data[eth_start..packet_end], offload).is_err() {
-            return Action::Drop(DropReason::BadOffload);
+            return Outbound::Drop(DropReason::BadOffload);
         }
         buf.offload = VnetHdr::NONE;
     }
-    if let Ok(mut ip) = Ipv4Packet::new_checked(&mut buf.data[ip_start..packet_end]) {
-        ip.decrement_ttl();
-    }
+    ip.view_mut(buf).decrement_ttl();
     let tso = |inner_ip: usize| {
-        offload.is_gso().then_some(Tso {
+        let (ip_header_len, tcp_header_len) = ip.gso_headers?;
+        Some(Tso {
             inner_ip,
+            ip_header_len,
+            tcp_header_len,
             mss: offload.gso_size,
             ecn: offload.gso_type & VnetHdr::GSO_ECN != 0,
         })
@@ -570,7 +663,7 @@ fn route_ipv4(
     match target {
         RouteTarget::LocalEndpoint(idx) => {
             let Some(ep) = tables.endpoint(idx) else {
-                return Action::Drop(DropReason::UnknownEndpoint);
+                return Outbound::Drop(DropReason::UnknownEndpoint);
             };
             emit_ethernet(
                 &mut buf.data[eth_start..],
@@ -578,7 +671,7 @@ fn route_ipv4(
                 GATEWAY_MAC,
                 ETHERTYPE_IPV4,
             );
-            Action::ToPod {
+            Outbound::ToPod {
                 endpoint: idx,
                 frame: eth_start..packet_end,
                 offload,
@@ -586,13 +679,13 @@ fn route_ipv4(
         }
         RouteTarget::RemoteNode { peer, encap } => {
             let Some(peer) = tables.peer(peer) else {
-                return Action::Drop(DropReason::NoRoute);
+                return Outbound::Drop(DropReason::NoRoute);
             };
             let local = &tables.local;
             match encap {
                 Encap::None => {
                     let Some(peer_mac) = peer.underlay_mac else {
-                        return Action::Drop(DropReason::NeighborUnresolved);
+                        return Outbound::Drop(DropReason::NeighborUnresolved);
                     };
                     emit_ethernet(
                         &mut buf.data[eth_start..],
@@ -600,7 +693,7 @@ fn route_ipv4(
                         local.underlay_mac,
                         ETHERTYPE_IPV4,
                     );
-                    Action::ToPeerEthernet {
+                    Outbound::ToPeerEthernet {
                         frame: eth_start..packet_end,
                         offload,
                     }
@@ -615,7 +708,7 @@ fn route_ipv4(
                         IPPROTO_IPIP,
                         dont_fragment,
                     );
-                    Action::ToPeerIpip {
+                    Outbound::ToPeerIpip {
                         dst: peer.underlay_ip,
                         packet,
                         tso: tso(Ipv4Repr::HEADER_LEN),
@@ -623,7 +716,7 @@ fn route_ipv4(
                 }
                 Encap::Vxlan => {
                     let Some(peer_vtep) = peer.vtep_mac else {
-                        return Action::Drop(DropReason::VtepUnknown);
+                        return Outbound::Drop(DropReason::VtepUnknown);
                     };
                     emit_ethernet(
                         &mut buf.data[eth_start..],
@@ -633,7 +726,7 @@ fn route_ipv4(
                     );
                     let vxlan_start = eth_start - VXLAN_HEADER_LEN;
                     emit_vxlan(&mut buf.data[vxlan_start..], local.vni);
-                    Action::ToPeerVxlan {
+                    Outbound::ToPeerVxlan {
                         dst: peer.underlay_ip,
                         flow,
                         payload: vxlan_start..packet_end,
@@ -644,7 +737,7 @@ fn route_ipv4(
         }
         RouteTarget::Host => {
             let Some(host) = tables.local.host_path else {
-                return Action::Drop(DropReason::NoRoute);
+                return Outbound::Drop(DropReason::NoRoute);
             };
             emit_ethernet(
                 &mut buf.data[eth_start..],
@@ -652,13 +745,13 @@ fn route_ipv4(
                 GATEWAY_MAC,
                 ETHERTYPE_IPV4,
             );
-            Action::ToHost {
+            Outbound::ToHost {
                 frame: eth_start..packet_end,
                 offload,
             }
         }
-        RouteTarget::Blackhole => Action::Drop(DropReason::Blackhole),
-        RouteTarget::PoolUnrouted => Action::Drop(DropReason::NoRoute),
+        RouteTarget::Blackhole => Outbound::Drop(DropReason::Blackhole),
+        RouteTarget::PoolUnrouted => Outbound::Drop(DropReason::NoRoute),
     }
 }
 
@@ -699,14 +792,14 @@ pub struct VxlanUnderlay {
     pub port: u16,
 }
 
-/// Completes the VXLAN packet of a [`Action::ToPeerVxlan`] (`payload`: the VXLAN header
+/// Completes the VXLAN packet of a [`Outbound::ToPeerVxlan`] (`payload`: the VXLAN header
 /// onwards) into an Ethernet frame for the underlay TAP, in place: outer Ethernet, IPv4
 /// (this node → `dst`) and UDP headers (source port from `flow`, as the kernel derives it
 /// from the inner flow; no UDP checksum, as the kernel's VXLAN sends by default), and the
 /// tunnel offload header that lets a super-frame (`tso`) cross whole.
 ///
-/// `None` when the frame cannot be sent that way (an inner header that does not parse, or
-/// more than an IPv4 packet holds): the caller segments it in software instead.
+/// `None` when the frame cannot be sent that way (more than an IPv4 packet holds): the
+/// caller segments it in software instead.
 pub fn vxlan_underlay_frame(
     buf: &mut PacketBuf,
     payload: Range<usize>,
@@ -723,20 +816,13 @@ pub fn vxlan_underlay_frame(
     let outer_udp = ETH_HEADER_LEN + Ipv4Repr::HEADER_LEN;
     let inner_ip = VXLAN_UNDERLAY_PREFIX + VXLAN_HEADER_LEN + ETH_HEADER_LEN;
     let hdr = match tso {
-        Some(tso) => {
-            let ip = Ipv4Packet::new_checked(&buf.data[start + inner_ip..payload.end]).ok()?;
-            let tcp_len = usize::from(ip.payload().get(12)? >> 4) * 4;
-            if ip.protocol() != IPPROTO_TCP || tcp_len < 20 {
-                return None;
-            }
-            offload::TunnelVnetHdr::vxlan(
-                outer_udp,
-                inner_ip,
-                ip.header_len(),
-                tcp_len,
-                Some((tso.mss, tso.ecn)),
-            )?
-        }
+        Some(tso) => offload::TunnelVnetHdr::vxlan(
+            outer_udp,
+            inner_ip,
+            tso.ip_header_len,
+            tso.tcp_header_len,
+            Some((tso.mss, tso.ecn)),
+        )?,
         None => offload::TunnelVnetHdr::default(),
     };
     let frame = &mut buf.data[start..payload.end];
@@ -752,70 +838,62 @@ pub fn vxlan_underlay_frame(
     .emit(&mut frame[ETH_HEADER_LEN..]);
     // The kernel's VXLAN picks a source port in the dynamic range from the flow's hash.
     let sport = 0xc000 | (flow as u16 & 0x3fff);
-    let udp = &mut frame[outer_udp..outer_udp + UDP_HEADER_LEN];
-    udp[0..2].copy_from_slice(&sport.to_be_bytes());
-    udp[2..4].copy_from_slice(&via.port.to_be_bytes());
-    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    udp[6..8].copy_from_slice(&[0, 0]);
+    emit_udp_header(&mut frame[outer_udp..], (sport, via.port), payload.len());
     Some((start..payload.end, hdr))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn icmp_error(
     tables: &Tables,
     buf: &PacketBuf,
-    ip_start: usize,
-    packet_end: usize,
+    ip: &Ipv4Meta,
     ingress: Ingress,
     scratch: &mut [u8; SCRATCH_LEN],
     reason: DropReason,
     kind: IcmpError,
-) -> Action {
+) -> Outbound {
     // Errors go back only to pods and the host path: the sender of decapsulated traffic
     // is behind a tunnel. The node's kernel would refuse an error from its own address
     // (a martian source), so the host path's come from the gateway.
     let (mac, from) = match ingress {
         Ingress::Pod { mac } => (mac, tables.local.underlay_ip),
         Ingress::Host { mac } => (mac, POD_GATEWAY),
-        Ingress::Underlay => return Action::Drop(reason),
+        Ingress::Underlay => return Outbound::Drop(reason),
     };
-    let Ok(offender) = Ipv4Packet::new_checked(&buf.data[ip_start..packet_end]) else {
-        return Action::Drop(reason);
-    };
+    let offender = ip.view(buf);
     match emit_icmp_error(&mut scratch[..], (mac, GATEWAY_MAC), from, &offender, kind) {
-        Some(reply_len) => Action::DropWithIcmp { reason, reply_len },
-        None => Action::Drop(reason),
+        Some(reply_len) => Outbound::DropWithIcmp { reason, reply_len },
+        None => Outbound::Drop(reason),
     }
 }
 
 /// A VXLAN frame received on the UDP socket: `buf` holds the UDP payload (VXLAN header
 /// and inner Ethernet frame), `outer_src` the sender's underlay address.
-pub fn from_vxlan(tables: &Tables, outer_src: Ipv4Addr, buf: &mut PacketBuf) -> Action {
+pub fn from_vxlan(tables: &Tables, outer_src: Ipv4Addr, buf: &mut PacketBuf) -> Inbound {
     let Some(&sender) = tables
         .peer_by_underlay
         .get(&outer_src)
         .filter(|&&p| tables.peer(p).is_some_and(|p| p.vtep_mac.is_some()))
     else {
-        return Action::Drop(DropReason::UnknownTunnelSource);
+        return Inbound::Drop(DropReason::UnknownTunnelSource);
     };
     if !tables.tunnels_in_use.vxlan {
-        return Action::Drop(DropReason::VxlanNotInUse);
+        return Inbound::Drop(DropReason::VxlanNotInUse);
     }
     let Some(vni) = packet::parse_vxlan(buf.frame()) else {
-        return Action::Drop(DropReason::MalformedVxlan);
+        return Inbound::Drop(DropReason::MalformedVxlan);
     };
     if vni != tables.local.vni {
-        return Action::Drop(DropReason::WrongVni);
+        return Inbound::Drop(DropReason::WrongVni);
     }
     let eth_start = buf.start + VXLAN_HEADER_LEN;
     let Ok(inner) = EthernetFrame::new_checked(&buf.data[eth_start..buf.end]) else {
-        return Action::Drop(DropReason::MalformedEthernet);
+        return Inbound::Drop(DropReason::MalformedEthernet);
     };
     if inner.dst() != tables.local.vtep_mac {
-        return Action::Drop(DropReason::NotForVtep);
+        return Inbound::Drop(DropReason::NotForVtep);
     }
     if inner.ethertype() != ETHERTYPE_IPV4 {
-        return Action::Drop(drop_for_ethertype(inner.ethertype()));
+        return Inbound::Drop(drop_for_ethertype(inner.ethertype()));
     }
     // A TCP super-frame a sender on this host passed to its kernel whole (tapwire through
     // its underlay TAP, or a kernel VXLAN device with offloads on) reaches the socket whole
@@ -832,17 +910,17 @@ pub fn from_vxlan(tables: &Tables, outer_src: Ipv4Addr, buf: &mut PacketBuf) -> 
 
 /// An IPIP packet from the raw socket: `buf` holds the outer IPv4 header and the inner
 /// packet.
-pub fn from_ipip(tables: &Tables, buf: &mut PacketBuf) -> Action {
+pub fn from_ipip(tables: &Tables, buf: &mut PacketBuf) -> Inbound {
     let (outer_src, inner_start) = match Ipv4Packet::new_checked(buf.frame()) {
         Ok(outer) if outer.protocol() == IPPROTO_IPIP => (outer.src(), outer.header_len()),
-        Ok(_) => return Action::Ignore,
-        Err(_) => return Action::Drop(DropReason::MalformedIpv4),
+        Ok(_) => return Inbound::Ignore,
+        Err(_) => return Inbound::Drop(DropReason::MalformedIpv4),
     };
     let Some(&sender) = tables.peer_by_underlay.get(&outer_src) else {
-        return Action::Drop(DropReason::UnknownTunnelSource);
+        return Inbound::Drop(DropReason::UnknownTunnelSource);
     };
     if !tables.tunnels_in_use.ipip {
-        return Action::Drop(DropReason::IpipNotInUse);
+        return Inbound::Drop(DropReason::IpipNotInUse);
     }
     // The outer header (>= 20 bytes) has been read: its tail becomes the inner frame's
     // Ethernet header, and the headroom covers the rest.
@@ -858,26 +936,26 @@ pub fn from_ipip(tables: &Tables, buf: &mut PacketBuf) -> Action {
 /// own address) is taken here; the rest — the world's traffic to pods — is the kernel's
 /// to route (and un-masquerade, and filter) into the host path. Control's nftables rule
 /// keeps the kernel from forwarding a second copy of what is taken here.
-pub fn from_underlay_ethernet(tables: &Tables, buf: &mut PacketBuf) -> Action {
+pub fn from_underlay_ethernet(tables: &Tables, buf: &mut PacketBuf) -> Inbound {
     let (src, dst) = {
         let Ok(eth) = EthernetFrame::new_checked(buf.frame()) else {
-            return Action::Ignore;
+            return Inbound::Ignore;
         };
         if eth.ethertype() != ETHERTYPE_IPV4 || eth.dst() != tables.local.underlay_mac {
-            return Action::Ignore;
+            return Inbound::Ignore;
         }
         match Ipv4Packet::new_checked(eth.payload()) {
             Ok(ip) => (ip.src(), ip.dst()),
-            Err(_) => return Action::Ignore,
+            Err(_) => return Inbound::Ignore,
         }
     };
     if !matches!(tables.fib.lookup(dst), Some(RouteTarget::LocalEndpoint(_))) {
-        return Action::Ignore;
+        return Inbound::Ignore;
     }
     if tables.local.host_path.is_some()
         && !matches!(tables.fib.lookup(src), Some(RouteTarget::RemoteNode { .. }))
     {
-        return Action::Ignore;
+        return Inbound::Ignore;
     }
     let eth_start = buf.start;
     decapsulated(tables, buf, eth_start, None)
@@ -893,36 +971,61 @@ fn decapsulated(
     buf: &mut PacketBuf,
     eth_start: usize,
     tunnel_from: Option<PeerIdx>,
-) -> Action {
-    let src = match Ipv4Packet::new_checked(&buf.data[eth_start + ETH_HEADER_LEN..buf.end]) {
-        Ok(ip) if ip.checksum_ok() => ip.src(),
-        Ok(_) => return Action::Drop(DropReason::BadChecksum),
-        Err(_) => return Action::Drop(DropReason::MalformedIpv4),
-    };
-    if let Some(sender) = tunnel_from {
-        let owned_by_sender = matches!(
-            tables.fib.lookup(src),
-            Some(RouteTarget::RemoteNode { peer, .. }) if *peer == sender
-        );
-        if !owned_by_sender {
-            return Action::Drop(DropReason::TunnelSpoofedSource);
+) -> Inbound {
+    let ip_start = eth_start + ETH_HEADER_LEN;
+    let ip = {
+        let ip = match Ipv4Packet::new_checked(&buf.data[ip_start..buf.end]) {
+            Ok(ip) if ip.checksum_ok() => ip,
+            Ok(_) => return Inbound::Drop(DropReason::BadChecksum),
+            Err(_) => return Inbound::Drop(DropReason::MalformedIpv4),
+        };
+        if let Some(sender) = tunnel_from {
+            let owned_by_sender = matches!(
+                tables.fib.lookup(ip.src()),
+                Some(RouteTarget::RemoteNode { peer, .. }) if *peer == sender
+            );
+            if !owned_by_sender {
+                return Inbound::Drop(DropReason::TunnelSpoofedSource);
+            }
         }
-    }
+        match Ipv4Meta::new(&ip, ip_start, buf.offload) {
+            Ok(meta) => meta,
+            Err(reason) => return Inbound::Drop(reason),
+        }
+    };
     let mut scratch = [0u8; SCRATCH_LEN];
-    route_ipv4(tables, buf, eth_start, Ingress::Underlay, &mut scratch)
+    match route_ipv4(tables, buf, ip, Ingress::Underlay, &mut scratch) {
+        Outbound::ToPod {
+            endpoint,
+            frame,
+            offload,
+        } => Inbound::ToPod {
+            endpoint,
+            frame,
+            offload,
+        },
+        Outbound::ToHost { frame, offload } => Inbound::ToHost { frame, offload },
+        Outbound::Drop(reason) | Outbound::DropWithIcmp { reason, .. } => Inbound::Drop(reason),
+        // Routing sends nothing from the underlay onwards or back (no transit, and errors
+        // go only to local senders); should it, the frame is not ours to deliver.
+        Outbound::Reply { .. }
+        | Outbound::ToPeerIpip { .. }
+        | Outbound::ToPeerVxlan { .. }
+        | Outbound::ToPeerEthernet { .. } => Inbound::Drop(DropReason::NotLocal),
+    }
 }
 
-/// The length of each IPv4 packet a TCP super-frame becomes when segmented, or `None`
-/// when the frame is not a super-frame tapwire can segment (TCP over IPv4, non-zero MSS).
-fn gso_packet_len(ip: &Ipv4Packet<&[u8]>, offload: VnetHdr) -> Option<usize> {
+/// The TCP header length of a super-frame tapwire can segment (TCP over IPv4, a valid TCP
+/// header, non-zero MSS), or `None`.
+fn gso_tcp_header_len(ip: &Ipv4Packet<&[u8]>, offload: VnetHdr) -> Option<usize> {
     if offload.gso_kind() != VnetHdr::GSO_TCPV4
         || ip.protocol() != IPPROTO_TCP
         || offload.gso_size == 0
     {
         return None;
     }
-    let tcp_len = usize::from(ip.payload().get(12)? >> 4) * 4;
-    (tcp_len >= 20).then(|| ip.header_len() + tcp_len + usize::from(offload.gso_size))
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    Some(tcp.header_len())
 }
 
 fn drop_for_ethertype(ethertype: u16) -> DropReason {

@@ -11,17 +11,24 @@
 //!   tunnel headers, into MSS-sized packets with their own lengths, IDs, sequence numbers,
 //!   flags and checksums. It writes only headers: payloads stay where they are and the
 //!   sender gathers them (`sendmsg` iovecs), so no payload byte is copied here.
+//! - [`udp_gso_sends`]: how those segments are grouped into UDP GSO sends (VXLAN over the
+//!   UDP socket), within the kernel's limits.
 //! - [`Coalescer`]: GRO. Merges consecutive in-order segments of one TCP flow to one pod
 //!   back into a super-frame with a `GSO_TCPV4` header, so a burst costs one TAP write
 //!   instead of one per segment. Each merged segment's checksum is verified first, as the
 //!   kernel's GRO does, because the pod will not check a super-frame again.
+//!   [`Coalescer::offer`] and [`Coalescer::flush`] are the whole policy: which frames are
+//!   held, and what the worker writes to pods, in which order.
 //!
 //! All offsets in a [`VnetHdr`] count from the start of the Ethernet header.
 
+use std::net::Ipv4Addr;
 use std::ops::Range;
 
+use crate::packet::tcp::{TCP_ACK, TCP_CWR, TCP_FIN, TCP_PSH};
 use crate::packet::{
-    be16, checksum, fold, put_be16, sum_words, ETHERTYPE_IPV4, ETH_HEADER_LEN, IPPROTO_TCP,
+    checksum, fold, put_be16, sum_words, EthernetFrame, Ipv4Packet, TcpPacket, ETHERTYPE_IPV4,
+    ETH_HEADER_LEN, IPPROTO_TCP, TCP_CHECKSUM_OFFSET,
 };
 
 /// Bytes of a `struct virtio_net_hdr` (no `num_buffers`).
@@ -138,7 +145,7 @@ impl TunnelVnetHdr {
                 hdr_len: u16::try_from(tcp + tcp_len).ok()?,
                 gso_size: mss,
                 csum_start: u16::try_from(tcp).ok()?,
-                csum_offset: TCP_CHECKSUM as u16,
+                csum_offset: TCP_CHECKSUM_OFFSET,
             },
             outer_th_offset: u16::try_from(outer_udp).ok()?,
             inner_nh_offset: u16::try_from(inner_ip).ok()?,
@@ -165,21 +172,18 @@ impl TunnelVnetHdr {
 /// Over a real network such a frame never arrives: the sending device segments it and
 /// the receiving kernel hands the socket ordinary datagrams (or a UDP GRO run of them).
 pub fn whole_tcpv4(frame: &[u8], mtu_bytes: usize) -> Option<VnetHdr> {
-    let ip = frame.get(ETH_HEADER_LEN..)?;
-    if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != IPPROTO_TCP || be16(ip, 6) & 0x3fff != 0 {
+    // Every packet from a tunnel comes here: the cheap refusals first.
+    let ip = Ipv4Packet::new_checked(frame.get(ETH_HEADER_LEN..)?).ok()?;
+    if ip.protocol() != IPPROTO_TCP || ip.is_fragment() || ip.total_len() <= mtu_bytes {
         return None;
     }
-    let ip_len = usize::from(ip[0] & 0x0f) * 4;
-    let total = usize::from(be16(ip, IP_TOTAL_LEN));
-    if total <= mtu_bytes || total > ip.len() || ip_len < 20 {
+    let tcp = TcpPacket::new_checked(ip.into_payload()).ok()?;
+    if tcp.payload().is_empty() {
         return None;
     }
-    let tcp_len = usize::from(*ip.get(ip_len + 12)? >> 4) * 4;
-    if tcp_len < 20 || ip_len + tcp_len >= total {
-        return None;
-    }
+    let (ip_len, tcp_len) = (ip.header_len(), tcp.header_len());
     let mss = mtu_bytes.checked_sub(ip_len + tcp_len).filter(|m| *m > 0)?;
-    let cwr = ip[ip_len + TCP_FLAGS] & TCP_CWR != 0;
+    let cwr = tcp.flags() & TCP_CWR != 0;
     let tcp = ETH_HEADER_LEN + ip_len;
     Some(VnetHdr {
         flags: VnetHdr::F_NEEDS_CSUM,
@@ -187,8 +191,22 @@ pub fn whole_tcpv4(frame: &[u8], mtu_bytes: usize) -> Option<VnetHdr> {
         hdr_len: u16::try_from(tcp + tcp_len).ok()?,
         gso_size: u16::try_from(mss).ok()?,
         csum_start: u16::try_from(tcp).ok()?,
-        csum_offset: TCP_CHECKSUM as u16,
+        csum_offset: TCP_CHECKSUM_OFFSET,
     })
+}
+
+/// The IPv4 and TCP views of one packet.
+type TcpIpv4<'a> = (Ipv4Packet<&'a [u8]>, TcpPacket<&'a [u8]>);
+
+/// The IPv4 and TCP views of `packet`, when it is an IPv4 packet carrying a whole TCP
+/// header.
+fn tcp_over_ipv4(packet: &[u8]) -> Option<TcpIpv4<'_>> {
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    if ip.protocol() != IPPROTO_TCP {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.into_payload()).ok()?;
+    Some((ip, tcp))
 }
 
 /// How many packets `frame` (Ethernet onwards) stands for on a wire of its segment size:
@@ -197,17 +215,13 @@ pub fn segment_count(frame: &[u8], hdr: VnetHdr) -> usize {
     if !hdr.is_gso() || hdr.gso_size == 0 {
         return 1;
     }
-    let ip = ETH_HEADER_LEN;
-    let (Some(&ver_ihl), Some(total)) = (frame.get(ip), frame.get(ip + 2..ip + 4)) else {
+    let Some((_, tcp)) = frame.get(ETH_HEADER_LEN..).and_then(tcp_over_ipv4) else {
         return 1;
     };
-    let ihl = usize::from(ver_ihl & 0x0f) * 4;
-    let Some(&doff) = frame.get(ip + ihl + 12) else {
-        return 1;
-    };
-    let total = usize::from(u16::from_be_bytes([total[0], total[1]]));
-    let payload = total.saturating_sub(ihl + usize::from(doff >> 4) * 4);
-    payload.div_ceil(usize::from(hdr.gso_size)).max(1)
+    tcp.payload()
+        .len()
+        .div_ceil(usize::from(hdr.gso_size))
+        .max(1)
 }
 
 /// Why an offloaded frame could not be handled.
@@ -243,16 +257,6 @@ pub const MAX_SEGMENTS: usize = 128;
 /// Most header bytes in front of a segment's payload: tunnel prefix (up to 36) plus
 /// IPv4 and TCP headers with options (60 each).
 pub const MAX_SEGMENT_HEADER: usize = 160;
-
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_ACK: u8 = 0x10;
-const TCP_CWR: u8 = 0x80;
-const TCP_FLAGS: usize = 13;
-const TCP_CHECKSUM: usize = 16;
-const IP_ID: usize = 4;
-const IP_TOTAL_LEN: usize = 2;
-const IP_CHECKSUM: usize = 10;
 
 /// What precedes the inner IPv4 header of a super-frame being segmented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,21 +329,19 @@ pub fn segment_tcpv4(
     out: &mut Segments,
 ) -> Result<(), OffloadError> {
     out.payloads.clear();
-    let ip = frame.get(inner_ip..).ok_or(OffloadError::MalformedGso)?;
-    if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != IPPROTO_TCP || mss == 0 {
-        return Err(OffloadError::MalformedGso);
-    }
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    let tcp_at = inner_ip + ihl;
-    let thl = frame
-        .get(tcp_at + 12)
-        .map(|b| usize::from(b >> 4) * 4)
+    let (ip, tcp) = frame
+        .get(inner_ip..)
+        .and_then(tcp_over_ipv4)
+        .filter(|_| mss > 0)
         .ok_or(OffloadError::MalformedGso)?;
-    let payload_at = tcp_at + thl;
-    let ip_end = inner_ip + usize::from(be16(ip, IP_TOTAL_LEN));
-    if ihl < 20 || thl < 20 || payload_at > ip_end || ip_end > frame.len() {
+    // An outer IPv4 header must end where the inner one starts.
+    if outer == Outer::Ipv4 && Ipv4Packet::new_unchecked(frame).header_len() != inner_ip {
         return Err(OffloadError::MalformedGso);
     }
+    let (ihl, thl) = (ip.header_len(), tcp.header_len());
+    let tcp_at = inner_ip + ihl;
+    let payload_at = tcp_at + thl;
+    let ip_end = inner_ip + ip.total_len();
     if payload_at > MAX_SEGMENT_HEADER {
         return Err(OffloadError::MalformedGso);
     }
@@ -349,15 +351,10 @@ pub fn segment_tcpv4(
         return Err(OffloadError::TooManySegments);
     }
     let template = &frame[..payload_at];
-    let first_id = be16(frame, inner_ip + IP_ID);
-    let first_seq = u32::from_be_bytes([
-        frame[tcp_at + 4],
-        frame[tcp_at + 5],
-        frame[tcp_at + 6],
-        frame[tcp_at + 7],
-    ]);
-    let flags = frame[tcp_at + TCP_FLAGS];
-    let pseudo_addrs = sum_words(&frame[inner_ip + 12..inner_ip + 20], u32::from(IPPROTO_TCP));
+    let first_id = ip.ident();
+    let first_seq = tcp.seq_number();
+    let flags = tcp.flags();
+    let pseudo_addrs = ip.pseudo_header_sum(0);
 
     out.header_len = payload_at;
     for i in 0..count {
@@ -369,15 +366,12 @@ pub fn segment_tcpv4(
 
         // Inner IPv4.
         let inner_total = ihl + thl + seg_payload;
-        put_be16(h, inner_ip + IP_TOTAL_LEN, inner_total as u16);
-        put_be16(h, inner_ip + IP_ID, first_id.wrapping_add(i as u16));
-        put_be16(h, inner_ip + IP_CHECKSUM, 0);
-        let sum = checksum(&h[inner_ip..inner_ip + ihl]);
-        put_be16(h, inner_ip + IP_CHECKSUM, sum);
+        let mut seg_ip = Ipv4Packet::new_unchecked(&mut h[inner_ip..tcp_at]);
+        seg_ip.set_total_len(inner_total as u16);
+        seg_ip.set_ident(first_id.wrapping_add(i as u16));
+        seg_ip.fill_checksum();
 
         // TCP.
-        let seq = first_seq.wrapping_add((i * mss) as u32);
-        h[tcp_at + 4..tcp_at + 8].copy_from_slice(&seq.to_be_bytes());
         let mut seg_flags = flags;
         if i + 1 < count {
             seg_flags &= !(TCP_FIN | TCP_PSH);
@@ -385,23 +379,52 @@ pub fn segment_tcpv4(
         if i > 0 {
             seg_flags &= !TCP_CWR;
         }
-        h[tcp_at + TCP_FLAGS] = seg_flags;
-        put_be16(h, tcp_at + TCP_CHECKSUM, 0);
+        let mut seg_tcp = TcpPacket::new_unchecked(&mut h[tcp_at..payload_at]);
+        seg_tcp.set_seq_number(first_seq.wrapping_add((i * mss) as u32));
+        seg_tcp.set_flags(seg_flags);
+        seg_tcp.set_checksum(0);
         let tcp_len = thl + seg_payload;
         let mut sum = sum_words(&h[tcp_at..payload_at], pseudo_addrs + tcp_len as u32);
         sum = sum_words(&frame[start..end], sum);
-        put_be16(h, tcp_at + TCP_CHECKSUM, !fold(sum));
+        TcpPacket::new_unchecked(&mut h[tcp_at..payload_at]).set_checksum(!fold(sum));
 
         // Outer IPv4 (IPIP).
         if outer == Outer::Ipv4 {
-            put_be16(h, IP_TOTAL_LEN, (inner_ip + inner_total) as u16);
-            put_be16(h, IP_CHECKSUM, 0);
-            let sum = checksum(&h[..20]);
-            put_be16(h, IP_CHECKSUM, sum);
+            let mut outer_ip = Ipv4Packet::new_unchecked(&mut h[..inner_ip]);
+            outer_ip.set_total_len((inner_ip + inner_total) as u16);
+            outer_ip.fill_checksum();
         }
         out.payloads.push(start..end);
     }
     Ok(())
+}
+
+/// Most UDP payload bytes one GSO send may carry (an IPv4 datagram's limit, less headers).
+pub const MAX_UDP_GSO_BYTES: usize = 65_507;
+/// Most datagrams one GSO send may be cut into (the kernel's `UDP_MAX_SEGMENTS` is 64 on
+/// older kernels, 128 on newer).
+pub const MAX_UDP_GSO_SEGMENTS: usize = 64;
+
+/// One UDP GSO send out of a run of equal datagrams: which of them it carries, and the
+/// segment size to hand the kernel (`None`: a lone datagram, sent plain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpGsoSend {
+    pub segments: Range<usize>,
+    pub gso_size: Option<u16>,
+}
+
+/// Groups `count` datagrams of `segment_len` bytes each (the last may be shorter) into
+/// as few UDP GSO sends as the kernel accepts: at most [`MAX_UDP_GSO_BYTES`] and
+/// [`MAX_UDP_GSO_SEGMENTS`] per send, at least one datagram each.
+pub fn udp_gso_sends(count: usize, segment_len: usize) -> impl Iterator<Item = UdpGsoSend> {
+    let per_send = (MAX_UDP_GSO_BYTES / segment_len.max(1)).clamp(1, MAX_UDP_GSO_SEGMENTS);
+    (0..count).step_by(per_send).map(move |first| {
+        let last = (first + per_send).min(count);
+        UdpGsoSend {
+            segments: first..last,
+            gso_size: (last - first > 1).then_some(segment_len as u16),
+        }
+    })
 }
 
 /// Largest IPv4 packet a merged frame may grow to.
@@ -413,8 +436,7 @@ const MERGE_BUF: usize = ETH_HEADER_LEN + MAX_MERGED_IP;
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     endpoint: u32,
-    /// Source and destination address, ports: the 12 bytes at IPv4 offset 12 and TCP 0.
-    key: [u8; 12],
+    key: FlowKey,
     ip_len: usize,
     tcp_len: usize,
     next_seq: u32,
@@ -428,7 +450,7 @@ struct Pending {
 
 /// What [`Coalescer::push`] did with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Push {
+enum Push {
     /// Held (alone or merged into the pending frame); nothing to write yet.
     Held,
     /// It cannot join the pending frame: write out [`Coalescer::pending`], call
@@ -467,7 +489,7 @@ impl Coalescer {
     }
 
     /// Offers `frame` (Ethernet + IPv4, addressed to the pod `endpoint`).
-    pub fn push(&mut self, endpoint: u32, frame: &[u8]) -> Push {
+    fn push(&mut self, endpoint: u32, frame: &[u8]) -> Push {
         let Some(seg) = TcpSegment::parse(frame) else {
             return if self.pending.is_some() {
                 Push::FlushFirst
@@ -489,24 +511,20 @@ impl Coalescer {
             && seg.payload_len > 0
             && seg.flags & !(TCP_PSH | TCP_ACK) == 0
             && self.len + seg.payload_len <= MERGE_BUF
-            && self.headers_match(frame, &p);
+            && self.headers_match(&seg, &p);
         if !same_shape {
             return Push::FlushFirst;
         }
-        if !p.first_verified && !tcp_checksum_ok(&self.buf[..self.len], p.ip_len) {
+        if !p.first_verified && !tcp_checksum_ok(&self.buf[..self.len]) {
             // The held segment is corrupt: let it go to the pod alone, which drops it.
             return Push::FlushFirst;
         }
         // Verify while copying: one pass over the payload. A bad segment's bytes stay
         // beyond `len`, i.e. are never used.
-        let payload = &frame[seg.payload_at..seg.payload_at + seg.payload_len];
-        let ip = ETH_HEADER_LEN;
+        let payload = seg.tcp.payload();
         let tcp_len = seg.tcp_len + seg.payload_len;
-        let mut sum = sum_words(
-            &frame[ip + 12..ip + 20],
-            u32::from(IPPROTO_TCP) + tcp_len as u32,
-        );
-        sum = sum_words(&frame[ip + seg.ip_len..seg.payload_at], sum);
+        let mut sum = seg.ip.pseudo_header_sum(tcp_len);
+        sum = sum_words(seg.tcp.header(), sum);
         sum = copy_and_sum(
             &mut self.buf[self.len..self.len + payload.len()],
             payload,
@@ -516,8 +534,8 @@ impl Coalescer {
             return Push::FlushFirst;
         }
         self.len += payload.len();
-        let tcp_at = ETH_HEADER_LEN + p.ip_len;
-        self.buf[tcp_at + TCP_FLAGS] |= seg.flags & TCP_PSH;
+        let mut held_tcp = TcpPacket::new_unchecked(&mut self.buf[ETH_HEADER_LEN + p.ip_len..]);
+        held_tcp.set_flags(held_tcp.flags() | seg.flags & TCP_PSH);
         self.pending = Some(Pending {
             next_seq: seg.seq.wrapping_add(seg.payload_len as u32),
             segments: p.segments + 1,
@@ -528,7 +546,7 @@ impl Coalescer {
         Push::Held
     }
 
-    fn start(&mut self, endpoint: u32, frame: &[u8], seg: &TcpSegment) {
+    fn start(&mut self, endpoint: u32, frame: &[u8], seg: &TcpSegment<'_>) {
         let end = seg.payload_at + seg.payload_len;
         self.buf[..end].copy_from_slice(&frame[..end]);
         self.len = end;
@@ -547,54 +565,55 @@ impl Coalescer {
     }
 
     /// The IPv4 header (but length, ID and checksum) and the TCP header (but sequence
-    /// number, PSH and checksum) of `frame` equal the held ones, as Linux's GRO requires.
-    fn headers_match(&self, frame: &[u8], p: &Pending) -> bool {
-        let ip = ETH_HEADER_LEN;
-        let held = &self.buf[..];
-        // Version/IHL/TOS, flags/fragment, TTL/protocol, addresses (checked via key).
-        let ip_same = held[ip..ip + 2] == frame[ip..ip + 2]
-            && held[ip + 6..ip + 10] == frame[ip + 6..ip + 10]
-            && held[ip + 20..ip + p.ip_len] == frame[ip + 20..ip + p.ip_len];
-        let tcp = ip + p.ip_len;
-        // Ack, data offset, window, urgent pointer and options.
-        ip_same
-            && held[tcp + 8..tcp + 13] == frame[tcp + 8..tcp + 13]
-            && held[tcp + 14..tcp + 16] == frame[tcp + 14..tcp + 16]
-            && held[tcp + 18..tcp + p.tcp_len] == frame[tcp + 18..tcp + p.tcp_len]
+    /// number, PSH and checksum) of `seg` equal the held ones, as Linux's GRO requires.
+    /// The caller has checked that the header lengths, addresses and ports are equal.
+    fn headers_match(&self, seg: &TcpSegment<'_>, p: &Pending) -> bool {
+        // The held frame was a valid segment when it started; only lengths, checksums and
+        // PSH changed since.
+        let held_ip = Ipv4Packet::new_unchecked(&self.buf[ETH_HEADER_LEN..self.len]);
+        let held_tcp = TcpPacket::new_unchecked(&self.buf[ETH_HEADER_LEN + p.ip_len..self.len]);
+        let (ip, tcp) = (&seg.ip, &seg.tcp);
+        // Version and protocol are the same by parsing: DSCP/ECN, flags/fragment, TTL, options.
+        held_ip.dscp_ecn() == ip.dscp_ecn()
+            && held_ip.flags_and_fragment() == ip.flags_and_fragment()
+            && held_ip.ttl() == ip.ttl()
+            && held_ip.options() == ip.options()
+            && held_tcp.ack_number() == tcp.ack_number()
+            && held_tcp.reserved_and_ns() == tcp.reserved_and_ns()
+            && held_tcp.window() == tcp.window()
+            && held_tcp.urgent_pointer() == tcp.urgent_pointer()
+            && held_tcp.options() == tcp.options()
     }
 
     /// The frame to write for the pending run, with its vnet header: a lone segment goes
     /// as it came; a merged run as a `GSO_TCPV4` super-frame with a partial checksum.
-    pub fn pending(&mut self) -> Option<(u32, VnetHdr, &[u8])> {
+    fn pending(&mut self) -> Option<(u32, VnetHdr, &[u8])> {
         let p = self.pending?;
         let frame = &mut self.buf[..self.len];
         if p.segments == 1 {
             return Some((p.endpoint, VnetHdr::NONE, frame));
         }
-        let ip = ETH_HEADER_LEN;
-        let tcp = ip + p.ip_len;
+        let tcp = ETH_HEADER_LEN + p.ip_len;
         let ip_total = self.len - ETH_HEADER_LEN;
-        put_be16(frame, ip + IP_TOTAL_LEN, ip_total as u16);
-        put_be16(frame, ip + IP_CHECKSUM, 0);
-        let sum = checksum(&frame[ip..tcp]);
-        put_be16(frame, ip + IP_CHECKSUM, sum);
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_HEADER_LEN..]);
+        ip.set_total_len(ip_total as u16);
+        ip.fill_checksum();
         // A partial checksum holds the pseudo-header sum, not complemented.
-        let tcp_len = (ip_total - p.ip_len) as u32;
-        let pseudo = sum_words(&frame[ip + 12..ip + 20], u32::from(IPPROTO_TCP) + tcp_len);
-        put_be16(frame, tcp + TCP_CHECKSUM, fold(pseudo));
+        let pseudo = ip.pseudo_header_sum(ip_total - p.ip_len);
+        TcpPacket::new_unchecked(&mut frame[tcp..]).set_checksum(fold(pseudo));
         let hdr = VnetHdr {
             flags: VnetHdr::F_NEEDS_CSUM,
             gso_type: VnetHdr::GSO_TCPV4,
             hdr_len: (tcp + p.tcp_len) as u16,
             gso_size: p.mss as u16,
             csum_start: tcp as u16,
-            csum_offset: TCP_CHECKSUM as u16,
+            csum_offset: TCP_CHECKSUM_OFFSET,
         };
         Some((p.endpoint, hdr, frame))
     }
 
     /// Forgets the pending frame (after it was written).
-    pub fn clear(&mut self) {
+    fn clear(&mut self) {
         self.pending = None;
         self.len = 0;
     }
@@ -603,11 +622,63 @@ impl Coalescer {
     pub fn pending_segments(&self) -> usize {
         self.pending.map_or(0, |p| p.segments)
     }
+
+    /// Offers `frame` (Ethernet onwards, with its `offload` metadata), bound for the pod
+    /// `endpoint`, and calls `write(endpoint, hdr, frame)` for every frame that must go
+    /// to a pod now, in order: a held run that `frame` cannot join, then `frame` itself
+    /// unless it is held for merging. A frame that already carries offload metadata (a
+    /// super-frame, a partial checksum) and anything GRO does not merge go as they are,
+    /// after what was held.
+    pub fn offer(
+        &mut self,
+        endpoint: u32,
+        frame: &[u8],
+        offload: VnetHdr,
+        mut write: impl FnMut(u32, VnetHdr, &[u8]),
+    ) {
+        if offload != VnetHdr::NONE {
+            self.flush(&mut write);
+            return write(endpoint, offload, frame);
+        }
+        // At most twice round: after a flush nothing is pending, and an empty coalescer
+        // either holds the frame or lets it by.
+        loop {
+            match self.push(endpoint, frame) {
+                Push::Held => return,
+                Push::FlushFirst => self.flush(&mut write),
+                Push::Bypass => {
+                    self.flush(&mut write);
+                    return write(endpoint, VnetHdr::NONE, frame);
+                }
+            }
+        }
+    }
+
+    /// Writes out the held run, if any, through `write` (as [`Coalescer::offer`] does),
+    /// and forgets it. The worker calls it at the end of every receive batch, so nothing
+    /// waits for a later packet.
+    pub fn flush(&mut self, mut write: impl FnMut(u32, VnetHdr, &[u8])) {
+        if let Some((endpoint, hdr, frame)) = self.pending() {
+            write(endpoint, hdr, frame);
+        }
+        self.clear();
+    }
 }
 
-/// The parts of a TCP/IPv4 frame coalescing looks at.
-struct TcpSegment {
-    key: [u8; 12],
+/// The addresses and ports of a TCP flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FlowKey {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    src_port: u16,
+    dst_port: u16,
+}
+
+/// A TCP/IPv4 frame as coalescing sees it: its views, and what it compares.
+struct TcpSegment<'a> {
+    ip: Ipv4Packet<&'a [u8]>,
+    tcp: TcpPacket<&'a [u8]>,
+    key: FlowKey,
     ip_len: usize,
     tcp_len: usize,
     seq: u32,
@@ -616,34 +687,33 @@ struct TcpSegment {
     payload_len: usize,
 }
 
-impl TcpSegment {
-    fn parse(frame: &[u8]) -> Option<TcpSegment> {
-        if frame.len() < ETH_HEADER_LEN + 40 || be16(frame, 12) != ETHERTYPE_IPV4 {
+impl<'a> TcpSegment<'a> {
+    fn parse(frame: &'a [u8]) -> Option<TcpSegment<'a>> {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        if eth.ethertype() != ETHERTYPE_IPV4 {
             return None;
         }
-        let ip = &frame[ETH_HEADER_LEN..];
-        let ip_len = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(be16(ip, IP_TOTAL_LEN));
+        let (ip, tcp) = tcp_over_ipv4(&frame[ETH_HEADER_LEN..])?;
         // Fragments (MF set or a non-zero offset) never merge.
-        if ip[0] >> 4 != 4 || ip_len < 20 || ip[9] != IPPROTO_TCP || be16(ip, 6) & 0x3fff != 0 {
+        if ip.is_fragment() {
             return None;
         }
-        let tcp_len = usize::from(*ip.get(ip_len + 12)? >> 4) * 4;
-        if tcp_len < 20 || ip_len + tcp_len > total || total > ip.len() {
-            return None;
-        }
-        let tcp = &ip[ip_len..];
-        let mut key = [0u8; 12];
-        key[..8].copy_from_slice(&ip[12..20]);
-        key[8..].copy_from_slice(&tcp[..4]);
+        let (ip_len, tcp_len) = (ip.header_len(), tcp.header_len());
         Some(TcpSegment {
-            key,
+            key: FlowKey {
+                src: ip.src(),
+                dst: ip.dst(),
+                src_port: tcp.src_port(),
+                dst_port: tcp.dst_port(),
+            },
             ip_len,
             tcp_len,
-            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-            flags: tcp[TCP_FLAGS],
+            seq: tcp.seq_number(),
+            flags: tcp.flags(),
             payload_at: ETH_HEADER_LEN + ip_len + tcp_len,
-            payload_len: total - ip_len - tcp_len,
+            payload_len: tcp.payload().len(),
+            ip,
+            tcp,
         })
     }
 }
@@ -657,19 +727,16 @@ fn copy_and_sum(dst: &mut [u8], src: &[u8], initial: u32) -> u32 {
     sum_words(dst, initial)
 }
 
-/// Whether the TCP checksum of `frame` (Ethernet + IPv4 with an `ip_len`-byte header) is
-/// right.
-fn tcp_checksum_ok(frame: &[u8], ip_len: usize) -> bool {
-    let ip = ETH_HEADER_LEN;
-    let total = usize::from(be16(frame, ip + IP_TOTAL_LEN));
-    let Some(tcp) = frame.get(ip + ip_len..ip + total) else {
+/// Whether the TCP checksum of `frame` (Ethernet + IPv4 + TCP) is right.
+fn tcp_checksum_ok(frame: &[u8]) -> bool {
+    let Some(ip) = frame
+        .get(ETH_HEADER_LEN..)
+        .and_then(|packet| Ipv4Packet::new_checked(packet).ok())
+    else {
         return false;
     };
-    let pseudo = sum_words(
-        &frame[ip + 12..ip + 20],
-        u32::from(IPPROTO_TCP) + tcp.len() as u32,
-    );
-    fold(sum_words(tcp, pseudo)) == 0xffff
+    let tcp = ip.payload();
+    fold(sum_words(tcp, ip.pseudo_header_sum(tcp.len()))) == 0xffff
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! A worker: one thread, run to completion. It owns one queue of every pod TAP and its own
 //! underlay sockets, takes one snapshot of the tables per wake-up, and turns each frame
-//! into an [`Action`] with `forward`, then performs it. No allocation, lock or channel
+//! into an action ([`Outbound`], [`Inbound`]) with `forward`, then performs it. No allocation, lock or channel
 //! hop per packet.
 
 use std::io::{self, IoSlice, IoSliceMut};
@@ -12,14 +12,16 @@ use tapwire_sys::tap::TapQueue;
 
 use crate::counters::{EndpointCounters, WorkerCounters};
 use crate::forward::{
-    self, Action, DropReason, PacketBuf, Tso, VxlanUnderlay, MAX_FRAME, SCRATCH_LEN,
+    self, DropReason, Inbound, Outbound, PacketBuf, Tso, VxlanUnderlay, MAX_FRAME, SCRATCH_LEN,
     VXLAN_UNDERLAY_PREFIX,
 };
 use crate::io::{
     IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender,
     MAX_RECV_BATCH,
 };
-use crate::offload::{self, Coalescer, Outer, Push, Segments, VnetHdr, VNET_HDR_LEN};
+use crate::offload::{
+    self, Coalescer, Outer, Segments, VnetHdr, MAX_UDP_GSO_SEGMENTS, VNET_HDR_LEN,
+};
 use crate::packet::{Mac, ETH_HEADER_LEN, VXLAN_HEADER_LEN};
 use crate::rcu::RcuReader;
 use crate::tables::{Encap, Tables};
@@ -278,7 +280,7 @@ impl Worker {
                 .record_many(offload::segment_count(self.buf.frame(), offload), len);
             let action =
                 forward::from_pod(&snapshot.tables, slot, &mut self.buf, &mut self.scratch);
-            if matches!(action, Action::Drop(_) | Action::DropWithIcmp { .. }) {
+            if action.is_drop() {
                 shard.drops.inc();
             }
             self.perform(snapshot, action, queue);
@@ -402,91 +404,38 @@ impl Worker {
 
     /// Performs the action for a frame that arrived from the underlay (`encap`, `n`
     /// bytes as received): plain segments for a pod are held for coalescing.
-    fn deliver(&mut self, snapshot: &Snapshot, action: Action, encap: Encap, n: usize) {
+    fn deliver(&mut self, snapshot: &Snapshot, action: Inbound, encap: Encap, n: usize) {
         let counters = &self.handle.counters;
-        if let Action::ToHost { frame, offload } = action {
-            counters.encap_rx(encap).record(n);
-            return self.write_to_host(offload, frame);
-        }
-        let Action::ToPod {
-            endpoint,
-            frame,
-            offload,
-        } = action
-        else {
-            return match action {
-                Action::Drop(reason) | Action::DropWithIcmp { reason, .. } => counters.drop(reason),
-                Action::Ignore => counters.underlay_ignored.inc(),
-                // Nothing from the underlay is answered or forwarded onwards.
-                _ => counters.drop(DropReason::NotLocal),
-            };
-        };
-        let packets = offload::segment_count(self.buf.slice(frame.clone()), offload);
-        counters.encap_rx(encap).record_many(packets, n);
-        if offload != VnetHdr::NONE {
-            // Already a super-frame or partially checksummed (packet socket): as it is.
-            self.flush_gro(snapshot);
-            return self.write_to_pod(snapshot, endpoint, offload, frame);
-        }
-        loop {
-            match self.gro.push(endpoint, self.buf.slice(frame.clone())) {
-                Push::Held => return,
-                Push::FlushFirst => self.flush_gro(snapshot),
-                Push::Bypass => {
-                    self.flush_gro(snapshot);
-                    return self.write_to_pod(snapshot, endpoint, VnetHdr::NONE, frame);
-                }
+        let (endpoint, frame, offload) = match action {
+            Inbound::ToPod {
+                endpoint,
+                frame,
+                offload,
+            } => (endpoint, frame, offload),
+            Inbound::ToHost { frame, offload } => {
+                counters.encap_rx(encap).record(n);
+                return self.write_to_host(offload, frame);
             }
-        }
+            Inbound::Drop(reason) => return counters.drop(reason),
+            Inbound::Ignore => return counters.underlay_ignored.inc(),
+        };
+        let bytes = self.buf.slice(frame);
+        counters
+            .encap_rx(encap)
+            .record_many(offload::segment_count(bytes, offload), n);
+        let index = self.index;
+        self.gro
+            .offer(endpoint, bytes, offload, |endpoint, hdr, frame| {
+                write_to_pod(snapshot, index, counters, endpoint, hdr, frame)
+            });
     }
 
     /// Writes out the frame the coalescer holds, if any.
     fn flush_gro(&mut self, snapshot: &Snapshot) {
-        if let Some((endpoint, hdr, frame)) = self.gro.pending() {
-            let counters = &self.handle.counters;
-            match snapshot
-                .pod(endpoint)
-                .and_then(|p| p.queues.get(self.index).map(|q| (p, q)))
-            {
-                Some((pod, queue)) => {
-                    match queue.writev(&[IoSlice::new(&hdr.to_bytes()), IoSlice::new(frame)]) {
-                        Ok(_) => pod
-                            .counters
-                            .shard(self.index)
-                            .tx
-                            .record_many(offload::segment_count(frame, hdr), frame.len()),
-                        Err(_) => counters.drop(DropReason::TxFailed),
-                    }
-                }
-                None => counters.drop(DropReason::UnknownEndpoint),
-            }
-        }
-        self.gro.clear();
-    }
-
-    fn write_to_pod(
-        &self,
-        snapshot: &Snapshot,
-        endpoint: u32,
-        offload: VnetHdr,
-        frame: std::ops::Range<usize>,
-    ) {
-        let counters = &self.handle.counters;
-        let Some(pod) = snapshot.pod(endpoint) else {
-            return counters.drop(DropReason::UnknownEndpoint);
-        };
-        let Some(queue) = pod.queues.get(self.index) else {
-            return counters.drop(DropReason::UnknownEndpoint);
-        };
-        let bytes = self.buf.slice(frame);
-        match queue.writev(&[IoSlice::new(&offload.to_bytes()), IoSlice::new(bytes)]) {
-            Ok(_) => pod
-                .counters
-                .shard(self.index)
-                .tx
-                .record_many(offload::segment_count(bytes, offload), bytes.len()),
-            Err(_) => counters.drop(DropReason::TxFailed),
-        }
+        let (index, counters) = (self.index, &self.handle.counters);
+        self.gro.flush(|endpoint, hdr, frame| {
+            write_to_pod(snapshot, index, counters, endpoint, hdr, frame)
+        });
     }
 
     /// Writes a frame to this worker's host path queue.
@@ -496,7 +445,7 @@ impl Worker {
             return counters.drop(DropReason::TxFailed);
         };
         let bytes = self.buf.slice(frame);
-        match queue.writev(&[IoSlice::new(&offload.to_bytes()), IoSlice::new(bytes)]) {
+        match write_frame(queue, offload, bytes) {
             Ok(_) => counters
                 .host_tx
                 .record_many(offload::segment_count(bytes, offload), bytes.len()),
@@ -506,42 +455,43 @@ impl Worker {
 
     /// Performs the action for a frame a pod (or the host path) sent on `ingress`
     /// (replies go back on it).
-    fn perform(&mut self, snapshot: &Snapshot, action: Action, ingress: &TapQueue) {
+    fn perform(&mut self, snapshot: &Snapshot, action: Outbound, ingress: &TapQueue) {
         let counters = &self.handle.counters;
-        let plain = VnetHdr::NONE.to_bytes();
         match action {
-            Action::Drop(reason) => counters.drop(reason),
-            Action::DropWithIcmp { reason, reply_len } => {
+            Outbound::Drop(reason) => counters.drop(reason),
+            Outbound::DropWithIcmp { reason, reply_len } => {
                 counters.drop(reason);
-                let reply = [
-                    IoSlice::new(&plain),
-                    IoSlice::new(&self.scratch[..reply_len]),
-                ];
-                if ingress.writev(&reply).is_ok() {
+                if write_frame(ingress, VnetHdr::NONE, &self.scratch[..reply_len]).is_ok() {
                     counters.icmp_errors_sent.inc();
                 }
             }
-            Action::Reply { len } => {
-                let reply = [IoSlice::new(&plain), IoSlice::new(&self.scratch[..len])];
-                match ingress.writev(&reply) {
+            Outbound::Reply { len } => {
+                match write_frame(ingress, VnetHdr::NONE, &self.scratch[..len]) {
                     Ok(_) => counters.arp_replies.inc(),
                     Err(_) => counters.drop(DropReason::TxFailed),
                 }
             }
-            Action::ToPod {
+            Outbound::ToPod {
                 endpoint,
                 frame,
                 offload,
-            } => self.write_to_pod(snapshot, endpoint, offload, frame),
-            Action::ToHost { frame, offload } => self.write_to_host(offload, frame),
-            Action::ToPeerIpip { dst, packet, tso } => self.send_ipip(dst, packet, tso),
-            Action::ToPeerVxlan {
+            } => write_to_pod(
+                snapshot,
+                self.index,
+                counters,
+                endpoint,
+                offload,
+                self.buf.slice(frame),
+            ),
+            Outbound::ToHost { frame, offload } => self.write_to_host(offload, frame),
+            Outbound::ToPeerIpip { dst, packet, tso } => self.send_ipip(dst, packet, tso),
+            Outbound::ToPeerVxlan {
                 dst,
                 flow,
                 payload,
                 tso,
             } => self.send_vxlan(&snapshot.tables, dst, flow, payload, tso),
-            Action::ToPeerEthernet { frame, offload } => {
+            Outbound::ToPeerEthernet { frame, offload } => {
                 let bytes = self.buf.slice(frame);
                 match self.sockets.underlay.send(&offload.to_bytes(), bytes) {
                     Ok(_) => counters
@@ -550,7 +500,6 @@ impl Worker {
                     Err(_) => self.tx_failed(),
                 }
             }
-            Action::Ignore => counters.underlay_ignored.inc(),
         }
     }
 
@@ -646,39 +595,59 @@ impl Worker {
         {
             return counters.drop(DropReason::BadOffload);
         }
-        // One UDP GSO send carries up to MAX_UDP_GSO_BYTES of equal datagrams.
         let segment = self.segments.header_len() + mss;
-        let per_send = (MAX_UDP_GSO_BYTES / segment).clamp(1, MAX_UDP_GSO_SEGMENTS);
         let mut iov = [IoSlice::new(&[]); 2 * MAX_UDP_GSO_SEGMENTS];
-        let mut first = 0;
-        while first < self.segments.len() {
-            let last = (first + per_send).min(self.segments.len());
+        for send in offload::udp_gso_sends(self.segments.len(), segment) {
             let mut used = 0;
             let mut bytes_out = 0;
-            for i in first..last {
+            for i in send.segments.clone() {
                 let (header, range) = self.segments.segment(i);
                 bytes_out += header.len() + range.len();
                 iov[used] = IoSlice::new(header);
                 iov[used + 1] = IoSlice::new(&bytes[range]);
                 used += 2;
             }
-            let gso = (last - first > 1).then_some(segment as u16);
-            match tx.send(flow, dst, port, &iov[..used], gso) {
+            match tx.send(flow, dst, port, &iov[..used], send.gso_size) {
                 Ok(_) => counters
                     .encap_tx(Encap::Vxlan)
-                    .record_many(last - first, bytes_out),
+                    .record_many(send.segments.len(), bytes_out),
                 Err(_) => {
                     self.handle.counters.tx_errors.inc();
                     self.handle.counters.drop(DropReason::TxFailed);
                 }
             }
-            first = last;
         }
     }
 }
 
-/// Most UDP payload bytes one GSO send may carry (an IPv4 datagram's limit, less headers).
-const MAX_UDP_GSO_BYTES: usize = 65_507;
-/// Most datagrams one GSO send may be cut into (the kernel's `UDP_MAX_SEGMENTS` is 64 on
-/// older kernels, 128 on newer).
-const MAX_UDP_GSO_SEGMENTS: usize = 64;
+/// The one place a frame is written to a TAP queue (a pod's or the host path's): its
+/// virtio-net header, then the frame.
+fn write_frame(queue: &TapQueue, offload: VnetHdr, frame: &[u8]) -> io::Result<usize> {
+    queue.writev(&[IoSlice::new(&offload.to_bytes()), IoSlice::new(frame)])
+}
+
+/// Writes `frame` to this worker's (`worker`) queue of the pod `endpoint` and counts it on
+/// the pod, or counts why not: every frame for a pod, routed or coalesced, goes here.
+fn write_to_pod(
+    snapshot: &Snapshot,
+    worker: usize,
+    counters: &WorkerCounters,
+    endpoint: u32,
+    offload: VnetHdr,
+    frame: &[u8],
+) {
+    let Some((pod, queue)) = snapshot
+        .pod(endpoint)
+        .and_then(|pod| pod.queues.get(worker).map(|queue| (pod, queue)))
+    else {
+        return counters.drop(DropReason::UnknownEndpoint);
+    };
+    match write_frame(queue, offload, frame) {
+        Ok(_) => pod
+            .counters
+            .shard(worker)
+            .tx
+            .record_many(offload::segment_count(frame, offload), frame.len()),
+        Err(_) => counters.drop(DropReason::TxFailed),
+    }
+}

@@ -6,7 +6,7 @@ use super::*;
 use crate::fixtures::*;
 use crate::packet::{checksum, IPPROTO_ICMP};
 
-fn from_pod_a(tables: &Tables, frame: &[u8]) -> (Action, PacketBuf, [u8; SCRATCH_LEN]) {
+fn from_pod_a(tables: &Tables, frame: &[u8]) -> (Outbound, PacketBuf, [u8; SCRATCH_LEN]) {
     let mut buf = PacketBuf::new();
     buf.receive_area()[..frame.len()].copy_from_slice(frame);
     buf.set_received(frame.len());
@@ -26,7 +26,7 @@ fn arp_for_the_gateway_is_answered_with_the_gateway_mac() {
     );
     let frame = eth_frame(packet::BROADCAST_MAC, POD_A_MAC, ETHERTYPE_ARP, &arp);
     let (action, _, scratch) = from_pod_a(&tables(Encap::Vxlan), &frame);
-    let Action::Reply { len } = action else {
+    let Outbound::Reply { len } = action else {
         panic!("expected a reply, got {action:?}");
     };
     let eth = EthernetFrame::new_checked(&scratch[..len]).unwrap();
@@ -51,15 +51,15 @@ fn arp_for_any_other_address_is_answered_but_not_for_the_pods_own() {
         let frame = eth_frame(packet::BROADCAST_MAC, POD_A_MAC, ETHERTYPE_ARP, &arp);
         from_pod_a(&tables(Encap::Vxlan), &frame).0
     };
-    assert!(matches!(ask("10.65.2.9"), Action::Reply { .. }));
-    assert_eq!(ask("10.65.1.2"), Action::Drop(DropReason::ArpIgnored));
+    assert!(matches!(ask("10.65.2.9"), Outbound::Reply { .. }));
+    assert_eq!(ask("10.65.1.2"), Outbound::Drop(DropReason::ArpIgnored));
 }
 
 #[test]
 fn local_delivery_rewrites_macs_and_decrements_ttl() {
     let frame = pod_a_sends("10.65.1.3", 64, true, 100);
     let (action, buf, _) = from_pod_a(&tables(Encap::Vxlan), &frame);
-    let Action::ToPod {
+    let Outbound::ToPod {
         endpoint: 1,
         frame,
         offload: VnetHdr::NONE,
@@ -79,7 +79,7 @@ fn local_delivery_rewrites_macs_and_decrements_ttl() {
 fn ipip_prepends_an_outer_header_between_the_nodes() {
     let frame = pod_a_sends("10.65.2.7", 64, true, 1000);
     let (action, buf, _) = from_pod_a(&tables(Encap::Ipip), &frame);
-    let Action::ToPeerIpip {
+    let Outbound::ToPeerIpip {
         dst,
         packet,
         tso: None,
@@ -109,7 +109,7 @@ fn vxlan_wraps_the_frame_between_vteps_with_a_per_flow_hash() {
     let t = tables(Encap::Vxlan);
     let frame = pod_a_sends("10.65.2.7", 64, true, 1000);
     let (action, buf, _) = from_pod_a(&t, &frame);
-    let Action::ToPeerVxlan {
+    let Outbound::ToPeerVxlan {
         dst,
         flow,
         payload,
@@ -127,7 +127,7 @@ fn vxlan_wraps_the_frame_between_vteps_with_a_per_flow_hash() {
 
     // Same flow, same hash (and so the same source port).
     let (again, _, _) = from_pod_a(&t, &frame);
-    let Action::ToPeerVxlan { flow: flow2, .. } = again else {
+    let Outbound::ToPeerVxlan { flow: flow2, .. } = again else {
         panic!("{again:?}");
     };
     assert_eq!(flow, flow2);
@@ -151,7 +151,7 @@ fn pod_a_super_frame(dst: &str, mss: u16, segments: usize) -> (Vec<u8>, VnetHdr)
     (frame, hdr)
 }
 
-fn from_pod_a_offloaded(tables: &Tables, frame: &[u8], hdr: VnetHdr) -> (Action, PacketBuf) {
+fn from_pod_a_offloaded(tables: &Tables, frame: &[u8], hdr: VnetHdr) -> (Outbound, PacketBuf) {
     let mut buf = PacketBuf::new();
     buf.receive_area()[..frame.len()].copy_from_slice(frame);
     buf.set_received(frame.len());
@@ -167,13 +167,13 @@ fn super_frames_are_judged_by_their_segments_and_keep_their_metadata() {
     let (frame, hdr) = pod_a_super_frame("10.65.1.3", 1360, 20);
     let (action, _) = from_pod_a_offloaded(&tables(Encap::Vxlan), &frame, hdr);
     assert!(
-        matches!(action, Action::ToPod { endpoint: 1, offload, .. } if offload == hdr),
+        matches!(action, Outbound::ToPod { endpoint: 1, offload, .. } if offload == hdr),
         "{action:?}"
     );
 
     let (remote, _) = pod_a_super_frame("10.65.2.7", 1360, 20);
     let (action, _) = from_pod_a_offloaded(&tables(Encap::None), &remote, hdr);
-    let Action::ToPeerEthernet { offload, .. } = action else {
+    let Outbound::ToPeerEthernet { offload, .. } = action else {
         panic!("{action:?}");
     };
     assert_eq!(offload, hdr);
@@ -183,13 +183,15 @@ fn super_frames_are_judged_by_their_segments_and_keep_their_metadata() {
         &pod_a_super_frame("10.65.2.7", 1360, 20).0,
         hdr,
     );
-    let Action::ToPeerVxlan { tso: Some(tso), .. } = action else {
+    let Outbound::ToPeerVxlan { tso: Some(tso), .. } = action else {
         panic!("{action:?}");
     };
     assert_eq!(
         tso,
         Tso {
             inner_ip: 22,
+            ip_header_len: 20,
+            tcp_header_len: 20,
             mss: 1360,
             ecn: false,
         }
@@ -198,12 +200,12 @@ fn super_frames_are_judged_by_their_segments_and_keep_their_metadata() {
     // Segments larger than the pod's MTU are oversize, however small the frame's share.
     let (big, big_hdr) = pod_a_super_frame("10.65.2.7", 1440, 10);
     let (action, _) = from_pod_a_offloaded(&tables(Encap::Vxlan), &big, big_hdr);
-    assert_eq!(action, Action::Drop(DropReason::Oversize));
+    assert_eq!(action, Outbound::Drop(DropReason::Oversize));
 
     // GSO metadata that is not TCP over IPv4 is refused, not guessed at.
     let udp = VnetHdr { gso_type: 5, ..hdr };
     let (action, _) = from_pod_a_offloaded(&tables(Encap::Vxlan), &frame, udp);
-    assert_eq!(action, Action::Drop(DropReason::BadOffload));
+    assert_eq!(action, Outbound::Drop(DropReason::BadOffload));
 }
 
 #[test]
@@ -219,7 +221,7 @@ fn partial_checksums_are_finished_before_a_tunnel() {
         ..VnetHdr::NONE
     };
     let (action, buf) = from_pod_a_offloaded(&tables(Encap::Ipip), &frame, hdr);
-    let Action::ToPeerIpip {
+    let Outbound::ToPeerIpip {
         packet, tso: None, ..
     } = action
     else {
@@ -237,14 +239,14 @@ fn partial_checksums_are_finished_before_a_tunnel() {
         ..hdr
     };
     let (action, _) = from_pod_a_offloaded(&tables(Encap::Ipip), &frame, bad);
-    assert_eq!(action, Action::Drop(DropReason::BadOffload));
+    assert_eq!(action, Outbound::Drop(DropReason::BadOffload));
 }
 
 #[test]
 fn unencapsulated_goes_to_the_peers_underlay_mac_once_resolved() {
     let frame = pod_a_sends("10.65.2.7", 64, true, 10);
     let (action, buf, _) = from_pod_a(&tables(Encap::None), &frame);
-    let Action::ToPeerEthernet { frame, .. } = action else {
+    let Outbound::ToPeerEthernet { frame, .. } = action else {
         panic!("expected an underlay frame, got {action:?}");
     };
     let eth = EthernetFrame::new_checked(buf.slice(frame)).unwrap();
@@ -252,7 +254,7 @@ fn unencapsulated_goes_to_the_peers_underlay_mac_once_resolved() {
 
     let unresolved = pod_a_sends("10.65.3.7", 64, true, 10);
     let (action, _, _) = from_pod_a(&tables(Encap::None), &unresolved);
-    assert_eq!(action, Action::Drop(DropReason::NeighborUnresolved));
+    assert_eq!(action, Outbound::Drop(DropReason::NeighborUnresolved));
 }
 
 #[test]
@@ -260,11 +262,11 @@ fn a_pod_may_only_send_from_its_own_address() {
     let pkt = ipv4_packet("10.65.1.3", "10.65.2.7", 64, true, 10);
     let frame = eth_frame(GATEWAY_MAC, POD_A_MAC, ETHERTYPE_IPV4, &pkt);
     let (action, _, _) = from_pod_a(&tables(Encap::Vxlan), &frame);
-    assert_eq!(action, Action::Drop(DropReason::SpoofedSource));
+    assert_eq!(action, Outbound::Drop(DropReason::SpoofedSource));
 }
 
-fn icmp_reply(action: &Action, scratch: &[u8]) -> (DropReason, u8, u8, u32) {
-    let Action::DropWithIcmp { reason, reply_len } = *action else {
+fn icmp_reply(action: &Outbound, scratch: &[u8]) -> (DropReason, u8, u8, u32) {
+    let Outbound::DropWithIcmp { reason, reply_len } = *action else {
         panic!("expected an ICMP error, got {action:?}");
     };
     let eth = EthernetFrame::new_checked(&scratch[..reply_len]).unwrap();
@@ -300,7 +302,7 @@ fn no_route_answers_net_unreachable_and_blackhole_drops_silently() {
         (DropReason::NoRoute, 3, 0, 0)
     );
     let (action, _, _) = from_pod_a(&t, &pod_a_sends("10.65.1.40", 64, true, 10));
-    assert_eq!(action, Action::Drop(DropReason::Blackhole));
+    assert_eq!(action, Outbound::Drop(DropReason::Blackhole));
 }
 
 #[test]
@@ -318,7 +320,7 @@ fn df_packets_over_the_route_mtu_get_fragmentation_needed() {
     let no_df = pod_a_sends("10.65.2.7", 64, false, 1500 - 40);
     assert_eq!(
         from_pod_a(&t, &no_df).0,
-        Action::Drop(DropReason::TooBigToForward)
+        Outbound::Drop(DropReason::TooBigToForward)
     );
 }
 
@@ -331,38 +333,38 @@ fn unsupported_and_malformed_frames_are_named_drops() {
         ETHERTYPE_IPV6,
         &[0x60; 40],
     );
-    assert_eq!(from_pod_a(&t, &ipv6).0, Action::Drop(DropReason::Ipv6));
+    assert_eq!(from_pod_a(&t, &ipv6).0, Outbound::Drop(DropReason::Ipv6));
     assert_eq!(
         from_pod_a(&t, &[0u8; 10]).0,
-        Action::Drop(DropReason::MalformedEthernet)
+        Outbound::Drop(DropReason::MalformedEthernet)
     );
     let mut bad_ihl = pod_a_sends("10.65.2.7", 64, true, 10);
     bad_ihl[14] = 0x44;
     assert_eq!(
         from_pod_a(&t, &bad_ihl).0,
-        Action::Drop(DropReason::MalformedIpv4)
+        Outbound::Drop(DropReason::MalformedIpv4)
     );
     let mut bad_len = pod_a_sends("10.65.2.7", 64, true, 10);
     bad_len[16..18].copy_from_slice(&9000u16.to_be_bytes());
     assert_eq!(
         from_pod_a(&t, &bad_len).0,
-        Action::Drop(DropReason::MalformedIpv4)
+        Outbound::Drop(DropReason::MalformedIpv4)
     );
     let mut bad_sum = pod_a_sends("10.65.2.7", 64, true, 10);
     bad_sum[24] ^= 0xff;
     assert_eq!(
         from_pod_a(&t, &bad_sum).0,
-        Action::Drop(DropReason::BadChecksum)
+        Outbound::Drop(DropReason::BadChecksum)
     );
     let garbage_arp = eth_frame(packet::BROADCAST_MAC, POD_A_MAC, ETHERTYPE_ARP, &[0xab; 28]);
     assert_eq!(
         from_pod_a(&t, &garbage_arp).0,
-        Action::Drop(DropReason::MalformedArp)
+        Outbound::Drop(DropReason::MalformedArp)
     );
     let oversize = pod_a_sends("10.65.2.7", 64, true, 1500);
     assert_eq!(
         from_pod_a(&t, &oversize).0,
-        Action::Drop(DropReason::Oversize)
+        Outbound::Drop(DropReason::Oversize)
     );
 }
 
@@ -381,7 +383,7 @@ fn vxlan_is_accepted_only_from_known_vteps_on_our_vni() {
     let good = vxlan_payload(4096, OUR_VTEP);
     let mut buf = received(&good);
     let action = from_vxlan(&t, ip("192.168.0.2"), &mut buf);
-    let Action::ToPod {
+    let Inbound::ToPod {
         endpoint: 0, frame, ..
     } = action
     else {
@@ -394,23 +396,23 @@ fn vxlan_is_accepted_only_from_known_vteps_on_our_vni() {
     let mut stranger = received(&good);
     assert_eq!(
         from_vxlan(&t, ip("192.168.0.99"), &mut stranger),
-        Action::Drop(DropReason::UnknownTunnelSource)
+        Inbound::Drop(DropReason::UnknownTunnelSource)
     );
     // node-c is a known host but has no VTEP.
     let mut no_vtep = received(&good);
     assert_eq!(
         from_vxlan(&t, ip("192.168.0.3"), &mut no_vtep),
-        Action::Drop(DropReason::UnknownTunnelSource)
+        Inbound::Drop(DropReason::UnknownTunnelSource)
     );
     let mut wrong_vni = received(&vxlan_payload(7, OUR_VTEP));
     assert_eq!(
         from_vxlan(&t, ip("192.168.0.2"), &mut wrong_vni),
-        Action::Drop(DropReason::WrongVni)
+        Inbound::Drop(DropReason::WrongVni)
     );
     let mut wrong_mac = received(&vxlan_payload(4096, PEER_VTEP));
     assert_eq!(
         from_vxlan(&t, ip("192.168.0.2"), &mut wrong_mac),
-        Action::Drop(DropReason::NotForVtep)
+        Inbound::Drop(DropReason::NotForVtep)
     );
 }
 
@@ -419,7 +421,7 @@ fn a_vxlan_super_frame_leaves_through_the_underlay_tap_whole() {
     let t = tables(Encap::Vxlan);
     let (frame, hdr) = pod_a_super_frame("10.65.2.7", 1360, 20);
     let (action, mut buf) = from_pod_a_offloaded(&t, &frame, hdr);
-    let Action::ToPeerVxlan {
+    let Outbound::ToPeerVxlan {
         dst,
         flow,
         payload,
@@ -473,7 +475,7 @@ fn a_vxlan_super_frame_leaves_through_the_underlay_tap_whole() {
     // A plain packet goes the same way with no offload asked for.
     let (action, mut buf) =
         from_pod_a_offloaded(&t, &pod_a_sends("10.65.2.7", 64, true, 100), VnetHdr::NONE);
-    let Action::ToPeerVxlan {
+    let Outbound::ToPeerVxlan {
         dst,
         flow,
         payload,
@@ -498,7 +500,7 @@ fn a_vxlan_super_frame_received_whole_goes_to_the_pod_whole() {
     payload.extend(eth_frame(OUR_VTEP, PEER_VTEP, ETHERTYPE_IPV4, &pkt));
     let mut buf = received(&payload);
     let action = from_vxlan(&t, ip("192.168.0.2"), &mut buf);
-    let Action::ToPod {
+    let Inbound::ToPod {
         endpoint: 0,
         offload,
         frame,
@@ -524,7 +526,7 @@ fn a_vxlan_super_frame_received_whole_goes_to_the_pod_whole() {
     let mut buf = received(&payload);
     assert_eq!(
         from_vxlan(&t, ip("192.168.0.2"), &mut buf),
-        Action::Drop(DropReason::FragmentationNeeded)
+        Inbound::Drop(DropReason::FragmentationNeeded)
     );
 }
 
@@ -548,7 +550,7 @@ fn ipip_from_a_known_node_is_delivered_and_transit_is_refused() {
     };
     let mut buf = encapsulated("10.65.1.3", "192.168.0.2");
     let action = from_ipip(&t, &mut buf);
-    let Action::ToPod {
+    let Inbound::ToPod {
         endpoint: 1,
         frame,
         offload: VnetHdr::NONE,
@@ -567,12 +569,12 @@ fn ipip_from_a_known_node_is_delivered_and_transit_is_refused() {
     let mut stranger = encapsulated("10.65.1.3", "192.168.0.77");
     assert_eq!(
         from_ipip(&t, &mut stranger),
-        Action::Drop(DropReason::UnknownTunnelSource)
+        Inbound::Drop(DropReason::UnknownTunnelSource)
     );
     let mut transit = encapsulated("10.65.3.9", "192.168.0.2");
     assert_eq!(
         from_ipip(&t, &mut transit),
-        Action::Drop(DropReason::NotLocal)
+        Inbound::Drop(DropReason::NotLocal)
     );
 }
 
@@ -604,8 +606,8 @@ fn vxlan_packet(inner_src: &str, inner_dst: &str) -> Vec<u8> {
 
 #[test]
 fn tunnel_traffic_must_come_from_the_node_owning_its_inner_source() {
-    let delivered = |action: Action| matches!(action, Action::ToPod { endpoint: 0, .. });
-    let spoofed = Action::Drop(DropReason::TunnelSpoofedSource);
+    let delivered = |action: Inbound| matches!(action, Inbound::ToPod { endpoint: 0, .. });
+    let spoofed = Inbound::Drop(DropReason::TunnelSpoofedSource);
     // node-b (192.168.0.2) owns 10.65.2.0/26 only; node-c (192.168.0.3) 10.65.3.0/26.
     let t = tables(Encap::Ipip);
     let ipip = |outer: &str, inner_src: &str| {
@@ -667,38 +669,38 @@ fn tunnels_are_accepted_only_while_a_route_uses_them() {
     let vxlan_only = tables(Encap::Vxlan);
     assert_eq!(
         ipip(&vxlan_only, "192.168.0.2"),
-        Action::Drop(DropReason::IpipNotInUse)
+        Inbound::Drop(DropReason::IpipNotInUse)
     );
     assert!(matches!(
         vxlan(&vxlan_only, "192.168.0.2"),
-        Action::ToPod { .. }
+        Inbound::ToPod { .. }
     ));
     let ipip_only = tables(Encap::Ipip);
     assert_eq!(
         vxlan(&ipip_only, "192.168.0.2"),
-        Action::Drop(DropReason::VxlanNotInUse)
+        Inbound::Drop(DropReason::VxlanNotInUse)
     );
     assert!(matches!(
         ipip(&ipip_only, "192.168.0.2"),
-        Action::ToPod { .. }
+        Inbound::ToPod { .. }
     ));
     let unencapsulated = tables(Encap::None);
     assert_eq!(
         ipip(&unencapsulated, "192.168.0.2"),
-        Action::Drop(DropReason::IpipNotInUse)
+        Inbound::Drop(DropReason::IpipNotInUse)
     );
     assert_eq!(
         vxlan(&unencapsulated, "192.168.0.2"),
-        Action::Drop(DropReason::VxlanNotInUse)
+        Inbound::Drop(DropReason::VxlanNotInUse)
     );
     // Strangers are strangers whatever is in use.
     assert_eq!(
         ipip(&vxlan_only, "192.168.0.77"),
-        Action::Drop(DropReason::UnknownTunnelSource)
+        Inbound::Drop(DropReason::UnknownTunnelSource)
     );
     assert_eq!(
         vxlan(&ipip_only, "192.168.0.77"),
-        Action::Drop(DropReason::UnknownTunnelSource)
+        Inbound::Drop(DropReason::UnknownTunnelSource)
     );
 }
 
@@ -709,11 +711,11 @@ fn unencapsulated_underlay_traffic_for_a_local_pod_is_delivered_else_ignored() {
     let mut buf = received(&eth_frame(NODE_MAC, PEER_MAC, ETHERTYPE_IPV4, &to_pod));
     assert!(matches!(
         from_underlay_ethernet(&t, &mut buf),
-        Action::ToPod { endpoint: 0, .. }
+        Inbound::ToPod { endpoint: 0, .. }
     ));
     let elsewhere = ipv4_packet("10.65.2.7", "192.168.0.1", 63, true, 10);
     let mut buf = received(&eth_frame(NODE_MAC, PEER_MAC, ETHERTYPE_IPV4, &elsewhere));
-    assert_eq!(from_underlay_ethernet(&t, &mut buf), Action::Ignore);
+    assert_eq!(from_underlay_ethernet(&t, &mut buf), Inbound::Ignore);
 }
 
 proptest! {
@@ -767,7 +769,7 @@ fn host_sends(src: &str, dst: &str) -> Vec<u8> {
     eth_frame(GATEWAY_MAC, HOST_MAC, ETHERTYPE_IPV4, &pkt)
 }
 
-fn from_host_frame(tables: &Tables, frame: &[u8]) -> (Action, PacketBuf, [u8; SCRATCH_LEN]) {
+fn from_host_frame(tables: &Tables, frame: &[u8]) -> (Outbound, PacketBuf, [u8; SCRATCH_LEN]) {
     let mut buf = received(frame);
     let mut scratch = [0u8; SCRATCH_LEN];
     let action = from_host(tables, &mut buf, &mut scratch);
@@ -779,7 +781,7 @@ fn pods_reach_the_node_and_the_world_through_the_host_path() {
     let t = host_tables(Encap::Vxlan);
     for dst in ["8.8.8.8", "192.168.0.1", "172.16.0.9"] {
         let (action, buf, _) = from_pod_a(&t, &pod_a_sends(dst, 64, true, 100));
-        let Action::ToHost { frame, .. } = action else {
+        let Outbound::ToHost { frame, .. } = action else {
             panic!("{dst}: expected the host path, got {action:?}");
         };
         let eth = EthernetFrame::new_checked(buf.slice(frame)).unwrap();
@@ -799,7 +801,7 @@ fn inside_a_pool_without_an_owner_is_still_unreachable_and_blocks_still_blackhol
         (DropReason::NoRoute, 3, 0, 0)
     );
     let (action, _, _) = from_pod_a(&t, &pod_a_sends("10.65.1.40", 64, true, 10));
-    assert_eq!(action, Action::Drop(DropReason::Blackhole));
+    assert_eq!(action, Outbound::Drop(DropReason::Blackhole));
 }
 
 #[test]
@@ -807,7 +809,7 @@ fn another_nodes_own_address_is_reached_through_its_tunnel() {
     let t = host_tables(Encap::Ipip);
     let (action, _, _) = from_pod_a(&t, &pod_a_sends("192.168.0.2", 64, true, 100));
     assert!(
-        matches!(action, Action::ToPeerIpip { dst, .. } if dst == ip("192.168.0.2")),
+        matches!(action, Outbound::ToPeerIpip { dst, .. } if dst == ip("192.168.0.2")),
         "{action:?}"
     );
 }
@@ -816,7 +818,7 @@ fn another_nodes_own_address_is_reached_through_its_tunnel() {
 fn the_node_reaches_its_pods_and_remote_pods_from_the_host_path() {
     let t = host_tables(Encap::Vxlan);
     let (action, buf, _) = from_host_frame(&t, &host_sends("192.168.0.1", "10.65.1.2"));
-    let Action::ToPod {
+    let Outbound::ToPod {
         endpoint: 0, frame, ..
     } = action
     else {
@@ -825,11 +827,11 @@ fn the_node_reaches_its_pods_and_remote_pods_from_the_host_path() {
     let eth = EthernetFrame::new_checked(buf.slice(frame)).unwrap();
     assert_eq!((eth.dst(), eth.src()), (POD_A_MAC, GATEWAY_MAC));
     let (action, _, _) = from_host_frame(&t, &host_sends("192.168.0.1", "10.65.2.7"));
-    assert!(matches!(action, Action::ToPeerVxlan { .. }), "{action:?}");
+    assert!(matches!(action, Outbound::ToPeerVxlan { .. }), "{action:?}");
     // Routed by the kernel: replies to masqueraded traffic come from anywhere outside.
     let (action, _, _) = from_host_frame(&t, &host_sends("8.8.8.8", "10.65.1.3"));
     assert!(
-        matches!(action, Action::ToPod { endpoint: 1, .. }),
+        matches!(action, Outbound::ToPod { endpoint: 1, .. }),
         "{action:?}"
     );
 }
@@ -842,13 +844,13 @@ fn the_host_path_may_not_send_as_a_pod() {
         let (action, _, _) = from_host_frame(&t, &host_sends(src, "10.65.1.2"));
         assert_eq!(
             action,
-            Action::Drop(DropReason::HostSpoofedSource),
+            Outbound::Drop(DropReason::HostSpoofedSource),
             "source {src}"
         );
     }
     // Another node's own address is not a pod's.
     let (action, _, _) = from_host_frame(&t, &host_sends("192.168.0.2", "10.65.1.2"));
-    assert!(matches!(action, Action::ToPod { .. }), "{action:?}");
+    assert!(matches!(action, Outbound::ToPod { .. }), "{action:?}");
 }
 
 #[test]
@@ -863,17 +865,17 @@ fn the_host_path_answers_arp_refuses_hairpins_and_gets_errors_from_the_gateway()
     );
     let frame = eth_frame(packet::BROADCAST_MAC, HOST_MAC, ETHERTYPE_ARP, &arp);
     let (action, _, scratch) = from_host_frame(&t, &frame);
-    let Action::Reply { len } = action else {
+    let Outbound::Reply { len } = action else {
         panic!("expected an ARP reply, got {action:?}");
     };
     let eth = EthernetFrame::new_checked(&scratch[..len]).unwrap();
     assert_eq!((eth.dst(), eth.src()), (HOST_MAC, GATEWAY_MAC));
 
     let (action, _, _) = from_host_frame(&t, &host_sends("192.168.0.1", "8.8.8.8"));
-    assert_eq!(action, Action::Drop(DropReason::HostHairpin));
+    assert_eq!(action, Outbound::Drop(DropReason::HostHairpin));
 
     let (action, _, scratch) = from_host_frame(&t, &host_sends("192.168.0.1", "10.65.9.1"));
-    let Action::DropWithIcmp {
+    let Outbound::DropWithIcmp {
         reason: DropReason::NoRoute,
         reply_len,
     } = action
@@ -896,24 +898,24 @@ fn tunnels_carry_a_peer_kernels_traffic_to_pods_and_to_this_node_only() {
     assert!(
         matches!(
             from_ipip(&t, &mut to_pod),
-            Action::ToPod { endpoint: 0, .. }
+            Inbound::ToPod { endpoint: 0, .. }
         ),
         "a peer's kernel reaches a local pod"
     );
     let mut to_node = received(&ipip_packet("192.168.0.2", "10.65.2.7", "192.168.0.1"));
     assert!(
-        matches!(from_ipip(&t, &mut to_node), Action::ToHost { .. }),
+        matches!(from_ipip(&t, &mut to_node), Inbound::ToHost { .. }),
         "a peer's pod reaches this node"
     );
     let mut beyond = received(&ipip_packet("192.168.0.2", "10.65.2.7", "8.8.8.8"));
     assert_eq!(
         from_ipip(&t, &mut beyond),
-        Action::Drop(DropReason::NotLocal)
+        Inbound::Drop(DropReason::NotLocal)
     );
     let mut spoofed = received(&ipip_packet("192.168.0.2", "192.168.0.1", "10.65.1.2"));
     assert_eq!(
         from_ipip(&t, &mut spoofed),
-        Action::Drop(DropReason::TunnelSpoofedSource)
+        Inbound::Drop(DropReason::TunnelSpoofedSource)
     );
 }
 
@@ -927,13 +929,13 @@ fn with_a_host_path_the_underlay_gives_pods_only_the_other_nodes_traffic() {
     };
     assert!(matches!(
         from("10.65.2.7"),
-        Action::ToPod { endpoint: 0, .. }
+        Inbound::ToPod { endpoint: 0, .. }
     ));
     assert!(matches!(
         from("192.168.0.2"),
-        Action::ToPod { endpoint: 0, .. }
+        Inbound::ToPod { endpoint: 0, .. }
     ));
     // The world's traffic to pods goes through the kernel (and the host path).
-    assert_eq!(from("172.16.0.9"), Action::Ignore);
-    assert_eq!(from("10.65.1.3"), Action::Ignore);
+    assert_eq!(from("172.16.0.9"), Inbound::Ignore);
+    assert_eq!(from("10.65.1.3"), Inbound::Ignore);
 }

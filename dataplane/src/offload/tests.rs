@@ -92,7 +92,7 @@ fn segmentation_makes_valid_mss_sized_packets_that_coalesce_back() {
     let seq0 = 0xffff_f000; // wraps inside the run
     let frame = tcp_frame(seq0, 0x18 | 0x80, &data, true); // PSH|ACK|CWR
     let mut plain = frame.clone();
-    plain[ETH_HEADER_LEN + 20 + TCP_FLAGS] = 0x18;
+    plain[ETH_HEADER_LEN + 20 + 13] = TCP_PSH | TCP_ACK;
     let mut segs = Segments::new();
     segment_tcpv4(&frame, Outer::Opaque, ETH_HEADER_LEN, 1448, &mut segs).unwrap();
     assert_eq!(segs.len(), 7);
@@ -102,7 +102,7 @@ fn segmentation_makes_valid_mss_sized_packets_that_coalesce_back() {
         let ip = Ipv4Packet::new_checked(&p[ETH_HEADER_LEN..]).unwrap();
         assert!(ip.checksum_ok(), "segment {i} IPv4 checksum");
         assert_eq!(ip.total_len(), p.len() - ETH_HEADER_LEN);
-        assert!(tcp_checksum_ok(p, 20), "segment {i} TCP checksum");
+        assert!(tcp_checksum_ok(p), "segment {i} TCP checksum");
         let tcp = &p[34..];
         let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
         assert_eq!(seq, seq0.wrapping_add(1448 * i as u32));
@@ -133,7 +133,7 @@ fn segmentation_makes_valid_mss_sized_packets_that_coalesce_back() {
     assert_eq!(&merged[66..], &data[..]);
     complete_checksum(&mut merged, hdr).unwrap();
     assert!(
-        tcp_checksum_ok(&merged, 20),
+        tcp_checksum_ok(&merged),
         "merged frame's completed checksum"
     );
     assert!(Ipv4Packet::new_checked(&merged[14..])
@@ -283,4 +283,167 @@ fn a_whole_tcp_super_frame_is_recognised_and_nothing_else() {
     // An MTU too small for the headers gives no segment size.
     assert_eq!(whole_tcpv4(&big, 50), None);
     assert_eq!(whole_tcpv4(&big[..10], 1450), None);
+}
+
+#[test]
+fn malformed_headers_count_as_one_packet_and_are_neither_split_nor_merged() {
+    let gso = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_TCPV4,
+        gso_size: 100,
+        ..VnetHdr::NONE
+    };
+    let good = tcp_frame(1, TCP_ACK, &payload(1000), true);
+    assert_eq!(segment_count(&good, gso), 10);
+    let tcp = ETH_HEADER_LEN + 20;
+    let mut segs = Segments::new();
+    let mut gro = Coalescer::new();
+    // A data offset below 5 words, one beyond the segment, a bad IHL, and a buffer cut
+    // inside the TCP header.
+    let mut short_offset = good.clone();
+    short_offset[tcp + 12] = 4 << 4;
+    let mut long_offset = tcp_frame(1, TCP_ACK, &[], true);
+    long_offset[tcp + 12] = 15 << 4;
+    let mut bad_ihl = good.clone();
+    bad_ihl[ETH_HEADER_LEN] = 0x44;
+    let mut cut = good[..tcp + 10].to_vec();
+    cut[ETH_HEADER_LEN + 3] = 30; // total length 30: ten bytes of TCP header
+    for (name, frame) in [
+        ("short data offset", &short_offset[..]),
+        ("data offset beyond the segment", &long_offset[..]),
+        ("bad IHL", &bad_ihl[..]),
+        ("cut TCP header", &cut[..]),
+    ] {
+        assert_eq!(segment_count(frame, gso), 1, "{name}");
+        assert_eq!(
+            segment_tcpv4(frame, Outer::Opaque, ETH_HEADER_LEN, 100, &mut segs),
+            Err(OffloadError::MalformedGso),
+            "{name}"
+        );
+        assert_eq!(whole_tcpv4(frame, 100), None, "{name}");
+        assert_eq!(gro.push(1, frame), Push::Bypass, "{name}");
+    }
+    // An IPIP outer header that does not end where the inner packet starts.
+    assert_eq!(
+        segment_tcpv4(&good, Outer::Ipv4, ETH_HEADER_LEN, 100, &mut segs),
+        Err(OffloadError::MalformedGso)
+    );
+}
+
+/// What a worker wrote to pods, in order: (endpoint, vnet header, frame).
+type Written = Vec<(u32, VnetHdr, Vec<u8>)>;
+
+fn offer(gro: &mut Coalescer, written: &mut Written, endpoint: u32, frame: &[u8], hdr: VnetHdr) {
+    gro.offer(endpoint, frame, hdr, |e, h, f| {
+        written.push((e, h, f.to_vec()))
+    });
+}
+
+fn flush(gro: &mut Coalescer, written: &mut Written) {
+    gro.flush(|e, h, f| written.push((e, h, f.to_vec())));
+}
+
+#[test]
+fn a_run_is_held_until_the_batch_ends_then_written_once() {
+    let data = payload(3 * 1000);
+    let mut gro = Coalescer::new();
+    let mut written = Written::new();
+    for i in 0..3 {
+        let seg = tcp_frame(
+            1 + 1000 * i as u32,
+            TCP_ACK,
+            &data[i * 1000..(i + 1) * 1000],
+            false,
+        );
+        offer(&mut gro, &mut written, 4, &seg, VnetHdr::NONE);
+    }
+    assert!(written.is_empty(), "nothing written mid-run");
+    flush(&mut gro, &mut written);
+    assert_eq!(written.len(), 1);
+    let (endpoint, hdr, frame) = &written[0];
+    assert_eq!(
+        (*endpoint, hdr.gso_kind(), hdr.gso_size),
+        (4, VnetHdr::GSO_TCPV4, 1000)
+    );
+    assert_eq!(segment_count(frame, *hdr), 3);
+    assert_eq!(&frame[66..], &data[..]);
+    // Flushing again writes nothing.
+    flush(&mut gro, &mut written);
+    assert_eq!(written.len(), 1);
+    assert!(gro.is_empty());
+}
+
+#[test]
+fn frames_that_cannot_join_go_out_after_the_held_run_in_order() {
+    let a = tcp_frame(1000, TCP_ACK, &payload(100), false);
+    let b = tcp_frame(1100, TCP_ACK, &payload(100), false);
+    let gap = tcp_frame(5000, TCP_ACK, &payload(100), false);
+    let mut gro = Coalescer::new();
+    let mut written = Written::new();
+    offer(&mut gro, &mut written, 1, &a, VnetHdr::NONE);
+    offer(&mut gro, &mut written, 1, &b, VnetHdr::NONE);
+    // A gap: the run of two goes out, the new segment is held in its place.
+    offer(&mut gro, &mut written, 1, &gap, VnetHdr::NONE);
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].1.gso_size, 100);
+    assert_eq!(gro.pending_segments(), 1);
+    // Not TCP: the held segment first, untouched, then the frame as it is.
+    let arp_ish = &a[..30];
+    offer(&mut gro, &mut written, 2, arp_ish, VnetHdr::NONE);
+    assert_eq!(written.len(), 3);
+    assert_eq!(written[1], (1, VnetHdr::NONE, gap.clone()));
+    assert_eq!(written[2], (2, VnetHdr::NONE, arp_ish.to_vec()));
+    assert!(gro.is_empty());
+    // A frame with offload metadata of its own passes as it is, after what was held.
+    offer(&mut gro, &mut written, 1, &a, VnetHdr::NONE);
+    let partial = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 16,
+        ..VnetHdr::NONE
+    };
+    offer(&mut gro, &mut written, 3, &b, partial);
+    assert_eq!(written.len(), 5);
+    assert_eq!(written[3], (1, VnetHdr::NONE, a.clone()));
+    assert_eq!(written[4], (3, partial, b.clone()));
+    assert!(gro.is_empty());
+    // With nothing held, such a frame is simply written.
+    offer(&mut gro, &mut written, 3, &b, partial);
+    assert_eq!(written.len(), 6);
+}
+
+#[test]
+fn udp_gso_sends_respect_the_kernels_limits() {
+    let sends = |count, len| udp_gso_sends(count, len).collect::<Vec<_>>();
+    assert!(sends(0, 1500).is_empty());
+    // A lone datagram goes without a segment size.
+    assert_eq!(
+        sends(1, 1500),
+        [UdpGsoSend {
+            segments: 0..1,
+            gso_size: None
+        }]
+    );
+    // 1448 + 86 bytes of headers: 42 datagrams fit in 65,507 bytes.
+    let segment = 1448 + 86;
+    let cut = sends(100, segment);
+    assert_eq!(
+        cut.iter().map(|s| s.segments.clone()).collect::<Vec<_>>(),
+        [0..42, 42..84, 84..100]
+    );
+    assert!(cut.iter().all(|s| s.gso_size == Some(segment as u16)));
+    assert!(cut
+        .iter()
+        .all(|s| s.segments.len() * segment <= MAX_UDP_GSO_BYTES));
+    // Small datagrams: the segment count is the limit. A last send of one goes plain.
+    let small = sends(2 * MAX_UDP_GSO_SEGMENTS + 1, 100);
+    assert_eq!(small.len(), 3);
+    assert_eq!(small[0].segments, 0..MAX_UDP_GSO_SEGMENTS);
+    assert_eq!(small[2].gso_size, None);
+    // Datagrams larger than one send allows still go, one per send.
+    let huge = sends(3, MAX_UDP_GSO_BYTES + 1);
+    assert_eq!(huge.len(), 3);
+    assert!(huge
+        .iter()
+        .all(|s| s.segments.len() == 1 && s.gso_size.is_none()));
 }
