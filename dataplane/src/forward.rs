@@ -380,6 +380,7 @@ impl Ipv4Meta {
     /// Reads `ip`, a view of `buf.data[start..]`, with the frame's offload metadata. A
     /// super-frame tapwire cannot segment (not TCP, a bad TCP header, no segment size) is
     /// `BadOffload`.
+    #[inline(always)]
     fn new(ip: &Ipv4Packet<&[u8]>, start: usize, offload: VnetHdr) -> Result<Self, DropReason> {
         let (wire_len, gso_headers) = if offload.is_gso() {
             let tcp_header_len = gso_tcp_header_len(ip, offload).ok_or(DropReason::BadOffload)?;
