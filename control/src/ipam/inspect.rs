@@ -96,6 +96,11 @@ pub enum ReleaseError {
         "{address} is in use by workload endpoint {endpoint:?}; delete the pod (CNI DEL) to release it"
     )]
     InUse { address: Ipv4Addr, endpoint: String },
+    /// Released or allocated anew by someone else between the read and the release.
+    #[error(
+        "{address} changed while it was being released (another release or a new pod took it); run `tapwirectl ipam check` and try again"
+    )]
+    Changed { address: Ipv4Addr },
     #[error(transparent)]
     Ipam(#[from] IpamError),
 }
@@ -278,8 +283,7 @@ impl Ipam<'_> {
             return Err(ReleaseError::NotAllocated { address });
         };
         if !self.release_allocation(&handle, cidr, address)? {
-            // Released (or reallocated) by someone else meanwhile.
-            return Err(ReleaseError::NotAllocated { address });
+            return Err(ReleaseError::Changed { address });
         }
         Ok(handle)
     }
