@@ -78,6 +78,10 @@ pub enum ResourceKind {
     Nodes,
     #[serde(alias = "workloadendpoint", alias = "WorkloadEndpoint", alias = "wep")]
     Workloadendpoints,
+    #[serde(alias = "bgppeer", alias = "BGPPeer")]
+    Bgppeers,
+    #[serde(alias = "bgpconfiguration", alias = "BGPConfiguration")]
+    Bgpconfigurations,
 }
 
 /// The CNI call as the plugin received it (environment + network config).

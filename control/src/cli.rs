@@ -18,8 +18,13 @@
 //!     `all()`, which is what tapwire applies.
 //!   - Node: `NAME`; wide `NAME ASN IPV4 IPV6 VTEPMAC`: calicoctl's columns plus the VXLAN
 //!     tunnel MAC peers use (the configured one, else the one derived from the name). ASN
-//!     is empty unless the document sets `spec.bgp.asNumber` (tapwire has no BGP
-//!     configuration to default it from); IPV6 is always empty (tapwire is IPv4-only).
+//!     is empty unless the document sets `spec.bgp.asNumber` (the `default`
+//!     BGPConfiguration's applies otherwise); IPV6 is always empty (tapwire is IPv4-only).
+//!   - BGPPeer: `NAME PEERIP NODE ASN` (calicoctl's): NODE is the node, else the node
+//!     selector, else `(global)`; a peering with selected nodes shows its peer selector
+//!     as PEERIP.
+//!   - BGPConfiguration: `NAME LOGSEVERITY MESHENABLED ASNUMBER`, an unset field showing
+//!     the default it means (Info, true, 64512).
 //!   - WorkloadEndpoint: `WORKLOAD NODE NETWORKS INTERFACE`; wide `NAME WORKLOAD NODE
 //!     NETWORKS INTERFACE PROFILES MAC` (calicoctl's, with tapwire's MAC in place of NATS,
 //!     which tapwire does not have). With `-A` a `NAMESPACE` column comes first.
@@ -60,7 +65,8 @@ use crate::api::{codes, ApiError, NodeStatusReply, ResourceKind, RouteRow};
 use crate::datastore::Damaged;
 use crate::ipam::{CheckReport, IpamUsage};
 use crate::model::{
-    self, from_document_value, IpPool, ModelError, Node, Resource, WorkloadEndpoint, API_VERSION,
+    self, from_document_value, BgpConfiguration, BgpPeer, IpPool, ModelError, Node, Resource,
+    WorkloadEndpoint, API_VERSION,
 };
 
 /// `get -o …`.
@@ -147,7 +153,8 @@ fn unreachable_hint(error: &ApiError) -> &'static str {
 
 /// Parses a resource type as calicoctl spells it, in any case: `ippool`, `ippools`,
 /// `ipp`, `ipps`, `pool`, `pools`; `node`, `nodes`, `no`, `nos`; `workloadendpoint`,
-/// `workloadendpoints`, `wep`, `weps`.
+/// `workloadendpoints`, `wep`, `weps`; `bgppeer`, `bgppeers`, `bgpp`, `bgpps`, `bp`, `bps`;
+/// `bgpconfiguration`, `bgpconfigurations`, `bgpconfig`, `bgpconfigs`.
 pub fn parse_kind(s: &str) -> Result<ResourceKind, String> {
     match s.to_ascii_lowercase().as_str() {
         "ippool" | "ippools" | "ipp" | "ipps" | "pool" | "pools" => Ok(ResourceKind::Ippools),
@@ -155,9 +162,14 @@ pub fn parse_kind(s: &str) -> Result<ResourceKind, String> {
         "workloadendpoint" | "workloadendpoints" | "wep" | "weps" => {
             Ok(ResourceKind::Workloadendpoints)
         }
+        "bgppeer" | "bgppeers" | "bgpp" | "bgpps" | "bp" | "bps" => Ok(ResourceKind::Bgppeers),
+        "bgpconfiguration" | "bgpconfigurations" | "bgpconfig" | "bgpconfigs" => {
+            Ok(ResourceKind::Bgpconfigurations)
+        }
         _ => Err(format!(
-            "unknown resource type {s:?} (expected ippools, nodes or workloadendpoints, \
-             or an alias: ippool, ipp, pool, node, no, workloadendpoint, wep)"
+            "unknown resource type {s:?} (expected ippools, nodes, workloadendpoints, \
+             bgppeers or bgpconfigurations, or an alias: ippool, ipp, pool, node, no, \
+             workloadendpoint, wep, bgppeer, bp, bgpconfig)"
         )),
     }
 }
@@ -168,6 +180,8 @@ pub fn kind_name(kind: ResourceKind) -> &'static str {
         ResourceKind::Ippools => IpPool::KIND,
         ResourceKind::Nodes => Node::KIND,
         ResourceKind::Workloadendpoints => WorkloadEndpoint::KIND,
+        ResourceKind::Bgppeers => BgpPeer::KIND,
+        ResourceKind::Bgpconfigurations => BgpConfiguration::KIND,
     }
 }
 
@@ -177,6 +191,8 @@ pub fn kind_of_document(kind: &str) -> Option<ResourceKind> {
         IpPool::KIND => Some(ResourceKind::Ippools),
         Node::KIND => Some(ResourceKind::Nodes),
         WorkloadEndpoint::KIND => Some(ResourceKind::Workloadendpoints),
+        BgpPeer::KIND => Some(ResourceKind::Bgppeers),
+        BgpConfiguration::KIND => Some(ResourceKind::Bgpconfigurations),
         _ => None,
     }
 }
@@ -446,6 +462,10 @@ pub fn format_documents(
                 ResourceKind::Workloadendpoints => {
                     table_of(items, wide, endpoint_headings, endpoint_row)?
                 }
+                ResourceKind::Bgppeers => table_of(items, wide, peer_headings, peer_row)?,
+                ResourceKind::Bgpconfigurations => {
+                    table_of(items, wide, bgp_config_headings, bgp_config_row)?
+                }
             };
             if view.namespace_column && kind == ResourceKind::Workloadendpoints {
                 headings.insert(0, "NAMESPACE");
@@ -592,6 +612,46 @@ fn node_row(node: &Node, wide: bool) -> Vec<String> {
         bgp.map(|b| b.ipv4_address.to_string()).unwrap_or_default(),
         String::new(),
         node.vtep_mac().to_string(),
+    ]
+}
+
+fn peer_headings(_wide: bool) -> Vec<&'static str> {
+    vec!["NAME", "PEERIP", "NODE", "ASN"]
+}
+
+/// calicoctl's BGPPeer row: NODE is the node, else the node selector, else `(global)`;
+/// a peer of selected nodes shows its peer selector as PEERIP.
+fn peer_row(peer: &BgpPeer, _wide: bool) -> Vec<String> {
+    let spec = &peer.spec;
+    let node = match (&spec.node, &spec.node_selector) {
+        (Some(node), _) => node.clone(),
+        (None, Some(selector)) if !selector.trim().is_empty() => selector.clone(),
+        _ => "(global)".to_string(),
+    };
+    let peer_ip = match (spec.peer_ip, &spec.peer_selector) {
+        (Some(ip), _) => ip.to_string(),
+        (None, Some(selector)) => selector.clone(),
+        (None, None) => String::new(),
+    };
+    vec![
+        peer.metadata.name.clone(),
+        peer_ip,
+        node,
+        spec.as_number.map(|n| n.to_string()).unwrap_or_default(),
+    ]
+}
+
+fn bgp_config_headings(_wide: bool) -> Vec<&'static str> {
+    vec!["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"]
+}
+
+/// calicoctl's BGPConfiguration row, with the defaults a field left unset means.
+fn bgp_config_row(config: &BgpConfiguration, _wide: bool) -> Vec<String> {
+    vec![
+        config.metadata.name.clone(),
+        config.log_severity().as_str().to_string(),
+        config.mesh_enabled().to_string(),
+        config.as_number().to_string(),
     ]
 }
 

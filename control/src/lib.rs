@@ -9,6 +9,8 @@
 //!
 //! - [`model`]: the documents (calicoctl-shaped `IPPool`, `Node`, `WorkloadEndpoint`, the
 //!   IPAM documents) and the node's TOML configuration; parsing and validation only.
+//! - [`bgp`]: BGP with BIRD (Calico's `bird` backend): the BGPConfiguration and BGPPeer
+//!   documents, BIRD's configuration rendered from cluster state, its control socket.
 //! - [`datastore`]: where documents live — the [`datastore::Datastore`] trait with
 //!   compare-and-swap updates and a global revision, the embedded [`datastore::FileStore`]
 //!   (several processes share one directory), [`datastore::EtcdStore`] (etcd v3 in Calico's
@@ -34,6 +36,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod bgp;
 pub mod cli;
 pub mod cni;
 pub mod datastore;

@@ -23,6 +23,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 pub use tapwire_proto::text::{format_rfc3339, parse_rfc3339};
 
+pub use crate::bgp::model::{BgpConfiguration, BgpPeer, BirdConfig, NetworkingBackend};
+
 /// The `apiVersion` of every tapwire document, calicoctl's.
 pub const API_VERSION: &str = "projectcalico.org/v3";
 /// An IP pool's block size when `spec.blockSize` is absent (Calico's default).
@@ -80,7 +82,7 @@ pub enum ModelError {
         expected: &'static str,
     },
     /// `kind` names nothing a user can apply.
-    #[error("kind {found:?} cannot be applied (expected one of: IPPool, Node, or a List of them)")]
+    #[error("kind {found:?} cannot be applied (expected one of: IPPool, Node, BGPPeer, BGPConfiguration, or a List of them)")]
     UnknownKind { found: String },
     /// The document does not have the shape of its kind (unknown key, wrong type, …).
     #[error("{kind} {name:?}: {message}")]
@@ -497,7 +499,7 @@ pub struct IpPoolSpec {
     /// Accepted for calicoctl compatibility and passed to the dataplane.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_uses: Vec<AllowedUse>,
-    /// Accepted for calicoctl compatibility; tapwire has no BGP, so it has no effect.
+    /// With BGP (`networking_backend = "bird"`), the pool's blocks are not announced.
     #[serde(default, rename = "disableBGPExport", skip_serializing_if = "is_false")]
     pub disable_bgp_export: bool,
 }
@@ -688,8 +690,7 @@ resource!(Node, "Node");
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NodeSpec {
-    /// Calico keeps the node's underlay address under `bgp`; tapwire has no BGP but
-    /// keeps the shape.
+    /// The node's underlay address, and its BGP settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<NodeBgpSpec>,
     /// The node's VXLAN tunnel address, when it has one.
@@ -717,7 +718,8 @@ pub struct NodeSpec {
     pub pod_cidrs: Vec<Ipv4Net>,
 }
 
-/// Calico's `spec.bgp`: here only the underlay address matters.
+/// Calico's `spec.bgp`: the underlay address (also the node's BGP address and router id),
+/// and what BGP uses (see [`crate::bgp`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NodeBgpSpec {
@@ -732,9 +734,20 @@ pub struct NodeBgpSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub ipv4_ipip_tunnel_addr: Option<Ipv4Addr>,
-    /// Calico's AS number; passed to the dataplane in host metadata, otherwise unused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The node's AS number (else the `default` BGPConfiguration's, else 64512).
+    #[serde(
+        default,
+        with = "crate::bgp::model::as_number",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub as_number: Option<u32>,
+    /// Makes the node a BGP route reflector of this cluster ID (an IPv4-formatted ID).
+    #[serde(
+        default,
+        rename = "routeReflectorClusterID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub route_reflector_cluster_id: Option<Ipv4Addr>,
 }
 
 /// Observed state of a [`Node`]. Unknown keys are ignored here (status is written by
@@ -777,6 +790,7 @@ impl Node {
                     ipv4_address: underlay,
                     ipv4_ipip_tunnel_addr: None,
                     as_number: None,
+                    route_reflector_cluster_id: None,
                 }),
                 ..NodeSpec::default()
             },
@@ -825,6 +839,12 @@ impl Node {
             return Err(self.invalid(
                 "spec.bgp.ipv4Address",
                 format!("{addr} cannot be a node's underlay address"),
+            ));
+        }
+        if self.spec.bgp.as_ref().and_then(|b| b.as_number) == Some(0) {
+            return Err(self.invalid(
+                "spec.bgp.asNumber",
+                "0 is not a valid AS number (1 to 4294967295)".into(),
             ));
         }
         if let Some(mac) = self.spec.vxlan_tunnel_mac_addr {
@@ -1158,6 +1178,8 @@ impl IpamHandle {
 pub enum Document {
     IpPool(IpPool),
     Node(Node),
+    BgpPeer(BgpPeer),
+    BgpConfiguration(BgpConfiguration),
 }
 
 impl Document {
@@ -1165,6 +1187,8 @@ impl Document {
         match self {
             Document::IpPool(_) => IpPool::KIND,
             Document::Node(_) => Node::KIND,
+            Document::BgpPeer(_) => BgpPeer::KIND,
+            Document::BgpConfiguration(_) => BgpConfiguration::KIND,
         }
     }
 
@@ -1172,6 +1196,8 @@ impl Document {
         match self {
             Document::IpPool(p) => p.name(),
             Document::Node(n) => n.name(),
+            Document::BgpPeer(p) => p.name(),
+            Document::BgpConfiguration(c) => c.name(),
         }
     }
 
@@ -1180,6 +1206,8 @@ impl Document {
         match self {
             Document::IpPool(p) => p.validate(),
             Document::Node(n) => n.validate(),
+            Document::BgpPeer(p) => p.validate(),
+            Document::BgpConfiguration(c) => c.validate(),
         }
     }
 
@@ -1188,6 +1216,8 @@ impl Document {
         match self {
             Document::IpPool(p) => to_document_value(p),
             Document::Node(n) => to_document_value(n),
+            Document::BgpPeer(p) => to_document_value(p),
+            Document::BgpConfiguration(c) => to_document_value(c),
         }
     }
 }
@@ -1209,7 +1239,7 @@ pub fn check_batch(docs: &[Document], existing_pools: &[IpPool]) -> Result<(), M
         .iter()
         .filter_map(|d| match d {
             Document::IpPool(p) => Some(p),
-            Document::Node(_) => None,
+            _ => None,
         })
         .collect();
     for (i, doc) in docs.iter().enumerate() {
@@ -1341,6 +1371,8 @@ fn parse_document(value: Value, index: usize, item: Option<usize>) -> Result<Doc
     match kind.as_deref() {
         Some(IpPool::KIND) => from_document_value(value).map(Document::IpPool),
         Some(Node::KIND) => from_document_value(value).map(Document::Node),
+        Some(BgpPeer::KIND) => from_document_value(value).map(Document::BgpPeer),
+        Some(BgpConfiguration::KIND) => from_document_value(value).map(Document::BgpConfiguration),
         Some(other) => Err(ModelError::UnknownKind {
             found: other.to_string(),
         }),
@@ -1463,6 +1495,10 @@ pub const DEFAULT_DATASTORE_PATH: &str = "/var/lib/tapwire";
 /// host_interface = "tapwire0"                        # optional; "" = no host path
 /// dataplane_socket = "/run/tapwire/dataplane.sock"   # optional
 /// api_socket = "/run/tapwire/api.sock"               # optional
+/// networking_backend = "datastore"                   # optional; "bird": routes by BGP
+///
+/// [bird]                                             # optional ([`BirdConfig`])
+/// run_dir = "/run/tapwire/bird"
 ///
 /// [datastore]                                        # optional: this is the default
 /// kind = "file"
@@ -1498,6 +1534,12 @@ pub struct NodeConfig {
     pub api_socket: PathBuf,
     #[serde(default)]
     pub datastore: DatastoreConfig,
+    /// Where routes to other nodes' blocks come from: `datastore` (the default) or `bird`.
+    #[serde(default)]
+    pub networking_backend: NetworkingBackend,
+    /// How BIRD runs when the backend is `bird` ([`BirdConfig`]).
+    #[serde(default)]
+    pub bird: BirdConfig,
 }
 
 /// Which datastore backend, and where.
@@ -1747,6 +1789,9 @@ impl NodeConfig {
                 }
             }
             DatastoreConfig::File { .. } => {}
+        }
+        if let Err((key, reason)) = config.bird.check() {
+            return Err(invalid(key, reason));
         }
         Ok(config)
     }

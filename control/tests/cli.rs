@@ -25,9 +25,9 @@ use tapwire_control::api::{
 };
 use tapwire_control::ipam::{BlockUsage, CheckReport, IpamUsage, Leaked, PoolUsage};
 use tapwire_control::model::{
-    check_batch, format_rfc3339, from_document_value, parse_documents, to_document_value, Document,
-    EncapMode, IpPool, MacAddr, Metadata, Node, NodeStatus, TapwireNodeStatus, WorkloadEndpoint,
-    WorkloadEndpointSpec,
+    check_batch, format_rfc3339, from_document_value, parse_documents, to_document_value,
+    BgpConfiguration, BgpPeer, Document, EncapMode, IpPool, MacAddr, Metadata, Node, NodeStatus,
+    TapwireNodeStatus, WorkloadEndpoint, WorkloadEndpointSpec,
 };
 
 /// How long one `tapwirectl` run may take before the test kills it.
@@ -253,6 +253,40 @@ fn counters() -> Vec<(String, u64)> {
     .collect()
 }
 
+/// A router peer of one node, a global peer, and the route reflectors' peering.
+fn bgp_peers() -> Vec<BgpPeer> {
+    let docs = parse_documents(
+        "apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: rack1-tor}
+spec: {node: node-a, peerIP: 192.168.0.254, asNumber: 64513}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: core}
+spec: {peerIP: 10.0.0.1, asNumber: 65000}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: peer-with-route-reflectors}
+spec: {nodeSelector: all(), peerSelector: \"route-reflector == 'true'\"}
+",
+    )
+    .unwrap();
+    docs.into_iter()
+        .map(|doc| match doc {
+            Document::BgpPeer(peer) => peer,
+            other => panic!("not a peer: {other:?}"),
+        })
+        .collect()
+}
+
+fn bgp_configurations() -> Vec<BgpConfiguration> {
+    let mut config = BgpConfiguration::new();
+    config.spec.node_to_node_mesh_enabled = Some(false);
+    vec![config]
+}
+
 /// Today (UTC) at 00:00:00, RFC 3339.
 fn today_at_midnight() -> String {
     let now = format_rfc3339(SystemTime::now());
@@ -273,6 +307,17 @@ fn standard_answer(request: &Request) -> Response {
                 ResourceKind::Workloadendpoints => (
                     "WorkloadEndpoint",
                     endpoints().iter().map(to_document_value).collect(),
+                ),
+                ResourceKind::Bgppeers => (
+                    "BGPPeer",
+                    bgp_peers().iter().map(to_document_value).collect(),
+                ),
+                ResourceKind::Bgpconfigurations => (
+                    "BGPConfiguration",
+                    bgp_configurations()
+                        .iter()
+                        .map(to_document_value)
+                        .collect(),
                 ),
             };
             let items: Vec<Value> = all
@@ -311,11 +356,7 @@ fn standard_answer(request: &Request) -> Response {
             }
         }
         Request::Delete { kind, name } => {
-            let kind_name = match kind {
-                ResourceKind::Ippools => "IPPool",
-                ResourceKind::Nodes => "Node",
-                ResourceKind::Workloadendpoints => "WorkloadEndpoint",
-            };
+            let kind_name = tapwire_control::cli::kind_name(*kind);
             if name.starts_with("missing") {
                 return Response::Error(ApiError::new(
                     codes::BAD_REQUEST,
@@ -664,6 +705,46 @@ fn get_workloadendpoints_tables_and_namespaces() {
 }
 
 #[test]
+fn get_bgp_peers_and_configurations_tables() {
+    let agent = FakeAgent::standard();
+    assert_eq!(
+        ok(&agent, &["get", "bgppeers"]),
+        "NAME                         PEERIP                      NODE       ASN\n\
+         rack1-tor                    192.168.0.254               node-a     64513\n\
+         core                         10.0.0.1                    (global)   65000\n\
+         peer-with-route-reflectors   route-reflector == 'true'   all()\n\
+         \n"
+    );
+    assert_eq!(
+        ok(&agent, &["get", "bgpconfig"]),
+        "NAME      LOGSEVERITY   MESHENABLED   ASNUMBER\n\
+         default   Info          false         64512\n\
+         \n"
+    );
+    let yaml = ok(&agent, &["get", "bgppeer", "rack1-tor", "-o", "yaml"]);
+    assert_eq!(
+        yaml,
+        "apiVersion: projectcalico.org/v3\n\
+         kind: BGPPeer\n\
+         metadata:\n  name: rack1-tor\n\
+         spec:\n  asNumber: 64513\n  node: node-a\n  peerIP: 192.168.0.254\n"
+    );
+    // What get prints applies back.
+    assert_eq!(
+        ctl_stdin(&agent, &["apply", "-f", "-"], Some(&yaml)).stdout,
+        "Successfully applied 1 'BGPPeer' resource(s)\n"
+    );
+    assert_eq!(
+        ok(&agent, &["delete", "bgpconfiguration", "default"]),
+        "Successfully deleted 1 'BGPConfiguration' resource(s)\n"
+    );
+    assert_eq!(
+        ok(&agent, &["delete", "bp", "core"]),
+        "Successfully deleted 1 'BGPPeer' resource(s)\n"
+    );
+}
+
+#[test]
 fn kinds_take_calicoctls_aliases_in_any_case() {
     let agent = FakeAgent::standard();
     let cases = [
@@ -677,6 +758,11 @@ fn kinds_take_calicoctls_aliases_in_any_case() {
         ("wep", ResourceKind::Workloadendpoints),
         ("weps", ResourceKind::Workloadendpoints),
         ("WorkloadEndpoint", ResourceKind::Workloadendpoints),
+        ("bgppeers", ResourceKind::Bgppeers),
+        ("BGPPeer", ResourceKind::Bgppeers),
+        ("bp", ResourceKind::Bgppeers),
+        ("bgpconfig", ResourceKind::Bgpconfigurations),
+        ("BGPConfigurations", ResourceKind::Bgpconfigurations),
     ];
     for (alias, _) in cases {
         ok(&agent, &["get", alias, "-o", "json"]);

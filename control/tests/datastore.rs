@@ -16,7 +16,10 @@ use serde_json::json;
 use tapwire_control::datastore::{
     self, Datastore, DatastoreError, DatastoreExt, FileStore, MemStore, Watcher,
 };
-use tapwire_control::model::{DatastoreConfig, EncapMode, EtcdConfig, IpPool, Node};
+use tapwire_control::model::{
+    parse_documents, BgpConfiguration, BgpPeer, DatastoreConfig, Document, EncapMode, EtcdConfig,
+    IpPool, Node,
+};
 
 mod etcd_server;
 use etcd_server::EtcdServer;
@@ -204,10 +207,77 @@ fn typed_semantics(store: &dyn Datastore) {
     assert_eq!((nodes.items.len(), nodes.damaged.len()), (2, 0));
 }
 
+/// BGPPeer and BGPConfiguration documents as `tapwirectl apply` writes them: stored, listed,
+/// read back as they were written, replaced and deleted; one peer is left behind.
+fn bgp_documents_round_trip(store: &dyn Datastore) {
+    let docs = parse_documents(
+        "apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeToNodeMeshEnabled: false, asNumber: 63400, logSeverityScreen: Debug}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: rack1-tor}
+spec: {node: node-a, peerIP: 192.168.0.254, asNumber: 64513}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: peer-with-route-reflectors}
+spec: {nodeSelector: all(), peerSelector: \"route-reflector == 'true'\"}
+",
+    )
+    .unwrap();
+    for doc in &docs {
+        match doc {
+            Document::BgpConfiguration(c) => drop(store.apply_as(c).unwrap()),
+            Document::BgpPeer(p) => drop(store.apply_as(p).unwrap()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let config = store
+        .get_as::<BgpConfiguration>("default")
+        .unwrap()
+        .unwrap();
+    assert!(!config.mesh_enabled());
+    assert_eq!(config.as_number(), 63400);
+    let peers = store.list_as::<BgpPeer>().unwrap();
+    let names: Vec<_> = peers
+        .items
+        .iter()
+        .map(|p| p.metadata.name.as_str())
+        .collect();
+    assert_eq!(names, ["peer-with-route-reflectors", "rack1-tor"]);
+    assert!(peers.damaged.is_empty());
+    let mut tor = peers.items[1].clone();
+    assert_eq!(tor.spec.as_number, Some(64513));
+    tor.spec.as_number = Some(64514);
+    store.update_as(&tor).unwrap();
+    assert_eq!(
+        store
+            .get_as::<BgpPeer>("rack1-tor")
+            .unwrap()
+            .unwrap()
+            .spec
+            .as_number,
+        Some(64514)
+    );
+    store.delete_as::<BgpPeer>("rack1-tor", None).unwrap();
+    store
+        .delete_as::<BgpConfiguration>("default", None)
+        .unwrap();
+    assert_eq!(store.list_as::<BgpPeer>().unwrap().items.len(), 1);
+    assert!(store
+        .get_as::<BgpConfiguration>("default")
+        .unwrap()
+        .is_none());
+}
+
 #[test]
 fn mem_store_keeps_the_contract() {
     crud_semantics(&MemStore::new());
     typed_semantics(&MemStore::new());
+    bgp_documents_round_trip(&MemStore::new());
 }
 
 #[test]
@@ -215,13 +285,18 @@ fn file_store_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     crud_semantics(&FileStore::open(dir.path().join("crud")).unwrap());
     typed_semantics(&FileStore::open(dir.path().join("typed")).unwrap());
+    bgp_documents_round_trip(&FileStore::open(dir.path().join("bgp")).unwrap());
+    assert!(dir
+        .path()
+        .join("bgp/BGPPeer/peer-with-route-reflectors.json")
+        .is_file());
     // Nothing was written outside the store directories.
     let mut entries: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     entries.sort();
-    assert_eq!(entries, ["crud", "typed"]);
+    assert_eq!(entries, ["bgp", "crud", "typed"]);
 }
 
 fn files_under(dir: &Path) -> Vec<String> {
@@ -510,6 +585,18 @@ fn etcd_store_keeps_the_contract() {
     // The typed contract on an empty prefix: delete what the first part left.
     etcd.etcdctl(&["del", "--prefix", "/calico/"]);
     typed_semantics(store.as_ref());
+    bgp_documents_round_trip(store.as_ref());
+    // Calico's keys: what is left is the peer under bgppeers/.
+    let keys = etcd.etcdctl(&[
+        "get",
+        "--prefix",
+        "/calico/resources/v3/projectcalico.org/bgp",
+        "--keys-only",
+    ]);
+    assert_eq!(
+        keys.split_whitespace().collect::<Vec<_>>(),
+        ["/calico/resources/v3/projectcalico.org/bgppeers/peer-with-route-reflectors"]
+    );
 }
 
 #[test]

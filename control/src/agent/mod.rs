@@ -332,6 +332,7 @@ fn register_node(
                     ipv4_address: underlay.address,
                     ipv4_ipip_tunnel_addr: None,
                     as_number: None,
+                    route_reflector_cluster_id: None,
                 });
                 bgp.ipv4_address = underlay.address;
                 node.status.tapwire = Some(status.clone());

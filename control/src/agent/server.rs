@@ -21,8 +21,8 @@ use crate::api::{
 use crate::datastore::{check_document_size, Datastore, DatastoreError, DatastoreExt};
 use crate::ipam::{Ipam, IpamError, ReleaseError};
 use crate::model::{
-    check_batch, format_rfc3339, parse_documents, to_document_value, Document, IpPool, IpamBlock,
-    Metadata, Node, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
+    check_batch, format_rfc3339, parse_documents, to_document_value, BgpConfiguration, BgpPeer,
+    Document, IpPool, IpamBlock, Metadata, Node, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
 };
 use crate::podnet::{self, pod_mtu, PodInterfaceSpec, POD_GATEWAY};
 use crate::routes::{encap_name, worst_encap, RouteEntry, RouteKind};
@@ -671,6 +671,8 @@ fn get_documents(
         ResourceKind::Ippools => list_values::<IpPool>(store, name),
         ResourceKind::Nodes => list_values::<Node>(store, name),
         ResourceKind::Workloadendpoints => list_values::<WorkloadEndpoint>(store, name),
+        ResourceKind::Bgppeers => list_values::<BgpPeer>(store, name),
+        ResourceKind::Bgpconfigurations => list_values::<BgpConfiguration>(store, name),
     }
 }
 
@@ -700,11 +702,7 @@ fn apply_documents(store: &dyn Datastore, text: &str) -> Result<Reply, ApiError>
     // Everything is checked before anything is written.
     check_batch(&docs, &pools).map_err(invalid)?;
     for doc in &docs {
-        let value = match doc {
-            Document::IpPool(pool) => to_document_value(pool),
-            Document::Node(node) => to_document_value(node),
-        };
-        check_document_size(doc.kind(), doc.name(), &value).map_err(|e| {
+        check_document_size(doc.kind(), doc.name(), &doc.to_value()).map_err(|e| {
             ApiError::new(codes::INVALID_DOCUMENT, "document too large", e.to_string())
         })?;
     }
@@ -713,6 +711,8 @@ fn apply_documents(store: &dyn Datastore, text: &str) -> Result<Reply, ApiError>
         let written = match &doc {
             Document::IpPool(pool) => write_document(store, pool),
             Document::Node(node) => apply_node(store, node),
+            Document::BgpPeer(peer) => write_document(store, peer),
+            Document::BgpConfiguration(config) => write_document(store, config),
         };
         written.map_err(|e| {
             datastore_error(
@@ -789,6 +789,8 @@ fn delete_document(
             store.delete_as::<IpPool>(name, None)
         }
         ResourceKind::Nodes => return delete_node(store, name),
+        ResourceKind::Bgppeers => store.delete_as::<BgpPeer>(name, None),
+        ResourceKind::Bgpconfigurations => store.delete_as::<BgpConfiguration>(name, None),
         // Only a damaged one, which no CNI DEL can find any more.
         ResourceKind::Workloadendpoints => match store.get_as::<WorkloadEndpoint>(name) {
             Err(e) if e.is_damage() => store.delete_as::<WorkloadEndpoint>(name, None),
@@ -806,11 +808,7 @@ fn delete_document(
         Err(DatastoreError::NotFound { kind, .. }) => return missing(&kind),
         Err(e) => return Err(datastore_error("deleting failed", e)),
     }
-    let kind_name = match kind {
-        ResourceKind::Ippools => IpPool::KIND,
-        ResourceKind::Nodes => Node::KIND,
-        ResourceKind::Workloadendpoints => WorkloadEndpoint::KIND,
-    };
+    let kind_name = crate::cli::kind_name(kind);
     Ok(Reply::Changed {
         results: vec![format!("{kind_name} {name}")],
         notes: Vec::new(),

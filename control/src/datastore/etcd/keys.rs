@@ -6,6 +6,7 @@
 //! | kind | key |
 //! |---|---|
 //! | `IPPool`, `Node` | `/calico/resources/v3/projectcalico.org/{ippools,nodes}/<name>` |
+//! | `BGPPeer`, `BGPConfiguration` | `/calico/resources/v3/projectcalico.org/{bgppeers,bgpconfigurations}/<name>` |
 //! | `WorkloadEndpoint` `<ns>.<rest>` | `/calico/resources/v3/projectcalico.org/workloadendpoints/<ns>/<rest>` |
 //! | `WorkloadEndpoint` without a `.` | `/calico/resources/v3/projectcalico.org/workloadendpoints/<name>` |
 //! | `IPAMBlock` `10-65-0-0-26` | `/calico/ipam/v2/assignment/ipv4/block/10.65.0.0-26` |
@@ -49,6 +50,8 @@ fn layout(kind: &str) -> Layout {
     match kind {
         "IPPool" => Layout::Resource("ippools"),
         "Node" => Layout::Resource("nodes"),
+        "BGPPeer" => Layout::Resource("bgppeers"),
+        "BGPConfiguration" => Layout::Resource("bgpconfigurations"),
         "WorkloadEndpoint" => Layout::Resource(WORKLOAD_ENDPOINTS),
         "IPAMBlock" => Layout::Block,
         "BlockAffinity" => Layout::Affinity,
@@ -141,9 +144,11 @@ pub fn name(kind: &str, key: &str) -> Option<String> {
 }
 
 /// The kinds Calico's layout places ([`layout`] is not [`Layout::Other`] for them).
-const CALICO_KINDS: [&str; 6] = [
+const CALICO_KINDS: [&str; 8] = [
     "IPPool",
     "Node",
+    "BGPPeer",
+    "BGPConfiguration",
     "WorkloadEndpoint",
     "IPAMBlock",
     "BlockAffinity",
@@ -228,6 +233,16 @@ mod tests {
                 "IPAMHandle",
                 "k8s-pod-network.abc123",
                 "/calico/ipam/v2/handle/k8s-pod-network.abc123",
+            ),
+            (
+                "BGPPeer",
+                "rack1-tor",
+                "/calico/resources/v3/projectcalico.org/bgppeers/rack1-tor",
+            ),
+            (
+                "BGPConfiguration",
+                "default",
+                "/calico/resources/v3/projectcalico.org/bgpconfigurations/default",
             ),
             ("Counter", "c", "/calico/tapwire/Counter/c"),
         ] {
