@@ -6,8 +6,11 @@
 //! pools, a route per block (this node's own blocks are local — the dataplane blackholes
 //! their unused addresses — other nodes' blocks go to their node with the encapsulation
 //! their pool asks for), a /32 route and an endpoint per local pod, the encapsulation
-//! summary and the pod MTU. [`to_messages`] turns it into the full snapshot sent on
-//! (re)connect; [`diff`] into the incremental update between two states.
+//! summary and the pod MTU. On a node whose networking backend is BIRD,
+//! [`desired_state_with`] takes other nodes' blocks from what BGP learned
+//! ([`RemoteRoutes::Bgp`]) instead of from the datastore. [`to_messages`] turns it into the
+//! full snapshot sent on (re)connect; [`diff`] into the incremental update between two
+//! states.
 //!
 //! No I/O, no clock: the same input always gives the same output, so every case is a
 //! table-driven unit test. Invalid documents do not stop the computation: they are left
@@ -22,7 +25,8 @@ use serde::{Serialize, Serializer};
 use tapwire_proto::{self as proto, config, to_dataplane::Payload, IpPoolType, RouteType};
 
 use crate::model::{
-    EncapMode, IpPool, MacAddr, ModelError, Node, PoolEncap, Resource, WorkloadEndpoint,
+    BgpConfiguration, BgpPeer, EncapMode, IpPool, MacAddr, ModelError, Node, PoolEncap, Resource,
+    WorkloadEndpoint,
 };
 use crate::podnet::{pod_mtu, Encap};
 
@@ -37,6 +41,10 @@ pub struct ClusterState {
     /// Each IPAM block and the node it is affine to.
     pub blocks: BTreeMap<Ipv4Net, String>,
     pub endpoints: Vec<WorkloadEndpoint>,
+    /// The BGP documents: what BIRD's configuration is rendered from on a node whose
+    /// networking backend is BIRD ([`crate::bgp::config`]).
+    pub bgp_peers: Vec<BgpPeer>,
+    pub bgp_configurations: Vec<BgpConfiguration>,
     /// Documents that could not be read (damaged in the store), with why; left out above
     /// and reported in [`DesiredDataplane::skipped`].
     pub unreadable: Vec<String>,
@@ -300,15 +308,34 @@ pub fn worst_encap<'a>(pools: impl IntoIterator<Item = &'a IpPool>) -> Encap {
         .unwrap_or(Encap::None)
 }
 
-/// Computes what `local`'s dataplane should hold.
-pub fn desired_state(
-    cluster: &ClusterState,
-    local: &LocalNode,
-) -> Result<DesiredDataplane, RoutesError> {
-    let mut skipped = cluster.unreadable.clone();
+/// A route BGP learned, as BIRD wrote it to the kernel table tapwire-control reads: a
+/// destination and its BGP next hop (the address of the node, or router, that announced
+/// it — also when a router lies between).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct LearnedRoute {
+    pub dst: Ipv4Net,
+    pub next_hop: Ipv4Addr,
+}
 
-    // Nodes with a usable underlay address.
-    let mut nodes: BTreeMap<&str, (&Node, Ipv4Net)> = BTreeMap::new();
+/// Where the routes to other nodes' blocks come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteRoutes<'r> {
+    /// The datastore: every IPAM block's owner (the `datastore` networking backend).
+    Datastore,
+    /// BGP (the `bird` backend): each block another node's BIRD announced and this node's
+    /// BIRD learned. A block whose node stopped announcing it (a node that stopped) has
+    /// no route, whatever the datastore says.
+    Bgp(&'r [LearnedRoute]),
+}
+
+/// The nodes with a usable underlay address, by name; the others are skipped with why.
+/// `local` must be among them: an unusable own document is an error.
+pub(crate) fn usable_nodes<'c>(
+    cluster: &'c ClusterState,
+    local: &str,
+    skipped: &mut Vec<String>,
+) -> Result<BTreeMap<&'c str, (&'c Node, Ipv4Net)>, RoutesError> {
+    let mut nodes = BTreeMap::new();
     for node in &cluster.nodes {
         let checked = node.validate().and_then(|()| {
             node.underlay().ok_or(ModelError::Missing {
@@ -319,19 +346,24 @@ pub fn desired_state(
             Ok(underlay) => {
                 nodes.insert(node.name(), (node, underlay));
             }
-            Err(e) if node.name() == local.name => return Err(RoutesError::InvalidNode(e)),
+            Err(e) if node.name() == local => return Err(RoutesError::InvalidNode(e)),
             Err(e) => skipped.push(e.to_string()),
         }
     }
-    let Some(&(_, my_underlay)) = nodes.get(local.name.as_str()) else {
+    if !nodes.contains_key(local) {
         return Err(RoutesError::UnknownNode {
-            node: local.name.clone(),
+            node: local.to_string(),
         });
-    };
-    let my_subnet = my_underlay.trunc();
+    }
+    Ok(nodes)
+}
 
-    // Valid pools; of two overlapping pools (a race between two applies), the first by
-    // name wins.
+/// The valid pools; of two overlapping pools (a race between two applies), the first by
+/// name wins. The others are skipped with why.
+pub(crate) fn usable_pools<'c>(
+    cluster: &'c ClusterState,
+    skipped: &mut Vec<String>,
+) -> Vec<&'c IpPool> {
     let mut pools: Vec<&IpPool> = Vec::new();
     for pool in &cluster.pools {
         match pool
@@ -342,6 +374,79 @@ pub fn desired_state(
             Err(e) => skipped.push(e.to_string()),
         }
     }
+    pools
+}
+
+/// Where the datastore says a block's owner is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockSource {
+    /// An IPAM block affine to the node.
+    Ipam,
+    /// A fixed pod CIDR of the node's document (a declared host's).
+    PodCidr,
+}
+
+/// Every block's owner: IPAM's blocks, then the nodes' fixed pod CIDRs (one that is an
+/// IPAM block of another node is skipped with why).
+pub(crate) fn block_owners<'c>(
+    cluster: &'c ClusterState,
+    nodes: &BTreeMap<&'c str, (&'c Node, Ipv4Net)>,
+    skipped: &mut Vec<String>,
+) -> BTreeMap<Ipv4Net, (&'c str, BlockSource)> {
+    let mut owners: BTreeMap<Ipv4Net, (&str, BlockSource)> = cluster
+        .blocks
+        .iter()
+        .map(|(cidr, node)| (*cidr, (node.as_str(), BlockSource::Ipam)))
+        .collect();
+    for (name, (node, _)) in nodes {
+        for cidr in &node.spec.pod_cidrs {
+            match owners.get(cidr) {
+                Some((owner, _)) if owner != name => skipped.push(format!(
+                    "Node {name:?}: spec.podCIDRs: {cidr} is an IPAM block of node {owner:?}"
+                )),
+                _ => {
+                    owners.insert(*cidr, (name, BlockSource::PodCidr));
+                }
+            }
+        }
+    }
+    owners
+}
+
+/// Computes what `local`'s dataplane should hold, routing other nodes' blocks as the
+/// datastore says.
+pub fn desired_state(
+    cluster: &ClusterState,
+    local: &LocalNode,
+) -> Result<DesiredDataplane, RoutesError> {
+    desired_state_with(cluster, local, RemoteRoutes::Datastore)
+}
+
+/// Computes what `local`'s dataplane should hold, with the routes to other nodes' blocks
+/// from `remote`.
+///
+/// With [`RemoteRoutes::Bgp`], a block has one source: this node's own blocks come from
+/// the datastore (BIRD announces them), fixed pod CIDRs of declared hosts too (static
+/// configuration), and every other block from what BGP learned. A learned route is
+/// matched to the node whose underlay address is its next hop, and gets the encapsulation
+/// of the pool holding it, as a datastore route would; learned routes outside every pool
+/// are left to the node's kernel (the dataplane sends only pods' traffic to nodes), and
+/// those whose next hop is no node's are skipped with why.
+pub fn desired_state_with(
+    cluster: &ClusterState,
+    local: &LocalNode,
+    remote: RemoteRoutes<'_>,
+) -> Result<DesiredDataplane, RoutesError> {
+    let mut skipped = cluster.unreadable.clone();
+    let nodes = usable_nodes(cluster, &local.name, &mut skipped)?;
+    let my_underlay = nodes
+        .get(local.name.as_str())
+        .map(|(_, underlay)| *underlay)
+        .ok_or_else(|| RoutesError::UnknownNode {
+            node: local.name.clone(),
+        })?;
+    let my_subnet = my_underlay.trunc();
+    let pools = usable_pools(cluster, &mut skipped);
 
     let mut desired = DesiredDataplane {
         hostname: local.name.clone(),
@@ -394,52 +499,65 @@ pub fn desired_state(
     }
     desired.pod_mtu_bytes = pod_mtu(local.underlay_mtu_bytes, worst_encap(pools.iter().copied()));
 
-    // Block owners: IPAM's blocks, then declared hosts' fixed pod CIDRs.
-    let mut owners: BTreeMap<Ipv4Net, &str> = cluster
-        .blocks
-        .iter()
-        .map(|(cidr, node)| (*cidr, node.as_str()))
-        .collect();
-    for (name, (node, _)) in &nodes {
-        for cidr in &node.spec.pod_cidrs {
-            match owners.get(cidr) {
-                Some(owner) if owner != name => skipped.push(format!(
-                    "Node {name:?}: spec.podCIDRs: {cidr} is an IPAM block of node {owner:?}"
-                )),
-                _ => {
-                    owners.insert(*cidr, name);
-                }
-            }
+    let route_to = |cidr: Ipv4Net, owner: &str, owner_ip: Ipv4Addr| {
+        let pool = pool_of(&pools, cidr);
+        let local_block = owner == local.name;
+        let same_subnet = !local_block && my_subnet.contains(&owner_ip);
+        RouteEntry {
+            kind: if local_block {
+                RouteKind::LocalBlock
+            } else {
+                RouteKind::RemoteBlock
+            },
+            node: owner.to_string(),
+            node_ip: owner_ip,
+            pool_type: PoolType::of(pool),
+            same_subnet,
+            nat_outgoing: pool.is_some_and(|p| p.spec.nat_outgoing),
+            encap: if local_block {
+                Encap::None
+            } else {
+                effective_encap(pool, same_subnet)
+            },
         }
-    }
-    for (cidr, owner) in owners {
+    };
+    for (cidr, (owner, source)) in block_owners(cluster, &nodes, &mut skipped) {
+        let from_bgp = matches!(remote, RemoteRoutes::Bgp(_));
+        if from_bgp && source == BlockSource::Ipam && owner != local.name {
+            continue;
+        }
         let Some(&(_, owner_underlay)) = nodes.get(owner) else {
             skipped.push(format!("block {cidr}: its node {owner:?} is unknown"));
             continue;
         };
-        let pool = pool_of(&pools, cidr);
-        let local_block = owner == local.name;
-        let same_subnet = !local_block && my_subnet.contains(&owner_underlay.addr());
-        desired.routes.insert(
-            cidr,
-            RouteEntry {
-                kind: if local_block {
-                    RouteKind::LocalBlock
-                } else {
-                    RouteKind::RemoteBlock
-                },
-                node: owner.to_string(),
-                node_ip: owner_underlay.addr(),
-                pool_type: PoolType::of(pool),
-                same_subnet,
-                nat_outgoing: pool.is_some_and(|p| p.spec.nat_outgoing),
-                encap: if local_block {
-                    Encap::None
-                } else {
-                    effective_encap(pool, same_subnet)
-                },
-            },
-        );
+        desired
+            .routes
+            .insert(cidr, route_to(cidr, owner, owner_underlay.addr()));
+    }
+    if let RemoteRoutes::Bgp(learned) = remote {
+        let by_address: HashMap<Ipv4Addr, &str> = nodes
+            .iter()
+            .map(|(name, (_, underlay))| (underlay.addr(), *name))
+            .collect();
+        for route in learned {
+            if desired.routes.contains_key(&route.dst) || pool_of(&pools, route.dst).is_none() {
+                // This node's own block, a declared host's (both the datastore's), or a
+                // destination outside the pools (the node's kernel routes those).
+                continue;
+            }
+            match by_address.get(&route.next_hop) {
+                Some(owner) if *owner != local.name => {
+                    desired
+                        .routes
+                        .insert(route.dst, route_to(route.dst, owner, route.next_hop));
+                }
+                Some(_) => {}
+                None => skipped.push(format!(
+                    "BGP route {} via {}: the next hop is no node's underlay address",
+                    route.dst, route.next_hop
+                )),
+            }
+        }
     }
 
     // This node's pods.

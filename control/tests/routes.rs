@@ -15,8 +15,8 @@ use tapwire_control::model::{
 };
 use tapwire_control::podnet::Encap;
 use tapwire_control::routes::{
-    desired_state, diff, to_messages, ClusterState, DesiredDataplane, LocalNode, PoolType,
-    RouteKind, RoutesError, VNI,
+    desired_state, desired_state_with, diff, to_messages, ClusterState, DesiredDataplane,
+    LearnedRoute, LocalNode, PoolType, RemoteRoutes, RouteKind, RoutesError, VNI,
 };
 use tapwire_dataplane::state::{build_tables, AttachedEndpoint, Desired, Underlay};
 use tapwire_dataplane::tables::{self as dp, RouteTarget, Tables};
@@ -81,7 +81,7 @@ fn cluster(ipip: EncapMode, vxlan: EncapMode) -> ClusterState {
             (net("10.65.0.128/26"), C.to_string()),
         ]),
         endpoints: vec![pod(A, "pod-a", "10.65.0.2"), pod(B, "pod-b", "10.65.0.66")],
-        unreadable: Vec::new(),
+        ..ClusterState::default()
     }
 }
 
@@ -781,4 +781,101 @@ fn an_endpoint_added_to_a_computed_state_equals_the_state_computed_with_it() {
         .add_local_endpoint(&no_netns, &[], ip("192.168.0.1"))
         .unwrap_err();
     assert!(err.contains("no spec.netns"), "{err}");
+}
+
+fn learned(dst: &str, next_hop: &str) -> LearnedRoute {
+    LearnedRoute {
+        dst: net(dst),
+        next_hop: ip(next_hop),
+    }
+}
+
+#[test]
+fn with_bgp_other_nodes_blocks_come_from_what_bgp_learned_only() {
+    use EncapMode::{CrossSubnet, Never};
+    let mut state = cluster(CrossSubnet, Never);
+    // A declared host with a fixed pod CIDR: static, from the datastore.
+    let mut host = node("kernel-host", "192.168.1.9/24");
+    host.spec.pod_cidrs = vec![net("10.65.9.0/24")];
+    state.nodes.push(host);
+    let routes = [
+        // B's block, learned from B.
+        learned("10.65.0.64/26", "192.168.0.2"),
+        // Something A holds itself: A's own block comes from the datastore.
+        learned("10.65.0.0/26", "192.168.0.2"),
+        // A block the datastore does not know (yet): BGP's word is enough.
+        learned("10.65.7.0/26", "192.168.1.3"),
+        // Outside every pool: the node's kernel routes it, not the dataplane.
+        learned("172.16.0.0/16", "192.168.0.254"),
+        // A pool route whose next hop is no node.
+        learned("10.65.8.0/26", "192.168.0.254"),
+    ];
+    let desired = desired_state_with(&state, &local(A), RemoteRoutes::Bgp(&routes)).unwrap();
+    let summary: Vec<(String, RouteKind, String, Encap)> = desired
+        .routes
+        .iter()
+        .filter(|(_, r)| r.kind != RouteKind::LocalWorkload)
+        .map(|(dst, r)| (dst.to_string(), r.kind, r.node.clone(), r.encap))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "10.65.0.0/26".into(),
+                RouteKind::LocalBlock,
+                A.into(),
+                Encap::None
+            ),
+            // Same subnet, CrossSubnet pool: unencapsulated, as from the datastore.
+            (
+                "10.65.0.64/26".into(),
+                RouteKind::RemoteBlock,
+                B.into(),
+                Encap::None
+            ),
+            // C announced nothing for its IPAM block 10.65.0.128/26 (it stopped): no route.
+            (
+                "10.65.7.0/26".into(),
+                RouteKind::RemoteBlock,
+                C.into(),
+                Encap::Ipip
+            ),
+            (
+                "10.65.9.0/24".into(),
+                RouteKind::RemoteBlock,
+                "kernel-host".into(),
+                Encap::Ipip
+            ),
+        ]
+    );
+    assert_eq!(
+        desired.skipped,
+        ["BGP route 10.65.8.0/26 via 192.168.0.254: the next hop is no node's underlay address"]
+    );
+    // Everything else is as the datastore backend has it.
+    let datastore = compute(&state);
+    assert_eq!(desired.hosts, datastore.hosts);
+    assert_eq!(desired.vteps, datastore.vteps);
+    assert_eq!(desired.endpoints, datastore.endpoints);
+    // Withdrawing B's route removes it from the dataplane: one RouteRemove.
+    let without_b = desired_state_with(&state, &local(A), RemoteRoutes::Bgp(&routes[2..])).unwrap();
+    let removes: Vec<String> = diff(&desired, &without_b)
+        .into_iter()
+        .map(|m| match m {
+            Payload::RouteRemove(r) => r.dst,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(removes, ["10.65.0.64/26"]);
+    // The dataplane sends B's pods to B unencapsulated and C's new block to C over IPIP.
+    let tables = tables(&dataplane(to_messages(&desired)));
+    assert_eq!(
+        decision(&tables, "10.65.0.66"),
+        (B.into(), Some(dp::Encap::None))
+    );
+    assert_eq!(
+        decision(&tables, "10.65.7.9"),
+        (C.into(), Some(dp::Encap::Ipip))
+    );
+    assert_eq!(decision(&tables, "10.65.0.130"), ("no route".into(), None));
 }

@@ -9,5 +9,6 @@
 //! (`crate::agent::bird`); turning learned routes into the dataplane's routes is
 //! [`crate::routes`]'s.
 
+pub mod config;
 pub mod model;
 pub mod selector;

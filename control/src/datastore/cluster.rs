@@ -1,12 +1,15 @@
-//! The documents route computation reads ([`ClusterState`]): read from a store in full,
-//! or kept current change by change from its watch ([`ClusterCache`]).
+//! The documents route computation (and, on a BGP node, BIRD's configuration) reads
+//! ([`ClusterState`]): read from a store in full, or kept current change by change from
+//! its watch ([`ClusterCache`]).
 
 use std::collections::BTreeMap;
 
 use ipnet::Ipv4Net;
 
 use super::{decode, Damaged, Datastore, DatastoreError, ObjectChange, RawObject};
-use crate::model::{IpPool, IpamBlock, Node, Resource, WorkloadEndpoint};
+use crate::model::{
+    BgpConfiguration, BgpPeer, IpPool, IpamBlock, Node, Resource, WorkloadEndpoint,
+};
 use crate::routes::ClusterState;
 
 /// Everything route computation needs, read from the store: nodes, pools, block owners
@@ -41,6 +44,8 @@ pub struct ClusterCache {
     /// Each block's CIDR and node (blocks affine to no node are not kept), by block name.
     blocks: BTreeMap<String, Entry<Option<(Ipv4Net, String)>>>,
     endpoints: BTreeMap<String, Entry<WorkloadEndpoint>>,
+    bgp_peers: BTreeMap<String, Entry<BgpPeer>>,
+    bgp_configurations: BTreeMap<String, Entry<BgpConfiguration>>,
     /// Documents that cannot be read, by (kind, name).
     unreadable: BTreeMap<(String, String), Damaged>,
 }
@@ -56,15 +61,11 @@ impl ClusterCache {
             pools: BTreeMap::new(),
             blocks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            bgp_peers: BTreeMap::new(),
+            bgp_configurations: BTreeMap::new(),
             unreadable: BTreeMap::new(),
         };
-        let kinds = [
-            IpamBlock::KIND,
-            Node::KIND,
-            IpPool::KIND,
-            WorkloadEndpoint::KIND,
-        ];
-        for kind in kinds {
+        for kind in ROUTE_KINDS {
             let listing = store.list(kind)?;
             for damaged in listing.damaged {
                 cache.put_damaged(damaged);
@@ -112,6 +113,8 @@ impl ClusterCache {
                 .filter_map(|entry| entry.value.clone())
                 .collect(),
             endpoints: values(&self.endpoints),
+            bgp_peers: values(&self.bgp_peers),
+            bgp_configurations: values(&self.bgp_configurations),
             unreadable: self.unreadable.values().map(Damaged::to_string).collect(),
         }
     }
@@ -125,10 +128,25 @@ impl ClusterCache {
                 let owner = block.node().map(|node| (block.spec.cidr, node.to_string()));
                 store(&mut self.blocks, &name, revision, owner, |a, b| a == b)
             }),
+            // Labels too: BGP peers select nodes by them.
             Node::KIND => decode::<Node>(object).map(|node| {
                 store(&mut self.nodes, &name, revision, node, |a, b| {
+                    a.spec == b.spec && a.metadata.labels == b.metadata.labels
+                })
+            }),
+            BgpPeer::KIND => decode::<BgpPeer>(object).map(|peer| {
+                store(&mut self.bgp_peers, &name, revision, peer, |a, b| {
                     a.spec == b.spec
                 })
+            }),
+            BgpConfiguration::KIND => decode::<BgpConfiguration>(object).map(|config| {
+                store(
+                    &mut self.bgp_configurations,
+                    &name,
+                    revision,
+                    config,
+                    |a, b| a.spec == b.spec,
+                )
             }),
             IpPool::KIND => decode::<IpPool>(object).map(|pool| {
                 store(&mut self.pools, &name, revision, pool, |a, b| {
@@ -180,6 +198,8 @@ impl ClusterCache {
             Node::KIND => remove(&mut self.nodes, name, revision),
             IpPool::KIND => remove(&mut self.pools, name, revision),
             WorkloadEndpoint::KIND => remove(&mut self.endpoints, name, revision),
+            BgpPeer::KIND => remove(&mut self.bgp_peers, name, revision),
+            BgpConfiguration::KIND => remove(&mut self.bgp_configurations, name, revision),
             _ => return false,
         };
         let was_damaged = self
@@ -190,14 +210,18 @@ impl ClusterCache {
     }
 }
 
+/// The kinds the cache keeps.
+const ROUTE_KINDS: [&str; 6] = [
+    IpamBlock::KIND,
+    Node::KIND,
+    IpPool::KIND,
+    WorkloadEndpoint::KIND,
+    BgpPeer::KIND,
+    BgpConfiguration::KIND,
+];
+
 fn is_route_kind(kind: &str) -> bool {
-    [
-        IpamBlock::KIND,
-        Node::KIND,
-        IpPool::KIND,
-        WorkloadEndpoint::KIND,
-    ]
-    .contains(&kind)
+    ROUTE_KINDS.contains(&kind)
 }
 
 fn values<T: Clone>(map: &BTreeMap<String, Entry<T>>) -> Vec<T> {
@@ -362,6 +386,45 @@ mod tests {
         node.spec.bgp.as_mut().unwrap().ipv4_address = "192.168.0.9/24".parse().unwrap();
         let moved = put(&store.update_as(&node).unwrap());
         assert!(cache.apply(store.revision().unwrap(), &[moved]));
+    }
+
+    #[test]
+    fn bgp_documents_and_node_labels_are_kept_and_count_as_changes() {
+        let store = cluster();
+        let mut cache = ClusterCache::read(&store, Some("node-a")).unwrap();
+        let mut peer = crate::model::BgpPeer {
+            metadata: model::Metadata::named("tor"),
+            spec: crate::bgp::model::BgpPeerSpec {
+                peer_ip: Some("192.168.0.254".parse().unwrap()),
+                as_number: Some(64513),
+                ..Default::default()
+            },
+        };
+        let created = put(&store.create_as(&peer).unwrap());
+        assert!(cache.apply(store.revision().unwrap(), &[created]));
+        peer = store.get_as("tor").unwrap().unwrap();
+        peer.spec.as_number = Some(64514);
+        let changed = put(&store.update_as(&peer).unwrap());
+        let config = put(&store.create_as(&BgpConfiguration::new()).unwrap());
+        assert!(cache.apply(store.revision().unwrap(), &[changed, config]));
+        // A label (BGP peers select nodes by them).
+        let mut node = store.get_as::<Node>("node-b").unwrap().unwrap();
+        node.metadata
+            .labels
+            .insert("route-reflector".into(), "true".into());
+        let labelled = put(&store.update_as(&node).unwrap());
+        assert!(cache.apply(store.revision().unwrap(), &[labelled]));
+        let state = cache.state();
+        assert_eq!(state.bgp_peers.len(), 1);
+        assert_eq!(state.bgp_peers[0].spec.as_number, Some(64514));
+        assert_eq!(state.bgp_configurations.len(), 1);
+        assert_eq!(
+            state,
+            ClusterCache::read(&store, Some("node-a")).unwrap().state()
+        );
+        let gone = deleted::<crate::model::BgpPeer>(&store, "tor");
+        assert!(cache.apply(store.revision().unwrap(), &[gone]));
+        assert!(cache.state().bgp_peers.is_empty());
     }
 
     #[test]
