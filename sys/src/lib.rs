@@ -8,6 +8,8 @@
 //! - [`tap`]: persistent multi-queue TAP devices — creating, attaching queues, deleting;
 //! - [`link`]: interface ioctls (index, MTU, up, hardware and IPv4 address);
 //! - [`netlink`]: a small rtnetlink client for addresses, routes and link deletion;
+//! - [`route_table`]: one kernel routing table read from outside (dump, change watch);
+//! - [`process`]: children that end with the thread that started them;
 //! - [`unix`]: the daemons' private Unix sockets.
 //!
 //! Everything except [`netns::run_in_netns`] acts on the network namespace of the calling
@@ -24,6 +26,8 @@
 pub mod link;
 pub mod netlink;
 pub mod netns;
+pub mod process;
+pub mod route_table;
 pub mod tap;
 #[cfg(feature = "testing")]
 pub mod testing;

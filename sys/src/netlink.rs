@@ -18,15 +18,15 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// Attribute and message alignment (`NLA_ALIGNTO`, `NLMSG_ALIGNTO`).
 const ALIGN_TO: usize = 4;
 /// `sizeof(struct nlmsghdr)`.
-const NLMSG_HDR_LEN: usize = 16;
+pub(crate) const NLMSG_HDR_LEN: usize = 16;
 /// `sizeof(struct nlattr)`.
-const NLA_HDR_LEN: usize = 4;
+pub(crate) const NLA_HDR_LEN: usize = 4;
 /// `NLMSGERR_ATTR_MSG`: extended-ack attribute carrying a NUL-terminated error string.
 const NLMSGERR_ATTR_MSG: u16 = 1;
 /// Receive buffer: an acknowledgement with extended-ack attributes fits many times over.
-const RECV_BUF_LEN: usize = 16 * 1024;
+pub(crate) const RECV_BUF_LEN: usize = 16 * 1024;
 
-const AF_INET: u8 = libc::AF_INET as u8;
+pub(crate) const AF_INET: u8 = libc::AF_INET as u8;
 /// `RTNH_F_ONLINK` (`linux/rtnetlink.h`): the gateway is on the link.
 const RTNH_F_ONLINK: u32 = 4;
 /// `RTAX_MTU` (`linux/rtnetlink.h`): the MTU metric inside `RTA_METRICS`.
@@ -83,49 +83,10 @@ impl Netlink {
     /// Opens and binds a `NETLINK_ROUTE` socket, asking for extended acks and for error
     /// replies without the echoed request.
     pub fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-
-        // SAFETY: all-zero is a valid sockaddr_nl (port id 0 = let the kernel choose).
-        let mut local: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        local.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `local` is a valid sockaddr_nl and the length passed is its size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&local as *const libc::sockaddr_nl).cast(),
-                socklen_of::<libc::sockaddr_nl>(),
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // Both options only improve error replies; kernels without them still work.
-        for option in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
-            let on: libc::c_int = 1;
-            // SAFETY: SOL_NETLINK boolean options read one c_int from a valid pointer.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_NETLINK,
-                    option,
-                    (&on as *const libc::c_int).cast(),
-                    socklen_of::<libc::c_int>(),
-                );
-            }
-        }
-        Ok(Netlink { fd, next_seq: 1 })
+        Ok(Netlink {
+            fd: open_route_socket(0)?,
+            next_seq: 1,
+        })
     }
 
     /// Adds (or replaces) IPv4 address `addr/prefix_len` on interface `ifindex`, scope
@@ -215,6 +176,56 @@ impl Netlink {
     }
 }
 
+/// A bound `NETLINK_ROUTE` socket in the calling thread's namespace, subscribed to the
+/// multicast `groups` (`RTMGRP_*` bits; 0 for none), asking for extended acks and for
+/// error replies without the echoed request.
+pub(crate) fn open_route_socket(groups: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+    // SAFETY: all-zero is a valid sockaddr_nl (port id 0 = let the kernel choose).
+    let mut local: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    local.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    local.nl_groups = groups;
+    // SAFETY: `local` is a valid sockaddr_nl and the length passed is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&local as *const libc::sockaddr_nl).cast(),
+            socklen_of::<libc::sockaddr_nl>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Both options only improve error replies; kernels without them still work.
+    for option in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
+        let on: libc::c_int = 1;
+        // SAFETY: SOL_NETLINK boolean options read one c_int from a valid pointer.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_NETLINK,
+                option,
+                (&on as *const libc::c_int).cast(),
+                socklen_of::<libc::c_int>(),
+            );
+        }
+    }
+    Ok(fd)
+}
+
 /// Reads one datagram from the kernel. Returns `Ok(None)` when it holds no acknowledgement
 /// for `seq`, `Ok(Some(result))` with the request's outcome when it does, and `Err` when the
 /// datagram is malformed.
@@ -239,7 +250,7 @@ pub fn parse_ack(datagram: &[u8], seq: u32) -> io::Result<Option<io::Result<()>>
 }
 
 /// Interprets the payload of an `NLMSG_ERROR` message (`struct nlmsgerr` + ext-ack TLVs).
-fn parse_error_payload(payload: &[u8], flags: u16) -> io::Result<io::Result<()>> {
+pub(crate) fn parse_error_payload(payload: &[u8], flags: u16) -> io::Result<io::Result<()>> {
     let code = read_i32(payload, 0).ok_or_else(|| malformed("truncated error code"))?;
     if code == 0 {
         return Ok(Ok(()));
@@ -445,16 +456,16 @@ fn check_route(route: &RouteSpec) -> io::Result<()> {
     Ok(())
 }
 
-fn align(len: usize) -> usize {
+pub(crate) fn align(len: usize) -> usize {
     (len + ALIGN_TO - 1) & !(ALIGN_TO - 1)
 }
 
-fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
+pub(crate) fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
     let raw = bytes.get(at..at.checked_add(2)?)?;
     Some(u16::from_ne_bytes([raw[0], raw[1]]))
 }
 
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     let raw = bytes.get(at..at.checked_add(4)?)?;
     Some(u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]))
 }
@@ -463,14 +474,14 @@ fn read_i32(bytes: &[u8], at: usize) -> Option<i32> {
     read_u32(bytes, at).map(|v| v as i32)
 }
 
-fn malformed(what: &str) -> io::Error {
+pub(crate) fn malformed(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
         format!("malformed netlink reply from the kernel: {what}"),
     )
 }
 
-fn socklen_of<T>() -> libc::socklen_t {
+pub(crate) fn socklen_of<T>() -> libc::socklen_t {
     // Socket address and option structs are a few bytes; the cast cannot truncate.
     std::mem::size_of::<T>() as libc::socklen_t
 }

@@ -330,3 +330,70 @@ fn missing_namespace_error_names_the_path() {
         "{err}"
     );
 }
+
+#[test]
+fn a_kernel_table_is_dumped_and_its_changes_are_noticed() {
+    use tapwire_sys::route_table::{dump_ipv4_table, Changes, KernelRoute, RouteWatch};
+    const TABLE: u32 = 30583;
+    let Some(ns) = scratch() else { return };
+    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"])
+        .expect("veth");
+    ns.ip(&["addr", "add", "192.168.0.1/24", "dev", "d0"])
+        .expect("address");
+    ns.ip(&["link", "set", "d0", "up"]).expect("up");
+    // What BIRD writes: the BGP next hop as an onlink gateway, also off the subnet.
+    ns.ip(&[
+        "route",
+        "add",
+        "10.65.1.0/26",
+        "via",
+        "192.168.1.2",
+        "dev",
+        "d0",
+        "onlink",
+        "table",
+        "30583",
+        "proto",
+        "bird",
+    ])
+    .expect("route in the table");
+    // Elsewhere: the main table's own routes do not count.
+    ns.ip(&[
+        "route",
+        "add",
+        "10.65.2.0/26",
+        "via",
+        "192.168.0.2",
+        "dev",
+        "d0",
+    ])
+    .expect("main table route");
+    let (routes, changes) = in_ns(&ns, || {
+        let mut watch = RouteWatch::open()?;
+        let routes = dump_ipv4_table(TABLE)?;
+        // Nothing changed yet.
+        let quiet = watch.wait(Duration::from_millis(50))?;
+        std::process::Command::new("ip")
+            .args(["route", "del", "10.65.1.0/26", "table", "30583"])
+            .status()?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut seen = Changes::Nothing;
+        while !seen.touches(TABLE) && Instant::now() < deadline {
+            seen = watch.wait(Duration::from_millis(200))?;
+        }
+        Ok((routes, (quiet, seen, dump_ipv4_table(TABLE)?)))
+    })
+    .expect("dump and watch");
+    assert_eq!(
+        routes,
+        [KernelRoute {
+            dst: Ipv4Addr::new(10, 65, 1, 0),
+            prefix_len: 26,
+            gateways: vec![Ipv4Addr::new(192, 168, 1, 2)],
+        }]
+    );
+    let (quiet, seen, after) = changes;
+    assert_eq!(quiet, Changes::Nothing);
+    assert!(seen.touches(TABLE), "the deletion was noticed: {seen:?}");
+    assert!(after.is_empty(), "{after:?}");
+}
