@@ -36,6 +36,8 @@ pub enum Request {
     CniStatus,
     /// `tapwirectl node status`.
     NodeStatus,
+    /// `tapwirectl node status` on a BGP node: BIRD and its sessions.
+    BgpStatus,
     /// `tapwirectl get KIND [NAME]`.
     Get {
         kind: ResourceKind,
@@ -181,6 +183,11 @@ pub enum Reply {
     /// DEL, CHECK and STATUS carry nothing.
     Done,
     NodeStatus(NodeStatusReply),
+    /// `bgp` is `None` when the node does not run BGP (its networking backend is the
+    /// datastore).
+    BgpStatus {
+        bgp: Option<BgpStatusReply>,
+    },
     /// Documents as JSON values (IPPool, Node or WorkloadEndpoint), sorted by name, and
     /// those of the kind that are damaged in the datastore (skipped).
     Documents {
@@ -218,6 +225,7 @@ impl Reply {
             Reply::CniAdd(_) => "a CNI ADD result",
             Reply::Done => "an empty reply",
             Reply::NodeStatus(_) => "a node status",
+            Reply::BgpStatus { .. } => "a BGP status",
             Reply::Documents { .. } => "documents",
             Reply::Changed { .. } => "a change report",
             Reply::Routes { .. } => "routes",
@@ -262,6 +270,18 @@ pub struct NodeStatusReply {
     pub dataplane_in_sync: bool,
     /// Seconds since the dataplane's last heartbeat, if any.
     pub last_heartbeat_secs: Option<u64>,
+    pub peers: Vec<PeerRow>,
+}
+
+/// BGP in `node status`: BIRD and its sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpStatusReply {
+    /// `BIRD 2.0.12 is running (pid 4242, router id 192.168.0.1): Daemon is up and
+    /// running`, or why it does not run.
+    pub daemon: String,
+    /// BIRD's sessions: PEER TYPE `node-to-node mesh`, `node specific` or `global`, STATE
+    /// `up` (established) or `down`, INFO BIRD's (`Established`, `Active Socket:
+    /// Connection refused`, …).
     pub peers: Vec<PeerRow>,
 }
 

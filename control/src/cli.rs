@@ -37,7 +37,10 @@
 //!   and its dataplane (`Dataplane: connected, in sync, last heartbeat 2s ago`), then an
 //!   `IPv4 peer status` table boxed like calicoctl's `IPv4 BGP status` (`PEER ADDRESS |
 //!   PEER TYPE | STATE | SINCE | INFO`, headers centred). SINCE is shown as BIRD shows it:
-//!   the time of day (UTC) for a change today, else the date.
+//!   the time of day (UTC) for a change today, else the date. On a BGP node the peers are
+//!   BIRD's sessions and the layout is calicoctl's: `BIRD: <state>`, `IPv4 BGP status`
+//!   and its table (or `No IPv4 peers found.`), then `IPv6 BGP status` / `No IPv6 peers
+//!   found.`
 //! - **`routes`** ([`format_routes`]), one route per line, in `ip route`'s word order; a
 //!   `/32` prints as a bare address:
 //!   - `10.65.2.0/26 via 192.168.0.2 encap vxlan node node-b mtu 1450`: a remote block,
@@ -61,7 +64,9 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
-use crate::api::{codes, ApiError, NodeStatusReply, ResourceKind, RouteRow};
+use crate::api::{
+    codes, ApiError, BgpStatusReply, NodeStatusReply, PeerRow, ResourceKind, RouteRow,
+};
 use crate::datastore::Damaged;
 use crate::ipam::{CheckReport, IpamUsage};
 use crate::model::{
@@ -700,9 +705,13 @@ fn endpoint_row(ep: &WorkloadEndpoint, wide: bool) -> Vec<String> {
 // ---------------------------------------------------------------------------------------
 // node status, routes, stats.
 
-/// The `node status` report (see the module docs); `now` decides whether a peer's SINCE
-/// is today.
-pub fn format_node_status(status: &NodeStatusReply, now: SystemTime) -> String {
+/// The `node status` report (see the module docs), with BIRD's sessions in place of the
+/// datastore's peers when `bgp` is given; `now` decides whether a peer's SINCE is today.
+pub fn format_node_status(
+    status: &NodeStatusReply,
+    bgp: Option<&BgpStatusReply>,
+    now: SystemTime,
+) -> String {
     let mut out = String::from("tapwire process is running.\n\n");
     out.push_str(&format!(
         "Node {}, underlay address {}\n",
@@ -728,31 +737,43 @@ pub fn format_node_status(status: &NodeStatusReply, now: SystemTime) -> String {
         Some(secs) => format!("last heartbeat {secs}s ago"),
         None => "no heartbeat yet".to_string(),
     });
-    out.push_str(&format!("Dataplane: {}\n\n", dataplane.join(", ")));
-    out.push_str("IPv4 peer status\n");
-    if status.peers.is_empty() {
-        out.push_str("No IPv4 peers found.\n");
-    } else {
-        let rows: Vec<Vec<String>> = status
-            .peers
-            .iter()
-            .map(|p| {
-                vec![
-                    p.address.clone(),
-                    p.peer_type.clone(),
-                    p.state.clone(),
-                    since_cell(&p.since, now),
-                    p.info.clone(),
-                ]
-            })
-            .collect();
-        out.push_str(&format_boxed(
-            &["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"],
-            &rows,
-        ));
+    out.push_str(&format!("Dataplane: {}\n", dataplane.join(", ")));
+    match bgp {
+        None => {
+            out.push_str("\nIPv4 peer status\n");
+            out.push_str(&peer_table(&status.peers, now));
+        }
+        Some(bgp) => {
+            out.push_str(&format!("BIRD: {}\n\nIPv4 BGP status\n", bgp.daemon));
+            out.push_str(&peer_table(&bgp.peers, now));
+            out.push_str("\nIPv6 BGP status\nNo IPv6 peers found.\n");
+        }
     }
     out.push('\n');
     out
+}
+
+/// calicoctl's boxed peer table, or `No IPv4 peers found.`.
+fn peer_table(peers: &[PeerRow], now: SystemTime) -> String {
+    if peers.is_empty() {
+        return "No IPv4 peers found.\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.address.clone(),
+                p.peer_type.clone(),
+                p.state.clone(),
+                since_cell(&p.since, now),
+                p.info.clone(),
+            ]
+        })
+        .collect();
+    format_boxed(
+        &["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"],
+        &rows,
+    )
 }
 
 /// BIRD's (and so calicoctl's) SINCE: `13:02:03` for a time today (UTC), else the date.
@@ -983,7 +1004,7 @@ mod tests {
                 info: "Dataplane not connected".into(),
             }],
         };
-        let text = format_node_status(&status, now);
+        let text = format_node_status(&status, None, now);
         assert!(
             text.contains("Dataplane: not connected, last heartbeat 40s ago\n"),
             "{text}"

@@ -20,8 +20,8 @@ use common::{run_bounded, FakeAgent, ProgramRun};
 
 use serde_json::Value;
 use tapwire_control::api::{
-    self, codes, ApiError, NodeStatusReply, PeerRow, Reply, Request, ResourceKind, Response,
-    RouteRow,
+    self, codes, ApiError, BgpStatusReply, NodeStatusReply, PeerRow, Reply, Request, ResourceKind,
+    Response, RouteRow,
 };
 use tapwire_control::ipam::{BlockUsage, CheckReport, IpamUsage, Leaked, PoolUsage};
 use tapwire_control::model::{
@@ -527,7 +527,65 @@ fn node_status_shows_process_dataplane_and_peers_in_calicoctls_box() {
          \n",
     );
     assert_run(&run, 0, &expected, "");
-    assert_eq!(agent.requests(), [Request::NodeStatus]);
+    // The agent's BGP status is asked for too; this one has none (it answers an error).
+    assert_eq!(agent.requests(), [Request::NodeStatus, Request::BgpStatus]);
+}
+
+#[test]
+fn node_status_on_a_bgp_node_is_calicoctls_bgp_table() {
+    let since_today = today_at_midnight();
+    let agent = FakeAgent::start(move |request| {
+        match request {
+        Request::NodeStatus => Response::Ok(Reply::NodeStatus(NodeStatusReply {
+            peers: Vec::new(),
+            ..node_status("")
+        })),
+        Request::BgpStatus => Response::Ok(Reply::BgpStatus {
+            bgp: Some(BgpStatusReply {
+            daemon:
+                "BIRD 2.0.12 is running (pid 4242, router id 192.168.0.1): Daemon is up and running"
+                    .into(),
+            peers: vec![
+                PeerRow {
+                    address: "192.168.0.2".into(),
+                    peer_type: "node-to-node mesh".into(),
+                    state: "up".into(),
+                    since: since_today.clone(),
+                    info: "Established".into(),
+                },
+                PeerRow {
+                    address: "192.168.0.254".into(),
+                    peer_type: "node specific".into(),
+                    state: "down".into(),
+                    since: "2024-05-01T13:02:03Z".into(),
+                    info: "Active Socket: Connection refused".into(),
+                },
+            ],
+            }),
+        }),
+        _ => Response::Error(ApiError::new(codes::BAD_REQUEST, "unexpected", "")),
+    }
+    });
+    assert_eq!(
+        ok(&agent, &["node", "status"]),
+        "tapwire process is running.\n\
+         \n\
+         Node node-a, underlay address 192.168.0.1\n\
+         Dataplane: connected, in sync, last heartbeat 2s ago\n\
+         BIRD: BIRD 2.0.12 is running (pid 4242, router id 192.168.0.1): Daemon is up and running\n\
+         \n\
+         IPv4 BGP status\n\
+         +---------------+-------------------+-------+------------+-----------------------------------+\n\
+         | PEER ADDRESS  |     PEER TYPE     | STATE |   SINCE    |               INFO                |\n\
+         +---------------+-------------------+-------+------------+-----------------------------------+\n\
+         | 192.168.0.2   | node-to-node mesh | up    | 00:00:00   | Established                       |\n\
+         | 192.168.0.254 | node specific     | down  | 2024-05-01 | Active Socket: Connection refused |\n\
+         +---------------+-------------------+-------+------------+-----------------------------------+\n\
+         \n\
+         IPv6 BGP status\n\
+         No IPv6 peers found.\n\
+         \n"
+    );
 }
 
 #[test]

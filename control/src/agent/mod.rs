@@ -16,6 +16,7 @@
 //! one document and a recompute only when it touches what routes read; on the file store,
 //! each change reads the cluster again.
 
+pub mod bird;
 pub mod hostpath;
 mod server;
 pub mod sync;
@@ -33,10 +34,10 @@ use tapwire_sys::unix::InstanceLock;
 use crate::datastore::{self, ClusterCache, Datastore, DatastoreError, DatastoreExt, Watcher};
 use crate::ipam::Ipam;
 use crate::model::{
-    format_rfc3339, IpPool, Node, NodeBgpSpec, NodeConfig, Resource, TapwireNodeStatus,
-    WorkloadEndpoint,
+    format_rfc3339, IpPool, NetworkingBackend, Node, NodeBgpSpec, NodeConfig, Resource,
+    TapwireNodeStatus, WorkloadEndpoint,
 };
-use crate::routes::{desired_state, DesiredDataplane, LocalNode};
+use crate::routes::{desired_state, desired_state_with, DesiredDataplane, LocalNode, RemoteRoutes};
 use sync::Sync;
 
 /// How often the node's status (heartbeat) is written.
@@ -77,6 +78,9 @@ pub enum AgentError {
     /// Another `tapwire-control` serves this node (its API socket or its dataplane).
     #[error("not starting: {0}")]
     AlreadyRunning(std::io::Error),
+    /// BGP (`networking_backend = "bird"`) cannot be set up.
+    #[error("BGP: {reason}")]
+    Bgp { reason: String },
 }
 
 /// What this node knows about itself from its own interfaces.
@@ -121,6 +125,8 @@ pub struct Shared {
     /// Wakes the watch loop: store changes, and nudges after API writes.
     pub recompute: Mutex<Sender<Wake>>,
     pub started: SystemTime,
+    /// BGP, when the node's networking backend is BIRD.
+    pub bgp: Option<Arc<bird::Bgp>>,
 }
 
 impl Shared {
@@ -200,6 +206,10 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
     let sync = Sync::start(config.dataplane_socket.clone()).map_err(AgentError::Thread)?;
     let (tx, rx) = mpsc::channel();
     let listener = bind_api_socket(&config.api_socket, &_instance[0])?;
+    let bgp = match config.networking_backend {
+        NetworkingBackend::Datastore => None,
+        NetworkingBackend::Bird => Some(bird::Bgp::start(&config, tx.clone())?),
+    };
     let shared = Arc::new(Shared {
         config,
         underlay,
@@ -209,6 +219,7 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
         fresh: Mutex::new(Vec::new()),
         recompute: Mutex::new(tx),
         started: SystemTime::now(),
+        bgp,
     });
     // The first read of the cluster has every change up to the revision it starts from;
     // the watch reports every change after that.
@@ -251,6 +262,8 @@ pub enum Wake {
     Store(datastore::Change),
     /// An API call wrote to the store.
     Nudge,
+    /// The routes BGP learned changed ([`bird::Bgp::learned`]).
+    Learned,
 }
 
 /// Waits for datastore changes (an etcd watch, or the file store's revision polled) and
@@ -409,7 +422,9 @@ impl Cluster {
                 Wake::Nudge => !described,
                 Wake::Store(datastore::Change::Changed { objects, .. }) => objects.is_none(),
                 Wake::Store(datastore::Change::Relist { .. }) => true,
+                Wake::Learned => false,
             });
+        let learned = wakes.iter().any(|wake| matches!(wake, Wake::Learned));
         let changed = match self.cache.as_mut() {
             Some(cache) if !read_all => {
                 let mut relevant = false;
@@ -436,7 +451,7 @@ impl Cluster {
                 }
             },
         };
-        if changed {
+        if changed || learned {
             if let Some(cache) = &self.cache {
                 recompute(shared, cache);
             }
@@ -458,7 +473,17 @@ fn recompute(shared: &Shared, cache: &ClusterCache) {
             }
         }
     }
-    match desired_state(&state, &shared.local()) {
+    if let Some(bgp) = &shared.bgp {
+        bgp.configure(&state, &shared.config);
+    }
+    let computed = match &shared.bgp {
+        None => desired_state(&state, &shared.local()),
+        Some(bgp) => {
+            let learned = bgp.learned();
+            desired_state_with(&state, &shared.local(), RemoteRoutes::Bgp(&learned))
+        }
+    };
+    match computed {
         Ok(desired) => {
             for skipped in &desired.skipped {
                 tracing::warn!(%skipped, "document left out of the dataplane state");

@@ -15,8 +15,8 @@ use ipnet::Ipv4Net;
 
 use super::Shared;
 use crate::api::{
-    codes, read_request, write_response, ApiError, CniAddReply, CniRequest, CniRoute,
-    NodeStatusReply, PeerRow, Reply, Request, ResourceKind, Response, RouteRow,
+    codes, read_request, write_response, ApiError, BgpStatusReply, CniAddReply, CniRequest,
+    CniRoute, NodeStatusReply, PeerRow, Reply, Request, ResourceKind, Response, RouteRow,
 };
 use crate::datastore::{check_document_size, Datastore, DatastoreError, DatastoreExt};
 use crate::ipam::{Ipam, IpamError, ReleaseError};
@@ -73,6 +73,25 @@ fn handle(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
         Request::CniCheck(req) => cni_check(shared, &req).map(|()| Reply::Done),
         Request::CniStatus => cni_status(shared).map(|()| Reply::Done),
         Request::NodeStatus => Ok(Reply::NodeStatus(node_status(shared)?)),
+        Request::BgpStatus => Ok(Reply::BgpStatus {
+            bgp: shared.bgp.as_ref().map(|bgp| {
+                let status = bgp.status();
+                BgpStatusReply {
+                    daemon: status.daemon,
+                    peers: status
+                        .peers
+                        .into_iter()
+                        .map(|peer| PeerRow {
+                            address: peer.address.to_string(),
+                            peer_type: peer.peer_type.describe().to_string(),
+                            state: if peer.up { "up" } else { "down" }.to_string(),
+                            since: peer.since,
+                            info: peer.info,
+                        })
+                        .collect(),
+                }
+            }),
+        }),
         Request::Get { kind, name } => get(shared, kind, name.as_deref()),
         Request::Apply { documents } => apply(shared, &documents),
         Request::Delete { kind, name } => delete(shared, kind, &name),

@@ -410,7 +410,7 @@ impl fmt::Display for Writer<'_> {
         let (log, debug) = match speaker.log_severity {
             LogSeverity::Debug => ("all", "all"),
             LogSeverity::Info => (
-                "{ info, remote, warning, error, auth, fatal, bug }",
+                "{ info, trace, remote, warning, error, auth, fatal, bug }",
                 "{ states }",
             ),
             LogSeverity::Warning => ("{ warning, error, auth, fatal, bug }", "off"),

@@ -9,6 +9,8 @@
 //! (`crate::agent::bird`); turning learned routes into the dataplane's routes is
 //! [`crate::routes`]'s.
 
+pub mod birdc;
 pub mod config;
 pub mod model;
 pub mod selector;
+pub mod status;

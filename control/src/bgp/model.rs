@@ -395,7 +395,7 @@ pub struct BirdConfig {
     #[serde(default = "default_binary")]
     pub binary: PathBuf,
     /// A directory of this node's own (created 0700): `bird.conf`, the control socket
-    /// `bird.ctl` and the log `bird.log`.
+    /// `bird.ctl`, the log `bird.log` and `bird.pid`.
     #[serde(default = "default_run_dir")]
     pub run_dir: PathBuf,
     /// The kernel table of learned routes ([`DEFAULT_KERNEL_TABLE`]).
@@ -493,6 +493,11 @@ impl BirdConfig {
     /// BIRD's log (its standard error).
     pub fn log_file(&self) -> PathBuf {
         self.run_dir.join("bird.log")
+    }
+
+    /// BIRD's PID file.
+    pub fn pid_file(&self) -> PathBuf {
+        self.run_dir.join("bird.pid")
     }
 }
 

@@ -253,8 +253,17 @@ fn node_status(agent: &Agent, out: &mut Output) -> Result<(), CliError> {
     let action = "get node status";
     match api::call(&agent.socket, &Request::NodeStatus, agent.timeout) {
         Ok(Reply::NodeStatus(status)) => {
-            out.stdout
-                .push_str(&cli::format_node_status(&status, SystemTime::now()));
+            // BIRD's sessions, on a node that runs BGP (an agent that does not know the
+            // request has no BGP either).
+            let bgp = match api::call(&agent.socket, &Request::BgpStatus, agent.timeout) {
+                Ok(Reply::BgpStatus { bgp }) => bgp,
+                _ => None,
+            };
+            out.stdout.push_str(&cli::format_node_status(
+                &status,
+                bgp.as_ref(),
+                SystemTime::now(),
+            ));
             Ok(())
         }
         Ok(other) => Err(unexpected(action, "a node status", &other)),
