@@ -101,6 +101,9 @@ pub struct ControlPlane<'lab> {
     lab: &'lab Lab,
     datastore: LabDatastore,
     workers: usize,
+    /// With BGP: every node's `networking_backend = "bird"`, with this graceful restart
+    /// time (s).
+    bird: Option<u16>,
     members: Mutex<Vec<Member>>,
     pods: Mutex<Vec<CniPod>>,
 }
@@ -143,6 +146,7 @@ impl<'lab> ControlPlane<'lab> {
             lab,
             datastore,
             workers: 2,
+            bird: None,
             members: Mutex::new(Vec::new()),
             pods: Mutex::new(Vec::new()),
         })
@@ -170,8 +174,17 @@ impl<'lab> ControlPlane<'lab> {
         ControlPlane::on_etcd(lab, etcd)?.started(names, Some(pool))
     }
 
+    /// Makes the nodes added from now on route by BGP: `networking_backend = "bird"`,
+    /// BIRD's files in `<lab dir>/<node>-bird/` (its log among the lab's), and peers
+    /// keeping a node's routes for `graceful_restart_secs` while its BIRD is down.
+    pub fn with_bird(mut self, graceful_restart_secs: u16) -> Result<ControlPlane<'lab>> {
+        crate::bird::require_bird()?;
+        self.bird = Some(graceful_restart_secs);
+        Ok(self)
+    }
+
     /// Adds and starts nodes `names`, then applies `pool` (if any) on the first.
-    fn started(self, names: &[&str], pool: Option<&str>) -> Result<ControlPlane<'lab>> {
+    pub fn started(self, names: &[&str], pool: Option<&str>) -> Result<ControlPlane<'lab>> {
         for name in names {
             self.add_node(name)?;
         }
@@ -271,6 +284,12 @@ impl<'lab> ControlPlane<'lab> {
             format!("tapwire-control on {name}"),
             member.control_log.clone(),
         );
+        if self.bird.is_some() {
+            self.lab.add_log(
+                format!("BIRD on {name}"),
+                self.bird_dir(name).join("bird.log"),
+            );
+        }
         locked(&self.members).push(member);
         self.start_dataplane(name)?;
         Ok(node)
@@ -278,19 +297,58 @@ impl<'lab> ControlPlane<'lab> {
 
     /// The node configuration `tapwire-control --config` reads for `member`.
     fn node_config(&self, member: &Member) -> String {
+        let (backend, bird) = match self.bird {
+            None => (String::new(), String::new()),
+            Some(graceful_restart_secs) => (
+                "networking_backend = \"bird\"\n".to_string(),
+                format!(
+                    "\n[bird]\nrun_dir = \"{}\"\ngraceful_restart_secs = {graceful_restart_secs}\n\
+                     secrets_dir = \"{}\"\n",
+                    self.bird_dir(&member.node.name).display(),
+                    self.lab.dir().join("bgp-secrets").display(),
+                ),
+            ),
+        };
         format!(
             "# tapwire-control configuration of lab node {node}\n\
              node = \"{node}\"\n\
              underlay_interface = \"eth0\"\n\
              dataplane_socket = \"{dataplane}\"\n\
              api_socket = \"{api}\"\n\
+             {backend}\
              \n\
-             {datastore}",
+             {datastore}{bird}",
             node = member.node.name,
             dataplane = member.dataplane_socket.display(),
             api = member.api_socket.display(),
             datastore = self.datastore_section(),
         )
+    }
+
+    /// Node `name`'s BIRD directory (`[bird] run_dir`): configuration, control socket,
+    /// log, PID file.
+    pub fn bird_dir(&self, name: &str) -> PathBuf {
+        self.lab.dir().join(format!("{name}-bird"))
+    }
+
+    /// Node `name`'s BIRD control socket.
+    pub fn bird_socket(&self, name: &str) -> PathBuf {
+        self.bird_dir(name).join("bird.ctl")
+    }
+
+    /// The PID of the BIRD `tapwire-control` runs on node `name`, when one runs (read from
+    /// its PID file and checked to be that BIRD).
+    pub fn bird_pid(&self, name: &str) -> Result<Option<u32>> {
+        let dir = self.bird_dir(name);
+        let Ok(text) = std::fs::read_to_string(dir.join("bird.pid")) else {
+            return Ok(None);
+        };
+        let Ok(pid) = text.trim().parse::<u32>() else {
+            return Ok(None);
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let ours = String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy());
+        Ok(ours.then_some(pid))
     }
 
     /// The `[datastore]` section of every node's configuration.

@@ -23,7 +23,8 @@
 //! invokes it ([`cni`], configuration lists with `prevResult` included), and the cluster
 //! driven with `tapwirectl` ([`ctl`]). [`EtcdCluster`] runs a 3-member (or N-member)
 //! etcd cluster with mutual TLS in namespaces on the underlay ([`etcd`]), for the etcd
-//! datastore.
+//! datastore. With [`ControlPlane::with_bird`] the nodes route by BGP, each with the BIRD
+//! its control runs; [`bird::RouterBird`] is a fabric router with its own stock BIRD.
 //!
 //! Cleanup: dropping the lab kills every process it started (by PID) and deletes every
 //! namespace it created, also when a test panics (the dataplane logs are printed first);
@@ -46,6 +47,7 @@
 //! # Ok::<(), tapwire_integration::LabError>(())
 //! ```
 
+pub mod bird;
 pub mod capture;
 pub mod check;
 mod cleanup;
