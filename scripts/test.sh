@@ -23,6 +23,10 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 [ -x /usr/bin/etcd ] || need+=(etcd-server)
 [ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 command -v openssl >/dev/null || need+=(openssl)
+# BGP: the BIRD each lab node's tapwire-control runs, and the lab's router. The tests start
+# their own, in their namespaces, with their files under the lab's directory; a system bird
+# service the package may start is neither used nor touched.
+[ -x /usr/sbin/bird ] || need+=(bird2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use common::{run_bounded, FakeAgent, ProgramRun};
+use common::{run_bounded, FakeAgent, ProgramRun, BGP_DOCUMENTS};
 
 use serde_json::Value;
 use tapwire_control::api::{
@@ -253,38 +253,27 @@ fn counters() -> Vec<(String, u64)> {
     .collect()
 }
 
-/// A router peer of one node, a global peer, and the route reflectors' peering.
-fn bgp_peers() -> Vec<BgpPeer> {
-    let docs = parse_documents(
-        "apiVersion: projectcalico.org/v3
-kind: BGPPeer
-metadata: {name: rack1-tor}
-spec: {node: node-a, peerIP: 192.168.0.254, asNumber: 64513}
----
-apiVersion: projectcalico.org/v3
-kind: BGPPeer
-metadata: {name: core}
-spec: {peerIP: 10.0.0.1, asNumber: 65000}
----
-apiVersion: projectcalico.org/v3
-kind: BGPPeer
-metadata: {name: peer-with-route-reflectors}
-spec: {nodeSelector: all(), peerSelector: \"route-reflector == 'true'\"}
-",
-    )
-    .unwrap();
-    docs.into_iter()
-        .map(|doc| match doc {
-            Document::BgpPeer(peer) => peer,
-            other => panic!("not a peer: {other:?}"),
-        })
+/// The documents of [`BGP_DOCUMENTS`] that `pick` takes.
+fn bgp_documents<T>(pick: fn(Document) -> Option<T>) -> Vec<T> {
+    parse_documents(BGP_DOCUMENTS)
+        .unwrap()
+        .into_iter()
+        .filter_map(pick)
         .collect()
 }
 
+fn bgp_peers() -> Vec<BgpPeer> {
+    bgp_documents(|doc| match doc {
+        Document::BgpPeer(peer) => Some(peer),
+        _ => None,
+    })
+}
+
 fn bgp_configurations() -> Vec<BgpConfiguration> {
-    let mut config = BgpConfiguration::new();
-    config.spec.node_to_node_mesh_enabled = Some(false);
-    vec![config]
+    bgp_documents(|doc| match doc {
+        Document::BgpConfiguration(config) => Some(config),
+        _ => None,
+    })
 }
 
 /// Today (UTC) at 00:00:00, RFC 3339.
@@ -776,7 +765,7 @@ fn get_bgp_peers_and_configurations_tables() {
     assert_eq!(
         ok(&agent, &["get", "bgpconfig"]),
         "NAME      LOGSEVERITY   MESHENABLED   ASNUMBER\n\
-         default   Info          false         64512\n\
+         default   Debug         false         63400\n\
          \n"
     );
     let yaml = ok(&agent, &["get", "bgppeer", "rack1-tor", "-o", "yaml"]);

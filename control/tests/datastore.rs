@@ -21,6 +21,7 @@ use tapwire_control::model::{
     IpPool, Node,
 };
 
+mod common;
 mod etcd_server;
 use etcd_server::EtcdServer;
 
@@ -210,24 +211,7 @@ fn typed_semantics(store: &dyn Datastore) {
 /// BGPPeer and BGPConfiguration documents as `tapwirectl apply` writes them: stored, listed,
 /// read back as they were written, replaced and deleted; one peer is left behind.
 fn bgp_documents_round_trip(store: &dyn Datastore) {
-    let docs = parse_documents(
-        "apiVersion: projectcalico.org/v3
-kind: BGPConfiguration
-metadata: {name: default}
-spec: {nodeToNodeMeshEnabled: false, asNumber: 63400, logSeverityScreen: Debug}
----
-apiVersion: projectcalico.org/v3
-kind: BGPPeer
-metadata: {name: rack1-tor}
-spec: {node: node-a, peerIP: 192.168.0.254, asNumber: 64513}
----
-apiVersion: projectcalico.org/v3
-kind: BGPPeer
-metadata: {name: peer-with-route-reflectors}
-spec: {nodeSelector: all(), peerSelector: \"route-reflector == 'true'\"}
-",
-    )
-    .unwrap();
+    let docs = parse_documents(common::BGP_DOCUMENTS).unwrap();
     for doc in &docs {
         match doc {
             Document::BgpConfiguration(c) => drop(store.apply_as(c).unwrap()),
@@ -247,9 +231,9 @@ spec: {nodeSelector: all(), peerSelector: \"route-reflector == 'true'\"}
         .iter()
         .map(|p| p.metadata.name.as_str())
         .collect();
-    assert_eq!(names, ["peer-with-route-reflectors", "rack1-tor"]);
+    assert_eq!(names, ["core", "peer-with-route-reflectors", "rack1-tor"]);
     assert!(peers.damaged.is_empty());
-    let mut tor = peers.items[1].clone();
+    let mut tor = peers.items[2].clone();
     assert_eq!(tor.spec.as_number, Some(64513));
     tor.spec.as_number = Some(64514);
     store.update_as(&tor).unwrap();
@@ -263,6 +247,7 @@ spec: {nodeSelector: all(), peerSelector: \"route-reflector == 'true'\"}
         Some(64514)
     );
     store.delete_as::<BgpPeer>("rack1-tor", None).unwrap();
+    store.delete_as::<BgpPeer>("core", None).unwrap();
     store
         .delete_as::<BgpConfiguration>("default", None)
         .unwrap();

@@ -212,6 +212,7 @@ fn a_full_mesh_of_three_nodes_routes_every_block_by_bgp() {
     capture.assert_echo(a, b);
     // calicoctl's table: both mesh peers up and Established.
     let (text, rows) = bgp_table(&cp, "node1");
+    eprintln!("tapwirectl node status on node1:\n{text}");
     assert!(text.contains("BIRD: BIRD 2."), "{text}");
     assert!(
         text.contains("\nIPv6 BGP status\nNo IPv6 peers found.\n"),

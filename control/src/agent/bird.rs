@@ -593,6 +593,50 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_bird_is_said_plainly_and_looked_for_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = NodeConfig::parse(
+            "node = \"node-a\"\nunderlay_interface = \"eth0\"\nnetworking_backend = \"bird\"\n",
+            Path::new("node.toml"),
+        )
+        .unwrap();
+        config.bird.binary = dir.path().join("no-bird");
+        config.bird.run_dir = dir.path().join("run");
+        // A table no test writes to.
+        config.bird.kernel_table = 30999;
+        let (wake, _woken) = mpsc::channel();
+        let bgp = Bgp::start(&config, wake).unwrap();
+        let mode = fs::metadata(&config.bird.run_dir)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o700,
+            "the run directory is the control's own"
+        );
+        let cluster = ClusterState {
+            nodes: vec![crate::model::Node::new(
+                "node-a",
+                "192.168.0.1/24".parse().unwrap(),
+            )],
+            ..ClusterState::default()
+        };
+        bgp.configure(&cluster, &config);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while bgp.state().problem.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let expected = format!(
+            "BIRD is not running: BIRD is not installed: {} not found (Debian's package bird2: apt-get install bird2)",
+            config.bird.binary.display()
+        );
+        assert_eq!(bgp.status().daemon, expected);
+        assert!(bgp.status().peers.is_empty());
+        assert!(bgp.learned().is_empty());
+    }
+
+    #[test]
     fn a_withdrawal_waits_out_the_hold_and_a_return_cancels_it() {
         let mut held = Held::default();
         let start = Instant::now();

@@ -1,14 +1,16 @@
 //! The node agent, `tapwire-control`: registers its node, watches the datastore,
 //! recomputes this node's desired dataplane state when anything changes, streams it to
 //! the dataplane ([`sync`]), programs the node's kernel side of the host path and
-//! natOutgoing ([`hostpath`]) and serves the local API for the CNI plugin and the CLI
-//! (the private `server` module).
+//! natOutgoing ([`hostpath`]), runs BIRD and reads what it learns when the node routes by
+//! BGP ([`bird`]) and serves the local API for the CNI plugin and the CLI (the private
+//! `server` module).
 //!
 //! Threads: the watch loop here (the only caller of route computation), woken by the
 //! datastore watcher thread (an etcd watch, or the file store woken by inotify: see
 //! [`datastore::Datastore::wait_for_change`]) and by API writes; the sync thread; the host
-//! path thread (it runs `nft`, which must not hold up a route change); and one thread per
-//! API connection. The desired state is shared through a mutex that
+//! path thread (it runs `nft`, which must not hold up a route change); with BGP, BIRD's
+//! supervisor and the learned-route reader (which wakes the watch loop too); and one
+//! thread per API connection. The desired state is shared through a mutex that
 //! is held only to copy it.
 //!
 //! The watch loop keeps the documents routes are computed from in a

@@ -69,6 +69,16 @@ pub mod as_number {
     }
 }
 
+/// The error for `field` of document `doc`.
+fn invalid<T: Resource>(doc: &T, field: &'static str, reason: String) -> ModelError {
+    ModelError::Invalid {
+        kind: T::KIND,
+        name: doc.name().to_string(),
+        field,
+        reason,
+    }
+}
+
 /// Refuses AS number 0 (reserved, RFC 7607).
 fn check_as_number(asn: Option<u32>) -> Result<(), String> {
     match asn {
@@ -148,27 +158,19 @@ impl BgpConfiguration {
         }
     }
 
-    fn invalid(&self, field: &'static str, reason: String) -> ModelError {
-        ModelError::Invalid {
-            kind: Self::KIND,
-            name: self.metadata.name.clone(),
-            field,
-            reason,
-        }
-    }
-
     /// Checks the name (`default`: the only one tapwire reads) and the AS number.
     pub fn validate(&self) -> Result<(), ModelError> {
         validate_name(Self::KIND, &self.metadata.name)?;
         if self.metadata.name != DEFAULT_CONFIGURATION {
-            return Err(self.invalid(
+            return Err(invalid(
+                self,
                 "metadata.name",
                 format!(
                     "tapwire reads only the cluster-wide BGPConfiguration, named {DEFAULT_CONFIGURATION:?}"
                 ),
             ));
         }
-        check_as_number(self.spec.as_number).map_err(|r| self.invalid("spec.asNumber", r))
+        check_as_number(self.spec.as_number).map_err(|r| invalid(self, "spec.asNumber", r))
     }
 
     pub fn mesh_enabled(&self) -> bool {
@@ -263,15 +265,6 @@ fn selector_text(field: &Option<String>) -> Option<&str> {
 }
 
 impl BgpPeer {
-    fn invalid(&self, field: &'static str, reason: String) -> ModelError {
-        ModelError::Invalid {
-            kind: Self::KIND,
-            name: self.metadata.name.clone(),
-            field,
-            reason,
-        }
-    }
-
     /// Checks the peer: a name, `node` or `nodeSelector` (not both), `peerIP` with
     /// `asNumber` or `peerSelector` (exactly one of the two), selectors that parse, a
     /// unicast peer address, and a password reference that names a file.
@@ -279,9 +272,10 @@ impl BgpPeer {
         validate_name(Self::KIND, &self.metadata.name)?;
         let spec = &self.spec;
         if let Some(node) = &spec.node {
-            validate_name(Self::KIND, node).map_err(|e| self.invalid("spec.node", e.detail()))?;
+            validate_name(Self::KIND, node).map_err(|e| invalid(self, "spec.node", e.detail()))?;
             if selector_text(&spec.node_selector).is_some() {
-                return Err(self.invalid(
+                return Err(invalid(
+                    self,
                     "spec.nodeSelector",
                     "give node or nodeSelector, not both".into(),
                 ));
@@ -292,18 +286,20 @@ impl BgpPeer {
             ("spec.peerSelector", &spec.peer_selector),
         ] {
             if let Some(text) = selector_text(text) {
-                Selector::parse(text).map_err(|e| self.invalid(field, e))?;
+                Selector::parse(text).map_err(|e| invalid(self, field, e))?;
             }
         }
         match (spec.peer_ip, selector_text(&spec.peer_selector)) {
             (Some(_), Some(_)) => {
-                return Err(self.invalid(
+                return Err(invalid(
+                    self,
                     "spec.peerSelector",
                     "give peerIP or peerSelector, not both".into(),
                 ))
             }
             (None, None) => {
-                return Err(self.invalid(
+                return Err(invalid(
+                    self,
                     "spec.peerIP",
                     "required (or peerSelector, to peer with nodes)".into(),
                 ))
@@ -311,13 +307,15 @@ impl BgpPeer {
             (Some(ip), None) => {
                 if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback()
                 {
-                    return Err(self.invalid(
+                    return Err(invalid(
+                        self,
                         "spec.peerIP",
                         format!("{ip} cannot be a BGP peer's address"),
                     ));
                 }
                 if spec.as_number.is_none() {
-                    return Err(self.invalid(
+                    return Err(invalid(
+                        self,
                         "spec.asNumber",
                         format!("required with peerIP (the AS of {ip})"),
                     ));
@@ -325,14 +323,14 @@ impl BgpPeer {
             }
             (None, Some(_)) => {}
         }
-        check_as_number(spec.as_number).map_err(|r| self.invalid("spec.asNumber", r))?;
+        check_as_number(spec.as_number).map_err(|r| invalid(self, "spec.asNumber", r))?;
         if let Some(password) = &spec.password {
             let secret = &password.secret_key_ref;
             for (field, part) in [
                 ("spec.password.secretKeyRef.name", &secret.name),
                 ("spec.password.secretKeyRef.key", &secret.key),
             ] {
-                check_object_name(part).map_err(|r| self.invalid(field, r))?;
+                check_object_name(part).map_err(|r| invalid(self, field, r))?;
             }
         }
         Ok(())

@@ -20,6 +20,29 @@
 // clippy.toml allows unwrap/expect in #[test] fns; these helpers are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+/// The BGP documents the CLI and datastore tests use: the cluster's BGPConfiguration, a
+/// router peer of one node, a global peer and the route reflectors' peering.
+pub const BGP_DOCUMENTS: &str = "apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeToNodeMeshEnabled: false, asNumber: 63400, logSeverityScreen: Debug}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: rack1-tor}
+spec: {node: node-a, peerIP: 192.168.0.254, asNumber: 64513}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: core}
+spec: {peerIP: 10.0.0.1, asNumber: 65000}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: peer-with-route-reflectors}
+spec: {nodeSelector: all(), peerSelector: \"route-reflector == 'true'\"}
+";
+
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
