@@ -1,12 +1,18 @@
 //! Route computation tests: messages in, tables out.
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
 use tapwire_proto::{
-    ConfigUpdate, HostMetadataUpdate, IpamPool, IpamPoolUpdate, RouteRemove, RouteUpdate,
-    VxlanTunnelEndpointUpdate, WorkloadEndpoint, WorkloadEndpointId, WorkloadEndpointRemove,
-    WorkloadEndpointUpdate,
+    config, to_dataplane::Payload, ConfigUpdate, HostMetadataUpdate, IpPoolType, IpamPool,
+    IpamPoolUpdate, RouteRemove, RouteType, RouteUpdate, VxlanTunnelEndpointUpdate,
+    WorkloadEndpoint, WorkloadEndpointId, WorkloadEndpointRemove, WorkloadEndpointUpdate,
+    NETNS_ANNOTATION,
 };
 
 use super::*;
+use crate::fib::Prefix;
+use crate::tables::{Encap, RouteTarget, Tables, TunnelsInUse};
 
 fn underlay() -> Underlay {
     Underlay {
