@@ -4,12 +4,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use tapwire_proto::{frame, from_dataplane::Payload, FromDataplane, WorkloadEndpointId};
 use tapwire_sys::testing::{is_root, ScratchNetns};
+use tapwire_sys::{netns, tap};
 
 use super::*;
+use crate::counters::WorkerCounters;
+use crate::io::{queue_attached, Poller};
+use crate::state::build_tables;
 
 const KEY: &str = "k8s/default.pa/eth0";
 
