@@ -184,6 +184,17 @@ pub struct WorkloadEndpointId {
     pub endpoint_id: String,
 }
 
+impl WorkloadEndpointId {
+    /// `orchestrator/workload/endpoint`: the one key both daemons file an endpoint under
+    /// (the dataplane's endpoint table and counters, control's endpoint status).
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.orchestrator_id, self.workload_id, self.endpoint_id
+        )
+    }
+}
+
 /// A local workload endpoint was created or changed.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct WorkloadEndpointUpdate {

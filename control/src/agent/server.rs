@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
+use tapwire_proto::POD_GATEWAY;
 
 use super::Shared;
 use crate::api::{
@@ -24,8 +25,8 @@ use crate::model::{
     check_batch, format_rfc3339, parse_documents, to_document_value, Document, IpPool, IpamBlock,
     Metadata, Node, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
 };
-use crate::podnet::{self, pod_mtu, PodInterfaceSpec, POD_GATEWAY};
-use crate::routes::{encap_name, worst_encap, RouteEntry, RouteKind};
+use crate::podnet::{self, pod_mtu, PodInterfaceSpec};
+use crate::routes::{worst_encap, RouteEntry, RouteKind};
 
 /// How long a CNI ADD waits for the dataplane to attach the new pod's queues.
 const ATTACH_WAIT: Duration = Duration::from_secs(5);
@@ -265,7 +266,7 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
                     shared.underlay.mtu_bytes,
                     shared.underlay.interface,
                     encap.overhead_bytes(),
-                    encap_name(encap),
+                    encap.name(),
                 ),
             ));
         }
@@ -419,12 +420,7 @@ fn endpoint_name(node: &str, req: &CniRequest) -> String {
 
 /// The dataplane's key for an endpoint (`orchestrator/workload/endpoint`).
 fn endpoint_key(endpoint: &WorkloadEndpoint) -> String {
-    format!(
-        "{}/{}/{}",
-        endpoint.spec.orchestrator,
-        endpoint.workload_id(),
-        endpoint.spec.endpoint
-    )
+    endpoint.dataplane_id().key()
 }
 
 /// This node's endpoint for the CNI call, if recorded: by the name the ADD gave it (one
@@ -949,7 +945,7 @@ fn routes(shared: &Shared, to: Option<Ipv4Addr>) -> Vec<RouteRow> {
             kind: "remote".into(),
             node: Some(route.node.clone()),
             via: Some(route.node_ip.to_string()),
-            encap: Some(encap_name(route.encap).into()),
+            encap: Some(route.encap.name().into()),
             mtu: Some(podnet::pod_mtu(shared.underlay.mtu_bytes, route.encap)),
         },
     };

@@ -14,9 +14,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use tapwire_proto::frame::{self, StreamEnd};
 use tapwire_proto::{
-    frame, from_dataplane, to_dataplane::Payload, CountersRequest, FrameError, FromDataplane,
-    ToDataplane,
+    from_dataplane, to_dataplane::Payload, CountersRequest, FromDataplane, ToDataplane,
 };
 
 use crate::routes::{diff, to_messages, DesiredDataplane};
@@ -254,10 +254,7 @@ impl Syncer {
             }
             Some(P::WorkloadEndpointStatusUpdate(update)) => {
                 if let Some(id) = update.id {
-                    let key = format!(
-                        "{}/{}/{}",
-                        id.orchestrator_id, id.workload_id, id.endpoint_id
-                    );
+                    let key = id.key();
                     let state = update.status.map(|s| s.status).unwrap_or_default();
                     self.status.update(|s| {
                         s.endpoints.insert(key, state);
@@ -266,10 +263,7 @@ impl Syncer {
             }
             Some(P::WorkloadEndpointStatusRemove(remove)) => {
                 if let Some(id) = remove.id {
-                    let key = format!(
-                        "{}/{}/{}",
-                        id.orchestrator_id, id.workload_id, id.endpoint_id
-                    );
+                    let key = id.key();
                     self.status.update(|s| {
                         s.endpoints.remove(&key);
                     });
@@ -348,7 +342,9 @@ impl Syncer {
     }
 }
 
-/// Writes `payloads` as framed messages; false if the connection failed.
+/// Writes `payloads` as framed messages; false if the connection failed. A message too
+/// large for a frame (the dataplane would close the connection on it) is left out, with
+/// an error.
 fn send_all(stream: &mut UnixStream, sequence: &mut u64, payloads: Vec<Payload>) -> bool {
     let mut wire = Vec::new();
     for payload in payloads {
@@ -357,30 +353,28 @@ fn send_all(stream: &mut UnixStream, sequence: &mut u64, payloads: Vec<Payload>)
             sequence_number: *sequence,
             payload: Some(payload),
         };
-        frame::encode(&msg, &mut wire);
+        if let Err(err) = frame::encode(&msg, &mut wire) {
+            tracing::error!(seq = msg.sequence_number, %err, "not sending a message to the dataplane");
+        }
     }
     stream.write_all(&wire).is_ok()
 }
 
+/// A connection's reader thread: the dataplane's messages to the sync thread, then the
+/// end of the connection.
 fn read_loop(id: u64, stream: UnixStream, events: Sender<Command>) {
-    let mut reader = std::io::BufReader::new(&stream);
-    loop {
-        match frame::read_frame::<_, FromDataplane>(&mut reader) {
-            Ok(Some(msg)) => {
-                if events
-                    .send(Command::FromDataplane(id, Box::new(msg)))
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Ok(None) | Err(FrameError::Io(_)) => break,
-            Err(err) => {
-                tracing::error!(%err, "malformed frame from the dataplane");
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-                break;
-            }
+    let end = frame::read_messages(&stream, |msg: FromDataplane| {
+        events
+            .send(Command::FromDataplane(id, Box::new(msg)))
+            .is_ok()
+    });
+    match end {
+        StreamEnd::Stopped => return, // the sync thread is gone
+        StreamEnd::Failed(err) if err.is_malformed() => {
+            tracing::error!(%err, "malformed frame from the dataplane");
+            let _ = stream.shutdown(std::net::Shutdown::Both);
         }
+        StreamEnd::Closed | StreamEnd::Failed(_) => {}
     }
     let _ = events.send(Command::Disconnected(id));
 }

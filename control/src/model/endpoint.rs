@@ -83,6 +83,16 @@ impl WorkloadEndpoint {
             .join("-")
     }
 
+    /// How the dataplane identifies this endpoint (its key is
+    /// [`WorkloadEndpointId::key`](tapwire_proto::WorkloadEndpointId::key)).
+    pub fn dataplane_id(&self) -> tapwire_proto::WorkloadEndpointId {
+        tapwire_proto::WorkloadEndpointId {
+            orchestrator_id: self.spec.orchestrator.clone(),
+            workload_id: self.workload_id(),
+            endpoint_id: self.spec.endpoint.clone(),
+        }
+    }
+
     /// The workload id Felix uses: `namespace/workload` when namespaced, else the workload.
     pub fn workload_id(&self) -> String {
         match &self.metadata.namespace {

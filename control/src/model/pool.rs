@@ -50,22 +50,14 @@ impl EncapMode {
         self != EncapMode::Never
     }
 
-    /// Whether traffic to a node is encapsulated, given whether that node shares this
-    /// node's underlay subnet.
-    pub fn encapsulates(self, same_subnet: bool) -> bool {
+    /// The mode as the contract defines it: what `IPAMPool` carries to the dataplane
+    /// ([`felix_name`](tapwire_proto::EncapMode::felix_name)) and which peers it
+    /// encapsulates to ([`encapsulates`](tapwire_proto::EncapMode::encapsulates)).
+    pub fn wire(self) -> tapwire_proto::EncapMode {
         match self {
-            EncapMode::Always => true,
-            EncapMode::CrossSubnet => !same_subnet,
-            EncapMode::Never => false,
-        }
-    }
-
-    /// The string Felix sends in `IPAMPool` (`"always"`, `"cross-subnet"`, `""`).
-    pub fn felix_name(self) -> &'static str {
-        match self {
-            EncapMode::Always => "always",
-            EncapMode::CrossSubnet => "cross-subnet",
-            EncapMode::Never => "",
+            EncapMode::Always => tapwire_proto::EncapMode::Always,
+            EncapMode::CrossSubnet => tapwire_proto::EncapMode::CrossSubnet,
+            EncapMode::Never => tapwire_proto::EncapMode::Never,
         }
     }
 }

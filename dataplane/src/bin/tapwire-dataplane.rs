@@ -21,7 +21,7 @@ struct Args {
     #[arg(long, default_value = "eth0")]
     underlay_interface: String,
     /// UDP port for VXLAN.
-    #[arg(long, default_value_t = 4789)]
+    #[arg(long, default_value_t = tapwire_proto::VXLAN_PORT)]
     vxlan_port: u16,
     /// After handling packets, a worker keeps polling (yielding the CPU between polls)
     /// this long before it blocks, so a reply arriving soon finds it awake. 0 disables.

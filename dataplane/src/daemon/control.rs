@@ -5,9 +5,10 @@ use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::mpsc::Sender;
 
+use tapwire_proto::frame::{self, StreamEnd};
 use tapwire_proto::{
-    frame, from_dataplane, DataplaneInSync, EndpointStatus, FrameError, FromDataplane,
-    ProcessStatusUpdate, ToDataplane, WorkloadEndpointStatusUpdate,
+    from_dataplane, DataplaneInSync, EndpointStatus, FromDataplane, ProcessStatusUpdate,
+    ToDataplane, WorkloadEndpointStatusUpdate,
 };
 
 use crate::counters::named_totals;
@@ -47,25 +48,22 @@ pub(super) fn accept_loop(listener: UnixListener, events: Sender<Event>) {
     }
 }
 
+/// A connection's reader thread: control's messages to the state thread, then how the
+/// connection ended.
 fn read_loop(id: u64, stream: UnixStream, events: Sender<Event>) {
-    let mut reader = std::io::BufReader::new(&stream);
-    loop {
-        match frame::read_frame::<_, ToDataplane>(&mut reader) {
-            Ok(Some(msg)) => {
-                if events.send(Event::Message(id, Box::new(msg))).is_err() {
-                    return;
-                }
-            }
-            // End of stream, or the peer went away mid-frame.
-            Ok(None) | Err(FrameError::Io(_)) => break,
-            Err(err) => {
-                let _ = events.send(Event::Malformed(id, err.to_string()));
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-                return;
-            }
+    let end = frame::read_messages(&stream, |msg: ToDataplane| {
+        events.send(Event::Message(id, Box::new(msg))).is_ok()
+    });
+    let event = match end {
+        StreamEnd::Stopped => return, // the state thread is gone
+        StreamEnd::Failed(err) if err.is_malformed() => {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            Event::Malformed(id, err.to_string())
         }
-    }
-    let _ = events.send(Event::Disconnected(id));
+        // End of stream, or the peer went away mid-frame.
+        StreamEnd::Closed | StreamEnd::Failed(_) => Event::Disconnected(id),
+    };
+    let _ = events.send(event);
 }
 
 impl Dataplane {
@@ -82,7 +80,7 @@ impl Dataplane {
         let applied = match target.apply(payload) {
             Ok(applied) => applied,
             Err(err) => {
-                tracing::warn!(seq = msg.sequence_number, %err, "rejected control message");
+                tracing::error!(seq = msg.sequence_number, %err, "rejected control message");
                 return false;
             }
         };
@@ -130,7 +128,10 @@ impl Dataplane {
             payload: Some(payload),
         };
         let mut wire = Vec::new();
-        frame::encode(&msg, &mut wire);
+        if let Err(err) = frame::encode(&msg, &mut wire) {
+            tracing::error!(id = *id, %err, "not reporting to control");
+            return;
+        }
         if let Err(err) = stream.write_all(&wire) {
             tracing::info!(id = *id, %err, "writing to control failed; dropping the connection");
             let _ = stream.shutdown(std::net::Shutdown::Both);

@@ -98,6 +98,11 @@ fn ipip_prepends_an_outer_header_between_the_nodes() {
     assert_eq!(outer.total_len(), 20 + 1040);
     let inner = Ipv4Packet::new_checked(outer.payload()).unwrap();
     assert_eq!(
+        outer.total_len() - inner.total_len(),
+        Encap::Ipip.overhead_bytes() as usize,
+        "the contract's IPIP overhead (pod MTUs) is what is prepended here"
+    );
+    assert_eq!(
         (inner.src(), inner.dst()),
         (ip("10.65.1.2"), ip("10.65.2.7"))
     );
@@ -459,6 +464,11 @@ fn a_vxlan_super_frame_leaves_through_the_underlay_tap_whole() {
     assert_eq!(packet::parse_vxlan(&udp[8..]), Some(4096));
     // Inner IPv4 at 64 and TCP (20 bytes) at 84; the pod's segment size kept.
     assert_eq!(tunnel.inner_nh_offset, 64);
+    assert_eq!(
+        usize::from(tunnel.inner_nh_offset) - ETH_HEADER_LEN,
+        Encap::Vxlan.overhead_bytes() as usize,
+        "the contract's VXLAN overhead (pod MTUs) is what the outer IPv4 packet adds here"
+    );
     assert_eq!(tunnel.outer_th_offset, 34);
     assert_eq!(tunnel.hdr.csum_start, 84);
     assert_eq!(tunnel.hdr.hdr_len, 104);

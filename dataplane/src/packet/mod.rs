@@ -37,10 +37,9 @@ pub use vxlan::{emit_vxlan, parse_vxlan, VxlanHeader, VXLAN_HEADER_LEN};
 /// A MAC address.
 pub type Mac = [u8; 6];
 
-/// The MAC address the forwarder answers ARP with: Calico's `ee:ee:ee:ee:ee:ee`.
-pub const GATEWAY_MAC: Mac = [0xee; 6];
-/// The link-local gateway every pod routes through.
-pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The gateway every pod routes through and the MAC the forwarder answers its ARP with,
+/// as the contract defines them.
+pub use tapwire_proto::{GATEWAY_MAC, POD_GATEWAY};
 /// The broadcast MAC.
 pub const BROADCAST_MAC: Mac = [0xff; 6];
 

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use tapwire_proto::config;
+use tapwire_proto::{config, EncapMode};
 
-use super::{Desired, EncapMode, PoolSpec, RouteChanges, RouteSpec};
+use super::{Desired, PoolSpec, RouteChanges, RouteSpec};
 use crate::fib::{Fib, Prefix};
 use crate::packet::Mac;
 use crate::tables::{

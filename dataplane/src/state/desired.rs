@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tapwire_proto::{
-    self as proto, config, to_dataplane::Payload, IpPoolType, RouteType, NETNS_ANNOTATION,
+    self as proto, config, derive_vtep_mac, to_dataplane::Payload, Encap, EncapMode, IpPoolType,
+    RouteType, NETNS_ANNOTATION,
 };
 
 use crate::fib::{Prefix, PrefixError};
 use crate::packet::Mac;
-use crate::tables::Encap;
 
 /// A message that could not be applied. The message is skipped; state is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -38,33 +38,14 @@ pub enum StateError {
     NoNetns { key: String },
     #[error("config {key}: bad value {value:?}")]
     BadConfig { key: String, value: String },
-}
-
-/// How an IP pool wants its blocks reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EncapMode {
-    #[default]
-    Never,
-    Always,
-    CrossSubnet,
-}
-
-impl EncapMode {
-    fn parse(value: &str) -> EncapMode {
-        match value.to_ascii_lowercase().as_str() {
-            "always" => EncapMode::Always,
-            "cross-subnet" | "crosssubnet" => EncapMode::CrossSubnet,
-            _ => EncapMode::Never,
-        }
-    }
-
-    fn applies(self, same_subnet: bool) -> bool {
-        match self {
-            EncapMode::Never => false,
-            EncapMode::Always => true,
-            EncapMode::CrossSubnet => !same_subnet,
-        }
-    }
+    /// An enumerated field holds a value this dataplane does not know (a newer or broken
+    /// sender): the message is refused rather than read as a default.
+    #[error("{field}: unknown value {value} (expected {expected})")]
+    UnknownValue {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,20 +204,30 @@ fn parse_addr(what: &'static str, value: &str) -> Result<Ipv4Addr, StateError> {
     })
 }
 
+/// Reads an IP pool's IPIP or VXLAN mode; an unknown one is an error naming `field`.
+fn parse_encap_mode(field: &'static str, value: &str) -> Result<EncapMode, StateError> {
+    EncapMode::from_felix_name(value).ok_or_else(|| StateError::UnknownValue {
+        field,
+        value: format!("{value:?}"),
+        expected: "\"\", \"always\" or \"cross-subnet\"",
+    })
+}
+
+/// Reads a route's pool type; an unknown number is an error, not [`IpPoolType::None`].
+fn parse_pool_type(value: i32) -> Result<IpPoolType, StateError> {
+    IpPoolType::try_from(value).map_err(|_| StateError::UnknownValue {
+        field: "RouteUpdate.ip_pool_type",
+        value: value.to_string(),
+        expected: "0 (none), 1 (no encapsulation), 2 (VXLAN) or 3 (IPIP)",
+    })
+}
+
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn parse_mac(what: &'static str, value: &str) -> Result<Mac, StateError> {
     tapwire_proto::text::parse_mac(value).ok_or_else(|| StateError::BadMac {
         what,
         value: value.to_string(),
     })
-}
-
-/// `orchestrator/workload/endpoint`: how endpoints are keyed and named in counters.
-pub fn endpoint_key(id: &proto::WorkloadEndpointId) -> String {
-    format!(
-        "{}/{}/{}",
-        id.orchestrator_id, id.workload_id, id.endpoint_id
-    )
 }
 
 impl Desired {
@@ -278,8 +269,8 @@ impl Desired {
                 })?;
                 let spec = PoolSpec {
                     cidr: parse_prefix("IPAM pool", &pool.cidr)?,
-                    ipip: EncapMode::parse(&pool.ipip_mode),
-                    vxlan: EncapMode::parse(&pool.vxlan_mode),
+                    ipip: parse_encap_mode("IPAMPool.ipip_mode", &pool.ipip_mode)?,
+                    vxlan: parse_encap_mode("IPAMPool.vxlan_mode", &pool.vxlan_mode)?,
                 };
                 self.pools.insert(update.id, spec);
                 Applied::Changed
@@ -302,7 +293,7 @@ impl Desired {
                     what: "workload endpoint remove",
                     field: "id",
                 })?;
-                let key = endpoint_key(&id);
+                let key = id.key();
                 match self.endpoints.remove(&key) {
                     Some(_) => Applied::EndpointRemoved(key),
                     None => Applied::Nothing,
@@ -317,7 +308,7 @@ impl Desired {
                 let spec = RouteSpec {
                     local_workload: update.local_workload
                         || (update.has_type(RouteType::LocalWorkload) && dst.len() == 32),
-                    pool_type: IpPoolType::try_from(update.ip_pool_type).unwrap_or_default(),
+                    pool_type: parse_pool_type(update.ip_pool_type)?,
                     node: update.dst_node_name,
                     node_ip,
                     same_subnet: update.same_subnet,
@@ -399,8 +390,8 @@ impl Desired {
             None => (EncapMode::Always, EncapMode::Always),
         };
         match route.pool_type {
-            IpPoolType::Ipip if ipip.applies(route.same_subnet) => Encap::Ipip,
-            IpPoolType::Vxlan if vxlan.applies(route.same_subnet) => Encap::Vxlan,
+            IpPoolType::Ipip if ipip.encapsulates(route.same_subnet) => Encap::Ipip,
+            IpPoolType::Vxlan if vxlan.encapsulates(route.same_subnet) => Encap::Vxlan,
             _ => Encap::None,
         }
     }
@@ -421,7 +412,7 @@ fn endpoint_spec(update: proto::WorkloadEndpointUpdate) -> Result<EndpointSpec, 
         what,
         field: "endpoint",
     })?;
-    let key = endpoint_key(&id);
+    let key = id.key();
     let netns = endpoint
         .netns()
         .map(PathBuf::from)
@@ -455,11 +446,4 @@ fn endpoint_spec(update: proto::WorkloadEndpointUpdate) -> Result<EndpointSpec, 
         nets,
         allowed_sources,
     })
-}
-
-/// Calico's VTEP MAC for a node without one configured: 0x66, then the first five bytes
-/// of SHA-1 of the node name.
-pub fn derive_vtep_mac(node: &str) -> Mac {
-    let digest = sha1_smol::Sha1::from(node.as_bytes()).digest().bytes();
-    [0x66, digest[0], digest[1], digest[2], digest[3], digest[4]]
 }

@@ -19,8 +19,8 @@ mod desired;
 
 pub use build::{build_tables, AttachedEndpoint, FibUpdate, TablesBuilder, Underlay};
 pub use desired::{
-    derive_vtep_mac, endpoint_key, parse_mac, Applied, Desired, EncapMode, EndpointSpec, PoolSpec,
-    RouteChanges, RouteSpec, StateError, VtepSpec,
+    parse_mac, Applied, Desired, EndpointSpec, PoolSpec, RouteChanges, RouteSpec, StateError,
+    VtepSpec,
 };
 
 #[cfg(test)]
