@@ -211,7 +211,6 @@ impl Worker {
                     Token::Ipip => self.drain_ipip(snapshot),
                     Token::Underlay => self.drain_underlay(snapshot),
                     Token::Host => self.drain_host(snapshot),
-                    Token::Wake => {}
                 }
             }
             tables.quiesce();

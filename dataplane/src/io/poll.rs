@@ -17,8 +17,6 @@ pub enum Token {
     Ipip,
     /// The underlay packet socket (unencapsulated traffic).
     Underlay,
-    /// The worker's wake-up eventfd.
-    Wake,
     /// The worker's queue of the host path TAP.
     Host,
 }
@@ -30,8 +28,7 @@ impl Token {
             Token::Vxlan => u64::MAX,
             Token::Ipip => u64::MAX - 1,
             Token::Underlay => u64::MAX - 2,
-            Token::Wake => u64::MAX - 3,
-            Token::Host => u64::MAX - 4,
+            Token::Host => u64::MAX - 3,
         }
     }
 
@@ -40,8 +37,7 @@ impl Token {
             u64::MAX => Token::Vxlan,
             d if d == u64::MAX - 1 => Token::Ipip,
             d if d == u64::MAX - 2 => Token::Underlay,
-            d if d == u64::MAX - 3 => Token::Wake,
-            d if d == u64::MAX - 4 => Token::Host,
+            d if d == u64::MAX - 3 => Token::Host,
             d => Token::Pod {
                 slot: d as u32,
                 generation: (d >> 32) as u32,
@@ -135,7 +131,7 @@ mod tests {
             Token::Vxlan,
             Token::Ipip,
             Token::Underlay,
-            Token::Wake,
+            Token::Host,
         ] {
             assert_eq!(Token::unpack(t.pack()), t);
         }

@@ -31,7 +31,7 @@ pub use ethernet::{emit_ethernet, EthernetFrame, ETH_HEADER_LEN};
 pub use icmp::{emit_icmp_error, IcmpError};
 pub use ipv4::{Ipv4Packet, Ipv4Repr, IPV4_MIN_HEADER_LEN};
 pub use tcp::{transport_ports, TcpPacket, TCP_CHECKSUM_OFFSET, TCP_MIN_HEADER_LEN};
-pub use udp::{emit_udp, emit_udp_header, UDP_HEADER_LEN};
+pub use udp::{emit_udp_header, UDP_HEADER_LEN};
 pub use vxlan::{emit_vxlan, parse_vxlan, VxlanHeader, VXLAN_HEADER_LEN};
 
 /// A MAC address.
