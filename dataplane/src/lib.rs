@@ -19,6 +19,7 @@ pub mod fib;
 pub mod fixtures;
 pub mod forward;
 pub mod io;
+mod log_limit;
 pub mod offload;
 pub mod packet;
 pub mod rcu;

@@ -19,6 +19,7 @@ use crate::io::{
     IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender,
     MAX_RECV_BATCH,
 };
+use crate::log_limit::LogLimit;
 use crate::offload::{
     self, Coalescer, Outer, Segments, VnetHdr, MAX_UDP_GSO_SEGMENTS, VNET_HDR_LEN,
 };
@@ -125,6 +126,29 @@ pub struct Worker {
     segments: Segments,
     gro: Coalescer,
     report_dead: ReportDead,
+    /// Receive failures logged per underlay socket ([`RxSocket`]), at most one line per
+    /// interval each: a socket that keeps failing must not flood the log.
+    receive_errors: [LogLimit; RxSocket::COUNT],
+}
+
+/// The underlay sockets a worker receives on, as its error log names them.
+#[derive(Debug, Clone, Copy)]
+enum RxSocket {
+    Vxlan,
+    Ipip,
+    Underlay,
+}
+
+impl RxSocket {
+    const COUNT: usize = 3;
+
+    fn name(self) -> &'static str {
+        match self {
+            RxSocket::Vxlan => "vxlan",
+            RxSocket::Ipip => "ipip",
+            RxSocket::Underlay => "underlay",
+        }
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -164,6 +188,7 @@ impl Worker {
             segments: Segments::new(),
             gro: Coalescer::new(),
             report_dead,
+            receive_errors: Default::default(),
         })
     }
 
@@ -320,7 +345,7 @@ impl Worker {
                 match self.sockets.vxlan.recv_coalesced(self.buf.receive_area()) {
                     Ok(r) => r,
                     Err(err) => {
-                        self.receive_error("vxlan", err);
+                        self.receive_error(RxSocket::Vxlan, err);
                         break;
                     }
                 };
@@ -351,7 +376,7 @@ impl Worker {
             let count = match ipip.recv_batch(self.buf.receive_area(), slot, &mut lens) {
                 Ok(count) => count,
                 Err(err) => {
-                    self.receive_error("ipip", err);
+                    self.receive_error(RxSocket::Ipip, err);
                     break;
                 }
             };
@@ -383,7 +408,7 @@ impl Worker {
                 Ok(Some(n)) => n,
                 Ok(None) => continue, // our own transmission, looped back to the socket
                 Err(err) => {
-                    self.receive_error("underlay", err);
+                    self.receive_error(RxSocket::Underlay, err);
                     break;
                 }
             };
@@ -395,9 +420,20 @@ impl Worker {
         self.flush_gro(snapshot);
     }
 
-    fn receive_error(&self, socket: &'static str, err: io::Error) {
-        if err.kind() != io::ErrorKind::WouldBlock {
-            tracing::warn!(worker = self.index, socket, %err, "receive failed");
+    /// A receive failure other than "nothing there": logged, unless this socket's failures
+    /// were logged less than [`LogLimit::INTERVAL`] ago (then counted into the next line).
+    fn receive_error(&mut self, socket: RxSocket, err: io::Error) {
+        if err.kind() == io::ErrorKind::WouldBlock {
+            return;
+        }
+        if let Some(suppressed) = self.receive_errors[socket as usize].admit(Instant::now()) {
+            tracing::warn!(
+                worker = self.index,
+                socket = socket.name(),
+                %err,
+                suppressed,
+                "receive failed"
+            );
         }
     }
 

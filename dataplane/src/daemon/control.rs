@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::mpsc::Sender;
+use std::time::Instant;
 
 use tapwire_proto::frame::{self, StreamEnd};
 use tapwire_proto::{
@@ -12,17 +13,21 @@ use tapwire_proto::{
 };
 
 use crate::counters::named_totals;
+use crate::log_limit::LogLimit;
 use crate::state::{Applied, EndpointSpec};
 
 use super::{Dataplane, Event};
 
 pub(super) fn accept_loop(listener: UnixListener, events: Sender<Event>) {
     let mut next_id = 1u64;
+    let mut accept_errors = LogLimit::default();
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
             Err(err) => {
-                tracing::warn!(%err, "accept failed");
+                if let Some(suppressed) = accept_errors.admit(Instant::now()) {
+                    tracing::warn!(%err, suppressed, "accept failed");
+                }
                 continue;
             }
         };
