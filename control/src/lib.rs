@@ -13,7 +13,7 @@
 //!   compare-and-swap updates and a global revision, the embedded [`datastore::FileStore`]
 //!   (several processes share one directory), [`datastore::EtcdStore`] (etcd v3 in Calico's
 //!   key layout, for several hosts), an in-memory store, and waiting for changes (etcd
-//!   watches; the others poll the revision).
+//!   watches, the file store's inotify; the memory store polls the revision).
 //! - [`ipam`]: one address per pod from the pools' blocks, safe under concurrent
 //!   assignments on several nodes.
 //! - [`routes`]: a pure function from cluster state to one node's desired dataplane state,

@@ -59,7 +59,7 @@ pub fn tables(encap: Encap) -> Tables {
             underlay_mtu_bytes: 1500,
             vtep_mac: OUR_VTEP,
             vni: 4096,
-            vxlan_port: 4789,
+            vxlan_port: tapwire_proto::VXLAN_PORT,
             host_path: None,
         },
         fib,

@@ -593,7 +593,7 @@ fn route_ipv4(
     match (ingress, target) {
         (Ingress::Underlay, RouteTarget::LocalEndpoint(_)) => {}
         // A peer's pod or kernel talking to this node's own address, through the tunnel
-        // (see `state::host_path_routes`).
+        // (see `state::build::host_path_routes`).
         (Ingress::Underlay, RouteTarget::Host) if dst == tables.local.underlay_ip => {}
         (Ingress::Underlay, _) => return Outbound::Drop(DropReason::NotLocal),
         (Ingress::Host { .. }, RouteTarget::Host) => {

@@ -95,7 +95,7 @@ pub struct WorkerSockets {
     pub vxlan_tap: Option<UnderlayTap>,
 }
 
-/// A queue of the underlay TAP (see `daemon::open_vxlan_tap`): written only, never polled
+/// A queue of the underlay TAP (see `daemon::startup::open_vxlan_tap`): written only, never polled
 /// (nothing is routed into it), and the TAP's MAC, which frames must be addressed to.
 #[derive(Debug)]
 pub struct UnderlayTap {

@@ -163,10 +163,11 @@ pub struct IpamPool {
     /// NAT-outgoing: masquerade pod traffic leaving the pools.
     #[prost(bool, tag = "2")]
     pub masquerade: bool,
-    /// `""` (never), `"always"` or `"cross-subnet"`.
+    /// `""` (never), `"always"` or `"cross-subnet"` ([`EncapMode`](crate::EncapMode));
+    /// anything else makes the dataplane refuse the message.
     #[prost(string, tag = "3")]
     pub ipip_mode: String,
-    /// `""` (never), `"always"` or `"cross-subnet"`.
+    /// As [`IpamPool::ipip_mode`].
     #[prost(string, tag = "4")]
     pub vxlan_mode: String,
     #[prost(string, repeated, tag = "5")]
@@ -278,6 +279,8 @@ pub struct RouteUpdate {
     /// Bitmap of [`RouteType`]s; query it with [`RouteUpdate::has_type`].
     #[prost(int32, tag = "12")]
     pub types: i32,
+    /// An [`IpPoolType`]; a number it does not define makes the dataplane refuse the
+    /// message.
     #[prost(enumeration = "IpPoolType", tag = "2")]
     pub ip_pool_type: i32,
     /// The destination CIDR.

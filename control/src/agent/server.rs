@@ -308,7 +308,7 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
             profiles: Vec::new(),
         },
     };
-    let key = endpoint_key(&endpoint);
+    let key = endpoint.dataplane_id().key();
     // Only a report about this interface counts: forget what the dataplane said about an
     // earlier one of the same endpoint (a retried ADD).
     shared.sync.status.forget_endpoint(&key);
@@ -418,11 +418,6 @@ fn endpoint_name(node: &str, req: &CniRequest) -> String {
     }
 }
 
-/// The dataplane's key for an endpoint (`orchestrator/workload/endpoint`).
-fn endpoint_key(endpoint: &WorkloadEndpoint) -> String {
-    endpoint.dataplane_id().key()
-}
-
 /// This node's endpoint for the CNI call, if recorded: by the name the ADD gave it (one
 /// read), else — a call without the pod's Kubernetes names, such as GC's DELs — by
 /// container id and interface among all endpoints.
@@ -463,7 +458,7 @@ fn cni_del(shared: &Shared, req: &CniRequest) -> Result<(), ApiError> {
             Err(e) => return Err(datastore_error("removing the workload endpoint failed", e)),
         }
         shared.nudge();
-        let key = endpoint_key(ep);
+        let key = ep.dataplane_id().key();
         let detached = shared.sync.status.wait_for(DETACH_WAIT, |s| {
             !s.connected || !s.endpoints.contains_key(&key)
         });
@@ -521,7 +516,7 @@ fn cni_check(shared: &Shared, req: &CniRequest) -> Result<(), ApiError> {
         ));
     }
     // An interface nobody reads is a black hole: the dataplane must hold its queues.
-    let key = endpoint_key(&endpoint);
+    let key = endpoint.dataplane_id().key();
     let state = shared.sync.status.read(|s| {
         (s.connected && s.in_sync)
             .then(|| s.endpoints.get(&key).cloned())

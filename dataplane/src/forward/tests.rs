@@ -755,7 +755,7 @@ proptest! {
 /// The kernel side of the host path TAP in [`host_tables`].
 const HOST_MAC: Mac = [0x02, 0, 0, 0, 0, 0x99];
 
-/// The fixture node with a host path: the routes `state::host_path_routes` adds for pool
+/// The fixture node with a host path: the routes `state::build::host_path_routes` adds for pool
 /// 10.65.0.0/16 and peers node-b (192.168.0.2) and node-c.
 fn host_tables(encap: Encap) -> Tables {
     let mut t = tables(encap);
