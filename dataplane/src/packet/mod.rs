@@ -12,7 +12,7 @@
 //! - [`udp`]: the UDP header tapwire emits in front of VXLAN.
 //! - [`vxlan`]: the VXLAN header.
 //! - [`icmp`]: the ICMP errors the forwarder originates.
-//! - [`checksum`]: the Internet checksum.
+//! - [`checksum`](mod@checksum): the Internet checksum.
 
 pub mod arp;
 pub mod checksum;

@@ -13,6 +13,9 @@
 //! Either way the result equals [`build_tables`] on the same inputs.
 //!
 //! Two halves: `desired` (messages → [`Desired`]) and `build` (desired → [`Tables`]).
+//!
+//! [`Tables`]: crate::tables::Tables
+//! [`Fib`]: crate::fib::Fib
 
 mod build;
 mod desired;
