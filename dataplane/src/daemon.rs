@@ -11,13 +11,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tapwire_metrics::ScrapeServer;
 use tapwire_proto::{
     frame, from_dataplane, DataplaneInSync, EndpointStatus, FrameError, FromDataplane,
     ProcessStatusUpdate, ToDataplane, WorkloadEndpointId, WorkloadEndpointStatusRemove,
@@ -31,12 +32,14 @@ use crate::io::{
     queue_attached, IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver,
     VxlanSender,
 };
+use crate::metrics::{Sample, StateGauges};
 use crate::rcu::Rcu;
 use crate::resolver::{self, Resolved};
 use crate::state::{
     build_tables, Applied, AttachedEndpoint, Desired, EndpointSpec, TablesBuilder, Underlay,
 };
 use crate::tables::{HostPath, Tables};
+use crate::trace::Tracer;
 use crate::worker::{
     DeadQueue, PodQueues, Snapshot, UnderlayTap, Worker, WorkerHandle, WorkerSockets,
 };
@@ -48,6 +51,8 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(1);
 /// How soon the state thread looks again while replaced table versions await reclamation.
 const RECLAIM_RETRY: Duration = Duration::from_millis(10);
+/// How long a scrape waits for the state thread's sample of the counters.
+const SAMPLE_WAIT: Duration = Duration::from_secs(2);
 /// VXLAN sending sockets per worker: each flow keeps one, so its packets share a source
 /// port while flows spread over several (ECMP entropy).
 const VXLAN_TX_SOCKETS: usize = 4;
@@ -66,6 +71,8 @@ pub struct Options {
     /// The TAP VXLAN leaves through (`tapwire-vxlan`); `None`, or a kernel without
     /// UDP-tunnel GSO: the UDP sockets.
     pub vxlan_tap_interface: Option<String>,
+    /// Where Prometheus metrics are served (`--metrics-addr`); `None`: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// The default of `--host-interface`.
@@ -97,6 +104,9 @@ pub enum StartError {
     /// Another `tapwire-dataplane` serves this socket.
     #[error("not starting: {0}")]
     AlreadyRunning(io::Error),
+    /// `--metrics-addr` cannot be listened on.
+    #[error("metrics address {addr}: {source}")]
+    Metrics { addr: SocketAddr, source: io::Error },
 }
 
 /// What connection threads (and workers) tell the state thread.
@@ -109,6 +119,8 @@ enum Event {
     Resolved(Resolved),
     /// A worker found a pod queue dead (every worker holding one reports it).
     QueueDead(DeadQueue),
+    /// A scrape of the metrics endpoint wants the counters.
+    Sample(SyncSender<Sample>),
 }
 
 /// A pod whose queues are attached.
@@ -145,6 +157,8 @@ struct Dataplane {
     /// The FIB between publishes: each publish applies only the route and endpoint
     /// changes since the last one.
     tables: TablesBuilder,
+    /// The packet trace: armed on control's request, records relayed to it.
+    tracer: Tracer,
 }
 
 /// Runs the dataplane until the process is killed.
@@ -152,6 +166,10 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     // Before any socket is opened: a second dataplane on this node would steal the
     // control socket and the underlay's traffic from the first.
     let instance = InstanceLock::for_socket(&opts.socket).map_err(StartError::AlreadyRunning)?;
+    let metrics = opts
+        .metrics_addr
+        .map(|addr| ScrapeServer::bind(addr).map_err(|source| StartError::Metrics { addr, source }))
+        .transpose()?;
     let ul = &opts.underlay_interface;
     let underlay_err = |source| StartError::Underlay {
         name: ul.clone(),
@@ -208,6 +226,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     });
 
     let (events_tx, events_rx) = mpsc::channel();
+    let tracer = Tracer::new();
     let workers = opts.workers.max(1);
     let fanout_group = (std::process::id() & 0xffff) as u16;
     let mut handles = Vec::with_capacity(workers);
@@ -253,8 +272,15 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 let _ = events.send(Event::QueueDead(dead));
             })
         };
-        let worker = Worker::new(w, Arc::clone(&handle), sockets, opts.busy_poll, report_dead)
-            .map_err(sock_err("epoll registration"))?;
+        let worker = Worker::new(
+            w,
+            Arc::clone(&handle),
+            sockets,
+            opts.busy_poll,
+            report_dead,
+            tracer.trace(),
+        )
+        .map_err(sock_err("epoll registration"))?;
         let reader = snapshot.reader();
         std::thread::Builder::new()
             .name(format!("tapwire-w{w}"))
@@ -268,6 +294,17 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         move |r| events.send(Event::Resolved(r)).is_ok()
     })
     .map_err(StartError::Thread)?;
+    if let Some(server) = metrics {
+        tracing::info!(addr = %server.local_addr(), "serving metrics at /metrics");
+        let events = events_tx.clone();
+        server
+            .spawn("tapwire-metrics", move |exposition| {
+                let (tx, rx) = mpsc::sync_channel(1);
+                events.send(Event::Sample(tx)).ok()?;
+                rx.recv_timeout(SAMPLE_WAIT).ok()?.render(exposition)
+            })
+            .map_err(StartError::Thread)?;
+    }
     let listener = bind_control_socket(&opts.socket, &instance)?;
     std::thread::Builder::new()
         .name("tapwire-accept".into())
@@ -275,6 +312,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         .map_err(StartError::Thread)?;
 
     let mut dataplane = Dataplane::new(underlay, handles, snapshot, resolver_tx);
+    dataplane.tracer = tracer;
     dataplane.run(events_rx);
     Ok(())
 }
@@ -468,6 +506,7 @@ impl Dataplane {
             sequence: 0,
             started: Instant::now(),
             tables: TablesBuilder::default(),
+            tracer: Tracer::new(),
         }
     }
 
@@ -481,6 +520,7 @@ impl Dataplane {
             } else {
                 RETRY
             };
+            let wait = wait.min(self.tracer.next_poll(Instant::now()).unwrap_or(wait));
             let first = match events.recv_timeout(wait) {
                 Ok(event) => Some(event),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -494,6 +534,7 @@ impl Dataplane {
                 next = events.try_recv().ok();
             }
             dirty |= self.retry_unattached();
+            self.relay_trace();
             if dirty {
                 self.publish();
             } else {
@@ -519,6 +560,7 @@ impl Dataplane {
                     let _ = old_stream.shutdown(std::net::Shutdown::Both);
                 }
                 tracing::info!(id, "control connected");
+                self.tracer.stop();
                 self.conn = Some((id, stream));
                 self.pending = Some(Desired::default());
                 self.send_heartbeat();
@@ -527,6 +569,7 @@ impl Dataplane {
             Event::Disconnected(id) => {
                 if self.is_current(id) {
                     tracing::info!(id, "control disconnected; forwarding on the last state");
+                    self.tracer.stop();
                     self.conn = None;
                     self.pending = None;
                 }
@@ -535,6 +578,7 @@ impl Dataplane {
             Event::Malformed(id, err) => {
                 if self.is_current(id) {
                     tracing::error!(id, %err, "malformed frame from control; closing the connection");
+                    self.tracer.stop();
                     self.conn = None;
                     self.pending = None;
                 }
@@ -547,6 +591,10 @@ impl Dataplane {
                 changed
             }
             Event::QueueDead(dead) => self.queue_dead(dead),
+            Event::Sample(reply) => {
+                let _ = reply.send(self.sample());
+                false
+            }
         }
     }
 
@@ -613,6 +661,14 @@ impl Dataplane {
             },
             Applied::CountersRequested => {
                 self.send_counters();
+                false
+            }
+            Applied::TraceRequested(request) => {
+                let attached = &self.attached;
+                let slot = |key: &str| attached.get(key).map(|att| att.info.slot);
+                for payload in self.tracer.start(&request, slot, Instant::now()) {
+                    self.send(payload);
+                }
                 false
             }
             // While a snapshot is arriving, nothing changes what is forwarded.
@@ -854,6 +910,31 @@ impl Dataplane {
                 endpoint: None,
             },
         ));
+    }
+
+    /// Sends control the records of the armed trace that the workers made, and its end.
+    fn relay_trace(&mut self) {
+        let tables = &self.snapshot.current().tables;
+        for payload in self.tracer.poll(tables, Instant::now()) {
+            self.send(payload);
+        }
+    }
+
+    /// The counters and state a metrics scrape reports.
+    fn sample(&self) -> Sample {
+        let tables = &self.snapshot.current().tables;
+        let state = StateGauges {
+            attached: self.attached.len(),
+            waiting: self.unattached.len(),
+            routes: tables.fib.len(),
+            peers: tables.peers.len(),
+            control_connected: self.conn.is_some(),
+        };
+        let endpoints = self
+            .attached
+            .iter()
+            .map(|(key, att)| (key, &att.pod.counters));
+        Sample::gather(&self.workers, endpoints, state, self.tracer.dropped())
     }
 
     fn send_counters(&mut self) {
