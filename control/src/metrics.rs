@@ -123,61 +123,61 @@ impl ControlMetrics {
         let r = &mut self.registry;
         r.register_with_unit(
             "datastore_operation",
-            "Datastore calls by operation (every backend, every caller).",
+            "Datastore calls by operation (every backend, every caller)",
             Unit::Seconds,
             self.datastore_seconds.clone(),
         );
         r.register(
             "datastore_errors",
-            "Datastore calls that failed, by operation and error (conflicts and not-found answers included: callers may expect them).",
+            "Datastore calls that failed, by operation and error (conflicts and not-found answers included: callers may expect them)",
             self.datastore_errors.clone(),
         );
         r.register_with_unit(
             "ipam_operation",
-            "IPAM address assignments (CNI ADD) and releases (CNI DEL, a failed ADD undone).",
+            "IPAM address assignments (CNI ADD) and releases (CNI DEL, a failed ADD undone)",
             Unit::Seconds,
             self.ipam_seconds.clone(),
         );
         r.register(
             "ipam_errors",
-            "IPAM assignments and releases that failed.",
+            "IPAM assignments and releases that failed",
             self.ipam_errors.clone(),
         );
         r.register_with_unit(
             "cni_request",
-            "CNI requests from the tapwire plugin, from the request read to the answer.",
+            "CNI requests from the tapwire plugin, from the request read to the answer",
             Unit::Seconds,
             self.cni_seconds.clone(),
         );
         r.register(
             "cni_errors",
-            "CNI requests answered with an error.",
+            "CNI requests answered with an error",
             self.cni_errors.clone(),
         );
         r.register_with_unit(
             "sync",
-            "Dataplane sync: a full snapshot from connect to the dataplane's in-sync answer, and each new desired state until its changes are written.",
+            "Dataplane sync: a full snapshot from connect to the dataplane's in-sync answer, and each new desired state until its changes are written",
             Unit::Seconds,
             self.sync_seconds.clone(),
         );
         r.register(
             "sync_messages",
-            "Messages written to the dataplane.",
+            "Messages written to the dataplane",
             self.sync_messages.clone(),
         );
         r.register(
             "sync_errors",
-            "Writes to the dataplane that failed, and connections to it that were lost.",
+            "Writes to the dataplane that failed, and connections to it that were lost",
             self.sync_errors.clone(),
         );
         r.register(
             "dataplane_connected",
-            "1 while the dataplane is connected.",
+            "1 while the dataplane is connected",
             self.dataplane_connected.clone(),
         );
         r.register(
             "dataplane_in_sync",
-            "1 once the dataplane has applied the current connection's snapshot.",
+            "1 once the dataplane has applied the current connection's snapshot",
             self.dataplane_in_sync.clone(),
         );
         self
@@ -477,6 +477,13 @@ mod tests {
         assert_eq!(bucket("0.016"), Some(1.0), "{text}");
         assert_eq!(bucket("0.032"), Some(2.0), "{text}");
         assert_eq!(bucket("+Inf"), Some(2.0), "{text}");
+        // The registry ends help texts with a period: ours do not add another.
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("# HELP") && l.ends_with("..")),
+            "{text}"
+        );
         let open = metrics.render(Exposition::OpenMetrics).unwrap();
         assert!(open.ends_with("# EOF\n"));
         assert!(
