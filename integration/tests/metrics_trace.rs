@@ -273,6 +273,15 @@ fn packets(trace: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The first block of `trace`'s output that shows `needle`.
+#[track_caller]
+fn packet_showing<'t>(trace: &'t str, needle: &str) -> &'t str {
+    packets(trace)
+        .into_iter()
+        .find(|block| block.contains(needle))
+        .unwrap_or_else(|| panic!("no packet shows {needle:?} in:\n{trace}"))
+}
+
 #[test]
 fn trace_shows_the_echo_walk_and_stops_after_count_packets() {
     if skip_unless_root("trace_shows_the_echo_walk_and_stops_after_count_packets") {
@@ -298,8 +307,7 @@ fn trace_shows_the_echo_walk_and_stops_after_count_packets() {
         out.stdout
     );
     assert!(took < Duration::from_secs(10), "took {took:?}");
-    let traced = packets(&out.stdout);
-    assert_eq!(traced.len(), 4, "{}", out.stdout);
+    assert_eq!(packets(&out.stdout).len(), 4, "{}", out.stdout);
     assert!(
         out.stdout.ends_with(&format!(
             "4 packets traced (all asked for), from or to {pa}.\n"
@@ -307,10 +315,10 @@ fn trace_shows_the_echo_walk_and_stops_after_count_packets() {
         "{}",
         out.stdout
     );
-    let request = traced
-        .iter()
-        .find(|p| p.contains(&format!("{} -> {} ICMP echo request", a.ip, b.ip)))
-        .unwrap_or_else(|| panic!("no echo request from pod-a in:\n{}", out.stdout));
+    let request = packet_showing(
+        &out.stdout,
+        &format!("{} -> {} ICMP echo request", a.ip, b.ip),
+    );
     for line in [
         format!("  received  pod {pa}\n"),
         format!("  route     {}/32 -> pod {pb}\n", b.ip),
@@ -319,10 +327,10 @@ fn trace_shows_the_echo_walk_and_stops_after_count_packets() {
     ] {
         assert!(request.contains(&line), "{line:?} not in:\n{request}");
     }
-    let reply = traced
-        .iter()
-        .find(|p| p.contains(&format!("{} -> {} ICMP echo reply", b.ip, a.ip)))
-        .unwrap_or_else(|| panic!("no echo reply to pod-a in:\n{}", out.stdout));
+    let reply = packet_showing(
+        &out.stdout,
+        &format!("{} -> {} ICMP echo reply", b.ip, a.ip),
+    );
     assert!(
         reply.contains(&format!("  received  pod {pb}\n")),
         "{reply}"
@@ -353,12 +361,8 @@ fn trace_shows_the_echo_walk_and_stops_after_count_packets() {
     assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
     eprintln!("tapwirectl trace on node2:\n{}", out.stdout);
     let from_node1 = format!("node node1 ({})", node1.underlay_ip);
-    let traced = packets(&out.stdout);
-    assert_eq!(traced.len(), 4, "{}", out.stdout);
-    let arrived = traced
-        .iter()
-        .find(|p| p.contains("ICMP echo request"))
-        .unwrap_or_else(|| panic!("no echo request in:\n{}", out.stdout));
+    assert_eq!(packets(&out.stdout).len(), 4, "{}", out.stdout);
+    let arrived = packet_showing(&out.stdout, "ICMP echo request");
     assert!(
         arrived.contains(&format!("  received  underlay IPIP from {from_node1}\n")),
         "{arrived}"
@@ -368,10 +372,7 @@ fn trace_shows_the_echo_walk_and_stops_after_count_packets() {
         "{arrived}"
     );
     assert!(arrived.contains("encap.ipip.rx_packets"), "{arrived}");
-    let answered = traced
-        .iter()
-        .find(|p| p.contains("ICMP echo reply"))
-        .unwrap_or_else(|| panic!("no echo reply in:\n{}", out.stdout));
+    let answered = packet_showing(&out.stdout, "ICMP echo reply");
     assert!(
         answered.contains(&format!(
             "  action    encapsulate in IPIP to {from_node1}\n"

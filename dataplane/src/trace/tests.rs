@@ -27,6 +27,15 @@ fn slot(key: &str) -> Option<EndpointIdx> {
     }
 }
 
+/// A tracer with a trace of `count` packets armed (from or to `endpoint`; "": any), 5 s.
+fn armed(count: u32, endpoint: &str) -> (Tracer, Arc<Trace>) {
+    let mut tracer = Tracer::new();
+    let trace = tracer.trace();
+    let said = tracer.start(&request(count, endpoint, 5000), slot, Instant::now());
+    assert!(said.is_empty(), "{said:?}");
+    (tracer, trace)
+}
+
 /// Pod a sends `frame`; the worker's part: summarise, decide, offer to the trace.
 fn pod_a_sends_traced(trace: &Trace, tables: &Tables, frame: &[u8]) -> Outbound {
     let mut buf = received(frame);
@@ -141,9 +150,7 @@ fn a_ping_between_two_pods_is_received_routed_and_delivered() {
 #[test]
 fn a_packet_to_another_node_shows_the_block_route_and_its_tunnel() {
     let t = tables(Encap::Ipip);
-    let mut tracer = Tracer::new();
-    let trace = tracer.trace();
-    tracer.start(&request(1, "k8s/a/eth0", 5000), slot, Instant::now());
+    let (mut tracer, trace) = armed(1, "k8s/a/eth0");
     pod_a_sends_traced(&trace, &t, &pod_a_sends("10.65.2.9", 64, true, 100));
     let out = tracer.poll(&t, Instant::now());
     let record = records(&out)[0];
@@ -182,9 +189,7 @@ fn a_packet_to_another_node_shows_the_block_route_and_its_tunnel() {
 #[test]
 fn an_unencapsulated_send_names_the_routes_peer() {
     let t = tables(Encap::None);
-    let mut tracer = Tracer::new();
-    let trace = tracer.trace();
-    tracer.start(&request(1, "", 5000), slot, Instant::now());
+    let (mut tracer, trace) = armed(1, "");
     let action = pod_a_sends_traced(&trace, &t, &pod_a_sends("10.65.2.9", 64, true, 10));
     assert!(matches!(action, Outbound::ToPeerEthernet { .. }));
     let out = tracer.poll(&t, Instant::now());
@@ -198,9 +203,7 @@ fn an_unencapsulated_send_names_the_routes_peer() {
 #[test]
 fn a_drop_names_its_reason_and_the_icmp_error_sent_back() {
     let t = tables(Encap::Ipip);
-    let mut tracer = Tracer::new();
-    let trace = tracer.trace();
-    tracer.start(&request(2, "", 5000), slot, Instant::now());
+    let (mut tracer, trace) = armed(2, "");
     // Nothing routes 10.99.0.1 in the fixture: net-unreachable goes back.
     pod_a_sends_traced(&trace, &t, &pod_a_sends("10.99.0.1", 64, true, 10));
     // An unused address of the node's own block is blackholed.
@@ -239,9 +242,7 @@ fn a_drop_names_its_reason_and_the_icmp_error_sent_back() {
 #[test]
 fn arp_is_traced_without_a_route() {
     let t = tables(Encap::Ipip);
-    let mut tracer = Tracer::new();
-    let trace = tracer.trace();
-    tracer.start(&request(1, "", 5000), slot, Instant::now());
+    let (mut tracer, trace) = armed(1, "");
     let mut arp = [0u8; ARP_IPV4_LEN];
     emit_arp(
         &mut arp,
@@ -275,9 +276,7 @@ fn arp_is_traced_without_a_route() {
 #[test]
 fn the_filter_keeps_only_packets_from_or_to_its_endpoint() {
     let t = tables(Encap::Ipip);
-    let mut tracer = Tracer::new();
-    let trace = tracer.trace();
-    tracer.start(&request(1, "k8s/b/eth0", 5000), slot, Instant::now());
+    let (mut tracer, trace) = armed(1, "k8s/b/eth0");
     // From a to node-b's block: neither from nor to pod b.
     pod_a_sends_traced(&trace, &t, &pod_a_sends("10.65.2.9", 64, true, 10));
     assert!(trace.armed(), "a packet the filter refuses takes nothing");
@@ -292,9 +291,7 @@ fn the_filter_keeps_only_packets_from_or_to_its_endpoint() {
 #[test]
 fn a_trace_takes_count_packets_then_ends() {
     let t = tables(Encap::Ipip);
-    let mut tracer = Tracer::new();
-    let trace = tracer.trace();
-    tracer.start(&request(2, "", 5000), slot, Instant::now());
+    let (mut tracer, trace) = armed(2, "");
     for seq in 1..=3 {
         pod_a_sends_traced(&trace, &t, &ping_from_a("10.65.1.3", seq));
     }
@@ -333,9 +330,7 @@ fn a_trace_whose_time_is_up_ends_with_what_it_has() {
 #[test]
 fn a_new_trace_replaces_the_running_one_and_an_unknown_endpoint_is_refused() {
     let t = tables(Encap::Ipip);
-    let mut tracer = Tracer::new();
-    let trace = tracer.trace();
-    tracer.start(&request(5, "", 5000), slot, Instant::now());
+    let (mut tracer, trace) = armed(5, "");
     pod_a_sends_traced(&trace, &t, &ping_from_a("10.65.1.3", 1));
     let mut second = request(1, "", 5000);
     second.trace_id = 43;
@@ -365,22 +360,8 @@ fn a_new_trace_replaces_the_running_one_and_an_unknown_endpoint_is_refused() {
 #[test]
 fn tunnel_traffic_names_its_sender_and_counts_its_encapsulation() {
     let t = tables(Encap::Ipip);
-    let mut tracer = Tracer::new();
-    let trace = tracer.trace();
-    tracer.start(&request(1, "k8s/a/eth0", 5000), slot, Instant::now());
-    let inner = ipv4_packet("10.65.2.7", "10.65.1.2", 63, true, 100);
-    let mut pkt = vec![0u8; 20];
-    Ipv4Repr {
-        src: ip("192.168.0.2"),
-        dst: ip("192.168.0.1"),
-        protocol: IPPROTO_IPIP,
-        ttl: 64,
-        dont_fragment: true,
-        payload_len: inner.len(),
-    }
-    .emit(&mut pkt);
-    pkt.extend(&inner);
-    let mut buf: PacketBuf = received(&pkt);
+    let (mut tracer, trace) = armed(1, "k8s/a/eth0");
+    let mut buf: PacketBuf = received(&ipip_packet("192.168.0.2", "10.65.2.7", "10.65.1.2"));
     let (ingress, packet) = PacketSummary::ipip(buf.frame());
     let action = forward::from_ipip(&t, &mut buf);
     trace.inbound(0, &t, ingress, packet, &action);
