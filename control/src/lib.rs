@@ -23,6 +23,8 @@
 //!   a veth.
 //! - [`cli`]: what `tapwirectl` prints (calicoctl-shaped tables, YAML/JSON, node status,
 //!   routes, counters); the binary does the talking.
+//! - [`metrics`]: the agent's Prometheus metrics (datastore, IPAM, sync and CNI latencies,
+//!   errors), served with `metrics_addr`.
 //! - [`cni`]: the `tapwire` CNI plugin's side of the CNI protocol (environment, network
 //!   configuration, results in the spec version the runtime asks for, error objects); the
 //!   agent does the work behind [`api`].
@@ -38,6 +40,7 @@ pub mod cli;
 pub mod cni;
 pub mod datastore;
 pub mod ipam;
+pub mod metrics;
 pub mod model;
 pub mod podnet;
 pub mod routes;

@@ -6,6 +6,8 @@
 //! underlay socket ([`io`]). [`state`] turns control's messages into new table versions;
 //! [`daemon`] runs the threads and the control socket; [`resolver`] finds peers'
 //! underlay MACs for unencapsulated routes; [`counters`] are per worker, summed on read.
+//! [`metrics`] serves them (and each worker's busy time) to Prometheus; [`trace`] records
+//! the next packets' walk for `tapwirectl trace`.
 //!
 //! [`offload`] holds the pure halves of TSO and GRO; [`rcu`] publishes versions to
 //! readers with quiescent-state reclamation. Only [`io`] and [`rcu`] hold `unsafe` code.
@@ -20,10 +22,12 @@ pub mod fixtures;
 pub mod forward;
 pub mod io;
 mod log_limit;
+pub mod metrics;
 pub mod offload;
 pub mod packet;
 pub mod rcu;
 pub mod resolver;
 pub mod state;
 pub mod tables;
+pub mod trace;
 pub mod worker;

@@ -1,7 +1,10 @@
 //! A worker: one thread, run to completion. It owns one queue of every pod TAP and its own
 //! underlay sockets, takes one snapshot of the tables per wake-up, and turns each frame
 //! into an action ([`Outbound`], [`Inbound`]) with `forward`, then performs it. No allocation, lock or channel
-//! hop per packet.
+//! hop per packet. Each batch is timed (two clock reads) into the worker's busy time, and
+//! checks once whether a packet trace is armed; only while one is does a packet cost more
+//! (a summary before `forward`, a record into the trace's bounded channel: see
+//! [`crate::trace`]).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::Ipv4Addr;
@@ -26,6 +29,7 @@ use crate::offload::{
 use crate::packet::{Mac, ETH_HEADER_LEN, VXLAN_HEADER_LEN};
 use crate::rcu::RcuReader;
 use crate::tables::{Encap, Tables};
+use crate::trace::{Ingress, PacketSummary, Trace};
 
 /// Frames read from one descriptor before moving on, so one busy pod cannot starve others.
 const BATCH: usize = 64;
@@ -129,6 +133,9 @@ pub struct Worker {
     /// Receive failures logged per underlay socket ([`RxSocket`]), at most one line per
     /// interval each: a socket that keeps failing must not flood the log.
     receive_errors: [LogLimit; RxSocket::COUNT],
+    trace: Arc<Trace>,
+    /// Whether a trace was armed at the start of this batch (read once per batch).
+    tracing: bool,
 }
 
 /// The underlay sockets a worker receives on, as its error log names them.
@@ -166,6 +173,7 @@ impl Worker {
         sockets: WorkerSockets,
         busy_poll: Duration,
         report_dead: ReportDead,
+        trace: Arc<Trace>,
     ) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
         handle.poller.add(sockets.vxlan.as_raw_fd(), Token::Vxlan)?;
@@ -189,6 +197,8 @@ impl Worker {
             gro: Coalescer::new(),
             report_dead,
             receive_errors: Default::default(),
+            trace,
+            tracing: false,
         })
     }
 
@@ -227,8 +237,12 @@ impl Worker {
                 }
                 continue;
             }
+            // One clock read at each end of a batch: its time is the worker's busy time.
+            let batch_start = Instant::now();
             // One version per batch: a publish takes effect at the next wake-up.
             let snapshot = tables.read();
+            // The only trace check while none is armed: one relaxed load per batch.
+            self.tracing = self.trace.armed();
             for &token in &ready {
                 match token {
                     Token::Pod { slot, generation } => self.drain_pod(snapshot, slot, generation),
@@ -239,8 +253,14 @@ impl Worker {
                 }
             }
             tables.quiesce();
+            let batch_end = Instant::now();
+            let counters = &self.handle.counters;
+            counters.busy_ns.add(
+                u64::try_from(batch_end.duration_since(batch_start).as_nanos()).unwrap_or(u64::MAX),
+            );
+            counters.batches.inc();
             if !self.busy_poll.is_zero() {
-                last_packet = Some(Instant::now());
+                last_packet = Some(batch_end);
             }
         }
     }
@@ -302,10 +322,18 @@ impl Worker {
             shard
                 .rx
                 .record_many(offload::segment_count(self.buf.frame(), offload), len);
+            let traced = self
+                .tracing
+                .then(|| PacketSummary::ethernet(self.buf.frame(), offload));
             let action =
                 forward::from_pod(&snapshot.tables, slot, &mut self.buf, &mut self.scratch);
             if action.is_drop() {
                 shard.drops.inc();
+            }
+            if let Some(packet) = traced {
+                let ingress = Ingress::Pod(slot);
+                self.trace
+                    .outbound(self.index, &snapshot.tables, ingress, packet, &action);
             }
             self.perform(snapshot, action, queue);
         }
@@ -333,7 +361,15 @@ impl Worker {
                 .counters
                 .host_rx
                 .record_many(offload::segment_count(self.buf.frame(), offload), len);
+            let traced = self
+                .tracing
+                .then(|| PacketSummary::ethernet(self.buf.frame(), offload));
             let action = forward::from_host(&snapshot.tables, &mut self.buf, &mut self.scratch);
+            if let Some(packet) = traced {
+                let ingress = Ingress::Host;
+                self.trace
+                    .outbound(self.index, &snapshot.tables, ingress, packet, &action);
+            }
             self.perform(snapshot, action, &queue);
         }
         self.sockets.host = Some(queue);
@@ -355,7 +391,13 @@ impl Worker {
             while offset < n {
                 let len = size.min(n - offset);
                 self.buf.set_window(offset, len);
+                let traced = self.tracing.then(|| PacketSummary::vxlan(self.buf.frame()));
                 let action = forward::from_vxlan(&snapshot.tables, *from.ip(), &mut self.buf);
+                if let Some(packet) = traced {
+                    let ingress = Ingress::Vxlan { from: *from.ip() };
+                    self.trace
+                        .inbound(self.index, &snapshot.tables, ingress, packet, &action);
+                }
                 self.deliver(snapshot, action, Encap::Vxlan, len);
                 offset += len;
             }
@@ -387,7 +429,12 @@ impl Worker {
                     continue;
                 }
                 self.buf.set_window(i * slot, n);
+                let traced = self.tracing.then(|| PacketSummary::ipip(self.buf.frame()));
                 let action = forward::from_ipip(&snapshot.tables, &mut self.buf);
+                if let Some((ingress, packet)) = traced {
+                    self.trace
+                        .inbound(self.index, &snapshot.tables, ingress, packet, &action);
+                }
                 self.deliver(snapshot, action, Encap::Ipip, n);
             }
             if count < lens.len().min(MAX_FRAME / slot) {
@@ -414,7 +461,15 @@ impl Worker {
             };
             self.buf.set_received(n);
             self.buf.set_offload(VnetHdr::parse(&vnet));
+            let traced = self
+                .tracing
+                .then(|| PacketSummary::ethernet(self.buf.frame(), self.buf.offload()));
             let action = forward::from_underlay_ethernet(&snapshot.tables, &mut self.buf);
+            if let Some(packet) = traced {
+                let ingress = Ingress::Underlay;
+                self.trace
+                    .inbound(self.index, &snapshot.tables, ingress, packet, &action);
+            }
             self.deliver(snapshot, action, Encap::None, n);
         }
         self.flush_gro(snapshot);

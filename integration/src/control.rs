@@ -201,6 +201,8 @@ impl Controller {
                     .collect(),
             }),
             Some(P::ProcessStatusUpdate(_)) => self.heartbeats += 1,
+            // The lab arms no packet traces.
+            Some(P::TraceRecord(_) | P::TraceDone(_)) => {}
             None => {}
         }
     }

@@ -103,6 +103,8 @@ pub struct ControlPlane<'lab> {
     workers: usize,
     members: Mutex<Vec<Member>>,
     pods: Mutex<Vec<CniPod>>,
+    /// Whether nodes serve metrics ([`ControlPlane::serving_metrics`]).
+    metrics: bool,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -145,7 +147,25 @@ impl<'lab> ControlPlane<'lab> {
             workers: 2,
             members: Mutex::new(Vec::new()),
             pods: Mutex::new(Vec::new()),
+            metrics: false,
         })
+    }
+
+    /// Nodes added from now on serve Prometheus metrics on their namespace's loopback:
+    /// the dataplane at [`crate::scrape::DATAPLANE_METRICS_ADDR`] (`--metrics-addr`), the
+    /// control at [`crate::scrape::CONTROL_METRICS_ADDR`] (`metrics_addr` in node.toml).
+    pub fn serving_metrics(mut self) -> Self {
+        self.metrics = true;
+        self
+    }
+
+    /// Scrapes node `name`'s metrics of `daemon` (see [`crate::scrape::scrape`]).
+    pub fn scrape(&self, name: &str, daemon: Daemon) -> Result<crate::scrape::Exposition> {
+        let addr = match daemon {
+            Daemon::Control => crate::scrape::CONTROL_METRICS_ADDR,
+            Daemon::Dataplane => crate::scrape::DATAPLANE_METRICS_ADDR,
+        };
+        crate::scrape::scrape(self.node(name)?.netns(), addr)
     }
 
     /// A control plane in `lab` running nodes `names` (underlay subnet 0, added and
@@ -278,12 +298,21 @@ impl<'lab> ControlPlane<'lab> {
 
     /// The node configuration `tapwire-control --config` reads for `member`.
     fn node_config(&self, member: &Member) -> String {
+        let metrics = if self.metrics {
+            format!(
+                "metrics_addr = \"{}\"\n",
+                crate::scrape::CONTROL_METRICS_ADDR
+            )
+        } else {
+            String::new()
+        };
         format!(
             "# tapwire-control configuration of lab node {node}\n\
              node = \"{node}\"\n\
              underlay_interface = \"eth0\"\n\
              dataplane_socket = \"{dataplane}\"\n\
              api_socket = \"{api}\"\n\
+             {metrics}\
              \n\
              {datastore}",
             node = member.node.name,
@@ -410,6 +439,9 @@ impl<'lab> ControlPlane<'lab> {
             }
             remove_stale(&m.dataplane_socket)?;
             let mut cmd = dataplane_command(&m.node, &m.dataplane_socket, self.workers)?;
+            if self.metrics {
+                cmd.args(["--metrics-addr", crate::scrape::DATAPLANE_METRICS_ADDR]);
+            }
             let proc = spawn_logged(
                 self.lab,
                 &mut cmd,

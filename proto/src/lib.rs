@@ -21,11 +21,12 @@
 //! * control → dataplane: [`ToDataplane`]. On every (re)connect control sends a
 //!   [`ConfigUpdate`] first (keys in [`config`]), then the full desired state (host
 //!   metadata, IPAM pools, VTEPs, routes, workload endpoints, encapsulation), then
-//!   [`InSync`]; incremental updates follow. [`CountersRequest`] asks for statistics.
+//!   [`InSync`]; incremental updates follow. [`CountersRequest`] asks for statistics,
+//!   [`TraceRequest`] arms a packet trace ([`trace`]).
 //! * dataplane → control: [`FromDataplane`]. A [`ProcessStatusUpdate`] heartbeat, a
 //!   [`WorkloadEndpointStatusUpdate`] once an endpoint's queues are attached,
-//!   [`DataplaneInSync`] once a snapshot is applied, and [`CountersReply`] answering a
-//!   [`CountersRequest`].
+//!   [`DataplaneInSync`] once a snapshot is applied, [`CountersReply`] answering a
+//!   [`CountersRequest`], and a trace's [`TraceRecord`]s and [`TraceDone`].
 //!
 //! Every envelope carries a `sequence_number`; its `payload` is a oneof. A payload this
 //! crate does not know (Felix's policy, IP-set, service, WireGuard messages) decodes as
@@ -63,10 +64,15 @@ pub mod frame;
 mod messages;
 pub mod network;
 pub mod text;
+pub mod trace;
 
 pub use frame::{FrameDecoder, FrameError, FrameReader, MAX_FRAME_BYTES};
 pub use messages::*;
 pub use network::{derive_vtep_mac, Encap, EncapMode, GATEWAY_MAC, POD_GATEWAY, VXLAN_PORT};
+pub use trace::{
+    TraceAction, TraceDone, TraceIngress, TracePacket, TraceRecord, TraceRequest, TraceRoute,
+    MAX_TRACE_PACKETS,
+};
 
 /// The [`WorkloadEndpoint::annotations`] key whose value is the path of the pod's
 /// network namespace (e.g. `/var/run/netns/cni-1234`), where the pod's TAP lives.

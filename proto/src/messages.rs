@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::trace::{TraceDone, TraceRecord, TraceRequest};
+
 /// Control → dataplane envelope.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ToDataplane {
@@ -16,7 +18,7 @@ pub struct ToDataplane {
     /// `None` when the sender used a payload this crate does not know: skip it.
     #[prost(
         oneof = "to_dataplane::Payload",
-        tags = "1, 11, 12, 13, 14, 16, 17, 18, 23, 24, 25, 26, 30, 1000"
+        tags = "1, 11, 12, 13, 14, 16, 17, 18, 23, 24, 25, 26, 30, 1000, 1001"
     )]
     pub payload: Option<to_dataplane::Payload>,
 }
@@ -58,6 +60,9 @@ pub mod to_dataplane {
         /// tapwire-only: asks for a [`CountersReply`](super::CountersReply).
         #[prost(message, tag = "1000")]
         CountersRequest(CountersRequest),
+        /// tapwire-only: arms a packet trace.
+        #[prost(message, tag = "1001")]
+        TraceRequest(TraceRequest),
     }
 }
 
@@ -68,7 +73,10 @@ pub struct FromDataplane {
     #[prost(uint64, tag = "8")]
     pub sequence_number: u64,
     /// `None` when the sender used a payload this crate does not know: skip it.
-    #[prost(oneof = "from_dataplane::Payload", tags = "3, 6, 7, 10, 1000")]
+    #[prost(
+        oneof = "from_dataplane::Payload",
+        tags = "3, 6, 7, 10, 1000, 1001, 1002"
+    )]
     pub payload: Option<from_dataplane::Payload>,
 }
 
@@ -93,6 +101,12 @@ pub mod from_dataplane {
         /// tapwire-only: answers a [`CountersRequest`](super::CountersRequest).
         #[prost(message, tag = "1000")]
         CountersReply(CountersReply),
+        /// tapwire-only: one packet of a trace.
+        #[prost(message, tag = "1001")]
+        TraceRecord(TraceRecord),
+        /// tapwire-only: a trace ended.
+        #[prost(message, tag = "1002")]
+        TraceDone(TraceDone),
     }
 }
 

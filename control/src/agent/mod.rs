@@ -17,6 +17,7 @@
 //! each change reads the cluster again.
 
 pub mod hostpath;
+mod packet_trace;
 mod server;
 pub mod sync;
 
@@ -27,11 +28,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::Ipv4Net;
+use tapwire_metrics::ScrapeServer;
 use tapwire_sys::link;
 use tapwire_sys::unix::InstanceLock;
 
 use crate::datastore::{self, ClusterCache, Datastore, DatastoreError, DatastoreExt, Watcher};
 use crate::ipam::Ipam;
+use crate::metrics::ControlMetrics;
 use crate::model::{
     format_rfc3339, IpPool, Node, NodeBgpSpec, NodeConfig, Resource, TapwireNodeStatus,
     WorkloadEndpoint,
@@ -77,6 +80,12 @@ pub enum AgentError {
     /// Another `tapwire-control` serves this node (its API socket or its dataplane).
     #[error("not starting: {0}")]
     AlreadyRunning(std::io::Error),
+    /// `metrics_addr` cannot be listened on.
+    #[error("metrics address {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What this node knows about itself from its own interfaces.
@@ -121,6 +130,8 @@ pub struct Shared {
     /// Wakes the watch loop: store changes, and nudges after API writes.
     pub recompute: Mutex<Sender<Wake>>,
     pub started: SystemTime,
+    /// What the metrics endpoint serves; the datastore above is already measured.
+    pub metrics: Arc<ControlMetrics>,
 }
 
 impl Shared {
@@ -181,8 +192,13 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
     .into_iter()
     .collect::<Result<Vec<_>, _>>()
     .map_err(AgentError::AlreadyRunning)?;
+    let scrape = config
+        .metrics_addr
+        .map(|addr| ScrapeServer::bind(addr).map_err(|source| AgentError::Metrics { addr, source }))
+        .transpose()?;
+    let metrics = Arc::new(ControlMetrics::new());
     let underlay = Underlay::read(&config.underlay_interface)?;
-    let store = datastore::open(&config.datastore)?;
+    let store = metrics.instrument(datastore::open(&config.datastore)?);
     // A control that crashed mid-way through an IPAM write leaves indexes to rebuild.
     match Ipam::new(store.as_ref()).repair() {
         Ok(report) => tracing::info!(?report, "IPAM checked"),
@@ -197,7 +213,17 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
     register_node(store.as_ref(), &config, &underlay, false)?;
     tracing::info!(node = %config.node, underlay = %underlay.address, "node registered");
 
-    let sync = Sync::start(config.dataplane_socket.clone()).map_err(AgentError::Thread)?;
+    let sync = Sync::start(config.dataplane_socket.clone(), Arc::clone(&metrics))
+        .map_err(AgentError::Thread)?;
+    if let Some(server) = scrape {
+        tracing::info!(addr = %server.local_addr(), "serving metrics at /metrics");
+        let metrics = Arc::clone(&metrics);
+        server
+            .spawn("tapwire-metrics", move |exposition| {
+                metrics.render(exposition)
+            })
+            .map_err(AgentError::Thread)?;
+    }
     let (tx, rx) = mpsc::channel();
     let listener = bind_api_socket(&config.api_socket, &_instance[0])?;
     let shared = Arc::new(Shared {
@@ -209,6 +235,7 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
         fresh: Mutex::new(Vec::new()),
         recompute: Mutex::new(tx),
         started: SystemTime::now(),
+        metrics,
     });
     // The first read of the cluster has every change up to the revision it starts from;
     // the watch reports every change after that.

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use tapwire_proto::POD_GATEWAY;
@@ -21,6 +21,7 @@ use crate::api::{
 };
 use crate::datastore::{check_document_size, Datastore, DatastoreError, DatastoreExt};
 use crate::ipam::{Ipam, IpamError, ReleaseError};
+use crate::metrics::ControlMetrics;
 use crate::model::{
     check_batch, format_rfc3339, parse_documents, to_document_value, Document, IpPool, IpamBlock,
     Metadata, Node, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
@@ -67,7 +68,20 @@ fn handle_connection(stream: &mut UnixStream, shared: &Shared) {
     let _ = write_response(stream, &response);
 }
 
+/// Answers one request; CNI requests are timed into the metrics.
 fn handle(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
+    let cni = ControlMetrics::cni_command(&request);
+    let started = Instant::now();
+    let result = dispatch(shared, request);
+    if let Some(command) = cni {
+        shared
+            .metrics
+            .cni_request(command, started.elapsed(), result.is_ok());
+    }
+    result
+}
+
+fn dispatch(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
     match request {
         Request::CniAdd(req) => cni_add(shared, &req).map(Reply::CniAdd),
         Request::CniDel(req) => cni_del(shared, &req).map(|()| Reply::Done),
@@ -133,6 +147,13 @@ fn handle(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
                 results: vec![format!("{address} (handle {handle})")],
                 notes: Vec::new(),
             })
+        }
+        Request::Trace {
+            count,
+            pod,
+            timeout_ms,
+        } => {
+            super::packet_trace::trace(shared, count, pod.as_deref(), timeout_ms).map(Reply::Trace)
         }
         Request::Stats => match shared.sync.counters(COUNTERS_WAIT) {
             Some(counters) => Ok(Reply::Stats { counters }),
@@ -231,9 +252,11 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
     let store = shared.store.as_ref();
     let ipam = Ipam::new(store);
     let handle = handle_id(req);
-    let address = ipam.assign(node, &handle).map_err(ipam_error)?;
+    let address = (shared.metrics)
+        .ipam("assign", || ipam.assign(node, &handle))
+        .map_err(ipam_error)?;
     let release = || {
-        if let Err(err) = ipam.release(&handle) {
+        if let Err(err) = shared.metrics.ipam("release", || ipam.release(&handle)) {
             tracing::error!(%handle, %err, "releasing the address of a failed ADD failed");
         }
     };
@@ -481,8 +504,9 @@ fn cni_del(shared: &Shared, req: &CniRequest) -> Result<(), ApiError> {
             )
         })?;
     }
-    Ipam::new(store)
-        .release(&handle_id(req))
+    let ipam = Ipam::new(store);
+    (shared.metrics)
+        .ipam("release", || ipam.release(&handle_id(req)))
         .map_err(ipam_error)?;
     shared.nudge();
     Ok(())

@@ -47,6 +47,7 @@ pub const DEFAULT_DATASTORE_PATH: &str = "/var/lib/tapwire";
 /// host_interface = "tapwire0"                        # optional; "" = no host path
 /// dataplane_socket = "/run/tapwire/dataplane.sock"   # optional
 /// api_socket = "/run/tapwire/api.sock"               # optional
+/// metrics_addr = "127.0.0.1:9102"                    # optional: Prometheus metrics
 ///
 /// [datastore]                                        # optional: this is the default
 /// kind = "file"
@@ -80,6 +81,9 @@ pub struct NodeConfig {
     pub dataplane_socket: PathBuf,
     #[serde(default = "default_api_socket")]
     pub api_socket: PathBuf,
+    /// Where Prometheus metrics are served (`127.0.0.1:9102`); absent: nowhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     #[serde(default)]
     pub datastore: DatastoreConfig,
 }

@@ -103,6 +103,14 @@ impl Dataplane {
                 self.send_counters();
                 false
             }
+            Applied::TraceRequested(request) => {
+                let attached = &self.attached;
+                let slot = |key: &str| attached.get(key).map(|att| att.info.slot);
+                for payload in self.tracer.start(&request, slot, Instant::now()) {
+                    self.send(payload);
+                }
+                false
+            }
             // While a snapshot is arriving, nothing changes what is forwarded.
             _ if self.pending.is_some() => false,
             Applied::EndpointChanged(key) => {

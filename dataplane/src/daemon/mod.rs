@@ -17,16 +17,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tapwire_proto::{ToDataplane, WorkloadEndpointId};
 
+use crate::metrics::{Sample, StateGauges};
 use crate::rcu::Rcu;
 use crate::resolver::Resolved;
 use crate::state::{AttachedEndpoint, Desired, EndpointSpec, TablesBuilder, Underlay};
 use crate::tables::Tables;
+use crate::trace::Tracer;
 use crate::worker::{DeadQueue, PodQueues, Snapshot, WorkerHandle};
 
 mod attach;
@@ -42,6 +44,8 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(1);
 /// How soon the state thread looks again while replaced table versions await reclamation.
 const RECLAIM_RETRY: Duration = Duration::from_millis(10);
+/// How long a scrape waits for the state thread's sample of the counters.
+const SAMPLE_WAIT: Duration = Duration::from_secs(2);
 
 /// Command-line options of `tapwire-dataplane`.
 #[derive(Debug, Clone)]
@@ -57,6 +61,8 @@ pub struct Options {
     /// The TAP VXLAN leaves through (`tapwire-vxlan`); `None`, or a kernel without
     /// UDP-tunnel GSO: the UDP sockets.
     pub vxlan_tap_interface: Option<String>,
+    /// Where Prometheus metrics are served (`--metrics-addr`); `None`: nowhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The default of `--host-interface`.
@@ -78,6 +84,8 @@ enum Event {
     Resolved(Resolved),
     /// A worker found a pod queue dead (every worker holding one reports it).
     QueueDead(DeadQueue),
+    /// A scrape of the metrics endpoint wants the counters.
+    Sample(SyncSender<Sample>),
 }
 
 /// A pod whose queues are attached.
@@ -114,6 +122,8 @@ struct Dataplane {
     /// The FIB between publishes: each publish applies only the route and endpoint
     /// changes since the last one.
     tables: TablesBuilder,
+    /// The packet trace: armed on control's request, records relayed to it.
+    tracer: Tracer,
 }
 
 impl Dataplane {
@@ -140,6 +150,7 @@ impl Dataplane {
             sequence: 0,
             started: Instant::now(),
             tables: TablesBuilder::default(),
+            tracer: Tracer::new(),
         }
     }
 
@@ -153,6 +164,7 @@ impl Dataplane {
             } else {
                 RETRY
             };
+            let wait = wait.min(self.tracer.next_poll(Instant::now()).unwrap_or(wait));
             let first = match events.recv_timeout(wait) {
                 Ok(event) => Some(event),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -166,6 +178,7 @@ impl Dataplane {
                 next = events.try_recv().ok();
             }
             dirty |= self.retry_unattached();
+            self.relay_trace();
             if dirty {
                 self.publish();
             } else {
@@ -191,6 +204,7 @@ impl Dataplane {
                     let _ = old_stream.shutdown(std::net::Shutdown::Both);
                 }
                 tracing::info!(id, "control connected");
+                self.tracer.stop();
                 self.conn = Some((id, stream));
                 self.pending = Some(Desired::default());
                 self.send_heartbeat();
@@ -199,6 +213,7 @@ impl Dataplane {
             Event::Disconnected(id) => {
                 if self.is_current(id) {
                     tracing::info!(id, "control disconnected; forwarding on the last state");
+                    self.tracer.stop();
                     self.conn = None;
                     self.pending = None;
                 }
@@ -207,6 +222,7 @@ impl Dataplane {
             Event::Malformed(id, err) => {
                 if self.is_current(id) {
                     tracing::error!(id, %err, "malformed frame from control; closing the connection");
+                    self.tracer.stop();
                     self.conn = None;
                     self.pending = None;
                 }
@@ -219,7 +235,36 @@ impl Dataplane {
                 changed
             }
             Event::QueueDead(dead) => self.queue_dead(dead),
+            Event::Sample(reply) => {
+                let _ = reply.send(self.sample());
+                false
+            }
         }
+    }
+
+    /// Sends control the records of the armed trace that the workers made, and its end.
+    fn relay_trace(&mut self) {
+        let tables = &self.snapshot.current().tables;
+        for payload in self.tracer.poll(tables, Instant::now()) {
+            self.send(payload);
+        }
+    }
+
+    /// The counters and state a metrics scrape reports.
+    fn sample(&self) -> Sample {
+        let tables = &self.snapshot.current().tables;
+        let state = StateGauges {
+            attached: self.attached.len(),
+            waiting: self.unattached.len(),
+            routes: tables.fib.len(),
+            peers: tables.peers.len(),
+            control_connected: self.conn.is_some(),
+        };
+        let endpoints = self
+            .attached
+            .iter()
+            .map(|(key, att)| (key, &att.pod.counters));
+        Sample::gather(&self.workers, endpoints, state, self.tracer.dropped())
     }
 
     /// Builds and publishes a new snapshot from the live state, updating the FIB with

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 
+use tapwire_metrics::ScrapeServer;
 use tapwire_sys::unix::InstanceLock;
 use tapwire_sys::{link, tap};
 
@@ -17,10 +18,11 @@ use crate::rcu::Rcu;
 use crate::resolver;
 use crate::state::{build_tables, Desired, Underlay};
 use crate::tables::HostPath;
+use crate::trace::Tracer;
 use crate::worker::{Snapshot, UnderlayTap, Worker, WorkerHandle, WorkerSockets};
 
 use super::control::accept_loop;
-use super::{Dataplane, Event, Options};
+use super::{Dataplane, Event, Options, SAMPLE_WAIT};
 
 /// VXLAN sending sockets per worker: each flow keeps one, so its packets share a source
 /// port while flows spread over several (ECMP entropy).
@@ -46,6 +48,12 @@ pub enum StartError {
     /// Another `tapwire-dataplane` serves this socket.
     #[error("not starting: {0}")]
     AlreadyRunning(io::Error),
+    /// `--metrics-addr` cannot be listened on.
+    #[error("metrics address {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
 }
 
 /// Runs the dataplane until the process is killed.
@@ -53,6 +61,10 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     // Before any socket is opened: a second dataplane on this node would steal the
     // control socket and the underlay's traffic from the first.
     let instance = InstanceLock::for_socket(&opts.socket).map_err(StartError::AlreadyRunning)?;
+    let metrics = opts
+        .metrics_addr
+        .map(|addr| ScrapeServer::bind(addr).map_err(|source| StartError::Metrics { addr, source }))
+        .transpose()?;
     let ul = &opts.underlay_interface;
     let underlay_err = |source| StartError::Underlay {
         name: ul.clone(),
@@ -109,6 +121,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     });
 
     let (events_tx, events_rx) = mpsc::channel();
+    let tracer = Tracer::new();
     let workers = opts.workers.max(1);
     let fanout_group = (std::process::id() & 0xffff) as u16;
     let mut handles = Vec::with_capacity(workers);
@@ -154,8 +167,15 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 let _ = events.send(Event::QueueDead(dead));
             })
         };
-        let worker = Worker::new(w, Arc::clone(&handle), sockets, opts.busy_poll, report_dead)
-            .map_err(sock_err("epoll registration"))?;
+        let worker = Worker::new(
+            w,
+            Arc::clone(&handle),
+            sockets,
+            opts.busy_poll,
+            report_dead,
+            tracer.trace(),
+        )
+        .map_err(sock_err("epoll registration"))?;
         let reader = snapshot.reader();
         std::thread::Builder::new()
             .name(format!("tapwire-w{w}"))
@@ -169,6 +189,17 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         move |r| events.send(Event::Resolved(r)).is_ok()
     })
     .map_err(StartError::Thread)?;
+    if let Some(server) = metrics {
+        tracing::info!(addr = %server.local_addr(), "serving metrics at /metrics");
+        let events = events_tx.clone();
+        server
+            .spawn("tapwire-metrics", move |exposition| {
+                let (tx, rx) = mpsc::sync_channel(1);
+                events.send(Event::Sample(tx)).ok()?;
+                rx.recv_timeout(SAMPLE_WAIT).ok()?.render(exposition)
+            })
+            .map_err(StartError::Thread)?;
+    }
     let listener = bind_control_socket(&opts.socket, &instance)?;
     std::thread::Builder::new()
         .name("tapwire-accept".into())
@@ -176,6 +207,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         .map_err(StartError::Thread)?;
 
     let mut dataplane = Dataplane::new(underlay, handles, snapshot, resolver_tx);
+    dataplane.tracer = tracer;
     dataplane.run(events_rx);
     Ok(())
 }

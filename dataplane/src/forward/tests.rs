@@ -544,19 +544,7 @@ fn a_vxlan_super_frame_received_whole_goes_to_the_pod_whole() {
 fn ipip_from_a_known_node_is_delivered_and_transit_is_refused() {
     let t = tables(Encap::Ipip);
     let encapsulated = |inner_dst: &str, outer_src: &str| {
-        let inner = ipv4_packet("10.65.2.7", inner_dst, 63, true, 100);
-        let mut pkt = vec![0u8; 20];
-        Ipv4Repr {
-            src: ip(outer_src),
-            dst: ip("192.168.0.1"),
-            protocol: IPPROTO_IPIP,
-            ttl: 64,
-            dont_fragment: true,
-            payload_len: inner.len(),
-        }
-        .emit(&mut pkt);
-        pkt.extend(inner);
-        received(&pkt)
+        received(&ipip_packet(outer_src, "10.65.2.7", inner_dst))
     };
     let mut buf = encapsulated("10.65.1.3", "192.168.0.2");
     let action = from_ipip(&t, &mut buf);
@@ -586,23 +574,6 @@ fn ipip_from_a_known_node_is_delivered_and_transit_is_refused() {
         from_ipip(&t, &mut transit),
         Inbound::Drop(DropReason::NotLocal)
     );
-}
-
-/// An IPIP packet from `outer_src` to this node carrying `inner_src` → `inner_dst`.
-fn ipip_packet(outer_src: &str, inner_src: &str, inner_dst: &str) -> Vec<u8> {
-    let inner = ipv4_packet(inner_src, inner_dst, 63, true, 100);
-    let mut pkt = vec![0u8; 20];
-    Ipv4Repr {
-        src: ip(outer_src),
-        dst: ip("192.168.0.1"),
-        protocol: IPPROTO_IPIP,
-        ttl: 64,
-        dont_fragment: true,
-        payload_len: inner.len(),
-    }
-    .emit(&mut pkt);
-    pkt.extend(inner);
-    pkt
 }
 
 /// The UDP payload of a VXLAN frame from node-b's VTEP carrying `inner_src` → `inner_dst`.

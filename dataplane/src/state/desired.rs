@@ -183,6 +183,8 @@ pub enum Applied {
     InSync,
     /// Control asks for counters.
     CountersRequested,
+    /// Control arms a packet trace.
+    TraceRequested(proto::TraceRequest),
     /// Nothing to do.
     Nothing,
 }
@@ -236,6 +238,7 @@ impl Desired {
         Ok(match payload {
             Payload::InSync(_) => Applied::InSync,
             Payload::CountersRequest(_) => Applied::CountersRequested,
+            Payload::TraceRequest(request) => Applied::TraceRequested(request),
             Payload::ConfigUpdate(update) => {
                 if let Some(name) = update.config.get(config::HOSTNAME) {
                     self.hostname = name.clone();
