@@ -9,7 +9,7 @@
 //! stops polling it and sends one [`DeadQueue`]; the state thread detaches the pod and
 //! attaches it again once a TAP of that name is back.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -263,11 +263,16 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         handles.push(handle);
     }
 
-    let resolver_tx = resolver::spawn(ifindex, underlay.ip, underlay.mac, {
+    let link = resolver::UnderlayLink {
+        ifindex,
+        ip: underlay.ip,
+        mac: underlay.mac,
+    };
+    let resolver_tx = resolver::spawn(link, {
         let events = events_tx.clone();
         move |r| events.send(Event::Resolved(r)).is_ok()
     })
-    .map_err(StartError::Thread)?;
+    .map_err(underlay_err)?;
     let listener = bind_control_socket(&opts.socket, &instance)?;
     std::thread::Builder::new()
         .name("tapwire-accept".into())
@@ -541,11 +546,10 @@ impl Dataplane {
                 false
             }
             Event::Message(id, msg) => self.is_current(id) && self.apply(*msg),
-            Event::Resolved(resolved) => {
-                let changed = self.neighbors.get(&resolved.ip) != Some(&resolved.mac);
-                self.neighbors.insert(resolved.ip, resolved.mac);
-                changed
-            }
+            Event::Resolved(Resolved { peer, mac }) => match mac {
+                Some(mac) => self.neighbors.insert(peer, mac) != Some(mac),
+                None => self.neighbors.remove(&peer).is_some(),
+            },
             Event::QueueDead(dead) => self.queue_dead(dead),
         }
     }
@@ -803,9 +807,8 @@ impl Dataplane {
                 *slot = Some(Arc::clone(&att.pod));
             }
         }
-        // Peers reached unencapsulated need their underlay MAC: ask the resolver.
-        let wanted: HashSet<Ipv4Addr> = tables.peers.iter().map(|p| p.underlay_ip).collect();
-        let _ = self.resolver.send(wanted.into_iter().collect());
+        // Peers reached unencapsulated need their next hop's MAC: ask the resolver.
+        let _ = self.resolver.send(resolver::wanted_peers(&tables));
         self.snapshot.publish(Snapshot { tables, pods });
     }
 

@@ -20,7 +20,8 @@ pub type PeerIdx = u32;
 /// How packets to a remote block travel on the underlay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encap {
-    /// The pod packet itself, sent to the peer's underlay MAC.
+    /// The pod packet itself, sent towards the peer's underlay address: to its MAC on the
+    /// same link, else to the gateway's (a routed fabric that knows the pod blocks).
     None,
     /// IP-in-IP (IP protocol 4).
     Ipip,
@@ -96,8 +97,10 @@ pub struct Peer {
     pub underlay_ip: Ipv4Addr,
     /// Set once a VXLANTunnelEndpointUpdate names this node.
     pub vtep_mac: Option<Mac>,
-    /// Resolved by the dataplane's own ARP on the underlay (unencapsulated routes need it).
-    pub underlay_mac: Option<Mac>,
+    /// Where unencapsulated frames to this peer go: the MAC of the next hop the node's
+    /// routing gives for `underlay_ip` — the peer's own when it is on the underlay link,
+    /// its gateway's when not — found by [`crate::resolver`]. `None` until resolved.
+    pub next_hop_mac: Option<Mac>,
 }
 
 /// Which tunnels this node accepts from its peers: an encapsulation is accepted while

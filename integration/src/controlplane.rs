@@ -22,6 +22,7 @@ use tapwire_control::model::{IpamBlock, IpamHandle, NodeConfig, WorkloadEndpoint
 use tapwire_control::podnet;
 
 use crate::cni::{CniArgs, CniCommand, PluginRun, Runtime, CNI_VERSION};
+use crate::control::Counters;
 use crate::ctl::Tapwirectl;
 use crate::error::{LabError, Result};
 use crate::lab::{
@@ -358,6 +359,20 @@ impl<'lab> ControlPlane<'lab> {
             other => Err(LabError::Agent {
                 node: name.to_string(),
                 reason: format!("unexpected answer to node status: {other:?}"),
+            }),
+        }
+    }
+
+    /// Node `name`'s dataplane counters, through its agent (what `tapwirectl stats`
+    /// shows).
+    pub fn counters(&self, name: &str) -> Result<Counters> {
+        match self.api(name, &Request::Stats)? {
+            Reply::Stats { counters } => Ok(Counters {
+                values: counters.into_iter().collect(),
+            }),
+            other => Err(LabError::Agent {
+                node: name.to_string(),
+                reason: format!("unexpected answer to stats: {other:?}"),
             }),
         }
     }
@@ -844,16 +859,38 @@ impl<'lab> ControlPlane<'lab> {
         })
     }
 
+    /// Every IPAM block and the node it is affine to.
+    pub fn blocks(&self) -> Result<Vec<(Block, String)>> {
+        self.ipam_blocks()?
+            .into_iter()
+            .map(|(cidr, node, _)| {
+                let block = Block::parse(&cidr).ok_or_else(|| {
+                    LabError::Invalid(format!("IPAM block {cidr:?} is not a CIDR"))
+                })?;
+                Ok((block, node))
+            })
+            .collect()
+    }
+
+    /// Routes every IPAM block on the lab's router to the underlay address of the node
+    /// it is affine to ([`Lab::route_on_router`]), as a router peering with the nodes by
+    /// BGP would learn them. Returns the routes as `(block, node)`; call again after new
+    /// blocks.
+    pub fn route_blocks_on_router(&self) -> Result<Vec<(Block, String)>> {
+        let blocks = self.blocks()?;
+        for (block, node) in &blocks {
+            self.lab
+                .route_on_router(*block, self.node(node)?.underlay_ip)?;
+        }
+        Ok(blocks)
+    }
+
     /// The IPAM block holding `ip` and the node it is affine to.
     pub fn block_of(&self, ip: Ipv4Addr) -> Result<(Block, String)> {
-        for (cidr, node, _) in self.ipam_blocks()? {
-            let block = Block::parse(&cidr)
-                .ok_or_else(|| LabError::Invalid(format!("IPAM block {cidr:?} is not a CIDR")))?;
-            if block.contains(ip) {
-                return Ok((block, node));
-            }
-        }
-        Err(LabError::Invalid(format!("no IPAM block holds {ip}")))
+        self.blocks()?
+            .into_iter()
+            .find(|(block, _)| block.contains(ip))
+            .ok_or_else(|| LabError::Invalid(format!("no IPAM block holds {ip}")))
     }
 }
 
