@@ -152,13 +152,23 @@ impl<'lab> ControlPlane<'lab> {
     /// A control plane in `lab` running nodes `names` (underlay subnet 0, added and
     /// started in order).
     pub fn with_nodes(lab: &'lab Lab, names: &[&str]) -> Result<ControlPlane<'lab>> {
-        ControlPlane::new(lab)?.started(names, None)
+        ControlPlane::new(lab)?.started(&in_subnet_0(names), None)
     }
 
     /// [`ControlPlane::with_nodes`], then `pool` (an IPPool document, e.g. from
     /// [`ippool_yaml`]) applied with `tapwirectl` on the first node.
     pub fn with_pool(lab: &'lab Lab, names: &[&str], pool: &str) -> Result<ControlPlane<'lab>> {
-        ControlPlane::new(lab)?.started(names, Some(pool))
+        ControlPlane::new(lab)?.started(&in_subnet_0(names), Some(pool))
+    }
+
+    /// [`ControlPlane::with_pool`] with each node `(name, subnet)` in its own underlay
+    /// subnet: nodes of different subnets reach each other through the lab's router.
+    pub fn with_pool_in_subnets(
+        lab: &'lab Lab,
+        nodes: &[(&str, u8)],
+        pool: &str,
+    ) -> Result<ControlPlane<'lab>> {
+        ControlPlane::new(lab)?.started(nodes, Some(pool))
     }
 
     /// [`ControlPlane::with_pool`] with the nodes' state in `etcd`.
@@ -168,16 +178,16 @@ impl<'lab> ControlPlane<'lab> {
         names: &[&str],
         pool: &str,
     ) -> Result<ControlPlane<'lab>> {
-        ControlPlane::on_etcd(lab, etcd)?.started(names, Some(pool))
+        ControlPlane::on_etcd(lab, etcd)?.started(&in_subnet_0(names), Some(pool))
     }
 
-    /// Adds and starts nodes `names`, then applies `pool` (if any) on the first.
-    fn started(self, names: &[&str], pool: Option<&str>) -> Result<ControlPlane<'lab>> {
-        for name in names {
-            self.add_node(name)?;
+    /// Adds and starts nodes `(name, subnet)`, then applies `pool` (if any) on the first.
+    fn started(self, nodes: &[(&str, u8)], pool: Option<&str>) -> Result<ControlPlane<'lab>> {
+        for (name, subnet) in nodes {
+            self.add_node_in_subnet(name, *subnet)?;
         }
         if let Some(pool) = pool {
-            let first = names.first().ok_or_else(|| {
+            let (first, _) = nodes.first().ok_or_else(|| {
                 LabError::Invalid("a control plane with a pool needs at least one node".into())
             })?;
             self.apply(first, pool)?;
@@ -892,6 +902,11 @@ impl<'lab> ControlPlane<'lab> {
             .find(|(block, _)| block.contains(ip))
             .ok_or_else(|| LabError::Invalid(format!("no IPAM block holds {ip}")))
     }
+}
+
+/// `names`, each in underlay subnet 0.
+fn in_subnet_0<'n>(names: &[&'n str]) -> Vec<(&'n str, u8)> {
+    names.iter().map(|name| (*name, 0)).collect()
 }
 
 /// The first IPv4 address of a CNI result (`ips[].address`, `10.65.0.2/32`).

@@ -3,9 +3,9 @@
 //! pod blocks, as a top-of-rack router peering with the nodes by BGP would be
 //! ([`ControlPlane::route_blocks_on_router`]), it routes pod addresses too. A node's
 //! dataplane then sends a `Never` pool's frames for a peer in another subnet to the
-//! gateway its own routing names for that peer (resolved by the dataplane's ARP), follows
-//! that routing when it changes, and a `CrossSubnet` pool still encapsulates exactly
-//! where the subnets differ.
+//! gateway its own routing names for that peer (resolved by the dataplane's ARP) and
+//! follows that routing when it changes. (`CrossSubnet` over such a fabric, which still
+//! encapsulates exactly where the subnets differ, is in `control_crosssubnet`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::net::Ipv4Addr;
@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use tapwire_integration::capture;
 use tapwire_integration::check::{
-    assert_pings_once_reachable, echo_request, Captured, CAPTURE_WITHIN, REACHABLE_WITHIN,
-    VXLAN_VNI_4096,
+    assert_pings_once_reachable, Captured, CAPTURE_WITHIN, REACHABLE_WITHIN,
 };
 use tapwire_integration::controlplane::ippool_yaml;
 use tapwire_integration::lab::format_mac;
@@ -31,14 +30,10 @@ const FOLLOWS_WITHIN: Duration = Duration::from_secs(10);
 /// A `Never` pool on node1 (subnet 1) and node2 (subnet 2), a pod on each, their blocks
 /// routed on the router.
 fn never_pool_across_the_router(lab: &Lab) -> (ControlPlane<'_>, [Node; 2], [Pod; 2]) {
-    let cp = ControlPlane::new(lab).unwrap();
-    let node1 = cp.add_node_in_subnet("node1", 1).unwrap();
-    let node2 = cp.add_node_in_subnet("node2", 2).unwrap();
-    cp.apply(
-        "node1",
-        &ippool_yaml("fabric-pool", "10.65.0.0/16", 26, "Never", "Never"),
-    )
-    .unwrap();
+    let pool = ippool_yaml("fabric-pool", "10.65.0.0/16", 26, "Never", "Never");
+    let names = [("node1", 1), ("node2", 2)];
+    let cp = ControlPlane::with_pool_in_subnets(lab, &names, &pool).unwrap();
+    let nodes = names.map(|(name, _)| cp.node(name).unwrap());
     let pods = cp
         .add_pods([("node1", "pod-a"), ("node2", "pod-b")])
         .unwrap();
@@ -46,7 +41,7 @@ fn never_pool_across_the_router(lab: &Lab) -> (ControlPlane<'_>, [Node; 2], [Pod
     assert_eq!(pods[0].mtu_bytes, 1500);
     let routed = cp.route_blocks_on_router().unwrap();
     assert_eq!(routed.len(), 2, "one block per node: {routed:?}");
-    (cp, [node1, node2], pods)
+    (cp, nodes, pods)
 }
 
 /// The MAC of `interface` in the lab's router.
@@ -63,22 +58,6 @@ fn router_tx_bytes(lab: &Lab, interface: &str) -> u64 {
     let path = format!("/sys/class/net/{interface}/statistics/tx_bytes");
     let text = lab.underlay().exec(&["cat", &path]).unwrap();
     text.trim().parse().unwrap()
-}
-
-/// Captures `filter` on the router's `interface` during one ping `from` → `to` (two
-/// packets, or what came within the capture timeout).
-fn on_router_during_one_ping(
-    lab: &Lab,
-    interface: &str,
-    filter: &str,
-    from: &Pod,
-    to: &Pod,
-) -> Captured {
-    let cap = capture::start(lab.underlay(), interface, filter, 2).unwrap();
-    ping(from, to.ip, 1).unwrap();
-    Captured {
-        packets: cap.finish(CAPTURE_WITHIN).unwrap(),
-    }
 }
 
 #[test]
@@ -100,9 +79,8 @@ fn a_never_pool_crosses_the_router_unencapsulated() {
         ));
     // The router forwards the pod addresses themselves: no IPIP, no VXLAN.
     let filter = format!("ip proto 4 or udp port 4789 or (icmp and host {})", a.ip);
-    let seen = on_router_during_one_ping(&lab, "br2", &filter, &a, &b);
-    assert_eq!(seen.packets.len(), 2, "{}", seen.shown());
-    seen.assert_echo(&a, &b)
+    Captured::of_one_ping_on_router(&lab, "br2", &filter, &a, &b)
+        .assert_echo(&a, &b)
         .assert_every("proto ICMP (1)")
         .assert_none("IPIP")
         .assert_none("VXLAN")
@@ -237,69 +215,5 @@ fn the_next_hop_follows_the_nodes_routes_and_its_gateways_mac() {
         .assert_shows(&format!("{node1_mac} > {new_mac}, ethertype IPv4"))
         .assert_shows(&format!("{new_mac} > {node1_mac}, ethertype IPv4"));
     assert_pings_once_reachable(&[(&a, &b), (&b, &a)], 3);
-    cp.check_running().unwrap();
-}
-
-#[test]
-fn a_cross_subnet_pool_encapsulates_only_across_the_router() {
-    if skip_unless_root("a_cross_subnet_pool_encapsulates_only_across_the_router") {
-        return;
-    }
-    let lab = Lab::new().unwrap();
-    let cp = ControlPlane::new(&lab).unwrap();
-    let node1 = cp.add_node_in_subnet("node1", 1).unwrap();
-    let node2 = cp.add_node_in_subnet("node2", 1).unwrap();
-    let node3 = cp.add_node_in_subnet("node3", 2).unwrap();
-    cp.apply(
-        "node1",
-        &ippool_yaml("fabric-pool", "10.65.0.0/16", 26, "Never", "CrossSubnet"),
-    )
-    .unwrap();
-    let [a, b, c] = cp
-        .add_pods([("node1", "pod-a"), ("node2", "pod-b"), ("node3", "pod-c")])
-        .unwrap();
-    // The router could route the pods' own addresses; CrossSubnet encapsulates anyway.
-    cp.route_blocks_on_router().unwrap();
-    assert_pings_once_reachable(
-        &[(&a, &b), (&b, &a), (&a, &c), (&c, &a), (&b, &c), (&c, &b)],
-        3,
-    );
-
-    // Same subnet: the pod packet itself, straight to node2's MAC.
-    Captured::of_one_ping(&node1, &format!("icmp and host {}", a.ip), &a, &b)
-        .assert_echo(&a, &b)
-        .assert_shows(&format!(
-            "{} > {}, ethertype IPv4",
-            format_mac(node1.underlay_mac),
-            format_mac(node2.underlay_mac)
-        ));
-    // Across the router: VXLAN between the node addresses, never the bare pod packet.
-    on_router_during_one_ping(&lab, "br2", "udp port 4789", &a, &c)
-        .assert_every(VXLAN_VNI_4096)
-        .assert_shows(&format!("{}.", node1.underlay_ip))
-        .assert_shows(&format!("{}.4789", node3.underlay_ip))
-        .assert_shows(&echo_request(a.ip, c.ip));
-    let bare = on_router_during_one_ping(&lab, "br2", &format!("icmp and host {}", a.ip), &a, &c);
-    assert!(bare.packets.is_empty(), "{}", bare.shown());
-
-    let before = cp.counters("node1").unwrap();
-    ping(&a, b.ip, 3).unwrap();
-    ping(&a, c.ip, 3).unwrap();
-    let sent = cp.counters("node1").unwrap().since(&before);
-    assert!(
-        sent.get("encap.none.tx_packets") >= 3 && sent.get("encap.vxlan.tx_packets") >= 3,
-        "node1:\n{}",
-        sent.nonzero()
-    );
-    let routes = cp.ctl("node1").unwrap().ok(&["routes"]).unwrap();
-    let line_of = |node: &str| {
-        routes
-            .lines()
-            .find(|l| l.contains(node) && !l.contains("blackhole"))
-            .unwrap_or_else(|| panic!("no route to {node}'s block in:\n{routes}"))
-            .to_string()
-    };
-    assert!(line_of("node2").contains("encap none"), "{routes}");
-    assert!(line_of("node3").contains("encap vxlan"), "{routes}");
     cp.check_running().unwrap();
 }
