@@ -9,7 +9,7 @@
 //! reaches unencapsulated ([`wanted_peers`]; the kernel sends IPIP and VXLAN itself and
 //! resolves their next hops on its own). The thread looks up the next hop of each new
 //! peer, and of every peer again as soon as the kernel reports a route, address or link
-//! change (and every [`RECHECK`] regardless). It asks for each next hop's MAC until
+//! change (once per burst of changes) and every [`RECHECK`] regardless. It asks for each next hop's MAC until
 //! answered ([`RETRY`]), then refreshes it — every [`REFRESH_GATEWAY`] for a gateway,
 //! which carries many peers' traffic, every [`REFRESH_ON_LINK`] for a peer on the link —
 //! and learns from any ARP a next hop sends (the announcement of a new MAC, or its own
@@ -44,6 +44,9 @@ pub const REFRESH_GATEWAY: Duration = Duration::from_secs(5);
 pub const REFRESH_ON_LINK: Duration = Duration::from_secs(30);
 /// How often every next hop is looked up again, even without a change notification.
 pub const RECHECK: Duration = Duration::from_secs(30);
+/// The least time between two lookups of every next hop: a burst of route changes (a
+/// routing daemon's sync) costs one lookup per peer, not one per change.
+const RECHECK_AFTER_CHANGE: Duration = Duration::from_millis(100);
 /// The longest the thread waits for ARP before it looks at its other inputs again.
 const POLL_MS: i32 = 100;
 
@@ -297,6 +300,7 @@ pub fn spawn(
                 watch,
                 neighbors: Neighbors::default(),
                 last_recheck: Instant::now(),
+                routes_changed: false,
             };
             loop {
                 let mut newest = None;
@@ -326,6 +330,8 @@ struct Resolver {
     watch: RouteWatch,
     neighbors: Neighbors,
     last_recheck: Instant,
+    /// The kernel reported a change not yet looked at.
+    routes_changed: bool,
 }
 
 impl Resolver {
@@ -339,11 +345,13 @@ impl Resolver {
             lookup = new;
             reports.extend(withdrawn);
         }
-        let changed = self.watch.changed().unwrap_or_else(|err| {
+        self.routes_changed |= self.watch.changed().unwrap_or_else(|err| {
             tracing::warn!(%err, "reading route change notifications failed; looking up every next hop again");
             true
         });
-        if changed || self.last_recheck.elapsed() >= RECHECK {
+        let since = self.last_recheck.elapsed();
+        if (self.routes_changed && since >= RECHECK_AFTER_CHANGE) || since >= RECHECK {
+            self.routes_changed = false;
             lookup = self.neighbors.peers();
             self.last_recheck = Instant::now();
         }

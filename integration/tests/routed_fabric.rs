@@ -9,9 +9,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use tapwire_integration::capture;
+use tapwire_integration::capture::{self, Timestamps};
 use tapwire_integration::check::{
     assert_pings_once_reachable, Captured, CAPTURE_WITHIN, REACHABLE_WITHIN,
 };
@@ -174,13 +174,15 @@ fn the_next_hop_follows_the_nodes_routes_and_its_gateways_mac() {
     lab.underlay()
         .ip(&["addr", "add", &format!("{new_gateway}/24"), "dev", "br1"])
         .unwrap();
-    let asked = capture::start(
+    let asked = capture::start_with(
         node1.netns(),
         "eth0",
         &format!("arp and dst host {new_gateway}"),
         1,
+        Timestamps::Epoch,
     )
     .unwrap();
+    let route_added = SystemTime::now();
     node1
         .netns()
         .ip(&[
@@ -199,6 +201,12 @@ fn the_next_hop_follows_the_nodes_routes_and_its_gateways_mac() {
         "Request who-has {new_gateway} tell {}",
         node1.underlay_ip
     ));
+    let first_request = asked.packets.first().and_then(|p| capture::packet_time(p));
+    let followed = first_request
+        .and_then(|t| t.duration_since(route_added).ok())
+        .unwrap_or_else(|| panic!("no time on the request: {}", asked.shown()));
+    eprintln!("the route change: node1 asked for {new_gateway} {followed:.1?} after it");
+    assert!(followed < Duration::from_secs(2), "{followed:?}");
 
     // The gateway's MAC changes without a word (the bridge's, and that of its port
     // towards node1, whose address the bridge also takes frames for): the dataplane
