@@ -339,10 +339,10 @@ impl Resolver {
     /// the requests that are due; returns what changed.
     fn round(&mut self, wanted: Option<&[Ipv4Addr]>) -> Vec<Resolved> {
         let mut reports = Vec::new();
-        let mut lookup = Vec::new();
+        let mut new = Vec::new();
         if let Some(wanted) = wanted {
-            let (new, withdrawn) = self.neighbors.set_wanted(wanted);
-            lookup = new;
+            let (added, withdrawn) = self.neighbors.set_wanted(wanted);
+            new = added;
             reports.extend(withdrawn);
         }
         self.routes_changed |= self.watch.changed().unwrap_or_else(|err| {
@@ -350,13 +350,17 @@ impl Resolver {
             true
         });
         let since = self.last_recheck.elapsed();
-        if (self.routes_changed && since >= RECHECK_AFTER_CHANGE) || since >= RECHECK {
+        let lookup = if (self.routes_changed && since >= RECHECK_AFTER_CHANGE) || since >= RECHECK {
             self.routes_changed = false;
-            lookup = self.neighbors.peers();
             self.last_recheck = Instant::now();
-        }
+            self.neighbors.peers()
+        } else {
+            new.clone()
+        };
         for peer in lookup {
-            let hop = self.look_up(peer);
+            // `new` is sorted.
+            let first = new.binary_search(&peer).is_ok();
+            let hop = self.look_up(peer, first);
             reports.extend(self.neighbors.set_next_hop(peer, hop));
         }
         for hop in self.neighbors.due(Instant::now()) {
@@ -367,17 +371,19 @@ impl Resolver {
         reports
     }
 
-    /// The next hop of `peer` by the kernel's route, logged when it changes.
-    fn look_up(&mut self, peer: Ipv4Addr) -> Option<Ipv4Addr> {
+    /// The next hop of `peer` by the kernel's route. Logged when it changes (the first
+    /// lookup of a peer only in debug, or when there is none).
+    fn look_up(&mut self, peer: Ipv4Addr, first: bool) -> Option<Ipv4Addr> {
         let found = match self.routes.route_get(peer) {
             Ok(route) => next_hop(peer, &route, self.underlay.ifindex).map_err(|e| e.to_string()),
             Err(err) => Err(format!("no route: {err}")),
         };
         let hop = found.as_ref().ok().copied();
-        if hop != self.neighbors.next_hop_of(peer) {
+        if first || hop != self.neighbors.next_hop_of(peer) {
             match &found {
-                Ok(via) if *via == peer => tracing::info!(%peer, "peer is on the underlay link"),
-                Ok(via) => tracing::info!(%peer, %via, "peer is reached through a gateway"),
+                Ok(via) if first => tracing::debug!(%peer, %via, "next hop"),
+                Ok(via) if *via == peer => tracing::info!(%peer, "peer now on the underlay link"),
+                Ok(via) => tracing::info!(%peer, %via, "peer now reached through a gateway"),
                 Err(why) => {
                     tracing::warn!(%peer, %why, "no next hop on the underlay; unencapsulated traffic to the peer is dropped")
                 }

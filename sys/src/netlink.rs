@@ -10,9 +10,9 @@
 //!
 //! Message encoding is separated from the socket (the `encode_*` functions build the bytes,
 //! [`parse_ack`] and [`parse_route`] read replies) so that both are unit-tested without
-//! privileges. Layouts
-//! follow `linux/netlink.h`, `linux/rtnetlink.h` and `linux/if_addr.h`: headers in host byte
-//! order, addresses in network order, every attribute padded to 4 bytes.
+//! privileges. Layouts follow `linux/netlink.h`, `linux/rtnetlink.h` and `linux/if_addr.h`:
+//! headers in host byte order, addresses in network order, every attribute padded to 4
+//! bytes.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -36,6 +36,9 @@ const RTNH_F_ONLINK: u32 = 4;
 const RTAX_MTU: u16 = 2;
 /// `sizeof(struct rtmsg)`.
 const RTMSG_LEN: usize = 12;
+/// `RTA_VIA` (`linux/rtnetlink.h`): a next hop of another address family (an IPv6
+/// gateway for an IPv4 route).
+const RTA_VIA: u16 = 18;
 
 /// Scope of a route (`rtm_scope`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,6 +387,12 @@ pub fn parse_route(payload: &[u8]) -> io::Result<RouteLookup> {
             }
             libc::RTA_OIF => {
                 route.oif = Some(read_u32(body, 0).ok_or_else(|| malformed("short RTA_OIF"))?);
+            }
+            RTA_VIA => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the route's next hop is not an IPv4 address (RTA_VIA)",
+                ))
             }
             _ => {}
         }
@@ -1007,6 +1016,15 @@ mod tests {
         let mut ipv6 = payload.to_vec();
         ipv6[0] = libc::AF_INET6 as u8;
         assert!(parse_route(&ipv6).is_err());
+        // An IPv6 gateway for the IPv4 route (`via inet6 fe80::1`): no IPv4 next hop.
+        let mut via = payload.to_vec();
+        via.extend_from_slice(&22u16.to_ne_bytes());
+        via.extend_from_slice(&RTA_VIA.to_ne_bytes());
+        via.extend_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        via.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        via.extend_from_slice(&[0, 0]); // padding
+        let err = parse_route(&via).expect_err("RTA_VIA");
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{err}");
     }
 }
 
