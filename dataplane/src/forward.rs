@@ -140,7 +140,7 @@ pub enum DropReason {
     FragmentationNeeded,
     /// Larger than the route's MTU without DF: tapwire does not fragment.
     TooBigToForward,
-    /// The peer's underlay MAC is not resolved yet (unencapsulated route).
+    /// The next hop's MAC towards the peer is not resolved yet (unencapsulated route).
     NeighborUnresolved,
     /// The peer has no VTEP yet (VXLAN route).
     VtepUnknown,
@@ -685,7 +685,7 @@ fn route_ipv4(
             let local = &tables.local;
             match encap {
                 Encap::None => {
-                    let Some(peer_mac) = peer.underlay_mac else {
+                    let Some(peer_mac) = peer.next_hop_mac else {
                         return Outbound::Drop(DropReason::NeighborUnresolved);
                     };
                     emit_ethernet(

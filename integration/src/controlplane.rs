@@ -22,6 +22,7 @@ use tapwire_control::model::{IpamBlock, IpamHandle, NodeConfig, WorkloadEndpoint
 use tapwire_control::podnet;
 
 use crate::cni::{CniArgs, CniCommand, PluginRun, Runtime, CNI_VERSION};
+use crate::control::Counters;
 use crate::ctl::Tapwirectl;
 use crate::error::{LabError, Result};
 use crate::lab::{
@@ -171,13 +172,23 @@ impl<'lab> ControlPlane<'lab> {
     /// A control plane in `lab` running nodes `names` (underlay subnet 0, added and
     /// started in order).
     pub fn with_nodes(lab: &'lab Lab, names: &[&str]) -> Result<ControlPlane<'lab>> {
-        ControlPlane::new(lab)?.started(names, None)
+        ControlPlane::new(lab)?.started(&in_subnet_0(names), None)
     }
 
     /// [`ControlPlane::with_nodes`], then `pool` (an IPPool document, e.g. from
     /// [`ippool_yaml`]) applied with `tapwirectl` on the first node.
     pub fn with_pool(lab: &'lab Lab, names: &[&str], pool: &str) -> Result<ControlPlane<'lab>> {
-        ControlPlane::new(lab)?.started(names, Some(pool))
+        ControlPlane::new(lab)?.started(&in_subnet_0(names), Some(pool))
+    }
+
+    /// [`ControlPlane::with_pool`] with each node `(name, subnet)` in its own underlay
+    /// subnet: nodes of different subnets reach each other through the lab's router.
+    pub fn with_pool_in_subnets(
+        lab: &'lab Lab,
+        nodes: &[(&str, u8)],
+        pool: &str,
+    ) -> Result<ControlPlane<'lab>> {
+        ControlPlane::new(lab)?.started(nodes, Some(pool))
     }
 
     /// [`ControlPlane::with_pool`] with the nodes' state in `etcd`.
@@ -187,16 +198,16 @@ impl<'lab> ControlPlane<'lab> {
         names: &[&str],
         pool: &str,
     ) -> Result<ControlPlane<'lab>> {
-        ControlPlane::on_etcd(lab, etcd)?.started(names, Some(pool))
+        ControlPlane::on_etcd(lab, etcd)?.started(&in_subnet_0(names), Some(pool))
     }
 
-    /// Adds and starts nodes `names`, then applies `pool` (if any) on the first.
-    fn started(self, names: &[&str], pool: Option<&str>) -> Result<ControlPlane<'lab>> {
-        for name in names {
-            self.add_node(name)?;
+    /// Adds and starts nodes `(name, subnet)`, then applies `pool` (if any) on the first.
+    fn started(self, nodes: &[(&str, u8)], pool: Option<&str>) -> Result<ControlPlane<'lab>> {
+        for (name, subnet) in nodes {
+            self.add_node_in_subnet(name, *subnet)?;
         }
         if let Some(pool) = pool {
-            let first = names.first().ok_or_else(|| {
+            let (first, _) = nodes.first().ok_or_else(|| {
                 LabError::Invalid("a control plane with a pool needs at least one node".into())
             })?;
             self.apply(first, pool)?;
@@ -387,6 +398,20 @@ impl<'lab> ControlPlane<'lab> {
             other => Err(LabError::Agent {
                 node: name.to_string(),
                 reason: format!("unexpected answer to node status: {other:?}"),
+            }),
+        }
+    }
+
+    /// Node `name`'s dataplane counters, through its agent (what `tapwirectl stats`
+    /// shows).
+    pub fn counters(&self, name: &str) -> Result<Counters> {
+        match self.api(name, &Request::Stats)? {
+            Reply::Stats { counters } => Ok(Counters {
+                values: counters.into_iter().collect(),
+            }),
+            other => Err(LabError::Agent {
+                node: name.to_string(),
+                reason: format!("unexpected answer to stats: {other:?}"),
             }),
         }
     }
@@ -876,17 +901,44 @@ impl<'lab> ControlPlane<'lab> {
         })
     }
 
+    /// Every IPAM block and the node it is affine to.
+    pub fn blocks(&self) -> Result<Vec<(Block, String)>> {
+        self.ipam_blocks()?
+            .into_iter()
+            .map(|(cidr, node, _)| {
+                let block = Block::parse(&cidr).ok_or_else(|| {
+                    LabError::Invalid(format!("IPAM block {cidr:?} is not a CIDR"))
+                })?;
+                Ok((block, node))
+            })
+            .collect()
+    }
+
+    /// Routes every IPAM block on the lab's router to the underlay address of the node
+    /// it is affine to ([`Lab::route_on_router`]), as a router peering with the nodes by
+    /// BGP would learn them. Returns the routes as `(block, node)`; call again after new
+    /// blocks.
+    pub fn route_blocks_on_router(&self) -> Result<Vec<(Block, String)>> {
+        let blocks = self.blocks()?;
+        for (block, node) in &blocks {
+            self.lab
+                .route_on_router(*block, self.node(node)?.underlay_ip)?;
+        }
+        Ok(blocks)
+    }
+
     /// The IPAM block holding `ip` and the node it is affine to.
     pub fn block_of(&self, ip: Ipv4Addr) -> Result<(Block, String)> {
-        for (cidr, node, _) in self.ipam_blocks()? {
-            let block = Block::parse(&cidr)
-                .ok_or_else(|| LabError::Invalid(format!("IPAM block {cidr:?} is not a CIDR")))?;
-            if block.contains(ip) {
-                return Ok((block, node));
-            }
-        }
-        Err(LabError::Invalid(format!("no IPAM block holds {ip}")))
+        self.blocks()?
+            .into_iter()
+            .find(|(block, _)| block.contains(ip))
+            .ok_or_else(|| LabError::Invalid(format!("no IPAM block holds {ip}")))
     }
+}
+
+/// `names`, each in underlay subnet 0.
+fn in_subnet_0<'n>(names: &[&'n str]) -> Vec<(&'n str, u8)> {
+    names.iter().map(|name| (*name, 0)).collect()
 }
 
 /// The first IPv4 address of a CNI result (`ips[].address`, `10.65.0.2/32`).

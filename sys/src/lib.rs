@@ -7,7 +7,8 @@
 //!   so the caller's thread never changes namespace;
 //! - [`tap`]: persistent multi-queue TAP devices — creating, attaching queues, deleting;
 //! - [`link`]: interface ioctls (index, MTU, up, hardware and IPv4 address);
-//! - [`netlink`]: a small rtnetlink client for addresses, routes and link deletion;
+//! - [`netlink`]: a small rtnetlink client for addresses, routes (and `ip route get`
+//!   lookups) and link deletion, and a watch on route changes;
 //! - [`unix`]: the daemons' private Unix sockets.
 //!
 //! Everything except [`netns::run_in_netns`] acts on the network namespace of the calling

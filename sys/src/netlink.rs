@@ -1,15 +1,18 @@
 //! A small hand-written rtnetlink client: IPv4 addresses, IPv4 routes (add, replace,
-//! delete), link deletion.
+//! delete, look up as `ip route get` does), link deletion, and a watch on route changes.
 //!
 //! Requests go to the kernel on a `NETLINK_ROUTE` socket in the calling thread's namespace,
 //! each with `NLM_F_ACK`; [`Netlink`] waits for the matching acknowledgement and turns a
 //! negative error code into `io::Error::from_raw_os_error`. When the kernel attaches an
 //! extended-ack message ("Nexthop has invalid gateway", …) it is appended to the error text.
+//! [`RouteWatch`] is a second kind of socket: subscribed to the kernel's route, address and
+//! link notifications, it only tells whether something changed.
 //!
 //! Message encoding is separated from the socket (the `encode_*` functions build the bytes,
-//! [`parse_ack`] reads a reply) so that both are unit-tested without privileges. Layouts
-//! follow `linux/netlink.h`, `linux/rtnetlink.h` and `linux/if_addr.h`: headers in host byte
-//! order, addresses in network order, every attribute padded to 4 bytes.
+//! [`parse_ack`] and [`parse_route`] read replies) so that both are unit-tested without
+//! privileges. Layouts follow `linux/netlink.h`, `linux/rtnetlink.h` and `linux/if_addr.h`:
+//! headers in host byte order, addresses in network order, every attribute padded to 4
+//! bytes.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -31,6 +34,11 @@ const AF_INET: u8 = libc::AF_INET as u8;
 const RTNH_F_ONLINK: u32 = 4;
 /// `RTAX_MTU` (`linux/rtnetlink.h`): the MTU metric inside `RTA_METRICS`.
 const RTAX_MTU: u16 = 2;
+/// `sizeof(struct rtmsg)`.
+const RTMSG_LEN: usize = 12;
+/// `RTA_VIA` (`linux/rtnetlink.h`): a next hop of another address family (an IPv6
+/// gateway for an IPv4 route).
+const RTA_VIA: u16 = 18;
 
 /// Scope of a route (`rtm_scope`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +80,20 @@ pub struct RouteSpec {
     pub mtu_bytes: Option<u32>,
 }
 
+/// The kernel's route for one destination, as `ip route get DST` shows it
+/// (`192.168.2.3 via 192.168.1.254 dev eth0 src 192.168.1.1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLookup {
+    /// The route is unicast (`RTN_UNICAST`): the packet leaves through `oif`. Otherwise
+    /// it is for this host itself (local, broadcast) or goes nowhere (blackhole,
+    /// prohibit, …).
+    pub unicast: bool,
+    /// The next hop, when the destination is not on the link.
+    pub gateway: Option<Ipv4Addr>,
+    /// The outgoing interface.
+    pub oif: Option<u32>,
+}
+
 /// An rtnetlink socket in the namespace of the thread that opened it.
 #[derive(Debug)]
 pub struct Netlink {
@@ -83,34 +105,7 @@ impl Netlink {
     /// Opens and binds a `NETLINK_ROUTE` socket, asking for extended acks and for error
     /// replies without the echoed request.
     pub fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-
-        // SAFETY: all-zero is a valid sockaddr_nl (port id 0 = let the kernel choose).
-        let mut local: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        local.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `local` is a valid sockaddr_nl and the length passed is its size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&local as *const libc::sockaddr_nl).cast(),
-                socklen_of::<libc::sockaddr_nl>(),
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = open_route_socket(0, 0)?;
         // Both options only improve error replies; kernels without them still work.
         for option in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
             let on: libc::c_int = 1;
@@ -163,6 +158,21 @@ impl Netlink {
         self.request(seq, &encode_del_link(seq, ifindex))
     }
 
+    /// The route the kernel takes for a packet this host sends to `dst` — what
+    /// `ip route get DST` asks (policy rules and every table included). An error when
+    /// there is none (`ENETUNREACH`, `EHOSTUNREACH`, `EINVAL` for a blackhole).
+    pub fn route_get(&mut self, dst: Ipv4Addr) -> io::Result<RouteLookup> {
+        let seq = self.take_seq();
+        let mut found = None;
+        self.exchange(seq, &encode_get_route(seq, dst), |msg_type, payload| {
+            if msg_type == libc::RTM_NEWROUTE {
+                found = Some(parse_route(payload)?);
+            }
+            Ok(())
+        })?;
+        found.ok_or_else(|| malformed("route lookup acknowledged without a route"))
+    }
+
     fn take_seq(&mut self) -> u32 {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
@@ -171,6 +181,18 @@ impl Netlink {
 
     /// Sends one request and waits for the kernel's acknowledgement of sequence `seq`.
     fn request(&mut self, seq: u32, message: &[u8]) -> io::Result<()> {
+        self.exchange(seq, message, |_, _| Ok(()))
+    }
+
+    /// Sends one request and reads until the kernel's acknowledgement of sequence `seq`,
+    /// handing every other message of that sequence (its type and payload: the answer to
+    /// a query) to `reply`.
+    fn exchange(
+        &mut self,
+        seq: u32,
+        message: &[u8],
+        mut reply: impl FnMut(u16, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
         // SAFETY: all-zero is a valid sockaddr_nl; port id 0 addresses the kernel.
         let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -192,25 +214,107 @@ impl Netlink {
 
         let mut buf = vec![0u8; RECV_BUF_LEN];
         loop {
-            // SAFETY: `buf` is valid for writes of its length for the duration of the call.
-            let received =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            let received = match usize::try_from(received) {
-                Ok(0) => return Err(malformed("empty datagram")),
-                Ok(n) => n,
-                Err(_) => {
-                    let err = io::Error::last_os_error();
-                    if err.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return Err(err);
-                }
+            let received = match recv(&self.fd, &mut buf, 0)? {
+                Some(0) => return Err(malformed("empty datagram")),
+                Some(n) => n,
+                None => continue, // interrupted
             };
-            let reply = buf.get(..received).unwrap_or_default();
-            if let Some(result) = parse_ack(reply, seq)? {
+            let datagram = buf.get(..received).unwrap_or_default();
+            if let Some(result) = parse_reply(datagram, seq, &mut reply)? {
                 return result;
             }
-            // A reply to something else (a stale sequence number): keep waiting for ours.
+            // Replies without our acknowledgement (an answer before it, or a stale
+            // sequence number): keep reading.
+        }
+    }
+}
+
+/// A netlink socket subscribed to the kernel's IPv4 route, IPv4 address and link
+/// notifications, in the namespace of the thread that opened it. It does not say what
+/// changed, only that something did: the reader looks up again what it depends on.
+#[derive(Debug)]
+pub struct RouteWatch {
+    fd: OwnedFd,
+}
+
+impl RouteWatch {
+    /// Opens a non-blocking socket that joins the `RTMGRP_IPV4_ROUTE`,
+    /// `RTMGRP_IPV4_IFADDR` and `RTMGRP_LINK` groups.
+    pub fn open() -> io::Result<RouteWatch> {
+        let groups =
+            (libc::RTMGRP_IPV4_ROUTE | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_LINK) as u32;
+        Ok(RouteWatch {
+            fd: open_route_socket(groups, libc::SOCK_NONBLOCK)?,
+        })
+    }
+
+    /// Whether the kernel announced a change since the last call. Reads every pending
+    /// notification without blocking. Notifications lost because the socket overflowed
+    /// (`ENOBUFS`) count as a change.
+    pub fn changed(&mut self) -> io::Result<bool> {
+        let mut buf = [0u8; 4096];
+        let mut changed = false;
+        loop {
+            // MSG_TRUNC: a notification longer than the buffer is still one notification.
+            match recv(&self.fd, &mut buf, libc::MSG_TRUNC) {
+                Ok(Some(_)) => changed = true,
+                Ok(None) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(changed),
+                Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => changed = true,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+/// Opens a `NETLINK_ROUTE` socket (`flags` added to its type, e.g. `SOCK_NONBLOCK`) and
+/// binds it, joining the multicast `groups` (0: none).
+fn open_route_socket(groups: u32, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+    // SAFETY: all-zero is a valid sockaddr_nl (port id 0 = let the kernel choose).
+    let mut local: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    local.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    local.nl_groups = groups;
+    // SAFETY: `local` is a valid sockaddr_nl and the length passed is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&local as *const libc::sockaddr_nl).cast(),
+            socklen_of::<libc::sockaddr_nl>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// One `recv(2)` into `buf`: the datagram's length, or `None` when interrupted.
+fn recv(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<Option<usize>> {
+    // SAFETY: `buf` is valid for writes of its length for the duration of the call.
+    let received = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+    match usize::try_from(received) {
+        Ok(n) => Ok(Some(n)),
+        Err(_) => {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                Ok(None)
+            } else {
+                Err(err)
+            }
         }
     }
 }
@@ -219,6 +323,16 @@ impl Netlink {
 /// for `seq`, `Ok(Some(result))` with the request's outcome when it does, and `Err` when the
 /// datagram is malformed.
 pub fn parse_ack(datagram: &[u8], seq: u32) -> io::Result<Option<io::Result<()>>> {
+    parse_reply(datagram, seq, |_, _| Ok(()))
+}
+
+/// [`parse_ack`], handing every other message of sequence `seq` before the
+/// acknowledgement (type, payload) to `reply`; an error from `reply` is the datagram's.
+fn parse_reply(
+    datagram: &[u8],
+    seq: u32,
+    mut reply: impl FnMut(u16, &[u8]) -> io::Result<()>,
+) -> io::Result<Option<io::Result<()>>> {
     let mut rest = datagram;
     while !rest.is_empty() {
         let (msg_len, msg_type, msg_seq) = match (read_u32(rest, 0), read_u16(rest, 4)) {
@@ -229,13 +343,62 @@ pub fn parse_ack(datagram: &[u8], seq: u32) -> io::Result<Option<io::Result<()>>
             return Err(malformed("message length out of bounds"));
         }
         let payload = &rest[NLMSG_HDR_LEN..msg_len];
-        if msg_type == libc::NLMSG_ERROR as u16 && msg_seq == Some(seq) {
-            let flags = read_u16(rest, 6).unwrap_or(0);
-            return parse_error_payload(payload, flags).map(Some);
+        if msg_seq == Some(seq) {
+            if msg_type == libc::NLMSG_ERROR as u16 {
+                let flags = read_u16(rest, 6).unwrap_or(0);
+                return parse_error_payload(payload, flags).map(Some);
+            }
+            reply(msg_type, payload)?;
         }
         rest = rest.get(align(msg_len)..).unwrap_or_default();
     }
     Ok(None)
+}
+
+/// Reads an `RTM_NEWROUTE` payload (`struct rtmsg` and its attributes), the kernel's
+/// answer to [`encode_get_route`].
+pub fn parse_route(payload: &[u8]) -> io::Result<RouteLookup> {
+    let header = payload
+        .get(..RTMSG_LEN)
+        .ok_or_else(|| malformed("truncated route message"))?;
+    if header[0] != AF_INET {
+        return Err(malformed("route message of another address family"));
+    }
+    let mut route = RouteLookup {
+        unicast: header[7] == libc::RTN_UNICAST,
+        gateway: None,
+        oif: None,
+    };
+    let mut attrs = &payload[RTMSG_LEN..];
+    while !attrs.is_empty() {
+        let (Some(len), Some(ty)) = (read_u16(attrs, 0), read_u16(attrs, 2)) else {
+            return Err(malformed("truncated route attribute"));
+        };
+        let len = usize::from(len);
+        let body = attrs
+            .get(NLA_HDR_LEN..len)
+            .ok_or_else(|| malformed("route attribute length out of bounds"))?;
+        match ty {
+            libc::RTA_GATEWAY => {
+                let octets: [u8; 4] = body
+                    .try_into()
+                    .map_err(|_| malformed("RTA_GATEWAY is not an IPv4 address"))?;
+                route.gateway = Some(Ipv4Addr::from(octets));
+            }
+            libc::RTA_OIF => {
+                route.oif = Some(read_u32(body, 0).ok_or_else(|| malformed("short RTA_OIF"))?);
+            }
+            RTA_VIA => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the route's next hop is not an IPv4 address (RTA_VIA)",
+                ))
+            }
+            _ => {}
+        }
+        attrs = attrs.get(align(len).max(NLA_HDR_LEN)..).unwrap_or_default();
+    }
+    Ok(route)
 }
 
 /// Interprets the payload of an `NLMSG_ERROR` message (`struct nlmsgerr` + ext-ack TLVs).
@@ -360,6 +523,16 @@ pub fn encode_del_route(seq: u32, dst: Ipv4Addr, prefix_len: u8, oif: u32) -> Ve
         msg.attr(libc::RTA_DST, &dst.octets());
     }
     msg.attr(libc::RTA_OIF, &oif.to_ne_bytes());
+    msg.finish()
+}
+
+/// `RTM_GETROUTE` for the route to `dst` (what `ip route get DST` sends): no table, no
+/// flags, the kernel answers with one `RTM_NEWROUTE`.
+pub fn encode_get_route(seq: u32, dst: Ipv4Addr) -> Vec<u8> {
+    let mut msg = MessageBuilder::new(libc::RTM_GETROUTE, 0, seq);
+    msg.put(&[AF_INET, 32, 0, 0, 0, 0, 0, 0]);
+    msg.put(&0u32.to_ne_bytes());
+    msg.attr(libc::RTA_DST, &dst.octets());
     msg.finish()
 }
 
@@ -721,5 +894,201 @@ mod tests {
         route.dst = Ipv4Addr::UNSPECIFIED;
         route.prefix_len = 0;
         assert!(check_route(&route).is_ok());
+    }
+
+    /// Bytes as hex text (whitespace ignored), for fixtures captured from the kernel.
+    fn hex(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        digits
+            .chunks(2)
+            .map(|pair| {
+                let pair = std::str::from_utf8(pair).expect("ascii");
+                u8::from_str_radix(pair, 16).expect("hex digit")
+            })
+            .collect()
+    }
+
+    // What a 6.18 kernel answered `RTM_GETROUTE` (sequence 7) in a namespace whose veth
+    // `d0` (ifindex 3) holds 192.168.1.1/24 with `default via 192.168.1.254`: the route,
+    // then (in a second datagram) the acknowledgement.
+    /// `192.168.1.7 dev d0 src 192.168.1.1`: on the link.
+    const ON_LINK: &str =
+        "680000001800000007000000c54e000002200000fe0000010002000008000f00fe000000\
+        08000100c0a80107080004000300000008000700c0a80101080019000000000024000c00020000000000\
+        0000000000000000000000000000000000000000000000000000";
+    /// `192.168.2.3 via 192.168.1.254 dev d0 src 192.168.1.1`.
+    const VIA_GATEWAY: &str =
+        "700000001800000007000000c54e000002200000fe0000010002000008000f00fe000000\
+        08000100c0a80203080004000300000008000700c0a8010108000500c0a801fe08001900000000002400\
+        0c000200000000000000000000000000000000000000000000000000000000000000";
+    /// `local 192.168.1.1 dev lo`: the namespace's own address.
+    const LOCAL: &str = "680000001800000007000000c54e000002200000fe0000020002008008000f00fe000000\
+        08000100c0a80101080004000100000008000700c0a80101080019000000000024000c00010000000000\
+        0000000000000000000000000000000000000000000000000000";
+    const ACK: &str = "240000000200000107000000c54e000000000000240000001a0005000700000000000000";
+    /// With the default route deleted, `192.168.2.3` has no route: ENETUNREACH.
+    const UNREACHABLE: &str =
+        "3800000002000000070000006e4e00009bffffff240000001a0005000700000000000000\
+        02200000000000000000000008000100c0a80203";
+
+    #[test]
+    fn get_route_bytes() {
+        let msg = encode_get_route(7, Ipv4Addr::new(192, 168, 2, 3));
+        // NLM_F_REQUEST | NLM_F_ACK; what the fixtures above answered.
+        let mut want = header(36, 26, 0x0005, 7);
+        want.extend_from_slice(&[2, 32, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&0u32.to_ne_bytes());
+        want.extend_from_slice(&8u16.to_ne_bytes()); // RTA_DST
+        want.extend_from_slice(&1u16.to_ne_bytes());
+        want.extend_from_slice(&[192, 168, 2, 3]);
+        assert_eq!(msg, want);
+    }
+
+    /// The route of a captured answer, read as [`Netlink::route_get`] reads it: the
+    /// answer's datagram, then the acknowledgement's.
+    fn answered(route: &str) -> io::Result<Option<RouteLookup>> {
+        let mut found = None;
+        let mut collect = |ty: u16, payload: &[u8]| {
+            if ty == libc::RTM_NEWROUTE {
+                found = Some(parse_route(payload)?);
+            }
+            Ok(())
+        };
+        assert!(parse_reply(&hex(route), 7, &mut collect)?.is_none());
+        parse_reply(&hex(ACK), 7, &mut collect)?.expect("the acknowledgement")?;
+        Ok(found)
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn kernel_route_answers_name_the_gateway_only_off_the_link() {
+        let on_link = answered(ON_LINK).expect("well formed");
+        assert_eq!(
+            on_link,
+            Some(RouteLookup {
+                unicast: true,
+                gateway: None,
+                oif: Some(3)
+            })
+        );
+        let via = answered(VIA_GATEWAY).expect("well formed");
+        assert_eq!(
+            via,
+            Some(RouteLookup {
+                unicast: true,
+                gateway: Some(Ipv4Addr::new(192, 168, 1, 254)),
+                oif: Some(3)
+            })
+        );
+        let local = answered(LOCAL).expect("well formed").expect("a route");
+        assert!(!local.unicast, "{local:?}");
+        assert_eq!(local.oif, Some(1), "lo");
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn no_route_is_the_kernels_error() {
+        let err = parse_ack(&hex(UNREACHABLE), 7)
+            .expect("well formed")
+            .expect("our ack")
+            .expect_err("no route");
+        assert_eq!(err.raw_os_error(), Some(libc::ENETUNREACH));
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn truncated_or_lying_route_answers_are_errors_not_panics() {
+        let datagram = hex(VIA_GATEWAY);
+        let payload = &datagram[NLMSG_HDR_LEN..];
+        for cut in 0..payload.len() {
+            // Cutting between attributes leaves a shorter valid answer; anything else
+            // must be refused.
+            if let Ok(route) = parse_route(&payload[..cut]) {
+                assert!(cut >= RTMSG_LEN, "cut at {cut}: {route:?}");
+            }
+        }
+        let mut lying = payload.to_vec();
+        // The first attribute (RTA_TABLE) claims 200 bytes.
+        lying[RTMSG_LEN..RTMSG_LEN + 2].copy_from_slice(&200u16.to_ne_bytes());
+        assert!(parse_route(&lying).is_err());
+        lying[RTMSG_LEN..RTMSG_LEN + 2].copy_from_slice(&2u16.to_ne_bytes());
+        assert!(parse_route(&lying).is_err(), "shorter than its own header");
+        let mut ipv6 = payload.to_vec();
+        ipv6[0] = libc::AF_INET6 as u8;
+        assert!(parse_route(&ipv6).is_err());
+        // An IPv6 gateway for the IPv4 route (`via inet6 fe80::1`): no IPv4 next hop.
+        let mut via = payload.to_vec();
+        via.extend_from_slice(&22u16.to_ne_bytes());
+        via.extend_from_slice(&RTA_VIA.to_ne_bytes());
+        via.extend_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        via.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        via.extend_from_slice(&[0, 0]); // padding
+        let err = parse_route(&via).expect_err("RTA_VIA");
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{err}");
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod namespace_tests {
+    use super::*;
+    use crate::netns::run_in_netns;
+    use crate::testing::{is_root, ScratchNetns};
+
+    /// A namespace whose veth `u0` holds 192.168.1.1/24, with `default via 192.168.1.254`.
+    fn node() -> io::Result<ScratchNetns> {
+        let ns = ScratchNetns::new("twrt")?;
+        for args in [
+            &["link", "add", "u0", "type", "veth", "peer", "name", "u1"][..],
+            &["link", "set", "u0", "up"],
+            &["link", "set", "u1", "up"],
+            &["addr", "add", "192.168.1.1/24", "dev", "u0"],
+            &["route", "add", "default", "via", "192.168.1.254"],
+        ] {
+            ns.ip(args)?;
+        }
+        Ok(ns)
+    }
+
+    #[test]
+    fn route_get_answers_as_ip_route_get() {
+        if !is_root() {
+            return;
+        }
+        let ns = node().expect("a scratch namespace");
+        let (u0, on_link, via, none) = run_in_netns(ns.path(), || {
+            let mut nl = Netlink::open()?;
+            let u0 = crate::link::ifindex("u0")?;
+            let on_link = nl.route_get(Ipv4Addr::new(192, 168, 1, 7))?;
+            let via = nl.route_get(Ipv4Addr::new(192, 168, 2, 3))?;
+            nl.del_ipv4_route(Ipv4Addr::UNSPECIFIED, 0, u0)?;
+            let none = nl.route_get(Ipv4Addr::new(192, 168, 2, 3));
+            Ok((u0, on_link, via, none))
+        })
+        .expect("in the namespace");
+        assert_eq!(on_link.gateway, None);
+        assert_eq!(on_link.oif, Some(u0));
+        assert!(on_link.unicast);
+        assert_eq!(via.gateway, Some(Ipv4Addr::new(192, 168, 1, 254)));
+        assert_eq!(via.oif, Some(u0));
+        let err = none.expect_err("no default route");
+        assert_eq!(err.raw_os_error(), Some(libc::ENETUNREACH), "{err}");
+    }
+
+    #[test]
+    fn the_watch_sees_route_changes() {
+        if !is_root() {
+            return;
+        }
+        let ns = node().expect("a scratch namespace");
+        let mut watch = run_in_netns(ns.path(), RouteWatch::open).expect("watch");
+        // Setting up the namespace happened before: nothing pending.
+        assert!(!watch.changed().expect("read"));
+        ns.ip(&["route", "add", "192.168.2.0/24", "via", "192.168.1.253"])
+            .expect("ip route add");
+        assert!(watch.changed().expect("read"), "a route was added");
+        assert!(!watch.changed().expect("read"), "and read");
+        ns.ip(&["link", "set", "u0", "address", "02:00:00:00:00:99"])
+            .expect("ip link set");
+        assert!(watch.changed().expect("read"), "a link changed");
     }
 }

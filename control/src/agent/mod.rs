@@ -633,4 +633,27 @@ mod tests {
         let node = store.get_as::<Node>("node-a").unwrap().unwrap();
         assert_eq!(node.underlay(), Some(underlay.address));
     }
+
+    /// CrossSubnet's "same subnet" is decided on the prefix the node registers: the one
+    /// its underlay interface really has, not a default.
+    #[test]
+    fn the_underlay_is_read_with_its_real_prefix() {
+        use tapwire_sys::testing::{is_root, ScratchNetns};
+        if !is_root() {
+            return;
+        }
+        let ns = ScratchNetns::new("twul").unwrap();
+        ns.ip(&["link", "add", "u0", "type", "veth", "peer", "name", "u1"])
+            .unwrap();
+        ns.ip(&["link", "set", "u0", "mtu", "1400", "up"]).unwrap();
+        ns.ip(&["addr", "add", "10.9.8.200/25", "dev", "u0"])
+            .unwrap();
+        let read = tapwire_sys::netns::run_in_netns(ns.path(), || {
+            Ok(Underlay::read("u0").map_err(|e| e.to_string()))
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(read.address, "10.9.8.200/25".parse::<Ipv4Net>().unwrap());
+        assert_eq!(read.mtu_bytes, 1400);
+    }
 }

@@ -13,7 +13,7 @@
 //! reports out) and `attach` (pod queues in and out); this file holds the state thread's
 //! loop and its publishing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ use tapwire_proto::{ToDataplane, WorkloadEndpointId};
 
 use crate::metrics::{Sample, StateGauges};
 use crate::rcu::Rcu;
-use crate::resolver::Resolved;
+use crate::resolver::{self, Resolved};
 use crate::state::{AttachedEndpoint, Desired, EndpointSpec, TablesBuilder, Underlay};
 use crate::tables::Tables;
 use crate::trace::Tracer;
@@ -229,11 +229,10 @@ impl Dataplane {
                 false
             }
             Event::Message(id, msg) => self.is_current(id) && self.apply(*msg),
-            Event::Resolved(resolved) => {
-                let changed = self.neighbors.get(&resolved.ip) != Some(&resolved.mac);
-                self.neighbors.insert(resolved.ip, resolved.mac);
-                changed
-            }
+            Event::Resolved(Resolved { peer, mac }) => match mac {
+                Some(mac) => self.neighbors.insert(peer, mac) != Some(mac),
+                None => self.neighbors.remove(&peer).is_some(),
+            },
             Event::QueueDead(dead) => self.queue_dead(dead),
             Event::Sample(reply) => {
                 let _ = reply.send(self.sample());
@@ -285,9 +284,8 @@ impl Dataplane {
                 *slot = Some(Arc::clone(&att.pod));
             }
         }
-        // Peers reached unencapsulated need their underlay MAC: ask the resolver.
-        let wanted: HashSet<Ipv4Addr> = tables.peers.iter().map(|p| p.underlay_ip).collect();
-        let _ = self.resolver.send(wanted.into_iter().collect());
+        // Peers reached unencapsulated need their next hop's MAC: ask the resolver.
+        let _ = self.resolver.send(resolver::wanted_peers(&tables));
         self.snapshot.publish(Snapshot { tables, pods });
     }
 }

@@ -184,11 +184,16 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         handles.push(handle);
     }
 
-    let resolver_tx = resolver::spawn(ifindex, underlay.ip, underlay.mac, {
+    let link = resolver::UnderlayLink {
+        ifindex,
+        ip: underlay.ip,
+        mac: underlay.mac,
+    };
+    let resolver_tx = resolver::spawn(link, {
         let events = events_tx.clone();
         move |r| events.send(Event::Resolved(r)).is_ok()
     })
-    .map_err(StartError::Thread)?;
+    .map_err(underlay_err)?;
     if let Some(server) = metrics {
         tracing::info!(addr = %server.local_addr(), "serving metrics at /metrics");
         let events = events_tx.clone();

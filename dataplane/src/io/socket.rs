@@ -9,7 +9,7 @@
 //! - [`PacketSocket`]: `AF_PACKET` on the underlay interface for unencapsulated traffic,
 //!   one per worker in a fanout group, with a BPF filter that skips frames for the node
 //!   itself (tunnel traffic, which the sockets above receive).
-//! - [`ArpSocket`]: `AF_PACKET`/ARP for resolving peers' underlay MACs ourselves.
+//! - [`ArpSocket`]: `AF_PACKET`/ARP for resolving next hops' underlay MACs ourselves.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::{size_of, size_of_val, zeroed};

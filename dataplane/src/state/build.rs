@@ -157,7 +157,7 @@ impl TablesBuilder {
                 name: name.to_string(),
                 underlay_ip: ip,
                 vtep_mac: desired.vteps.get(name).map(|v| v.mac),
-                underlay_mac: neighbors.get(&ip).copied(),
+                next_hop_mac: neighbors.get(&ip).copied(),
             });
             peer_by_name.insert(name.to_string(), idx);
             peer_by_underlay.insert(ip, idx);

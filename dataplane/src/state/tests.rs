@@ -365,7 +365,7 @@ fn resolved_neighbours_fill_in_peer_macs() {
     let d = cluster("Never", "", IpPoolType::NoEncap, true);
     let neighbors = HashMap::from([("192.168.0.2".parse().unwrap(), [2, 0, 0, 0, 1, 2])]);
     let t = build_tables(&d, &underlay(), &attached_pod_1(), &neighbors);
-    assert_eq!(t.peers[0].underlay_mac, Some([2, 0, 0, 0, 1, 2]));
+    assert_eq!(t.peers[0].next_hop_mac, Some([2, 0, 0, 0, 1, 2]));
 }
 
 /// Every (prefix, target) of a table's FIB.
