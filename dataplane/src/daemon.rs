@@ -28,8 +28,8 @@ use tapwire_sys::{link, netns, tap};
 
 use crate::counters::{named_totals, EndpointCounters, WorkerCounters};
 use crate::io::{
-    queue_attached, IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver,
-    VxlanSender,
+    queue_attached, IpipSink, PacketSocket, Poller, RawIpSender, Token, UdpReceiver,
+    UnderlayFrames, VxlanSender,
 };
 use crate::rcu::Rcu;
 use crate::resolver::{self, Resolved};
@@ -237,10 +237,16 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             },
             vxlan_tx: VxlanSender::open(VXLAN_TX_SOCKETS)
                 .map_err(sock_err("VXLAN sending socket"))?,
-            underlay: PacketSocket::open(ifindex, fanout_group, underlay.ip)
+            underlay: PacketSocket::open(ifindex, fanout_group, UnderlayFrames::NotTo(underlay.ip))
                 .map_err(sock_err("underlay packet socket"))?,
-            ipip: if w == 0 {
-                Some(IpipReceiver::open().map_err(sock_err("IPIP raw socket"))?)
+            ipip: PacketSocket::open(
+                ifindex,
+                fanout_group ^ 0x8000,
+                UnderlayFrames::IpipTo(underlay.ip),
+            )
+            .map_err(sock_err("IPIP packet socket"))?,
+            ipip_sink: if w == 0 {
+                Some(IpipSink::open().map_err(sock_err("IPIP raw socket"))?)
             } else {
                 None
             },
