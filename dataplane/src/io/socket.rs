@@ -16,19 +16,36 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::{size_of, size_of_val, zeroed};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use socket2::{Domain, Protocol, SockAddr, SockFilter, Socket, Type};
 
 use super::{cvt, cvt_size};
 use crate::offload::{Segments, MAX_SEGMENTS, VNET_HDR_LEN};
 
-fn socket(domain: libc::c_int, kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
-    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: socket() has no memory arguments; the result is checked.
-    let fd = cvt(unsafe { libc::socket(domain, kind | flags, protocol) })?;
-    // SAFETY: fd is a freshly created descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// A non-blocking, close-on-exec socket (socket2), with the send or receive buffer of
+/// [`SOCKET_BUFFER_BYTES`] that `buffers` names.
+fn socket(domain: Domain, kind: Type, protocol: i32, buffers: Buffers) -> io::Result<Socket> {
+    let socket = Socket::new(domain, kind.nonblocking(), Some(Protocol::from(protocol)))?;
+    if buffers != Buffers::Receive {
+        socket.set_send_buffer_size(SOCKET_BUFFER_BYTES)?;
+    }
+    if buffers != Buffers::Send {
+        socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES)?;
+    }
+    Ok(socket)
 }
 
+/// Which of a socket's buffers [`socket`] enlarges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Buffers {
+    Send,
+    Receive,
+    Both,
+}
+
+/// `setsockopt` for the options socket2 does not offer (packet fanout, vnet headers, UDP
+/// GRO).
 fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: `value` points to a live T and its size is passed alongside.
     cvt(unsafe {
@@ -44,13 +61,8 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
 }
 
 /// Bytes asked for as a socket's send or receive buffer: room for bursts of 64 KB
-/// super-frames in flight.
-const SOCKET_BUFFER_BYTES: i32 = 4 << 20;
-
-/// Sets `SO_RCVBUF` or `SO_SNDBUF` (`name`) to [`SOCKET_BUFFER_BYTES`].
-fn set_buffer(fd: RawFd, name: libc::c_int) -> io::Result<()> {
-    setsockopt(fd, libc::SOL_SOCKET, name, &SOCKET_BUFFER_BYTES)
-}
+/// super-frames in flight (a full send buffer would drop segments: no socket blocks).
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
 fn sockaddr_in(addr: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
@@ -109,11 +121,8 @@ pub struct RawIpSender {
 
 impl RawIpSender {
     pub fn open() -> io::Result<Self> {
-        let fd = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
-        // Room for several segmented super-frames in flight: a full send buffer would
-        // drop segments (the socket does not block).
-        set_buffer(fd.as_raw_fd(), libc::SO_SNDBUF)?;
-        Ok(Self { fd })
+        let fd = socket(Domain::IPV4, Type::RAW, libc::IPPROTO_RAW, Buffers::Send)?;
+        Ok(Self { fd: fd.into() })
     }
 
     /// Sends `packet` (which starts with its IPv4 header) towards `dst`.
@@ -215,18 +224,9 @@ impl VxlanSender {
     pub fn open(sockets: usize) -> io::Result<Self> {
         let fds = (0..sockets.max(1))
             .map(|_| {
-                let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
-                set_buffer(fd.as_raw_fd(), libc::SO_SNDBUF)?;
-                let sa = sockaddr_in(Ipv4Addr::UNSPECIFIED, 0);
-                // SAFETY: sa is a valid sockaddr_in for the length passed.
-                cvt(unsafe {
-                    libc::bind(
-                        fd.as_raw_fd(),
-                        (&sa as *const libc::sockaddr_in).cast(),
-                        size_of_val(&sa) as libc::socklen_t,
-                    )
-                })?;
-                Ok(fd)
+                let socket = socket(Domain::IPV4, Type::DGRAM, 0, Buffers::Send)?;
+                socket.bind(&SockAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))?;
+                Ok(socket.into())
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Self { fds })
@@ -281,20 +281,15 @@ pub struct UdpReceiver {
 
 impl UdpReceiver {
     pub fn bind(port: u16) -> io::Result<Self> {
-        let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
-        setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, &1i32)?;
-        set_buffer(fd.as_raw_fd(), libc::SO_RCVBUF)?;
-        let sa = sockaddr_in(Ipv4Addr::UNSPECIFIED, port);
-        // SAFETY: sa is a valid sockaddr_in for the length passed.
-        cvt(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_in).cast(),
-                size_of_val(&sa) as libc::socklen_t,
-            )
-        })
-        .map_err(|e| io::Error::new(e.kind(), format!("binding UDP port {port}: {e}")))?;
-        Ok(Self { fd })
+        let socket = socket(Domain::IPV4, Type::DGRAM, 0, Buffers::Receive)?;
+        socket.set_reuse_port(true)?;
+        socket
+            .bind(&SockAddr::from(SocketAddrV4::new(
+                Ipv4Addr::UNSPECIFIED,
+                port,
+            )))
+            .map_err(|e| io::Error::new(e.kind(), format!("binding UDP port {port}: {e}")))?;
+        Ok(Self { fd: socket.into() })
     }
 
     /// Receives one datagram (the UDP payload) and its sender.
@@ -365,9 +360,13 @@ pub struct IpipSink {
 
 impl IpipSink {
     pub fn open() -> io::Result<Self> {
-        let fd = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_IPIP)?;
-        attach_filter(fd.as_raw_fd(), &mut [bpf(BPF_RET_K, 0, 0, 0)])?;
-        Ok(Self { _fd: fd })
+        let socket = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_IPIP)),
+        )?;
+        socket.attach_filter(&[SockFilter::new(BPF_RET_K, 0, 0, 0)])?;
+        Ok(Self { _fd: socket.into() })
     }
 }
 
@@ -426,11 +425,10 @@ impl PacketSocket {
     /// Opens a socket on `ifindex` that takes `frames` and joins fanout group `group`
     /// (hashing flows — the inner flow, for IPIP — across the workers' sockets).
     pub fn open(ifindex: u32, group: u16, frames: UnderlayFrames) -> io::Result<Self> {
-        let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(ETH_P_IP.to_be()))?;
-        attach_filter(fd.as_raw_fd(), &mut underlay_filter(frames))?;
+        let protocol = i32::from(ETH_P_IP.to_be());
+        let fd = socket(Domain::PACKET, Type::RAW, protocol, Buffers::Both)?;
+        fd.attach_filter(&underlay_filter(frames))?;
         bind_packet(fd.as_raw_fd(), ifindex, ETH_P_IP)?;
-        set_buffer(fd.as_raw_fd(), libc::SO_RCVBUF)?;
-        set_buffer(fd.as_raw_fd(), libc::SO_SNDBUF)?;
         // Frames carry a virtio-net header both ways, so GSO super-frames and partial
         // checksums cross the underlay intact (the kernel segments or checksums only if
         // the device cannot take them).
@@ -442,7 +440,7 @@ impl PacketSocket {
             libc::PACKET_FANOUT,
             &fanout,
         )?;
-        Ok(Self { fd })
+        Ok(Self { fd: fd.into() })
     }
 
     /// Receives up to `lens.len()` frames with one `recvmmsg`: frame *i*'s virtio-net
@@ -553,34 +551,33 @@ impl AsRawFd for PacketSocket {
 
 const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
-fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
-}
-
 /// The classic BPF program for `frames` (offsets from the Ethernet header: the IPv4
 /// destination at 30, the protocol at 23).
-fn underlay_filter(frames: UnderlayFrames) -> Vec<libc::sock_filter> {
-    let load_dst = bpf(
+fn underlay_filter(frames: UnderlayFrames) -> Vec<SockFilter> {
+    let load_dst = SockFilter::new(
         (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
         0,
         0,
         30,
     );
-    let load_protocol = bpf(
+    let load_protocol = SockFilter::new(
         (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16,
         0,
         0,
         23,
     );
     let jeq = |k: u32, jt: u8, jf: u8| {
-        bpf(
+        SockFilter::new(
             (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
             jt,
             jf,
             k,
         )
     };
-    let (accept, drop) = (bpf(BPF_RET_K, 0, 0, u32::MAX), bpf(BPF_RET_K, 0, 0, 0));
+    let (accept, drop) = (
+        SockFilter::new(BPF_RET_K, 0, 0, u32::MAX),
+        SockFilter::new(BPF_RET_K, 0, 0, 0),
+    );
     match frames {
         // To the node: drop; else accept.
         UnderlayFrames::NotTo(node_ip) => {
@@ -591,19 +588,11 @@ fn underlay_filter(frames: UnderlayFrames) -> Vec<libc::sock_filter> {
             load_dst,
             jeq(u32::from(node_ip), 0, 3),
             load_protocol,
-            jeq(u32::from(libc::IPPROTO_IPIP as u8), 0, 1),
+            jeq(libc::IPPROTO_IPIP as u32, 0, 1),
             accept,
             drop,
         ],
     }
-}
-
-fn attach_filter(fd: RawFd, program: &mut [libc::sock_filter]) -> io::Result<()> {
-    let prog = libc::sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_mut_ptr(),
-    };
-    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
 }
 
 /// `AF_PACKET` socket for ARP on the underlay interface (peer MAC resolution).
@@ -614,13 +603,10 @@ pub struct ArpSocket {
 
 impl ArpSocket {
     pub fn open(ifindex: u32) -> io::Result<Self> {
-        let fd = socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW,
-            i32::from(ETH_P_ARP.to_be()),
-        )?;
+        let protocol = Some(Protocol::from(i32::from(ETH_P_ARP.to_be())));
+        let fd = Socket::new(Domain::PACKET, Type::RAW.nonblocking(), protocol)?;
         bind_packet(fd.as_raw_fd(), ifindex, ETH_P_ARP)?;
-        Ok(Self { fd })
+        Ok(Self { fd: fd.into() })
     }
 
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
