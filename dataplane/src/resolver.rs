@@ -58,14 +58,16 @@ pub struct Resolved {
     pub mac: Option<Mac>,
 }
 
-/// The underlay addresses of the peers some route of `tables` reaches unencapsulated:
-/// the resolver's wanted set.
+/// The underlay addresses of the peers some route of `tables` reaches with a frame
+/// addressed on the underlay — unencapsulated, or IPIP (sent framed on the packet socket,
+/// through the raw socket only until its next hop is resolved): the resolver's wanted set.
+/// VXLAN leaves through the node's kernel, which resolves its own neighbours.
 pub fn wanted_peers(tables: &Tables) -> Vec<Ipv4Addr> {
     let mut wanted = vec![false; tables.peers.len()];
     for (_, target) in tables.fib.iter() {
         if let RouteTarget::RemoteNode {
             peer,
-            encap: Encap::None,
+            encap: Encap::None | Encap::Ipip,
         } = target
         {
             if let Some(w) = wanted.get_mut(*peer as usize) {

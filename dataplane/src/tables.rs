@@ -68,9 +68,10 @@ pub struct Peer {
     pub underlay_ip: Ipv4Addr,
     /// Set once a VXLANTunnelEndpointUpdate names this node.
     pub vtep_mac: Option<Mac>,
-    /// Where unencapsulated frames to this peer go: the MAC of the next hop the node's
-    /// routing gives for `underlay_ip` — the peer's own when it is on the underlay link,
-    /// its gateway's when not — found by [`crate::resolver`]. `None` until resolved.
+    /// Where frames addressed on the underlay to this peer (unencapsulated, IPIP) go: the
+    /// MAC of the next hop the node's routing gives for `underlay_ip` — the peer's own when
+    /// it is on the underlay link, its gateway's when not — found by [`crate::resolver`].
+    /// `None` until resolved.
     pub next_hop_mac: Option<Mac>,
 }
 

@@ -19,12 +19,11 @@ use crate::forward::{
     VXLAN_UNDERLAY_PREFIX,
 };
 use crate::io::{
-    IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender,
-    MAX_RECV_BATCH,
+    IpipSink, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender, MAX_RECV_BATCH,
 };
 use crate::log_limit::LogLimit;
 use crate::offload::{
-    self, Coalescer, Outer, Segments, VnetHdr, MAX_UDP_GSO_SEGMENTS, VNET_HDR_LEN,
+    self, Coalescer, Outer, SegmentChecksum, Segments, VnetHdr, MAX_UDP_GSO_SEGMENTS, VNET_HDR_LEN,
 };
 use crate::packet::{Mac, ETH_HEADER_LEN, VXLAN_HEADER_LEN};
 use crate::rcu::RcuReader;
@@ -85,13 +84,17 @@ pub struct WorkerHandle {
 /// A worker's own sockets.
 #[derive(Debug)]
 pub struct WorkerSockets {
-    /// Sends IPIP (outer header built by `forward`).
+    /// Sends IPIP (outer header built by `forward`) to a peer whose MAC is not resolved
+    /// yet; the kernel routes it.
     pub raw: RawIpSender,
     pub vxlan: UdpReceiver,
     pub vxlan_tx: VxlanSender,
+    /// Unencapsulated traffic, both ways, and IPIP out.
     pub underlay: PacketSocket,
-    /// Only one worker receives IPIP: every raw socket would get its own copy.
-    pub ipip: Option<IpipReceiver>,
+    /// IPIP in: this worker's share of it, by inner flow.
+    pub ipip: PacketSocket,
+    /// Held by one worker: while it exists the kernel does not refuse IPIP.
+    pub ipip_sink: Option<IpipSink>,
     /// This worker's queue of the host path TAP, when the dataplane has one.
     pub host: Option<TapQueue>,
     /// This worker's queue of the TAP VXLAN leaves through, when the kernel offers
@@ -180,9 +183,7 @@ impl Worker {
         handle
             .poller
             .add(sockets.underlay.as_raw_fd(), Token::Underlay)?;
-        if let Some(ipip) = &sockets.ipip {
-            handle.poller.add(ipip.as_raw_fd(), Token::Ipip)?;
-        }
+        handle.poller.add(sockets.ipip.as_raw_fd(), Token::Ipip)?;
         if let Some(host) = &sockets.host {
             handle.poller.add(host.as_raw_fd(), Token::Host)?;
         }
@@ -406,38 +407,46 @@ impl Worker {
     }
 
     fn drain_ipip(&mut self, snapshot: &Snapshot) {
-        // Packets are received a batch at a time, each into its own slot of the buffer,
+        // Frames are received a batch at a time, each into its own slot of the buffer,
         // slots sized for the underlay's MTU.
         let mtu = snapshot.tables.local.underlay_mtu_bytes as usize;
-        let slot = (mtu + 64).next_multiple_of(64).clamp(2048, MAX_FRAME);
+        let slot = (mtu + ETH_HEADER_LEN + 64)
+            .next_multiple_of(64)
+            .clamp(2048, MAX_FRAME);
         let mut lens = [0usize; MAX_RECV_BATCH];
+        let mut vnets = [[0u8; VNET_HDR_LEN]; MAX_RECV_BATCH];
         for _ in 0..BATCH {
-            let Some(ipip) = &self.sockets.ipip else {
-                return;
-            };
-            let count = match ipip.recv_batch(self.buf.receive_area(), slot, &mut lens) {
+            let received =
+                self.sockets
+                    .ipip
+                    .recv_batch(&mut vnets, self.buf.receive_area(), slot, &mut lens);
+            let count = match received {
                 Ok(count) => count,
                 Err(err) => {
                     self.receive_error(RxSocket::Ipip, err);
                     break;
                 }
             };
-            for (i, &n) in lens.iter().enumerate().take(count) {
+            for i in 0..count {
+                let n = lens[i];
                 if n == 0 {
                     // Larger than the underlay's MTU allows: not from a tapwire peer.
                     self.handle.counters.drop(DropReason::MalformedIpv4);
                     continue;
                 }
                 self.buf.set_window(i * slot, n);
-                let traced = self.tracing.then(|| PacketSummary::ipip(self.buf.frame()));
-                let action = forward::from_ipip(&snapshot.tables, &mut self.buf);
+                self.buf.set_offload(VnetHdr::parse(&vnets[i]));
+                let traced = self
+                    .tracing
+                    .then(|| PacketSummary::ipip(&self.buf.frame()[ETH_HEADER_LEN..]));
+                let action = forward::from_ipip_frame(&snapshot.tables, &mut self.buf);
                 if let Some((ingress, packet)) = traced {
                     self.trace
                         .inbound(self.index, &snapshot.tables, ingress, packet, &action);
                 }
-                self.deliver(snapshot, action, Encap::Ipip, n);
+                self.deliver(snapshot, action, Encap::Ipip, n - ETH_HEADER_LEN);
             }
-            if count < lens.len().min(MAX_FRAME / slot) {
+            if count < MAX_RECV_BATCH.min(MAX_FRAME / slot) {
                 break;
             }
         }
@@ -574,7 +583,13 @@ impl Worker {
                 self.buf.slice(frame),
             ),
             Outbound::ToHost { frame, offload } => self.write_to_host(offload, frame),
-            Outbound::ToPeerIpip { dst, packet, tso } => self.send_ipip(dst, packet, tso),
+            Outbound::ToPeerIpip {
+                dst,
+                frame,
+                offload,
+                tso,
+                framed,
+            } => self.send_ipip(dst, frame, offload, tso, framed),
             Outbound::ToPeerVxlan {
                 dst,
                 flow,
@@ -598,28 +613,55 @@ impl Worker {
         self.handle.counters.drop(DropReason::TxFailed);
     }
 
-    fn send_ipip(&mut self, dst: Ipv4Addr, packet: std::ops::Range<usize>, tso: Option<Tso>) {
-        let bytes = self.buf.slice(packet);
+    /// Sends an IPIP packet (see [`Outbound::ToPeerIpip`]): a framed one on the packet
+    /// socket, with partial checksums; otherwise through the raw socket.
+    fn send_ipip(
+        &mut self,
+        dst: Ipv4Addr,
+        frame: std::ops::Range<usize>,
+        offload: VnetHdr,
+        tso: Option<Tso>,
+        framed: bool,
+    ) {
+        let bytes = self.buf.slice(frame);
         let counters = &self.handle.counters;
+        // What the counters count: IP packets, without the Ethernet header.
+        let link_len = if framed { ETH_HEADER_LEN } else { 0 };
         let Some(tso) = tso else {
-            return match self.sockets.raw.send(bytes, dst) {
-                Ok(_) => counters.encap_tx(Encap::Ipip).record(bytes.len()),
+            let sent = match framed {
+                true => self.sockets.underlay.send(&offload.to_bytes(), bytes),
+                false => self.sockets.raw.send(bytes, dst),
+            };
+            return match sent {
+                Ok(_) => counters
+                    .encap_tx(Encap::Ipip)
+                    .record(bytes.len() - link_len),
                 Err(_) => self.tx_failed(),
             };
         };
         let mss = usize::from(tso.mss);
-        if offload::segment_tcpv4(bytes, Outer::Ipv4, tso.inner_ip, mss, &mut self.segments)
-            .is_err()
-        {
+        let (outer, checksum) = match framed {
+            true => (Outer::Ipv4 { at: ETH_HEADER_LEN }, SegmentChecksum::Partial),
+            false => (Outer::Ipv4 { at: 0 }, SegmentChecksum::Full),
+        };
+        let segments = &mut self.segments;
+        if offload::segment_tcpv4(bytes, outer, tso.inner_ip, mss, checksum, segments).is_err() {
             return counters.drop(DropReason::BadOffload);
         }
-        match self.sockets.raw.send_segments(bytes, &self.segments, dst) {
+        let sent = match framed {
+            true => {
+                let vnet = segments.partial_checksum().to_bytes();
+                self.sockets.underlay.send_segments(&vnet, bytes, segments)
+            }
+            false => self.sockets.raw.send_segments(bytes, segments, dst),
+        };
+        match sent {
             Ok(sent) => {
-                let per_segment = self.segments.header_len() + mss;
+                let per_segment = segments.header_len() - link_len + mss;
                 counters
                     .encap_tx(Encap::Ipip)
                     .record_many(sent, sent * per_segment);
-                if sent < self.segments.len() {
+                if sent < segments.len() {
                     self.tx_failed();
                 }
             }
@@ -680,8 +722,15 @@ impl Worker {
             };
         };
         let mss = usize::from(tso.mss);
-        if offload::segment_tcpv4(bytes, Outer::Opaque, tso.inner_ip, mss, &mut self.segments)
-            .is_err()
+        if offload::segment_tcpv4(
+            bytes,
+            Outer::Opaque,
+            tso.inner_ip,
+            mss,
+            SegmentChecksum::Full,
+            &mut self.segments,
+        )
+        .is_err()
         {
             return counters.drop(DropReason::BadOffload);
         }

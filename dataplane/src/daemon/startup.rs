@@ -13,7 +13,9 @@ use tapwire_sys::unix::InstanceLock;
 use tapwire_sys::{link, tap};
 
 use crate::counters::WorkerCounters;
-use crate::io::{IpipReceiver, PacketSocket, Poller, RawIpSender, UdpReceiver, VxlanSender};
+use crate::io::{
+    IpipSink, PacketSocket, Poller, RawIpSender, UdpReceiver, UnderlayFrames, VxlanSender,
+};
 use crate::rcu::Rcu;
 use crate::resolver;
 use crate::state::{build_tables, Desired, Underlay};
@@ -151,10 +153,16 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             },
             vxlan_tx: VxlanSender::open(VXLAN_TX_SOCKETS)
                 .map_err(sock_err("VXLAN sending socket"))?,
-            underlay: PacketSocket::open(ifindex, fanout_group, underlay.ip)
+            underlay: PacketSocket::open(ifindex, fanout_group, UnderlayFrames::NotTo(underlay.ip))
                 .map_err(sock_err("underlay packet socket"))?,
-            ipip: if w == 0 {
-                Some(IpipReceiver::open().map_err(sock_err("IPIP raw socket"))?)
+            ipip: PacketSocket::open(
+                ifindex,
+                fanout_group ^ 0x8000,
+                UnderlayFrames::IpipTo(underlay.ip),
+            )
+            .map_err(sock_err("IPIP packet socket"))?,
+            ipip_sink: if w == 0 {
+                Some(IpipSink::open().map_err(sock_err("IPIP raw socket"))?)
             } else {
                 None
             },

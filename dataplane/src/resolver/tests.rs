@@ -57,20 +57,21 @@ fn the_next_hop_is_the_peer_on_the_link_and_the_gateway_off_it() {
 #[test]
 fn the_wanted_set_is_the_peers_reached_unencapsulated() {
     // node-b (192.168.0.2) is reached in the given encapsulation, node-c (192.168.0.3)
-    // unencapsulated.
+    // unencapsulated. IPIP frames go to the next hop on the packet socket too; VXLAN
+    // leaves through the node's kernel.
     assert_eq!(
         wanted_peers(&fixtures::tables(Encap::Vxlan)),
         [ip("192.168.0.3")]
     );
     assert_eq!(
         wanted_peers(&fixtures::tables(Encap::Ipip)),
-        [ip("192.168.0.3")]
+        [ip("192.168.0.2"), ip("192.168.0.3")]
     );
     assert_eq!(
         wanted_peers(&fixtures::tables(Encap::None)),
         [ip("192.168.0.2"), ip("192.168.0.3")]
     );
-    // A peer named by no route is not wanted; nor one whose only route is encapsulated.
+    // A peer named by no route is not wanted; nor one whose only route is VXLAN.
     let mut tables = fixtures::tables(Encap::Vxlan);
     tables.fib.remove(&prefix("10.65.3.0/26"));
     assert_eq!(wanted_peers(&tables), [] as [Ipv4Addr; 0]);
@@ -100,7 +101,7 @@ fn block(dst: &str, node: &str, node_ip: &str, same_subnet: bool) -> Payload {
 }
 
 #[test]
-fn with_cross_subnet_only_the_peers_in_this_subnet_are_wanted() {
+fn with_cross_subnet_ipip_the_peers_in_this_subnet_and_beyond_it_are_wanted() {
     let mut desired = Desired::default();
     for message in [
         Payload::IpamPoolUpdate(IpamPoolUpdate {
@@ -124,7 +125,7 @@ fn with_cross_subnet_only_the_peers_in_this_subnet_are_wanted() {
         host_path: None,
     };
     let tables = build_tables(&desired, &underlay, &BTreeMap::new(), &HashMap::new());
-    // node-c's block travels in IPIP, which the kernel routes: the resolver has no part.
+    // node-c's block travels in IPIP, framed for the next hop the node's routing gives.
     let target = tables.fib.lookup(ip("10.65.3.1"));
     assert!(
         matches!(
@@ -136,7 +137,10 @@ fn with_cross_subnet_only_the_peers_in_this_subnet_are_wanted() {
         ),
         "{target:?}"
     );
-    assert_eq!(wanted_peers(&tables), [ip("192.168.1.2")]);
+    assert_eq!(
+        wanted_peers(&tables),
+        [ip("192.168.1.2"), ip("192.168.2.3")]
+    );
 }
 
 /// The resolver's state after wanting B, C (behind the gateway) and D (on the link).
