@@ -1,5 +1,9 @@
 //! A level-triggered epoll set. The state thread adds and removes pod queues while the
 //! owning worker waits on it: `epoll_ctl` is safe to call from another thread.
+//!
+//! Not `mio`: mio registers every source edge-triggered, while a worker reads at most a
+//! batch from each ready descriptor per wake-up (so one busy pod cannot starve the others)
+//! and relies on level-triggered readiness to come back to what it left unread.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -13,7 +17,7 @@ pub enum Token {
     Pod { slot: u32, generation: u32 },
     /// The worker's VXLAN UDP socket.
     Vxlan,
-    /// The IPIP raw socket (worker 0 only).
+    /// The worker's IPIP packet socket.
     Ipip,
     /// The underlay packet socket (unencapsulated traffic).
     Underlay,
