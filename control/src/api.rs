@@ -68,6 +68,15 @@ pub enum Request {
     /// `tapwirectl ipam release --ip`: release one leaked address. Answered with
     /// `Changed`.
     IpamRelease { address: std::net::Ipv4Addr },
+    /// `tapwirectl trace`: the walk of the next `count` packets through this node's
+    /// dataplane (only those from or to `pod`, when given: a pod name, `namespace/name` or
+    /// an endpoint key), collected for up to `timeout_ms`. Answered with `Trace`.
+    Trace {
+        count: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pod: Option<String>,
+        timeout_ms: u64,
+    },
 }
 
 /// The kinds the CLI reads and writes.
@@ -216,6 +225,7 @@ pub enum Reply {
     },
     IpamShow(crate::ipam::IpamUsage),
     IpamCheck(crate::ipam::CheckReport),
+    Trace(TraceReport),
 }
 
 impl Reply {
@@ -233,8 +243,26 @@ impl Reply {
             Reply::Version { .. } => "versions",
             Reply::IpamShow(_) => "IPAM usage",
             Reply::IpamCheck(_) => "an IPAM check report",
+            Reply::Trace(_) => "a packet trace",
         }
     }
+}
+
+/// `tapwirectl trace`: the packets traced, in order, and how the trace ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceReport {
+    /// The endpoint the trace was limited to (`orchestrator/workload/endpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// How many packets were asked for.
+    pub count: u32,
+    /// The dataplane's records, as it sent them.
+    pub records: Vec<tapwire_proto::TraceRecord>,
+    /// `complete`, `timeout`, `replaced` (a newer trace took over the dataplane's) or
+    /// `disconnected` (the dataplane went away).
+    pub ended: String,
+    /// Records the dataplane lost (its trace buffer was full).
+    pub dropped: u64,
 }
 
 /// What the plugin turns into a CNI result.
@@ -431,6 +459,42 @@ mod tests {
         let alias: Request = serde_json::from_str(r#"{"op":"get","kind":"ippool"}"#).unwrap();
         assert_eq!(alias, req);
         assert!(serde_json::from_str::<Request>(r#"{"op":"get","kind":"ippools","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn a_trace_and_its_report_cross_the_api_as_json() {
+        let req = Request::Trace {
+            count: 3,
+            pod: Some("pod-a".into()),
+            timeout_ms: 5000,
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"op":"trace","count":3,"pod":"pod-a","timeout_ms":5000}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+        let reply = Reply::Trace(TraceReport {
+            endpoint: Some("k8s/default/pod-a/eth0".into()),
+            count: 3,
+            records: vec![tapwire_proto::TraceRecord {
+                index: 1,
+                action: Some(tapwire_proto::TraceAction {
+                    kind: "deliver".into(),
+                    endpoint: "k8s/default/pod-b/eth0".into(),
+                    ..Default::default()
+                }),
+                counters: vec!["endpoint.k8s/default/pod-b/eth0.tx_packets".into()],
+                ..Default::default()
+            }],
+            ended: "timeout".into(),
+            dropped: 0,
+        });
+        let json = serde_json::to_string(&Response::Ok(reply.clone())).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Response>(&json).unwrap(),
+            Response::Ok(reply)
+        );
     }
 
     #[test]

@@ -54,11 +54,15 @@
 //!   groups separated by an empty line: drops by reason (`drop.*`), per encapsulation
 //!   (`encap.*`), per endpoint (`endpoint.*`, sorted by endpoint), then the rest. Zeros are
 //!   left out unless `--all`.
+//! - **`trace`** ([`format_trace`]): one block per traced packet (received, parsed,
+//!   route, action, counters), as VPP's `show trace`, then how the trace ended.
 //! - **`apply` / `delete`** ([`success_line`], [`partial_line`]): calicoctl's
 //!   `Successfully applied 1 'IPPool' resource(s)` (or `... 2 resource(s)` when the kinds
 //!   differ).
 //! - **Errors** ([`CliError`]) say what failed and why: `Failed to get IPPool "x": IPPool
 //!   "x" not found`.
+
+mod trace;
 
 use std::time::SystemTime;
 
@@ -73,6 +77,7 @@ use crate::model::{
     self, from_document_value, BgpConfiguration, BgpPeer, IpPool, ModelError, Node, Resource,
     WorkloadEndpoint, API_VERSION,
 };
+pub use trace::{format_record, format_trace};
 
 /// `get -o …`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -15,7 +15,7 @@
 //!   compare-and-swap updates and a global revision, the embedded [`datastore::FileStore`]
 //!   (several processes share one directory), [`datastore::EtcdStore`] (etcd v3 in Calico's
 //!   key layout, for several hosts), an in-memory store, and waiting for changes (etcd
-//!   watches; the others poll the revision).
+//!   watches, the file store's inotify; the memory store polls the revision).
 //! - [`ipam`]: one address per pod from the pools' blocks, safe under concurrent
 //!   assignments on several nodes.
 //! - [`routes`]: a pure function from cluster state to one node's desired dataplane state,
@@ -25,6 +25,8 @@
 //!   a veth.
 //! - [`cli`]: what `tapwirectl` prints (calicoctl-shaped tables, YAML/JSON, node status,
 //!   routes, counters); the binary does the talking.
+//! - [`metrics`]: the agent's Prometheus metrics (datastore, IPAM, sync and CNI latencies,
+//!   errors), served with `metrics_addr`.
 //! - [`cni`]: the `tapwire` CNI plugin's side of the CNI protocol (environment, network
 //!   configuration, results in the spec version the runtime asks for, error objects); the
 //!   agent does the work behind [`api`].
@@ -41,6 +43,7 @@ pub mod cli;
 pub mod cni;
 pub mod datastore;
 pub mod ipam;
+pub mod metrics;
 pub mod model;
 pub mod podnet;
 pub mod routes;

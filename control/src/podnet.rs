@@ -9,7 +9,7 @@
 //! - `169.254.1.1 dev eth0 scope link` and `default via 169.254.1.1 dev eth0`.
 //!
 //! Nothing owns 169.254.1.1 ([`POD_GATEWAY`]): the dataplane answers the pod's ARP for it with
-//! [`GATEWAY_MAC`] on the TAP queues it holds. This module creates the device and leaves it
+//! [`GATEWAY_MAC`](tapwire_proto::GATEWAY_MAC) on the TAP queues it holds. This module creates the device and leaves it
 //! without queues (no carrier) until the dataplane attaches; it never holds a queue itself.
 //!
 //! All work happens on a short-lived thread inside the pod namespace
@@ -20,14 +20,9 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use tapwire_proto::{Encap, POD_GATEWAY};
 use tapwire_sys::netlink::{Netlink, RouteScope, RouteSpec};
 use tapwire_sys::{link, netns, tap};
-
-/// The pod's default gateway: a link-local address nobody owns, answered by the dataplane.
-pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
-
-/// The MAC address the dataplane answers ARP for [`POD_GATEWAY`] with.
-pub const GATEWAY_MAC: [u8; 6] = [0xee; 6];
 
 /// What a pod's interface should look like.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,28 +50,6 @@ pub struct PodInterface {
     pub address: Ipv4Addr,
     /// The interface MTU.
     pub mtu_bytes: u32,
-}
-
-/// How pod traffic leaves the node, for the MTU computation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encap {
-    /// Routed unencapsulated.
-    None,
-    /// IP-in-IP: one extra IPv4 header.
-    Ipip,
-    /// VXLAN over an IPv4 underlay: outer Ethernet, IPv4, UDP and VXLAN headers.
-    Vxlan,
-}
-
-impl Encap {
-    /// Bytes the encapsulation adds to every packet (0, 20, 50).
-    pub const fn overhead_bytes(self) -> u32 {
-        match self {
-            Encap::None => 0,
-            Encap::Ipip => 20,
-            Encap::Vxlan => 50,
-        }
-    }
 }
 
 /// The pod MTU for an underlay MTU: underlay MTU minus the encapsulation overhead

@@ -22,13 +22,13 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::{Serialize, Serializer};
-use tapwire_proto::{self as proto, config, to_dataplane::Payload, IpPoolType, RouteType};
+use tapwire_proto::{self as proto, config, to_dataplane::Payload, Encap, IpPoolType, RouteType};
 
 use crate::model::{
     BgpConfiguration, BgpPeer, EncapMode, IpPool, MacAddr, ModelError, Node, PoolEncap, Resource,
     WorkloadEndpoint,
 };
-use crate::podnet::{pod_mtu, Encap};
+use crate::podnet::pod_mtu;
 
 /// The VXLAN network identifier tapwire uses (Calico's default).
 pub const VNI: u32 = config::DEFAULT_VXLAN_VNI;
@@ -152,17 +152,9 @@ pub struct RouteEntry {
     pub encap: Encap,
 }
 
+/// `none`, `ipip` or `vxlan` ([`Encap::name`]).
 fn serialize_encap<S: Serializer>(encap: &Encap, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(encap_name(*encap))
-}
-
-/// `none`, `ipip` or `vxlan`.
-pub fn encap_name(encap: Encap) -> &'static str {
-    match encap {
-        Encap::None => "none",
-        Encap::Ipip => "ipip",
-        Encap::Vxlan => "vxlan",
-    }
+    s.serialize_str(encap.name())
 }
 
 /// A local pod interface.
@@ -180,12 +172,9 @@ pub struct EndpointEntry {
 }
 
 impl EndpointEntry {
-    /// The dataplane's key: `orchestrator/workload/endpoint`.
+    /// The dataplane's key ([`proto::WorkloadEndpointId::key`]).
     pub fn key(&self) -> String {
-        format!(
-            "{}/{}/{}",
-            self.orchestrator, self.workload_id, self.endpoint
-        )
+        self.id().key()
     }
 
     fn id(&self) -> proto::WorkloadEndpointId {
@@ -288,8 +277,8 @@ fn pool_of<'p>(pools: &[&'p IpPool], net: Ipv4Net) -> Option<&'p IpPool> {
 /// The encapsulation packets to a remote block get.
 fn effective_encap(pool: Option<&IpPool>, same_subnet: bool) -> Encap {
     match pool.map(IpPool::encapsulation) {
-        Some(PoolEncap::Ipip(mode)) if mode.encapsulates(same_subnet) => Encap::Ipip,
-        Some(PoolEncap::Vxlan(mode)) if mode.encapsulates(same_subnet) => Encap::Vxlan,
+        Some(PoolEncap::Ipip(mode)) if mode.wire().encapsulates(same_subnet) => Encap::Ipip,
+        Some(PoolEncap::Vxlan(mode)) if mode.wire().encapsulates(same_subnet) => Encap::Vxlan,
         _ => Encap::None,
     }
 }
@@ -600,8 +589,8 @@ fn pool_message(id: &str, pool: &PoolEntry) -> Payload {
         pool: Some(proto::IpamPool {
             cidr: pool.cidr.to_string(),
             masquerade: pool.masquerade,
-            ipip_mode: pool.ipip_mode.felix_name().to_string(),
-            vxlan_mode: pool.vxlan_mode.felix_name().to_string(),
+            ipip_mode: pool.ipip_mode.wire().felix_name().to_string(),
+            vxlan_mode: pool.vxlan_mode.wire().felix_name().to_string(),
             allowed_uses: pool.allowed_uses.clone(),
         }),
     })

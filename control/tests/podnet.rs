@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tapwire_control::podnet::{
-    create_pod_interface, delete_pod_interface, pod_interface, pod_mtu, Encap, PodInterface,
-    PodInterfaceSpec, PodnetError, GATEWAY_MAC, POD_GATEWAY,
+    create_pod_interface, delete_pod_interface, pod_interface, pod_mtu, PodInterface,
+    PodInterfaceSpec, PodnetError,
 };
+use tapwire_proto::{Encap, GATEWAY_MAC, POD_GATEWAY};
 use tapwire_sys::netns::run_in_netns;
 use tapwire_sys::tap::{self, TapQueue};
 use tapwire_sys::testing::{is_root, ScratchNetns};

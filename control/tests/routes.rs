@@ -13,14 +13,15 @@ use ipnet::Ipv4Net;
 use tapwire_control::model::{
     EncapMode, IpPool, MacAddr, Metadata, Node, WorkloadEndpoint, WorkloadEndpointSpec,
 };
-use tapwire_control::podnet::Encap;
 use tapwire_control::routes::{
     desired_state, desired_state_with, diff, to_messages, ClusterState, DesiredDataplane,
     LearnedRoute, LocalNode, PoolType, RemoteRoutes, RouteKind, RoutesError, VNI,
 };
 use tapwire_dataplane::state::{build_tables, AttachedEndpoint, Desired, Underlay};
-use tapwire_dataplane::tables::{self as dp, RouteTarget, Tables};
-use tapwire_proto::{config, to_dataplane::Payload, IpPoolType, RouteType, NETNS_ANNOTATION};
+use tapwire_dataplane::tables::{RouteTarget, Tables};
+use tapwire_proto::{
+    config, to_dataplane::Payload, Encap, IpPoolType, RouteType, NETNS_ANNOTATION,
+};
 
 const A: &str = "node-a";
 const B: &str = "node-b"; // same underlay subnet as A
@@ -129,7 +130,7 @@ fn tables(desired: &Desired) -> Tables {
 
 /// Where node A's dataplane sends a packet for `dst`: ("local", …), ("blackhole", …) or
 /// (peer name, encapsulation).
-fn decision(tables: &Tables, dst: &str) -> (String, Option<dp::Encap>) {
+fn decision(tables: &Tables, dst: &str) -> (String, Option<Encap>) {
     match tables.fib.lookup(ip(dst)) {
         Some(RouteTarget::LocalEndpoint(_)) => ("local".into(), None),
         Some(RouteTarget::Blackhole) => ("blackhole".into(), None),
@@ -295,14 +296,9 @@ fn every_mode_against_peers_in_the_same_and_another_subnet() {
 
         // What node A's dataplane does with a packet to a pod on the peer.
         let tables = tables(&dataplane(messages));
-        let wire = match encap {
-            Encap::None => dp::Encap::None,
-            Encap::Ipip => dp::Encap::Ipip,
-            Encap::Vxlan => dp::Encap::Vxlan,
-        };
         assert_eq!(
             decision(&tables, pod_addr),
-            (peer.to_string(), Some(wire)),
+            (peer.to_string(), Some(encap)),
             "{case}"
         );
     }
@@ -421,7 +417,7 @@ fn a_declared_kernel_vxlan_host_is_a_peer() {
     let tables = tables(&dataplane(messages));
     assert_eq!(
         decision(&tables, "10.70.0.5"),
-        ("kernel-host".to_string(), Some(dp::Encap::Vxlan))
+        ("kernel-host".to_string(), Some(Encap::Vxlan))
     );
     let peer = tables
         .peers
@@ -646,7 +642,7 @@ fn a_pool_mode_switch_diffs_to_pool_routes_and_encapsulation() {
     }));
     assert_eq!(
         decision(&tables, "10.65.0.130"),
-        (C.to_string(), Some(dp::Encap::Vxlan))
+        (C.to_string(), Some(Encap::Vxlan))
     );
 }
 
@@ -871,11 +867,11 @@ fn with_bgp_other_nodes_blocks_come_from_what_bgp_learned_only() {
     let tables = tables(&dataplane(to_messages(&desired)));
     assert_eq!(
         decision(&tables, "10.65.0.66"),
-        (B.into(), Some(dp::Encap::None))
+        (B.into(), Some(Encap::None))
     );
     assert_eq!(
         decision(&tables, "10.65.7.9"),
-        (C.into(), Some(dp::Encap::Ipip))
+        (C.into(), Some(Encap::Ipip))
     );
     assert_eq!(decision(&tables, "10.65.0.130"), ("no route".into(), None));
 }

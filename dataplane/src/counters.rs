@@ -68,6 +68,11 @@ pub struct WorkerCounters {
     pub host_rx: Flow,
     /// Written to the host path TAP (what the node's kernel was given).
     pub host_tx: Flow,
+    /// Nanoseconds spent handling batches: from a wake-up that found work to the
+    /// quiescent state after it (polling and waiting are not counted).
+    pub busy_ns: Counter,
+    /// Wake-ups that found work.
+    pub batches: Counter,
 }
 
 impl WorkerCounters {

@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 use crate::fib::{Fib, Prefix};
 use crate::forward::PacketBuf;
 use crate::packet::{
-    emit_ethernet, Ipv4Repr, Mac, ETHERTYPE_IPV4, ETH_HEADER_LEN, GATEWAY_MAC, IPPROTO_TCP,
+    emit_ethernet, Ipv4Repr, Mac, ETHERTYPE_IPV4, ETH_HEADER_LEN, GATEWAY_MAC, IPPROTO_IPIP,
+    IPPROTO_TCP,
 };
 use crate::tables::{Encap, EndpointEntry, LocalNode, Peer, RouteTarget, Tables, TunnelsInUse};
 
@@ -59,7 +60,7 @@ pub fn tables(encap: Encap) -> Tables {
             underlay_mtu_bytes: 1500,
             vtep_mac: OUR_VTEP,
             vni: 4096,
-            vxlan_port: 4789,
+            vxlan_port: tapwire_proto::VXLAN_PORT,
             host_path: None,
         },
         fib,
@@ -72,13 +73,13 @@ pub fn tables(encap: Encap) -> Tables {
                 name: "node-b".into(),
                 underlay_ip: ip("192.168.0.2"),
                 vtep_mac: Some(PEER_VTEP),
-                underlay_mac: Some(PEER_MAC),
+                next_hop_mac: Some(PEER_MAC),
             },
             Peer {
                 name: "node-c".into(),
                 underlay_ip: ip("192.168.0.3"),
                 vtep_mac: None,
-                underlay_mac: None,
+                next_hop_mac: None,
             },
         ],
         peer_by_underlay: HashMap::from([(ip("192.168.0.2"), 0), (ip("192.168.0.3"), 1)]),
@@ -101,6 +102,24 @@ pub fn ipv4_packet(src: &str, dst: &str, ttl: u8, df: bool, payload: usize) -> V
     .emit(&mut pkt);
     pkt[20..22].copy_from_slice(&40000u16.to_be_bytes());
     pkt[22..24].copy_from_slice(&80u16.to_be_bytes());
+    pkt
+}
+
+/// An IPIP packet from `outer_src` to this node (192.168.0.1) carrying a TCP packet
+/// `inner_src` → `inner_dst` (TTL 63, DF, 100 payload bytes).
+pub fn ipip_packet(outer_src: &str, inner_src: &str, inner_dst: &str) -> Vec<u8> {
+    let inner = ipv4_packet(inner_src, inner_dst, 63, true, 100);
+    let mut pkt = vec![0u8; Ipv4Repr::HEADER_LEN];
+    Ipv4Repr {
+        src: ip(outer_src),
+        dst: ip("192.168.0.1"),
+        protocol: IPPROTO_IPIP,
+        ttl: 64,
+        dont_fragment: true,
+        payload_len: inner.len(),
+    }
+    .emit(&mut pkt);
+    pkt.extend(inner);
     pkt
 }
 

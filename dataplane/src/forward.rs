@@ -140,7 +140,7 @@ pub enum DropReason {
     FragmentationNeeded,
     /// Larger than the route's MTU without DF: tapwire does not fragment.
     TooBigToForward,
-    /// The peer's underlay MAC is not resolved yet (unencapsulated route).
+    /// The next hop's MAC towards the peer is not resolved yet (unencapsulated route).
     NeighborUnresolved,
     /// The peer has no VTEP yet (VXLAN route).
     VtepUnknown,
@@ -271,12 +271,21 @@ pub enum Outbound {
         frame: Range<usize>,
         offload: VnetHdr,
     },
-    /// Send an IPIP packet (outer header included) to a peer through the raw IP socket;
-    /// with `tso`, cut into segments first.
+    /// Send an IPIP packet to the peer `dst`; with `tso`, cut into segments first (`tso`'s
+    /// offsets count from the start of `frame`).
+    ///
+    /// `framed`: `frame` starts with an Ethernet header to the peer's MAC (or its
+    /// gateway's) and goes on the underlay packet socket with `offload` — a partial
+    /// checksum stays partial, and segments are cut with partial checksums, so no pass
+    /// over the payload here. Otherwise (the MAC is not resolved yet) `frame` starts with
+    /// the outer IPv4 header and goes through the raw IP socket, the kernel routing it,
+    /// with every checksum complete and `offload` empty.
     ToPeerIpip {
         dst: Ipv4Addr,
-        packet: Range<usize>,
+        frame: Range<usize>,
+        offload: VnetHdr,
         tso: Option<Tso>,
+        framed: bool,
     },
     /// Send a VXLAN datagram (`payload`: the VXLAN header onwards) to a peer's VTEP; the
     /// socket adds outer IPv4 and UDP. `flow` picks the source port; with `tso`, cut into
@@ -593,7 +602,7 @@ fn route_ipv4(
     match (ingress, target) {
         (Ingress::Underlay, RouteTarget::LocalEndpoint(_)) => {}
         // A peer's pod or kernel talking to this node's own address, through the tunnel
-        // (see `state::host_path_routes`).
+        // (see `state::build::host_path_routes`).
         (Ingress::Underlay, RouteTarget::Host) if dst == tables.local.underlay_ip => {}
         (Ingress::Underlay, _) => return Outbound::Drop(DropReason::NotLocal),
         (Ingress::Host { .. }, RouteTarget::Host) => {
@@ -634,15 +643,21 @@ fn route_ipv4(
         }
         return Outbound::Drop(DropReason::TooBigToForward);
     }
-    // The tunnels carry no offload metadata: a partial checksum is finished here (a
-    // super-frame is segmented, with full checksums, on the way out).
-    let tunnel = matches!(
-        target,
+    // The tunnels carry no offload metadata, but for IPIP framed for the packet socket: a
+    // partial checksum is finished here (a super-frame is segmented, with full checksums,
+    // on the way out).
+    let ipip_mac = |peer| tables.peer(peer).and_then(|p| p.next_hop_mac);
+    let tunnel = match target {
         RouteTarget::RemoteNode {
-            encap: Encap::Ipip | Encap::Vxlan,
+            encap: Encap::Vxlan,
             ..
-        }
-    );
+        } => true,
+        RouteTarget::RemoteNode {
+            encap: Encap::Ipip,
+            peer,
+        } => ipip_mac(peer).is_none(),
+        _ => false,
+    };
     if tunnel && offload.needs_csum() && !offload.is_gso() {
         if offload::complete_checksum(&mut buf.data[eth_start..packet_end], offload).is_err() {
             return Outbound::Drop(DropReason::BadOffload);
@@ -685,7 +700,7 @@ fn route_ipv4(
             let local = &tables.local;
             match encap {
                 Encap::None => {
-                    let Some(peer_mac) = peer.underlay_mac else {
+                    let Some(peer_mac) = peer.next_hop_mac else {
                         return Outbound::Drop(DropReason::NeighborUnresolved);
                     };
                     emit_ethernet(
@@ -701,7 +716,7 @@ fn route_ipv4(
                 }
                 Encap::Ipip => {
                     let outer_start = ip_start - Ipv4Repr::HEADER_LEN;
-                    let packet = prepend_outer_ipv4(
+                    prepend_outer_ipv4(
                         buf,
                         outer_start..packet_end,
                         tables,
@@ -709,10 +724,38 @@ fn route_ipv4(
                         IPPROTO_IPIP,
                         dont_fragment,
                     );
+                    let Some(peer_mac) = peer.next_hop_mac else {
+                        return Outbound::ToPeerIpip {
+                            dst: peer.underlay_ip,
+                            frame: outer_start..packet_end,
+                            offload: VnetHdr::NONE,
+                            tso: tso(Ipv4Repr::HEADER_LEN),
+                            framed: false,
+                        };
+                    };
+                    let frame_start = outer_start - ETH_HEADER_LEN;
+                    emit_ethernet(
+                        &mut buf.data[frame_start..],
+                        peer_mac,
+                        local.underlay_mac,
+                        ETHERTYPE_IPV4,
+                    );
+                    // Offsets count from the frame's start, now the outer Ethernet header.
+                    let moved = (eth_start - frame_start) as u16;
+                    let offload = match offload.needs_csum() && !offload.is_gso() {
+                        true => VnetHdr {
+                            csum_start: offload.csum_start + moved,
+                            hdr_len: offload.hdr_len.saturating_add(moved),
+                            ..offload
+                        },
+                        false => VnetHdr::NONE,
+                    };
                     Outbound::ToPeerIpip {
                         dst: peer.underlay_ip,
-                        packet,
-                        tso: tso(Ipv4Repr::HEADER_LEN),
+                        frame: frame_start..packet_end,
+                        offload,
+                        tso: tso(ETH_HEADER_LEN + Ipv4Repr::HEADER_LEN),
+                        framed: true,
                     }
                 }
                 Encap::Vxlan => {
@@ -909,10 +952,33 @@ pub fn from_vxlan(tables: &Tables, outer_src: Ipv4Addr, buf: &mut PacketBuf) -> 
     decapsulated(tables, buf, eth_start, Some(sender))
 }
 
-/// An IPIP packet from the raw socket: `buf` holds the outer IPv4 header and the inner
-/// packet.
+/// An IPIP frame from the underlay's IPIP packet socket: `buf` holds the Ethernet
+/// header, the outer IPv4 header and the inner packet, with the offload metadata the
+/// socket gave (a partial checksum, when the sender is on this host).
+pub fn from_ipip_frame(tables: &Tables, buf: &mut PacketBuf) -> Inbound {
+    match EthernetFrame::new_checked(buf.frame()) {
+        Ok(eth) if eth.ethertype() == ETHERTYPE_IPV4 => {}
+        _ => return Inbound::Drop(DropReason::MalformedEthernet),
+    }
+    // The kernel checks the outer header only after a packet socket has its copy.
+    match Ipv4Packet::new_checked(&buf.frame()[ETH_HEADER_LEN..]) {
+        Ok(outer) if outer.checksum_ok() => {}
+        Ok(_) => return Inbound::Drop(DropReason::BadChecksum),
+        Err(_) => return Inbound::Drop(DropReason::MalformedIpv4),
+    }
+    decapsulate_ipip(tables, buf, buf.start + ETH_HEADER_LEN)
+}
+
+/// An IPIP packet as a raw IP socket gives it: `buf` holds the outer IPv4 header and the
+/// inner packet.
 pub fn from_ipip(tables: &Tables, buf: &mut PacketBuf) -> Inbound {
-    let (outer_src, inner_start) = match Ipv4Packet::new_checked(buf.frame()) {
+    decapsulate_ipip(tables, buf, buf.start)
+}
+
+/// The IPIP packet whose outer IPv4 header starts at `outer_at` in `buf`: from a known
+/// peer, while IPIP is in use, its inner packet goes on as a frame of its own.
+fn decapsulate_ipip(tables: &Tables, buf: &mut PacketBuf, outer_at: usize) -> Inbound {
+    let (outer_src, inner_start) = match Ipv4Packet::new_checked(&buf.data[outer_at..buf.end]) {
         Ok(outer) if outer.protocol() == IPPROTO_IPIP => (outer.src(), outer.header_len()),
         Ok(_) => return Inbound::Ignore,
         Err(_) => return Inbound::Drop(DropReason::MalformedIpv4),
@@ -925,7 +991,21 @@ pub fn from_ipip(tables: &Tables, buf: &mut PacketBuf) -> Inbound {
     }
     // The outer header (>= 20 bytes) has been read: its tail becomes the inner frame's
     // Ethernet header, and the headroom covers the rest.
-    let eth_start = buf.start + inner_start - ETH_HEADER_LEN;
+    let eth_start = outer_at + inner_start - ETH_HEADER_LEN;
+    // Offsets count from the frame's start, which moves to the inner Ethernet header. No
+    // sender cuts IPIP super-frames (no GSO type describes them).
+    let moved = (eth_start - buf.start) as u16;
+    let offload = buf.offload;
+    if offload.is_gso() || (offload.needs_csum() && offload.csum_start < moved) {
+        return Inbound::Drop(DropReason::BadOffload);
+    }
+    if offload.needs_csum() {
+        buf.offload = VnetHdr {
+            csum_start: offload.csum_start - moved,
+            hdr_len: offload.hdr_len.saturating_sub(moved),
+            ..offload
+        };
+    }
     emit_ethernet(&mut buf.data[eth_start..], [0; 6], [0; 6], ETHERTYPE_IPV4);
     decapsulated(tables, buf, eth_start, Some(sender))
 }

@@ -261,10 +261,24 @@ pub const MAX_SEGMENT_HEADER: usize = 160;
 /// What precedes the inner IPv4 header of a super-frame being segmented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outer {
-    /// An outer IPv4 header (IPIP): its length and checksum are redone per segment.
-    Ipv4,
+    /// An outer IPv4 header (IPIP) at byte `at`, ending where the inner one starts: its
+    /// length and checksum are redone per segment. Bytes before it (the underlay Ethernet
+    /// header) are copied as they are.
+    Ipv4 { at: usize },
     /// Bytes with no length field (VXLAN header + inner Ethernet, or an Ethernet header).
     Opaque,
+}
+
+/// What [`segment_tcpv4`] leaves in each segment's TCP checksum field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentChecksum {
+    /// The full checksum, computed here: for a socket that carries no offload metadata.
+    Full,
+    /// The pseudo-header sum, as a partial checksum holds it: for a sender that hands each
+    /// segment on with [`Segments::partial_checksum`] as its virtio-net header, so whoever
+    /// finally needs the checksum (a NIC, or nobody on a virtual link) finishes it. No pass
+    /// over the payload here.
+    Partial,
 }
 
 /// The segments of one super-frame: per-segment headers built here, payloads as ranges
@@ -273,6 +287,8 @@ pub enum Outer {
 pub struct Segments {
     headers: Box<[u8]>,
     header_len: usize,
+    /// Where each segment's TCP header starts.
+    tcp_at: usize,
     payloads: Vec<Range<usize>>,
 }
 
@@ -287,6 +303,7 @@ impl Segments {
         Segments {
             headers: vec![0; MAX_SEGMENTS * MAX_SEGMENT_HEADER].into_boxed_slice(),
             header_len: 0,
+            tcp_at: 0,
             payloads: Vec::with_capacity(MAX_SEGMENTS),
         }
     }
@@ -304,6 +321,19 @@ impl Segments {
         self.header_len
     }
 
+    /// The virtio-net header of every segment cut with [`SegmentChecksum::Partial`]: no
+    /// GSO, the TCP checksum partial.
+    pub fn partial_checksum(&self) -> VnetHdr {
+        VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_NONE,
+            hdr_len: self.header_len as u16,
+            gso_size: 0,
+            csum_start: self.tcp_at as u16,
+            csum_offset: TCP_CHECKSUM_OFFSET,
+        }
+    }
+
     /// Segment `i`: its headers, and the range of its payload in the segmented frame.
     pub fn segment(&self, i: usize) -> (&[u8], Range<usize>) {
         let at = i * MAX_SEGMENT_HEADER;
@@ -319,13 +349,15 @@ impl Segments {
 ///
 /// Per segment: inner IPv4 total length, ID (+1 per segment, as Linux does) and header
 /// checksum; TCP sequence number, FIN/PSH only on the last segment, CWR only on the first,
-/// and a full TCP checksum; with [`Outer::Ipv4`] also the outer total length and checksum.
-/// The inner TCP checksum field of `frame` may hold anything (a partial sum from the pod).
+/// and the TCP checksum as `checksum` asks; with [`Outer::Ipv4`] also the outer total
+/// length and checksum. The inner TCP checksum field of `frame` may hold anything (a
+/// partial sum from the pod).
 pub fn segment_tcpv4(
     frame: &[u8],
     outer: Outer,
     inner_ip: usize,
     mss: usize,
+    checksum: SegmentChecksum,
     out: &mut Segments,
 ) -> Result<(), OffloadError> {
     out.payloads.clear();
@@ -335,8 +367,13 @@ pub fn segment_tcpv4(
         .filter(|_| mss > 0)
         .ok_or(OffloadError::MalformedGso)?;
     // An outer IPv4 header must end where the inner one starts.
-    if outer == Outer::Ipv4 && Ipv4Packet::new_unchecked(frame).header_len() != inner_ip {
-        return Err(OffloadError::MalformedGso);
+    if let Outer::Ipv4 { at } = outer {
+        let outer_len = frame
+            .get(at..)
+            .and_then(|b| Ipv4Packet::new_checked(b).ok());
+        if outer_len.map(|ip| at + ip.header_len()) != Some(inner_ip) {
+            return Err(OffloadError::MalformedGso);
+        }
     }
     let (ihl, thl) = (ip.header_len(), tcp.header_len());
     let tcp_at = inner_ip + ihl;
@@ -357,6 +394,7 @@ pub fn segment_tcpv4(
     let pseudo_addrs = ip.pseudo_header_sum(0);
 
     out.header_len = payload_at;
+    out.tcp_at = tcp_at;
     for i in 0..count {
         let start = payload_at + i * mss;
         let end = (start + mss).min(ip_end);
@@ -382,16 +420,21 @@ pub fn segment_tcpv4(
         let mut seg_tcp = TcpPacket::new_unchecked(&mut h[tcp_at..payload_at]);
         seg_tcp.set_seq_number(first_seq.wrapping_add((i * mss) as u32));
         seg_tcp.set_flags(seg_flags);
-        seg_tcp.set_checksum(0);
-        let tcp_len = thl + seg_payload;
-        let mut sum = sum_words(&h[tcp_at..payload_at], pseudo_addrs + tcp_len as u32);
-        sum = sum_words(&frame[start..end], sum);
-        TcpPacket::new_unchecked(&mut h[tcp_at..payload_at]).set_checksum(!fold(sum));
+        let pseudo = pseudo_addrs + (thl + seg_payload) as u32;
+        match checksum {
+            SegmentChecksum::Full => {
+                seg_tcp.set_checksum(0);
+                let mut sum = sum_words(&h[tcp_at..payload_at], pseudo);
+                sum = sum_words(&frame[start..end], sum);
+                TcpPacket::new_unchecked(&mut h[tcp_at..payload_at]).set_checksum(!fold(sum));
+            }
+            SegmentChecksum::Partial => seg_tcp.set_checksum(fold(pseudo)),
+        }
 
         // Outer IPv4 (IPIP).
-        if outer == Outer::Ipv4 {
-            let mut outer_ip = Ipv4Packet::new_unchecked(&mut h[..inner_ip]);
-            outer_ip.set_total_len((inner_ip + inner_total) as u16);
+        if let Outer::Ipv4 { at } = outer {
+            let mut outer_ip = Ipv4Packet::new_unchecked(&mut h[at..inner_ip]);
+            outer_ip.set_total_len((inner_ip - at + inner_total) as u16);
             outer_ip.fill_checksum();
         }
         out.payloads.push(start..end);
@@ -446,6 +489,8 @@ struct Pending {
     closed: bool,
     /// Whether the first segment's checksum has been verified (done on the first merge).
     first_verified: bool,
+    /// The first segment's checksum is partial (it goes on marked so if it stays alone).
+    partial: bool,
 }
 
 /// What [`Coalescer::push`] did with a frame.
@@ -488,8 +533,11 @@ impl Coalescer {
         self.pending.is_none()
     }
 
-    /// Offers `frame` (Ethernet + IPv4, addressed to the pod `endpoint`).
-    fn push(&mut self, endpoint: u32, frame: &[u8]) -> Push {
+    /// Offers `frame` (Ethernet + IPv4, addressed to the pod `endpoint`). A `partial`
+    /// frame's TCP checksum is the partial one a sender on this host left for the device
+    /// (see [`partial_tcp_checksum`]): it is trusted, as the kernel trusts it, and the
+    /// frame keeps that mark if it goes on alone.
+    fn push(&mut self, endpoint: u32, frame: &[u8], partial: bool) -> Push {
         let Some(seg) = TcpSegment::parse(frame) else {
             return if self.pending.is_some() {
                 Push::FlushFirst
@@ -498,7 +546,7 @@ impl Coalescer {
             };
         };
         let Some(p) = self.pending else {
-            self.start(endpoint, frame, &seg);
+            self.start(endpoint, frame, &seg, partial);
             return Push::Held;
         };
         let same_shape = p.endpoint == endpoint
@@ -519,19 +567,19 @@ impl Coalescer {
             // The held segment is corrupt: let it go to the pod alone, which drops it.
             return Push::FlushFirst;
         }
-        // Verify while copying: one pass over the payload. A bad segment's bytes stay
-        // beyond `len`, i.e. are never used.
         let payload = seg.tcp.payload();
-        let tcp_len = seg.tcp_len + seg.payload_len;
-        let mut sum = seg.ip.pseudo_header_sum(tcp_len);
-        sum = sum_words(seg.tcp.header(), sum);
-        sum = copy_and_sum(
-            &mut self.buf[self.len..self.len + payload.len()],
-            payload,
-            sum,
-        );
-        if fold(sum) != 0xffff {
-            return Push::FlushFirst;
+        let held = &mut self.buf[self.len..self.len + payload.len()];
+        if partial {
+            held.copy_from_slice(payload);
+        } else {
+            // Verify while copying: one pass over the payload. A bad segment's bytes stay
+            // beyond `len`, i.e. are never used.
+            let tcp_len = seg.tcp_len + seg.payload_len;
+            let mut sum = seg.ip.pseudo_header_sum(tcp_len);
+            sum = sum_words(seg.tcp.header(), sum);
+            if fold(copy_and_sum(held, payload, sum)) != 0xffff {
+                return Push::FlushFirst;
+            }
         }
         self.len += payload.len();
         let mut held_tcp = TcpPacket::new_unchecked(&mut self.buf[ETH_HEADER_LEN + p.ip_len..]);
@@ -546,7 +594,7 @@ impl Coalescer {
         Push::Held
     }
 
-    fn start(&mut self, endpoint: u32, frame: &[u8], seg: &TcpSegment<'_>) {
+    fn start(&mut self, endpoint: u32, frame: &[u8], seg: &TcpSegment<'_>, partial: bool) {
         let end = seg.payload_at + seg.payload_len;
         self.buf[..end].copy_from_slice(&frame[..end]);
         self.len = end;
@@ -560,7 +608,8 @@ impl Coalescer {
             segments: 1,
             // Anything but a plain ACK-carrying data segment stands alone; PSH ends a run.
             closed: seg.payload_len == 0 || seg.flags & !TCP_ACK != 0,
-            first_verified: false,
+            first_verified: partial,
+            partial,
         });
     }
 
@@ -590,10 +639,21 @@ impl Coalescer {
     fn pending(&mut self) -> Option<(u32, VnetHdr, &[u8])> {
         let p = self.pending?;
         let frame = &mut self.buf[..self.len];
-        if p.segments == 1 {
-            return Some((p.endpoint, VnetHdr::NONE, frame));
-        }
         let tcp = ETH_HEADER_LEN + p.ip_len;
+        if p.segments == 1 {
+            let hdr = if p.partial {
+                VnetHdr {
+                    flags: VnetHdr::F_NEEDS_CSUM,
+                    hdr_len: (tcp + p.tcp_len) as u16,
+                    csum_start: tcp as u16,
+                    csum_offset: TCP_CHECKSUM_OFFSET,
+                    ..VnetHdr::NONE
+                }
+            } else {
+                VnetHdr::NONE
+            };
+            return Some((p.endpoint, hdr, frame));
+        }
         let ip_total = self.len - ETH_HEADER_LEN;
         let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_HEADER_LEN..]);
         ip.set_total_len(ip_total as u16);
@@ -636,19 +696,20 @@ impl Coalescer {
         offload: VnetHdr,
         mut write: impl FnMut(u32, VnetHdr, &[u8]),
     ) {
-        if offload != VnetHdr::NONE {
+        let partial = offload != VnetHdr::NONE && partial_tcp_checksum(frame, offload);
+        if offload != VnetHdr::NONE && !partial {
             self.flush(&mut write);
             return write(endpoint, offload, frame);
         }
         // At most twice round: after a flush nothing is pending, and an empty coalescer
         // either holds the frame or lets it by.
         loop {
-            match self.push(endpoint, frame) {
+            match self.push(endpoint, frame, partial) {
                 Push::Held => return,
                 Push::FlushFirst => self.flush(&mut write),
                 Push::Bypass => {
                     self.flush(&mut write);
-                    return write(endpoint, VnetHdr::NONE, frame);
+                    return write(endpoint, offload, frame);
                 }
             }
         }
@@ -663,6 +724,21 @@ impl Coalescer {
         }
         self.clear();
     }
+}
+
+/// Whether `offload` marks `frame` (Ethernet onwards) as one TCP/IPv4 segment whose only
+/// offload is a partial TCP checksum: what a sender on this host hands a virtual link
+/// (tapwire's own IPIP segments, see [`SegmentChecksum::Partial`]), which the kernel
+/// delivers with the mark kept. Such a segment can join a coalesced run unverified.
+fn partial_tcp_checksum(frame: &[u8], offload: VnetHdr) -> bool {
+    let tcp_at = frame
+        .get(ETH_HEADER_LEN..)
+        .and_then(tcp_over_ipv4)
+        .map(|(ip, _)| ETH_HEADER_LEN + ip.header_len());
+    offload.flags == VnetHdr::F_NEEDS_CSUM
+        && !offload.is_gso()
+        && offload.csum_offset == TCP_CHECKSUM_OFFSET
+        && tcp_at == Some(usize::from(offload.csum_start))
 }
 
 /// The addresses and ports of a TCP flow.

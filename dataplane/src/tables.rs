@@ -17,37 +17,9 @@ pub type EndpointIdx = u32;
 /// An index into [`Tables::peers`].
 pub type PeerIdx = u32;
 
-/// How packets to a remote block travel on the underlay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Encap {
-    /// The pod packet itself, sent to the peer's underlay MAC.
-    None,
-    /// IP-in-IP (IP protocol 4).
-    Ipip,
-    /// VXLAN over UDP.
-    Vxlan,
-}
-
-impl Encap {
-    pub const ALL: [Encap; 3] = [Encap::None, Encap::Ipip, Encap::Vxlan];
-
-    /// Bytes the encapsulation adds to each pod packet on an IPv4 underlay.
-    pub fn overhead_bytes(self) -> u32 {
-        match self {
-            Encap::None => 0,
-            Encap::Ipip => 20,
-            Encap::Vxlan => 50,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Encap::None => "none",
-            Encap::Ipip => "ipip",
-            Encap::Vxlan => "vxlan",
-        }
-    }
-}
+/// How packets to a remote block travel on the underlay: the contract's definition, with
+/// its overhead (checked against the headers `forward` writes in its tests).
+pub use tapwire_proto::Encap;
 
 /// Where a route sends a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,8 +68,11 @@ pub struct Peer {
     pub underlay_ip: Ipv4Addr,
     /// Set once a VXLANTunnelEndpointUpdate names this node.
     pub vtep_mac: Option<Mac>,
-    /// Resolved by the dataplane's own ARP on the underlay (unencapsulated routes need it).
-    pub underlay_mac: Option<Mac>,
+    /// Where frames addressed on the underlay to this peer (unencapsulated, IPIP) go: the
+    /// MAC of the next hop the node's routing gives for `underlay_ip` — the peer's own when
+    /// it is on the underlay link, its gateway's when not — found by [`crate::resolver`].
+    /// `None` until resolved.
+    pub next_hop_mac: Option<Mac>,
 }
 
 /// Which tunnels this node accepts from its peers: an encapsulation is accepted while

@@ -1,7 +1,10 @@
 //! A worker: one thread, run to completion. It owns one queue of every pod TAP and its own
 //! underlay sockets, takes one snapshot of the tables per wake-up, and turns each frame
 //! into an action ([`Outbound`], [`Inbound`]) with `forward`, then performs it. No allocation, lock or channel
-//! hop per packet.
+//! hop per packet. Each batch is timed (two clock reads) into the worker's busy time, and
+//! checks once whether a packet trace is armed; only while one is does a packet cost more
+//! (a summary before `forward`, a record into the trace's bounded channel: see
+//! [`crate::trace`]).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::Ipv4Addr;
@@ -16,15 +19,16 @@ use crate::forward::{
     VXLAN_UNDERLAY_PREFIX,
 };
 use crate::io::{
-    IpipReceiver, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender,
-    MAX_RECV_BATCH,
+    IpipSink, PacketSocket, Poller, RawIpSender, Token, UdpReceiver, VxlanSender, MAX_RECV_BATCH,
 };
+use crate::log_limit::LogLimit;
 use crate::offload::{
-    self, Coalescer, Outer, Segments, VnetHdr, MAX_UDP_GSO_SEGMENTS, VNET_HDR_LEN,
+    self, Coalescer, Outer, SegmentChecksum, Segments, VnetHdr, MAX_UDP_GSO_SEGMENTS, VNET_HDR_LEN,
 };
 use crate::packet::{Mac, ETH_HEADER_LEN, VXLAN_HEADER_LEN};
 use crate::rcu::RcuReader;
 use crate::tables::{Encap, Tables};
+use crate::trace::{Ingress, PacketSummary, Trace};
 
 /// Frames read from one descriptor before moving on, so one busy pod cannot starve others.
 const BATCH: usize = 64;
@@ -80,13 +84,17 @@ pub struct WorkerHandle {
 /// A worker's own sockets.
 #[derive(Debug)]
 pub struct WorkerSockets {
-    /// Sends IPIP (outer header built by `forward`).
+    /// Sends IPIP (outer header built by `forward`) to a peer whose MAC is not resolved
+    /// yet; the kernel routes it.
     pub raw: RawIpSender,
     pub vxlan: UdpReceiver,
     pub vxlan_tx: VxlanSender,
+    /// Unencapsulated traffic, both ways, and IPIP out.
     pub underlay: PacketSocket,
-    /// Only one worker receives IPIP: every raw socket would get its own copy.
-    pub ipip: Option<IpipReceiver>,
+    /// IPIP in: this worker's share of it, by inner flow.
+    pub ipip: PacketSocket,
+    /// Held by one worker: while it exists the kernel does not refuse IPIP.
+    pub ipip_sink: Option<IpipSink>,
     /// This worker's queue of the host path TAP, when the dataplane has one.
     pub host: Option<TapQueue>,
     /// This worker's queue of the TAP VXLAN leaves through, when the kernel offers
@@ -94,7 +102,7 @@ pub struct WorkerSockets {
     pub vxlan_tap: Option<UnderlayTap>,
 }
 
-/// A queue of the underlay TAP (see `daemon::open_vxlan_tap`): written only, never polled
+/// A queue of the underlay TAP (see `daemon::startup::open_vxlan_tap`): written only, never polled
 /// (nothing is routed into it), and the TAP's MAC, which frames must be addressed to.
 #[derive(Debug)]
 pub struct UnderlayTap {
@@ -125,6 +133,32 @@ pub struct Worker {
     segments: Segments,
     gro: Coalescer,
     report_dead: ReportDead,
+    /// Receive failures logged per underlay socket ([`RxSocket`]), at most one line per
+    /// interval each: a socket that keeps failing must not flood the log.
+    receive_errors: [LogLimit; RxSocket::COUNT],
+    trace: Arc<Trace>,
+    /// Whether a trace was armed at the start of this batch (read once per batch).
+    tracing: bool,
+}
+
+/// The underlay sockets a worker receives on, as its error log names them.
+#[derive(Debug, Clone, Copy)]
+enum RxSocket {
+    Vxlan,
+    Ipip,
+    Underlay,
+}
+
+impl RxSocket {
+    const COUNT: usize = 3;
+
+    fn name(self) -> &'static str {
+        match self {
+            RxSocket::Vxlan => "vxlan",
+            RxSocket::Ipip => "ipip",
+            RxSocket::Underlay => "underlay",
+        }
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -142,15 +176,14 @@ impl Worker {
         sockets: WorkerSockets,
         busy_poll: Duration,
         report_dead: ReportDead,
+        trace: Arc<Trace>,
     ) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
         handle.poller.add(sockets.vxlan.as_raw_fd(), Token::Vxlan)?;
         handle
             .poller
             .add(sockets.underlay.as_raw_fd(), Token::Underlay)?;
-        if let Some(ipip) = &sockets.ipip {
-            handle.poller.add(ipip.as_raw_fd(), Token::Ipip)?;
-        }
+        handle.poller.add(sockets.ipip.as_raw_fd(), Token::Ipip)?;
         if let Some(host) = &sockets.host {
             handle.poller.add(host.as_raw_fd(), Token::Host)?;
         }
@@ -164,6 +197,9 @@ impl Worker {
             segments: Segments::new(),
             gro: Coalescer::new(),
             report_dead,
+            receive_errors: Default::default(),
+            trace,
+            tracing: false,
         })
     }
 
@@ -202,8 +238,12 @@ impl Worker {
                 }
                 continue;
             }
+            // One clock read at each end of a batch: its time is the worker's busy time.
+            let batch_start = Instant::now();
             // One version per batch: a publish takes effect at the next wake-up.
             let snapshot = tables.read();
+            // The only trace check while none is armed: one relaxed load per batch.
+            self.tracing = self.trace.armed();
             for &token in &ready {
                 match token {
                     Token::Pod { slot, generation } => self.drain_pod(snapshot, slot, generation),
@@ -211,12 +251,17 @@ impl Worker {
                     Token::Ipip => self.drain_ipip(snapshot),
                     Token::Underlay => self.drain_underlay(snapshot),
                     Token::Host => self.drain_host(snapshot),
-                    Token::Wake => {}
                 }
             }
             tables.quiesce();
+            let batch_end = Instant::now();
+            let counters = &self.handle.counters;
+            counters.busy_ns.add(
+                u64::try_from(batch_end.duration_since(batch_start).as_nanos()).unwrap_or(u64::MAX),
+            );
+            counters.batches.inc();
             if !self.busy_poll.is_zero() {
-                last_packet = Some(Instant::now());
+                last_packet = Some(batch_end);
             }
         }
     }
@@ -278,10 +323,18 @@ impl Worker {
             shard
                 .rx
                 .record_many(offload::segment_count(self.buf.frame(), offload), len);
+            let traced = self
+                .tracing
+                .then(|| PacketSummary::ethernet(self.buf.frame(), offload));
             let action =
                 forward::from_pod(&snapshot.tables, slot, &mut self.buf, &mut self.scratch);
             if action.is_drop() {
                 shard.drops.inc();
+            }
+            if let Some(packet) = traced {
+                let ingress = Ingress::Pod(slot);
+                self.trace
+                    .outbound(self.index, &snapshot.tables, ingress, packet, &action);
             }
             self.perform(snapshot, action, queue);
         }
@@ -309,7 +362,15 @@ impl Worker {
                 .counters
                 .host_rx
                 .record_many(offload::segment_count(self.buf.frame(), offload), len);
+            let traced = self
+                .tracing
+                .then(|| PacketSummary::ethernet(self.buf.frame(), offload));
             let action = forward::from_host(&snapshot.tables, &mut self.buf, &mut self.scratch);
+            if let Some(packet) = traced {
+                let ingress = Ingress::Host;
+                self.trace
+                    .outbound(self.index, &snapshot.tables, ingress, packet, &action);
+            }
             self.perform(snapshot, action, &queue);
         }
         self.sockets.host = Some(queue);
@@ -321,7 +382,7 @@ impl Worker {
                 match self.sockets.vxlan.recv_coalesced(self.buf.receive_area()) {
                     Ok(r) => r,
                     Err(err) => {
-                        self.receive_error("vxlan", err);
+                        self.receive_error(RxSocket::Vxlan, err);
                         break;
                     }
                 };
@@ -331,7 +392,13 @@ impl Worker {
             while offset < n {
                 let len = size.min(n - offset);
                 self.buf.set_window(offset, len);
+                let traced = self.tracing.then(|| PacketSummary::vxlan(self.buf.frame()));
                 let action = forward::from_vxlan(&snapshot.tables, *from.ip(), &mut self.buf);
+                if let Some(packet) = traced {
+                    let ingress = Ingress::Vxlan { from: *from.ip() };
+                    self.trace
+                        .inbound(self.index, &snapshot.tables, ingress, packet, &action);
+                }
                 self.deliver(snapshot, action, Encap::Vxlan, len);
                 offset += len;
             }
@@ -340,33 +407,46 @@ impl Worker {
     }
 
     fn drain_ipip(&mut self, snapshot: &Snapshot) {
-        // Packets are received a batch at a time, each into its own slot of the buffer,
+        // Frames are received a batch at a time, each into its own slot of the buffer,
         // slots sized for the underlay's MTU.
         let mtu = snapshot.tables.local.underlay_mtu_bytes as usize;
-        let slot = (mtu + 64).next_multiple_of(64).clamp(2048, MAX_FRAME);
+        let slot = (mtu + ETH_HEADER_LEN + 64)
+            .next_multiple_of(64)
+            .clamp(2048, MAX_FRAME);
         let mut lens = [0usize; MAX_RECV_BATCH];
+        let mut vnets = [[0u8; VNET_HDR_LEN]; MAX_RECV_BATCH];
         for _ in 0..BATCH {
-            let Some(ipip) = &self.sockets.ipip else {
-                return;
-            };
-            let count = match ipip.recv_batch(self.buf.receive_area(), slot, &mut lens) {
+            let received =
+                self.sockets
+                    .ipip
+                    .recv_batch(&mut vnets, self.buf.receive_area(), slot, &mut lens);
+            let count = match received {
                 Ok(count) => count,
                 Err(err) => {
-                    self.receive_error("ipip", err);
+                    self.receive_error(RxSocket::Ipip, err);
                     break;
                 }
             };
-            for (i, &n) in lens.iter().enumerate().take(count) {
+            for i in 0..count {
+                let n = lens[i];
                 if n == 0 {
                     // Larger than the underlay's MTU allows: not from a tapwire peer.
                     self.handle.counters.drop(DropReason::MalformedIpv4);
                     continue;
                 }
                 self.buf.set_window(i * slot, n);
-                let action = forward::from_ipip(&snapshot.tables, &mut self.buf);
-                self.deliver(snapshot, action, Encap::Ipip, n);
+                self.buf.set_offload(VnetHdr::parse(&vnets[i]));
+                let traced = self
+                    .tracing
+                    .then(|| PacketSummary::ipip(&self.buf.frame()[ETH_HEADER_LEN..]));
+                let action = forward::from_ipip_frame(&snapshot.tables, &mut self.buf);
+                if let Some((ingress, packet)) = traced {
+                    self.trace
+                        .inbound(self.index, &snapshot.tables, ingress, packet, &action);
+                }
+                self.deliver(snapshot, action, Encap::Ipip, n - ETH_HEADER_LEN);
             }
-            if count < lens.len().min(MAX_FRAME / slot) {
+            if count < MAX_RECV_BATCH.min(MAX_FRAME / slot) {
                 break;
             }
         }
@@ -384,21 +464,40 @@ impl Worker {
                 Ok(Some(n)) => n,
                 Ok(None) => continue, // our own transmission, looped back to the socket
                 Err(err) => {
-                    self.receive_error("underlay", err);
+                    self.receive_error(RxSocket::Underlay, err);
                     break;
                 }
             };
             self.buf.set_received(n);
             self.buf.set_offload(VnetHdr::parse(&vnet));
+            let traced = self
+                .tracing
+                .then(|| PacketSummary::ethernet(self.buf.frame(), self.buf.offload()));
             let action = forward::from_underlay_ethernet(&snapshot.tables, &mut self.buf);
+            if let Some(packet) = traced {
+                let ingress = Ingress::Underlay;
+                self.trace
+                    .inbound(self.index, &snapshot.tables, ingress, packet, &action);
+            }
             self.deliver(snapshot, action, Encap::None, n);
         }
         self.flush_gro(snapshot);
     }
 
-    fn receive_error(&self, socket: &'static str, err: io::Error) {
-        if err.kind() != io::ErrorKind::WouldBlock {
-            tracing::warn!(worker = self.index, socket, %err, "receive failed");
+    /// A receive failure other than "nothing there": logged, unless this socket's failures
+    /// were logged less than [`LogLimit::INTERVAL`] ago (then counted into the next line).
+    fn receive_error(&mut self, socket: RxSocket, err: io::Error) {
+        if err.kind() == io::ErrorKind::WouldBlock {
+            return;
+        }
+        if let Some(suppressed) = self.receive_errors[socket as usize].admit(Instant::now()) {
+            tracing::warn!(
+                worker = self.index,
+                socket = socket.name(),
+                %err,
+                suppressed,
+                "receive failed"
+            );
         }
     }
 
@@ -484,7 +583,13 @@ impl Worker {
                 self.buf.slice(frame),
             ),
             Outbound::ToHost { frame, offload } => self.write_to_host(offload, frame),
-            Outbound::ToPeerIpip { dst, packet, tso } => self.send_ipip(dst, packet, tso),
+            Outbound::ToPeerIpip {
+                dst,
+                frame,
+                offload,
+                tso,
+                framed,
+            } => self.send_ipip(dst, frame, offload, tso, framed),
             Outbound::ToPeerVxlan {
                 dst,
                 flow,
@@ -508,28 +613,55 @@ impl Worker {
         self.handle.counters.drop(DropReason::TxFailed);
     }
 
-    fn send_ipip(&mut self, dst: Ipv4Addr, packet: std::ops::Range<usize>, tso: Option<Tso>) {
-        let bytes = self.buf.slice(packet);
+    /// Sends an IPIP packet (see [`Outbound::ToPeerIpip`]): a framed one on the packet
+    /// socket, with partial checksums; otherwise through the raw socket.
+    fn send_ipip(
+        &mut self,
+        dst: Ipv4Addr,
+        frame: std::ops::Range<usize>,
+        offload: VnetHdr,
+        tso: Option<Tso>,
+        framed: bool,
+    ) {
+        let bytes = self.buf.slice(frame);
         let counters = &self.handle.counters;
+        // What the counters count: IP packets, without the Ethernet header.
+        let link_len = if framed { ETH_HEADER_LEN } else { 0 };
         let Some(tso) = tso else {
-            return match self.sockets.raw.send(bytes, dst) {
-                Ok(_) => counters.encap_tx(Encap::Ipip).record(bytes.len()),
+            let sent = match framed {
+                true => self.sockets.underlay.send(&offload.to_bytes(), bytes),
+                false => self.sockets.raw.send(bytes, dst),
+            };
+            return match sent {
+                Ok(_) => counters
+                    .encap_tx(Encap::Ipip)
+                    .record(bytes.len() - link_len),
                 Err(_) => self.tx_failed(),
             };
         };
         let mss = usize::from(tso.mss);
-        if offload::segment_tcpv4(bytes, Outer::Ipv4, tso.inner_ip, mss, &mut self.segments)
-            .is_err()
-        {
+        let (outer, checksum) = match framed {
+            true => (Outer::Ipv4 { at: ETH_HEADER_LEN }, SegmentChecksum::Partial),
+            false => (Outer::Ipv4 { at: 0 }, SegmentChecksum::Full),
+        };
+        let segments = &mut self.segments;
+        if offload::segment_tcpv4(bytes, outer, tso.inner_ip, mss, checksum, segments).is_err() {
             return counters.drop(DropReason::BadOffload);
         }
-        match self.sockets.raw.send_segments(bytes, &self.segments, dst) {
+        let sent = match framed {
+            true => {
+                let vnet = segments.partial_checksum().to_bytes();
+                self.sockets.underlay.send_segments(&vnet, bytes, segments)
+            }
+            false => self.sockets.raw.send_segments(bytes, segments, dst),
+        };
+        match sent {
             Ok(sent) => {
-                let per_segment = self.segments.header_len() + mss;
+                let per_segment = segments.header_len() - link_len + mss;
                 counters
                     .encap_tx(Encap::Ipip)
                     .record_many(sent, sent * per_segment);
-                if sent < self.segments.len() {
+                if sent < segments.len() {
                     self.tx_failed();
                 }
             }
@@ -590,8 +722,15 @@ impl Worker {
             };
         };
         let mss = usize::from(tso.mss);
-        if offload::segment_tcpv4(bytes, Outer::Opaque, tso.inner_ip, mss, &mut self.segments)
-            .is_err()
+        if offload::segment_tcpv4(
+            bytes,
+            Outer::Opaque,
+            tso.inner_ip,
+            mss,
+            SegmentChecksum::Full,
+            &mut self.segments,
+        )
+        .is_err()
         {
             return counters.drop(DropReason::BadOffload);
         }

@@ -6,12 +6,12 @@
 use libfuzzer_sys::fuzz_target;
 use tapwire_control::bgp::birdc::{Fed, ReplyParser};
 use tapwire_control::bgp::status::{bgp_peers, parse_protocols, parse_status};
-use tapwire_sys::route_table::{parse_routes, tables_touched};
+use tapwire_sys::netlink::{parse_ack, parse_table_route};
 
 fuzz_target!(|data: &[u8]| {
-    let mut routes = Vec::new();
-    let _ = parse_routes(data, 30583, 1, &mut routes);
-    let _ = tables_touched(data);
+    // A route message of a dump, and a whole datagram of one.
+    let _ = parse_table_route(data, 30583);
+    let _ = parse_ack(data, 1);
     let text = String::from_utf8_lossy(data);
     let mut parser = ReplyParser::default();
     for line in text.lines() {

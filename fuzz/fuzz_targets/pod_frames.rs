@@ -7,7 +7,9 @@
 use libfuzzer_sys::fuzz_target;
 use tapwire_dataplane::fixtures::{received, tables};
 use tapwire_dataplane::forward::{from_host, from_pod, Outbound, SCRATCH_LEN};
-use tapwire_dataplane::offload::{self, Outer, Segments, VnetHdr, VNET_HDR_LEN};
+use tapwire_dataplane::offload::{
+    self, Outer, SegmentChecksum, Segments, VnetHdr, VNET_HDR_LEN,
+};
 use tapwire_dataplane::tables::Encap;
 
 fuzz_target!(|data: &[u8]| {
@@ -38,15 +40,21 @@ fuzz_target!(|data: &[u8]| {
     let mut segments = Segments::new();
     match action {
         Outbound::ToPeerIpip {
-            packet,
+            frame,
             tso: Some(tso),
+            framed,
             ..
         } => {
+            let (outer, checksum) = match framed {
+                true => (Outer::Ipv4 { at: 14 }, SegmentChecksum::Partial),
+                false => (Outer::Ipv4 { at: 0 }, SegmentChecksum::Full),
+            };
             let _ = offload::segment_tcpv4(
-                buf.slice(packet),
-                Outer::Ipv4,
+                buf.slice(frame),
+                outer,
                 tso.inner_ip,
                 usize::from(tso.mss),
+                checksum,
                 &mut segments,
             );
         }
@@ -60,6 +68,7 @@ fuzz_target!(|data: &[u8]| {
                 Outer::Opaque,
                 tso.inner_ip,
                 usize::from(tso.mss),
+                SegmentChecksum::Full,
                 &mut segments,
             );
         }

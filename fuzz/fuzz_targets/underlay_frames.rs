@@ -1,13 +1,17 @@
 //! What arrives from the underlay: a VXLAN datagram (from any outer source), an IPIP
-//! packet, or an unencapsulated Ethernet frame, against tables of each encapsulation.
+//! packet from the raw socket or an IPIP frame from the packet socket (with any
+//! virtio-net header), or an unencapsulated Ethernet frame, against tables of each
+//! encapsulation.
 #![no_main]
 
 use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
 use tapwire_dataplane::fixtures::{received, tables};
-use tapwire_dataplane::forward::{from_ipip, from_underlay_ethernet, from_vxlan, Inbound};
-use tapwire_dataplane::offload;
+use tapwire_dataplane::forward::{
+    from_ipip, from_ipip_frame, from_underlay_ethernet, from_vxlan, Inbound,
+};
+use tapwire_dataplane::offload::{self, VnetHdr, VNET_HDR_LEN};
 use tapwire_dataplane::tables::Encap;
 
 fuzz_target!(|data: &[u8]| {
@@ -25,6 +29,14 @@ fuzz_target!(|data: &[u8]| {
     let action = match selector >> 2 & 3 {
         0 => from_vxlan(&tables, Ipv4Addr::from(*source), &mut buf),
         1 => from_ipip(&tables, &mut buf),
+        2 => {
+            let Some((vnet, frame)) = frame.split_first_chunk::<VNET_HDR_LEN>() else {
+                return;
+            };
+            buf = received(frame);
+            buf.set_offload(VnetHdr::parse(vnet));
+            from_ipip_frame(&tables, &mut buf)
+        }
         _ => from_underlay_ethernet(&tables, &mut buf),
     };
     if let Inbound::ToPod { frame, offload, .. } | Inbound::ToHost { frame, offload } = action {

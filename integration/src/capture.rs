@@ -57,7 +57,19 @@ pub fn during_one_ping(
     to: &Pod,
     within: Duration,
 ) -> Result<Vec<String>> {
-    let cap = start(node.netns(), "eth0", filter, 2)?;
+    during_one_ping_on(node.netns(), "eth0", filter, from, to, within)
+}
+
+/// [`during_one_ping`] on `interface` in `netns` (the lab's router, say).
+pub fn during_one_ping_on(
+    netns: &Netns,
+    interface: &str,
+    filter: &str,
+    from: &Pod,
+    to: &Pod,
+    within: Duration,
+) -> Result<Vec<String>> {
+    let cap = start(netns, interface, filter, 2)?;
     ping(from, to.ip, 1)?;
     cap.finish(within)
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use crate::capture;
 use crate::controlplane::{ControlPlane, Sandbox};
-use crate::lab::{Node, Pod};
+use crate::lab::{Lab, Node, Pod};
+use crate::netns::Netns;
 use crate::traffic::{ping, tcp_transfer, wait_reachable, PingStats, Transfer, TransferReport};
 
 /// How long a pod may take to reach another the first time (ARP, neighbour resolution,
@@ -104,9 +105,39 @@ impl Captured {
         to: &Pod,
         within: Duration,
     ) -> Captured {
-        let packets = match capture::during_one_ping(node, filter, from, to, within) {
+        let where_ = format!("{}'s eth0", node.name);
+        Captured::two_packets(&where_, node.netns(), "eth0", filter, from, to, within)
+    }
+
+    /// [`Captured::of_one_ping`] on `interface` of the lab's router (its underlay
+    /// namespace: `br<subnet>`) instead of a node's `eth0`.
+    #[track_caller]
+    pub fn of_one_ping_on_router(
+        lab: &Lab,
+        interface: &str,
+        filter: &str,
+        from: &Pod,
+        to: &Pod,
+    ) -> Captured {
+        let where_ = format!("the router's {interface}");
+        let netns = lab.underlay();
+        Captured::two_packets(&where_, netns, interface, filter, from, to, CAPTURE_WITHIN)
+    }
+
+    #[track_caller]
+    fn two_packets(
+        where_: &str,
+        netns: &Netns,
+        interface: &str,
+        filter: &str,
+        from: &Pod,
+        to: &Pod,
+        within: Duration,
+    ) -> Captured {
+        let packets = match capture::during_one_ping_on(netns, interface, filter, from, to, within)
+        {
             Ok(packets) => packets,
-            Err(err) => panic!("capturing '{filter}' on {}: {err}", node.name),
+            Err(err) => panic!("capturing '{filter}' on {where_}: {err}"),
         };
         let captured = Captured { packets };
         assert_eq!(captured.packets.len(), 2, "{}", captured.shown());

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use tapwire_proto::frame::{self, StreamEnd};
 use tapwire_proto::{
-    frame, from_dataplane, to_dataplane::Payload, CountersRequest, FromDataplane, ToDataplane,
+    from_dataplane, to_dataplane::Payload, CountersRequest, FromDataplane, ToDataplane,
 };
 
 use crate::error::{LabError, Result};
@@ -140,7 +141,7 @@ impl Controller {
             payload: Some(payload),
         };
         let mut wire = Vec::new();
-        frame::encode(&msg, &mut wire);
+        frame::encode(&msg, &mut wire).map_err(|err| self.error(err.to_string()))?;
         self.send_raw(&wire)
     }
 
@@ -184,12 +185,12 @@ impl Controller {
             Some(P::WorkloadEndpointStatusUpdate(update)) => {
                 if let Some(id) = update.id {
                     let status = update.status.map(|s| s.status).unwrap_or_default();
-                    self.statuses.insert(endpoint_key(&id), status);
+                    self.statuses.insert(id.key(), status);
                 }
             }
             Some(P::WorkloadEndpointStatusRemove(remove)) => {
                 if let Some(id) = remove.id {
-                    self.statuses.remove(&endpoint_key(&id));
+                    self.statuses.remove(&id.key());
                 }
             }
             Some(P::CountersReply(reply)) => self.counters.push_back(Counters {
@@ -200,6 +201,8 @@ impl Controller {
                     .collect(),
             }),
             Some(P::ProcessStatusUpdate(_)) => self.heartbeats += 1,
+            // The lab arms no packet traces.
+            Some(P::TraceRecord(_) | P::TraceDone(_)) => {}
             None => {}
         }
     }
@@ -312,24 +315,16 @@ impl Drop for Controller {
     }
 }
 
-/// `orchestrator/workload/endpoint`, the dataplane's key for an endpoint.
-pub fn endpoint_key(id: &tapwire_proto::WorkloadEndpointId) -> String {
-    format!(
-        "{}/{}/{}",
-        id.orchestrator_id, id.workload_id, id.endpoint_id
-    )
-}
-
-fn read_loop(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
-    loop {
-        let item = match frame::read_frame::<_, FromDataplane>(&mut stream) {
-            Ok(Some(msg)) => Incoming::Message(Box::new(msg)),
-            Ok(None) => Incoming::Closed("the dataplane closed the connection".into()),
-            Err(err) => Incoming::Closed(err.to_string()),
-        };
-        let last = matches!(item, Incoming::Closed(_));
-        if tx.send(item).is_err() || last {
-            return;
-        }
-    }
+/// The reader thread: the dataplane's messages to the controller, then why the
+/// connection ended.
+fn read_loop(stream: UnixStream, tx: mpsc::Sender<Incoming>) {
+    let end = frame::read_messages(&stream, |msg: FromDataplane| {
+        tx.send(Incoming::Message(Box::new(msg))).is_ok()
+    });
+    let reason = match end {
+        StreamEnd::Stopped => return,
+        StreamEnd::Closed => "the dataplane closed the connection".to_string(),
+        StreamEnd::Failed(err) => err.to_string(),
+    };
+    let _ = tx.send(Incoming::Closed(reason));
 }

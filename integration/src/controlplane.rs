@@ -22,6 +22,7 @@ use tapwire_control::model::{IpamBlock, IpamHandle, NodeConfig, WorkloadEndpoint
 use tapwire_control::podnet;
 
 use crate::cni::{CniArgs, CniCommand, PluginRun, Runtime, CNI_VERSION};
+use crate::control::Counters;
 use crate::ctl::Tapwirectl;
 use crate::error::{LabError, Result};
 use crate::lab::{
@@ -106,6 +107,8 @@ pub struct ControlPlane<'lab> {
     bird: Option<u16>,
     members: Mutex<Vec<Member>>,
     pods: Mutex<Vec<CniPod>>,
+    /// Whether nodes serve metrics ([`ControlPlane::serving_metrics`]).
+    metrics: bool,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -149,19 +152,47 @@ impl<'lab> ControlPlane<'lab> {
             bird: None,
             members: Mutex::new(Vec::new()),
             pods: Mutex::new(Vec::new()),
+            metrics: false,
         })
+    }
+
+    /// Nodes added from now on serve Prometheus metrics on their namespace's loopback:
+    /// the dataplane at [`crate::scrape::DATAPLANE_METRICS_ADDR`] (`--metrics-addr`), the
+    /// control at [`crate::scrape::CONTROL_METRICS_ADDR`] (`metrics_addr` in node.toml).
+    pub fn serving_metrics(mut self) -> Self {
+        self.metrics = true;
+        self
+    }
+
+    /// Scrapes node `name`'s metrics of `daemon` (see [`crate::scrape::scrape`]).
+    pub fn scrape(&self, name: &str, daemon: Daemon) -> Result<crate::scrape::Exposition> {
+        let addr = match daemon {
+            Daemon::Control => crate::scrape::CONTROL_METRICS_ADDR,
+            Daemon::Dataplane => crate::scrape::DATAPLANE_METRICS_ADDR,
+        };
+        crate::scrape::scrape(self.node(name)?.netns(), addr)
     }
 
     /// A control plane in `lab` running nodes `names` (underlay subnet 0, added and
     /// started in order).
     pub fn with_nodes(lab: &'lab Lab, names: &[&str]) -> Result<ControlPlane<'lab>> {
-        ControlPlane::new(lab)?.started(names, None)
+        ControlPlane::new(lab)?.started(&in_subnet_0(names), None)
     }
 
     /// [`ControlPlane::with_nodes`], then `pool` (an IPPool document, e.g. from
     /// [`ippool_yaml`]) applied with `tapwirectl` on the first node.
     pub fn with_pool(lab: &'lab Lab, names: &[&str], pool: &str) -> Result<ControlPlane<'lab>> {
-        ControlPlane::new(lab)?.started(names, Some(pool))
+        ControlPlane::new(lab)?.started(&in_subnet_0(names), Some(pool))
+    }
+
+    /// [`ControlPlane::with_pool`] with each node `(name, subnet)` in its own underlay
+    /// subnet: nodes of different subnets reach each other through the lab's router.
+    pub fn with_pool_in_subnets(
+        lab: &'lab Lab,
+        nodes: &[(&str, u8)],
+        pool: &str,
+    ) -> Result<ControlPlane<'lab>> {
+        ControlPlane::new(lab)?.started(nodes, Some(pool))
     }
 
     /// [`ControlPlane::with_pool`] with the nodes' state in `etcd`.
@@ -171,7 +202,7 @@ impl<'lab> ControlPlane<'lab> {
         names: &[&str],
         pool: &str,
     ) -> Result<ControlPlane<'lab>> {
-        ControlPlane::on_etcd(lab, etcd)?.started(names, Some(pool))
+        ControlPlane::on_etcd(lab, etcd)?.started(&in_subnet_0(names), Some(pool))
     }
 
     /// Makes the nodes added from now on route by BGP: `networking_backend = "bird"`,
@@ -183,13 +214,13 @@ impl<'lab> ControlPlane<'lab> {
         Ok(self)
     }
 
-    /// Adds and starts nodes `names`, then applies `pool` (if any) on the first.
-    pub fn started(self, names: &[&str], pool: Option<&str>) -> Result<ControlPlane<'lab>> {
-        for name in names {
-            self.add_node(name)?;
+    /// Adds and starts nodes `(name, subnet)`, then applies `pool` (if any) on the first.
+    pub fn started(self, nodes: &[(&str, u8)], pool: Option<&str>) -> Result<ControlPlane<'lab>> {
+        for (name, subnet) in nodes {
+            self.add_node_in_subnet(name, *subnet)?;
         }
         if let Some(pool) = pool {
-            let first = names.first().ok_or_else(|| {
+            let (first, _) = nodes.first().ok_or_else(|| {
                 LabError::Invalid("a control plane with a pool needs at least one node".into())
             })?;
             self.apply(first, pool)?;
@@ -297,6 +328,14 @@ impl<'lab> ControlPlane<'lab> {
 
     /// The node configuration `tapwire-control --config` reads for `member`.
     fn node_config(&self, member: &Member) -> String {
+        let metrics = if self.metrics {
+            format!(
+                "metrics_addr = \"{}\"\n",
+                crate::scrape::CONTROL_METRICS_ADDR
+            )
+        } else {
+            String::new()
+        };
         let (backend, bird) = match self.bird {
             None => (String::new(), String::new()),
             Some(graceful_restart_secs) => (
@@ -315,6 +354,7 @@ impl<'lab> ControlPlane<'lab> {
              underlay_interface = \"eth0\"\n\
              dataplane_socket = \"{dataplane}\"\n\
              api_socket = \"{api}\"\n\
+             {metrics}\
              {backend}\
              \n\
              {datastore}{bird}",
@@ -420,6 +460,20 @@ impl<'lab> ControlPlane<'lab> {
         }
     }
 
+    /// Node `name`'s dataplane counters, through its agent (what `tapwirectl stats`
+    /// shows).
+    pub fn counters(&self, name: &str) -> Result<Counters> {
+        match self.api(name, &Request::Stats)? {
+            Reply::Stats { counters } => Ok(Counters {
+                values: counters.into_iter().collect(),
+            }),
+            other => Err(LabError::Agent {
+                node: name.to_string(),
+                reason: format!("unexpected answer to stats: {other:?}"),
+            }),
+        }
+    }
+
     /// The PID of node `name`'s `tapwire-control`, if running.
     pub fn control_pid(&self, name: &str) -> Result<Option<u32>> {
         self.with_member(name, |m| Ok(m.control.as_ref().map(Proc::pid)))
@@ -468,6 +522,9 @@ impl<'lab> ControlPlane<'lab> {
             }
             remove_stale(&m.dataplane_socket)?;
             let mut cmd = dataplane_command(&m.node, &m.dataplane_socket, self.workers)?;
+            if self.metrics {
+                cmd.args(["--metrics-addr", crate::scrape::DATAPLANE_METRICS_ADDR]);
+            }
             let proc = spawn_logged(
                 self.lab,
                 &mut cmd,
@@ -902,17 +959,44 @@ impl<'lab> ControlPlane<'lab> {
         })
     }
 
+    /// Every IPAM block and the node it is affine to.
+    pub fn blocks(&self) -> Result<Vec<(Block, String)>> {
+        self.ipam_blocks()?
+            .into_iter()
+            .map(|(cidr, node, _)| {
+                let block = Block::parse(&cidr).ok_or_else(|| {
+                    LabError::Invalid(format!("IPAM block {cidr:?} is not a CIDR"))
+                })?;
+                Ok((block, node))
+            })
+            .collect()
+    }
+
+    /// Routes every IPAM block on the lab's router to the underlay address of the node
+    /// it is affine to ([`Lab::route_on_router`]), as a router peering with the nodes by
+    /// BGP would learn them. Returns the routes as `(block, node)`; call again after new
+    /// blocks.
+    pub fn route_blocks_on_router(&self) -> Result<Vec<(Block, String)>> {
+        let blocks = self.blocks()?;
+        for (block, node) in &blocks {
+            self.lab
+                .route_on_router(*block, self.node(node)?.underlay_ip)?;
+        }
+        Ok(blocks)
+    }
+
     /// The IPAM block holding `ip` and the node it is affine to.
     pub fn block_of(&self, ip: Ipv4Addr) -> Result<(Block, String)> {
-        for (cidr, node, _) in self.ipam_blocks()? {
-            let block = Block::parse(&cidr)
-                .ok_or_else(|| LabError::Invalid(format!("IPAM block {cidr:?} is not a CIDR")))?;
-            if block.contains(ip) {
-                return Ok((block, node));
-            }
-        }
-        Err(LabError::Invalid(format!("no IPAM block holds {ip}")))
+        self.blocks()?
+            .into_iter()
+            .find(|(block, _)| block.contains(ip))
+            .ok_or_else(|| LabError::Invalid(format!("no IPAM block holds {ip}")))
     }
+}
+
+/// `names`, each in underlay subnet 0.
+fn in_subnet_0<'n>(names: &[&'n str]) -> Vec<(&'n str, u8)> {
+    names.iter().map(|name| (*name, 0)).collect()
 }
 
 /// The first IPv4 address of a CNI result (`ips[].address`, `10.65.0.2/32`).

@@ -10,9 +10,8 @@
 
 use std::collections::HashMap;
 
-use tapwire_control::podnet::Encap;
 use tapwire_proto::{
-    config, to_dataplane::Payload, ConfigUpdate, Encapsulation, HostMetadataUpdate, InSync,
+    config, to_dataplane::Payload, ConfigUpdate, Encap, Encapsulation, HostMetadataUpdate, InSync,
     IpPoolType, IpamPool, IpamPoolUpdate, RouteType, RouteUpdate, VxlanTunnelEndpointUpdate,
     WorkloadEndpoint, WorkloadEndpointId, WorkloadEndpointUpdate, NETNS_ANNOTATION,
 };
@@ -24,7 +23,7 @@ pub const POOL_CIDR: &str = "10.65.0.0/16";
 /// The pool's id in `IpamPoolUpdate`.
 pub const POOL_ID: &str = "default-ipv4-ippool";
 /// The VXLAN network identifier (Calico's default).
-pub const VNI: u32 = 4096;
+pub const VNI: u32 = config::DEFAULT_VXLAN_VNI;
 
 /// How the pool's blocks are reached across nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,11 +51,7 @@ impl Mode {
 
     /// Lower-case name, as the dataplane's counters spell it (`encap.<name>.tx_packets`).
     pub fn name(self) -> &'static str {
-        match self {
-            Mode::None => "none",
-            Mode::Ipip => "ipip",
-            Mode::Vxlan => "vxlan",
-        }
+        self.encap().name()
     }
 
     /// The pool's `(ipip_mode, vxlan_mode)` strings.
@@ -191,7 +186,7 @@ pub fn endpoint_id(pod: &Pod) -> WorkloadEndpointId {
 
 /// The dataplane's key for `pod`'s endpoint, as endpoint counters name it.
 pub fn endpoint_key(pod: &Pod) -> String {
-    crate::control::endpoint_key(&endpoint_id(pod))
+    endpoint_id(pod).key()
 }
 
 /// `WorkloadEndpointUpdate` for a local pod, with its netns in the annotation.

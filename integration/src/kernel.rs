@@ -21,6 +21,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use tapwire_proto::VXLAN_PORT;
 use tapwire_sys::link;
 
 use crate::desired::VNI;
@@ -60,7 +61,7 @@ pub fn setup_vxlan_device(node: &Node, tx_checksum: TxChecksum) -> Result<()> {
         "id",
         &VNI.to_string(),
         "dstport",
-        "4789",
+        &VXLAN_PORT.to_string(),
         "dev",
         "eth0",
         "local",

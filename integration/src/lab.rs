@@ -8,7 +8,8 @@
 //! forwarding between the bridges is on. Each node is a namespace `<prefix>-<node>`
 //! whose `eth0` is a veth into its subnet's bridge, addressed `192.168.<s>.<index>/24`
 //! (MTU 1500), with a default route via its subnet's router, so nodes in different
-//! subnets reach each other only through the router, as across a real L3 hop. Pods are
+//! subnets reach each other only through the router, as across a real L3 hop; pod blocks
+//! are routable there once taught ([`Lab::route_on_router`]). Pods are
 //! namespaces `<prefix>-<pod>` whose `eth0` is built by `tapwire_control::podnet`.
 //! Subnet [`ETCD_SUBNET`] is kept for the etcd members of [`crate::etcd`], plugged in
 //! the same way as nodes.
@@ -457,6 +458,21 @@ impl Lab {
             ul.ip(&["link", "set", &bridge, "up"])?;
             subnets.push(subnet);
         }
+        Ok(())
+    }
+
+    /// Teaches the lab's router (the underlay namespace) that `dst` lies behind the
+    /// underlay address `via` (`ip route replace DST via VIA` there): the route a router
+    /// peering with the nodes would learn by BGP. With a node's pod block routed this
+    /// way, unencapsulated pod traffic crosses between subnets.
+    pub fn route_on_router(&self, dst: Block, via: Ipv4Addr) -> Result<()> {
+        self.underlay.ip(&[
+            "route",
+            "replace",
+            &dst.to_string(),
+            "via",
+            &via.to_string(),
+        ])?;
         Ok(())
     }
 

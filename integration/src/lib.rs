@@ -29,6 +29,10 @@
 //! Cleanup: dropping the lab kills every process it started (by PID) and deletes every
 //! namespace it created, also when a test panics (the dataplane logs are printed first);
 //! Ctrl-C, SIGTERM and SIGHUP do the same for every live lab before the process exits.
+//!
+//! A [`ControlPlane`] built with [`ControlPlane::serving_metrics`] runs both daemons of
+//! every node with a metrics endpoint on the node's loopback, which [`scrape`] reads as
+//! Prometheus does.
 //! Every command and traffic run is bounded in time.
 //!
 //! The lab needs root, iproute2, tcpdump, iputils-ping and iperf3 (and, for chained
@@ -64,6 +68,7 @@ pub mod lab;
 pub mod netns;
 pub mod process;
 pub mod rawsock;
+pub mod scrape;
 pub mod traffic;
 
 pub use cleanup::install_signal_cleanup;

@@ -3,8 +3,9 @@
 //! an `AF_PACKET` socket on its `eth0` (the kernel refuses some shapes itself; the test
 //! says which), and malformed VXLAN from the underlay. On the control socket, a
 //! malformed frame closes that connection only, and reconnecting with the same snapshot
-//! does not disturb running traffic. A known node cannot tunnel packets whose source it
-//! does not own, nor use an encapsulation no route uses.
+//! does not disturb running traffic, and a message with an encapsulation mode or pool
+//! type the dataplane does not know is refused with a logged error. A known node cannot
+//! tunnel packets whose source it does not own, nor use an encapsulation no route uses.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
@@ -13,13 +14,13 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use tapwire_integration::check::{assert_pings, REACHABLE_WITHIN};
-use tapwire_integration::desired::endpoint_key;
+use tapwire_integration::desired::{endpoint_key, route_to, POOL_CIDR, POOL_ID};
 use tapwire_integration::traffic::ping_start;
 use tapwire_integration::{
     ping, rawsock, skip_unless_root, Cluster, Counters, Dataplane, Lab, Mode, Netns, Pod,
 };
+use tapwire_proto::{to_dataplane::Payload, IpamPool, IpamPoolUpdate, GATEWAY_MAC};
 
-const GATEWAY_MAC: [u8; 6] = [0xee; 6];
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -351,6 +352,73 @@ fn a_malformed_control_frame_closes_only_that_connection() {
         log.matches("malformed frame from control").count(),
         2,
         "the dataplane logs why it closed each connection:\n{log}"
+    );
+}
+
+#[test]
+fn an_unknown_encapsulation_mode_or_pool_type_is_refused_and_logged() {
+    if skip_unless_root("an_unknown_encapsulation_mode_or_pool_type_is_refused_and_logged") {
+        return;
+    }
+    let lab = Lab::new().unwrap();
+    let mut cluster = Cluster::start(&lab, Mode::Ipip).unwrap();
+    let (a, c) = cluster
+        .reachable_pair("pod-a", "pod-c", REACHABLE_WITHIN)
+        .unwrap();
+    let (node1, node2) = (cluster.nodes[0].clone(), cluster.nodes[1].clone());
+
+    // The pool switched to a mode nobody defined, and node2's block routed with a pool
+    // type nobody defined: read as "never" / "none" they would turn IPIP off.
+    let bad_pool = Payload::IpamPoolUpdate(IpamPoolUpdate {
+        id: POOL_ID.into(),
+        pool: Some(IpamPool {
+            cidr: POOL_CIDR.into(),
+            ipip_mode: "sometimes".into(),
+            ..Default::default()
+        }),
+    });
+    let Payload::RouteUpdate(mut bad_route) =
+        route_to(&node1, &node2, &node2.block.to_string(), Mode::Ipip)
+    else {
+        panic!("route_to makes a RouteUpdate");
+    };
+    bad_route.ip_pool_type = 9;
+    let dataplane = cluster.dataplane("node1").unwrap();
+    let control = dataplane.control().unwrap();
+    control
+        .send_all([bad_pool, Payload::RouteUpdate(bad_route)])
+        .unwrap();
+    // Counters answer after the messages before them were applied (or refused).
+    let before = control.counters(Duration::from_secs(5)).unwrap();
+    assert!(
+        !control.is_closed(),
+        "a refused message keeps the connection"
+    );
+    dataplane.check_running().unwrap();
+
+    let log = dataplane.log();
+    for (field, value) in [
+        ("IPAMPool.ipip_mode", "\"sometimes\""),
+        ("RouteUpdate.ip_pool_type", "9"),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains("rejected control message") && l.contains(field))
+            .unwrap_or_else(|| panic!("no error naming {field}:\n{log}"));
+        assert!(line.contains("ERROR"), "{line}");
+        assert!(
+            line.contains(&format!("{field}: unknown value {value}")),
+            "{line}"
+        );
+    }
+
+    // Nothing changed: pod-a still reaches pod-c through IPIP.
+    assert_pings(&a, &c, 3);
+    let after = cluster.dataplane("node1").unwrap().counters().unwrap();
+    assert!(
+        after.since(&before).get("encap.ipip.tx_packets") >= 3,
+        "{}",
+        after.since(&before).nonzero()
     );
 }
 

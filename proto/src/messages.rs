@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::trace::{TraceDone, TraceRecord, TraceRequest};
+
 /// Control → dataplane envelope.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ToDataplane {
@@ -16,7 +18,7 @@ pub struct ToDataplane {
     /// `None` when the sender used a payload this crate does not know: skip it.
     #[prost(
         oneof = "to_dataplane::Payload",
-        tags = "1, 11, 12, 13, 14, 16, 17, 18, 23, 24, 25, 26, 30, 1000"
+        tags = "1, 11, 12, 13, 14, 16, 17, 18, 23, 24, 25, 26, 30, 1000, 1001"
     )]
     pub payload: Option<to_dataplane::Payload>,
 }
@@ -58,6 +60,9 @@ pub mod to_dataplane {
         /// tapwire-only: asks for a [`CountersReply`](super::CountersReply).
         #[prost(message, tag = "1000")]
         CountersRequest(CountersRequest),
+        /// tapwire-only: arms a packet trace.
+        #[prost(message, tag = "1001")]
+        TraceRequest(TraceRequest),
     }
 }
 
@@ -68,7 +73,10 @@ pub struct FromDataplane {
     #[prost(uint64, tag = "8")]
     pub sequence_number: u64,
     /// `None` when the sender used a payload this crate does not know: skip it.
-    #[prost(oneof = "from_dataplane::Payload", tags = "3, 6, 7, 10, 1000")]
+    #[prost(
+        oneof = "from_dataplane::Payload",
+        tags = "3, 6, 7, 10, 1000, 1001, 1002"
+    )]
     pub payload: Option<from_dataplane::Payload>,
 }
 
@@ -93,6 +101,12 @@ pub mod from_dataplane {
         /// tapwire-only: answers a [`CountersRequest`](super::CountersRequest).
         #[prost(message, tag = "1000")]
         CountersReply(CountersReply),
+        /// tapwire-only: one packet of a trace.
+        #[prost(message, tag = "1001")]
+        TraceRecord(TraceRecord),
+        /// tapwire-only: a trace ended.
+        #[prost(message, tag = "1002")]
+        TraceDone(TraceDone),
     }
 }
 
@@ -163,10 +177,11 @@ pub struct IpamPool {
     /// NAT-outgoing: masquerade pod traffic leaving the pools.
     #[prost(bool, tag = "2")]
     pub masquerade: bool,
-    /// `""` (never), `"always"` or `"cross-subnet"`.
+    /// `""` (never), `"always"` or `"cross-subnet"` ([`EncapMode`](crate::EncapMode));
+    /// anything else makes the dataplane refuse the message.
     #[prost(string, tag = "3")]
     pub ipip_mode: String,
-    /// `""` (never), `"always"` or `"cross-subnet"`.
+    /// As [`IpamPool::ipip_mode`].
     #[prost(string, tag = "4")]
     pub vxlan_mode: String,
     #[prost(string, repeated, tag = "5")]
@@ -182,6 +197,17 @@ pub struct WorkloadEndpointId {
     pub workload_id: String,
     #[prost(string, tag = "4")]
     pub endpoint_id: String,
+}
+
+impl WorkloadEndpointId {
+    /// `orchestrator/workload/endpoint`: the one key both daemons file an endpoint under
+    /// (the dataplane's endpoint table and counters, control's endpoint status).
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.orchestrator_id, self.workload_id, self.endpoint_id
+        )
+    }
 }
 
 /// A local workload endpoint was created or changed.
@@ -267,6 +293,8 @@ pub struct RouteUpdate {
     /// Bitmap of [`RouteType`]s; query it with [`RouteUpdate::has_type`].
     #[prost(int32, tag = "12")]
     pub types: i32,
+    /// An [`IpPoolType`]; a number it does not define makes the dataplane refuse the
+    /// message.
     #[prost(enumeration = "IpPoolType", tag = "2")]
     pub ip_pool_type: i32,
     /// The destination CIDR.

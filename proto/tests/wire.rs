@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
-use tapwire_proto::frame::{encode, read_frame, write_frame};
+use tapwire_proto::frame::encode;
 use tapwire_proto::{from_dataplane, to_dataplane, *};
 
 fn s(v: &str) -> String {
@@ -61,6 +61,7 @@ fn to_tag(p: &to_dataplane::Payload) -> u32 {
         VtepRemove(_) => 26,
         Encapsulation(_) => 30,
         CountersRequest(_) => 1000,
+        TraceRequest(_) => 1001,
     }
 }
 
@@ -72,6 +73,8 @@ fn from_tag(p: &from_dataplane::Payload) -> u32 {
         WorkloadEndpointStatusRemove(_) => 7,
         DataplaneInSync(_) => 10,
         CountersReply(_) => 1000,
+        TraceRecord(_) => 1001,
+        TraceDone(_) => 1002,
     }
 }
 
@@ -151,6 +154,12 @@ fn to_samples() -> Vec<ToDataplane> {
         }),
         P::InSync(InSync {}),
         P::CountersRequest(CountersRequest {}),
+        P::TraceRequest(TraceRequest {
+            trace_id: 7,
+            count: 10,
+            endpoint: s("k8s/default/pod-a/eth0"),
+            timeout_ms: 30_000,
+        }),
     ];
     payloads
         .into_iter()
@@ -192,6 +201,14 @@ fn from_samples() -> Vec<FromDataplane> {
                 },
             ],
         }),
+        P::TraceRecord(trace_record()),
+        P::TraceDone(TraceDone {
+            trace_id: 7,
+            records: 10,
+            dropped: 1,
+            reason: s("refused"),
+            error: s("endpoint k8s/default/pod-z/eth0 is not attached here"),
+        }),
     ];
     payloads
         .into_iter()
@@ -201,6 +218,63 @@ fn from_samples() -> Vec<FromDataplane> {
             payload: Some(p),
         })
         .collect()
+}
+
+/// A trace record with every field set: an ICMP echo request from pod-a, encapsulated in
+/// IPIP to node-b.
+fn trace_record() -> TraceRecord {
+    TraceRecord {
+        trace_id: 7,
+        index: 1,
+        worker: 1,
+        elapsed_us: 1234,
+        ingress: Some(TraceIngress {
+            kind: s("pod"),
+            endpoint: s("k8s/default/pod-a/eth0"),
+            peer_ip: s("192.168.0.2"),
+            peer_node: s("node-b"),
+        }),
+        packet: Some(TracePacket {
+            ethertype: 0x0800,
+            frame_bytes: 98,
+            src: s("10.65.1.2"),
+            dst: s("10.65.2.3"),
+            protocol: 1,
+            src_port: 1,
+            dst_port: 2,
+            ttl: 64,
+            ip_bytes: 84,
+            icmp_type: 8,
+            icmp_code: 0,
+            icmp_id: 17,
+            icmp_seq: 3,
+            arp_operation: 1,
+            gso_size: 1448,
+            segments: 45,
+            ipv4: true,
+        }),
+        route: Some(TraceRoute {
+            prefix: s("10.65.2.0/26"),
+            target: s("remote"),
+            endpoint: s("k8s/default/pod-c/eth0"),
+            peer_node: s("node-b"),
+            peer_ip: s("192.168.0.2"),
+            encap: s("ipip"),
+        }),
+        action: Some(TraceAction {
+            kind: s("encapsulate"),
+            endpoint: s("k8s/default/pod-c/eth0"),
+            peer_node: s("node-b"),
+            peer_ip: s("192.168.0.2"),
+            encap: s("ipip"),
+            drop_reason: s("no_route"),
+            icmp_error: true,
+        }),
+        counters: vec![
+            s("endpoint.k8s/default/pod-a/eth0.rx_packets"),
+            s("encap.ipip.tx_packets"),
+        ],
+    }
 }
 
 /// The protobuf key of a length-delimited field `tag`, as a varint.
@@ -225,7 +299,7 @@ fn route_update_envelope_bytes() {
         })),
     };
     let mut frame = Vec::new();
-    encode(&msg, &mut frame);
+    encode(&msg, &mut frame).unwrap();
     let mut want = vec![18, 0, 0, 0, 0, 0, 0, 0]; // little-endian body length
     want.extend_from_slice(&[0xBA, 0x01, 13]); // field 23 (route_update), 13 bytes
     want.extend_from_slice(&[0x1A, 11]); // RouteUpdate.dst = 3
@@ -288,6 +362,24 @@ fn workload_endpoint_field_numbers() {
     want.extend_from_slice(&[0x12, 2]); // value = 2 } }
     want.extend_from_slice(b"/x");
     assert_eq!(body(&update), want);
+}
+
+#[test]
+fn trace_request_field_numbers() {
+    let msg = ToDataplane {
+        sequence_number: 1,
+        payload: Some(to_dataplane::Payload::TraceRequest(TraceRequest {
+            trace_id: 2,
+            count: 3,
+            endpoint: s("e"),
+            timeout_ms: 4,
+        })),
+    };
+    // trace_request = 1001 (varint key 0xCA 0x3E), 9 bytes: trace_id = 1, count = 2,
+    // endpoint = 3, timeout_ms = 4; then sequence_number = 15.
+    let mut want = vec![0xCA, 0x3E, 9, 0x08, 2, 0x10, 3, 0x1A, 1, b'e', 0x20, 4];
+    want.extend_from_slice(&[0x78, 1]);
+    assert_eq!(body(&msg), want);
 }
 
 #[test]
@@ -375,21 +467,18 @@ fn config_keys_and_defaults() {
     assert_eq!(config::HOSTNAME, "FelixHostname");
     assert_eq!(config::VXLAN_VNI, "VXLANVNI");
     assert_eq!(config::DEFAULT_VXLAN_VNI, 4096);
-    assert_eq!(config::VXLAN_PORT, "VXLANPort");
-    assert_eq!(config::DEFAULT_VXLAN_PORT, 4789);
-    assert_eq!(config::IPIP_MTU, "IpInIpMtu");
-    assert_eq!(config::VXLAN_MTU, "VXLANMTU");
+    assert_eq!(VXLAN_PORT, 4789);
 }
 
 #[test]
 fn every_message_round_trips_through_frames() {
     let mut to_wire = Vec::new();
     for msg in to_samples() {
-        encode(&msg, &mut to_wire);
+        encode(&msg, &mut to_wire).unwrap();
     }
     let mut from_wire = Vec::new();
     for msg in from_samples() {
-        write_frame(&mut from_wire, &msg).unwrap();
+        encode(&msg, &mut from_wire).unwrap();
     }
 
     let mut dec = FrameDecoder::new();
@@ -400,9 +489,9 @@ fn every_message_round_trips_through_frames() {
     }
     assert_eq!(got, to_samples());
 
-    let mut r = from_wire.as_slice();
+    let mut reader = FrameReader::new(from_wire.as_slice());
     let mut got = Vec::new();
-    while let Some(m) = read_frame::<_, FromDataplane>(&mut r).unwrap() {
+    while let Some(m) = reader.next::<FromDataplane>().unwrap() {
         got.push(m);
     }
     assert_eq!(got, from_samples());
@@ -532,6 +621,14 @@ fn to_strategy() -> impl Strategy<Value = ToDataplane> {
             no_encap_enabled: b[3],
         })),
         Just(P::InSync(InSync {})),
+        (any::<u32>(), any::<u32>(), text(), any::<u32>()).prop_map(
+            |(trace_id, count, endpoint, timeout_ms)| P::TraceRequest(TraceRequest {
+                trace_id,
+                count,
+                endpoint,
+                timeout_ms,
+            })
+        ),
     ];
     (any::<u64>(), prop::option::of(payload)).prop_map(|(sequence_number, payload)| ToDataplane {
         sequence_number,
@@ -569,6 +666,28 @@ fn from_strategy() -> impl Strategy<Value = FromDataplane> {
                     .collect(),
             }
         )),
+        (any::<u32>(), any::<u32>(), text(), texts()).prop_map(
+            |(index, worker, endpoint, counters)| P::TraceRecord(TraceRecord {
+                index,
+                worker,
+                ingress: Some(TraceIngress {
+                    kind: s("pod"),
+                    endpoint,
+                    ..Default::default()
+                }),
+                counters,
+                ..trace_record()
+            })
+        ),
+        (any::<u32>(), any::<u64>(), text()).prop_map(|(records, dropped, reason)| {
+            P::TraceDone(TraceDone {
+                trace_id: 1,
+                records,
+                dropped,
+                reason,
+                error: String::new(),
+            })
+        }),
     ];
     (any::<u64>(), prop::option::of(payload)).prop_map(|(sequence_number, payload)| FromDataplane {
         sequence_number,
@@ -581,7 +700,7 @@ proptest! {
     fn to_dataplane_round_trips(msgs in prop::collection::vec(to_strategy(), 1..6), cut in any::<prop::sample::Index>()) {
         let mut wire = Vec::new();
         for m in &msgs {
-            encode(m, &mut wire);
+            encode(m, &mut wire).unwrap();
         }
         // Delivered in two pieces split anywhere.
         let cut = cut.index(wire.len() + 1);
@@ -600,9 +719,9 @@ proptest! {
     #[test]
     fn from_dataplane_round_trips(msg in from_strategy()) {
         let mut wire = Vec::new();
-        write_frame(&mut wire, &msg).unwrap();
-        let mut r = wire.as_slice();
-        prop_assert_eq!(read_frame::<_, FromDataplane>(&mut r).unwrap(), Some(msg));
-        prop_assert!(read_frame::<_, FromDataplane>(&mut r).unwrap().is_none());
+        encode(&msg, &mut wire).unwrap();
+        let mut reader = FrameReader::new(wire.as_slice());
+        prop_assert_eq!(reader.next::<FromDataplane>().unwrap(), Some(msg));
+        prop_assert!(reader.next::<FromDataplane>().unwrap().is_none());
     }
 }

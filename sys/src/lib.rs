@@ -7,8 +7,9 @@
 //!   so the caller's thread never changes namespace;
 //! - [`tap`]: persistent multi-queue TAP devices — creating, attaching queues, deleting;
 //! - [`link`]: interface ioctls (index, MTU, up, hardware and IPv4 address);
-//! - [`netlink`]: a small rtnetlink client for addresses, routes and link deletion;
-//! - [`route_table`]: one kernel routing table read from outside (dump, change watch);
+//! - [`netlink`]: a small rtnetlink client for addresses, routes (and `ip route get`
+//!   lookups, and one table's routes as `ip route show table N`) and link deletion, and a
+//!   watch on route changes;
 //! - [`process`]: children that end with the thread that started them;
 //! - [`unix`]: the daemons' private Unix sockets.
 //!
@@ -27,7 +28,6 @@ pub mod link;
 pub mod netlink;
 pub mod netns;
 pub mod process;
-pub mod route_table;
 pub mod tap;
 #[cfg(feature = "testing")]
 pub mod testing;

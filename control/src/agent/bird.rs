@@ -20,9 +20,10 @@
 //!   the text changes, it is written (mode 0600: it may hold passwords) and BIRD told to
 //!   read it (`configure` on its control socket).
 //! - **Learned routes** (the `tapwire-learned` thread): BIRD writes them to the kernel
-//!   table `[bird] kernel_table`; this thread dumps the table whenever a route of it
-//!   changes ([`tapwire_sys::route_table`]), and at least every 10 s, and wakes the watch
-//!   loop with the new list. The first dump is made before the first recompute, so a
+//!   table `[bird] kernel_table`; this thread dumps the table whenever the kernel announces
+//!   a route change ([`tapwire_sys::netlink::RouteWatch`]), and at least every 10 s, and
+//!   wakes the watch loop with the new list (a route that leaves the table is withdrawn
+//!   after a 2 s hold). The first dump is made before the first recompute, so a
 //!   restarted control sends its dataplane the routes the previous BIRD learned.
 
 use std::fs::{self, OpenOptions};
@@ -35,8 +36,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
+use tapwire_sys::netlink::{Netlink, RouteWatch};
 use tapwire_sys::process::die_with_parent;
-use tapwire_sys::route_table::{dump_ipv4_table, Changes, RouteWatch};
 
 use super::{lock, AgentError, Wake};
 use crate::bgp::birdc::{Birdc, BirdcError};
@@ -228,10 +229,9 @@ impl Bgp {
             let timeout = look_again.map_or(RESYNC, |at| {
                 at.saturating_duration_since(Instant::now()).min(RESYNC)
             });
+            // A change (of any table, an address or a link: the watch does not say), lost
+            // notifications, the end of a hold, or the periodic read: read the table.
             match watch.wait(timeout) {
-                // Another table's routes: nothing to read.
-                Ok(changes @ Changes::Tables(_)) if !changes.touches(table) => continue,
-                // A change of the table, lost notifications, or the periodic read.
                 Ok(_) => {}
                 Err(err) => {
                     let err = err.to_string();
@@ -316,8 +316,9 @@ impl Held {
 /// The learned routes of kernel table `table`: each destination with its first gateway
 /// (the BGP next hop).
 fn read_learned(table: u32) -> Result<Vec<LearnedRoute>, String> {
-    let routes =
-        dump_ipv4_table(table).map_err(|e| format!("reading kernel table {table}: {e}"))?;
+    let routes = Netlink::open()
+        .and_then(|mut netlink| netlink.dump_ipv4_table(table))
+        .map_err(|e| format!("reading kernel table {table}: {e}"))?;
     let mut learned: Vec<LearnedRoute> = routes
         .into_iter()
         .filter_map(|route| {

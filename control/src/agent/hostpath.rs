@@ -26,13 +26,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
+use tapwire_proto::POD_GATEWAY;
 use tapwire_sys::link;
 use tapwire_sys::netlink::{Netlink, RouteScope, RouteSpec};
 
 use crate::routes::{DesiredDataplane, RouteKind};
 
-/// The gateway every pod, and the node's kernel, routes through.
-const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// How often the kernel's state is programmed again even when nothing changed.
 pub const REFRESH: Duration = Duration::from_secs(10);
 /// The nftables table control owns (family `ip`).
@@ -195,7 +194,7 @@ impl HostPath {
             let route = RouteSpec {
                 dst: pool.network(),
                 prefix_len: pool.prefix_len(),
-                gateway: Some(GATEWAY),
+                gateway: Some(POD_GATEWAY),
                 oif: ifindex,
                 scope: RouteScope::Universe,
                 onlink: true,
@@ -204,7 +203,7 @@ impl HostPath {
             };
             netlink.add_ipv4_route(&route).map_err(|e| {
                 format!(
-                    "route {pool} via {GATEWAY} dev {} onlink: {e}",
+                    "route {pool} via {POD_GATEWAY} dev {} onlink: {e}",
                     self.host_interface
                 )
             })?;
@@ -286,8 +285,8 @@ pub fn routes_through(table: &str, interface: &str) -> Vec<Ipv4Net> {
 mod tests {
     use super::*;
     use crate::model::EncapMode;
-    use crate::podnet::Encap;
     use crate::routes::{HostEntry, PoolEntry, PoolType, RouteEntry};
+    use tapwire_proto::Encap;
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()

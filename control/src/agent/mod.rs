@@ -20,6 +20,7 @@
 
 pub mod bird;
 pub mod hostpath;
+mod packet_trace;
 mod server;
 pub mod sync;
 
@@ -30,11 +31,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::Ipv4Net;
+use tapwire_metrics::ScrapeServer;
 use tapwire_sys::link;
 use tapwire_sys::unix::InstanceLock;
 
 use crate::datastore::{self, ClusterCache, Datastore, DatastoreError, DatastoreExt, Watcher};
 use crate::ipam::Ipam;
+use crate::metrics::ControlMetrics;
 use crate::model::{
     format_rfc3339, IpPool, NetworkingBackend, Node, NodeBgpSpec, NodeConfig, Resource,
     TapwireNodeStatus, WorkloadEndpoint,
@@ -83,6 +86,12 @@ pub enum AgentError {
     /// BGP (`networking_backend = "bird"`) cannot be set up.
     #[error("BGP: {reason}")]
     Bgp { reason: String },
+    /// `metrics_addr` cannot be listened on.
+    #[error("metrics address {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What this node knows about itself from its own interfaces.
@@ -129,6 +138,8 @@ pub struct Shared {
     pub started: SystemTime,
     /// BGP, when the node's networking backend is BIRD.
     pub bgp: Option<Arc<bird::Bgp>>,
+    /// What the metrics endpoint serves; the datastore above is already measured.
+    pub metrics: Arc<ControlMetrics>,
 }
 
 impl Shared {
@@ -189,8 +200,13 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
     .into_iter()
     .collect::<Result<Vec<_>, _>>()
     .map_err(AgentError::AlreadyRunning)?;
+    let scrape = config
+        .metrics_addr
+        .map(|addr| ScrapeServer::bind(addr).map_err(|source| AgentError::Metrics { addr, source }))
+        .transpose()?;
+    let metrics = Arc::new(ControlMetrics::new());
     let underlay = Underlay::read(&config.underlay_interface)?;
-    let store = datastore::open(&config.datastore)?;
+    let store = metrics.instrument(datastore::open(&config.datastore)?);
     // A control that crashed mid-way through an IPAM write leaves indexes to rebuild.
     match Ipam::new(store.as_ref()).repair() {
         Ok(report) => tracing::info!(?report, "IPAM checked"),
@@ -205,7 +221,17 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
     register_node(store.as_ref(), &config, &underlay, false)?;
     tracing::info!(node = %config.node, underlay = %underlay.address, "node registered");
 
-    let sync = Sync::start(config.dataplane_socket.clone()).map_err(AgentError::Thread)?;
+    let sync = Sync::start(config.dataplane_socket.clone(), Arc::clone(&metrics))
+        .map_err(AgentError::Thread)?;
+    if let Some(server) = scrape {
+        tracing::info!(addr = %server.local_addr(), "serving metrics at /metrics");
+        let metrics = Arc::clone(&metrics);
+        server
+            .spawn("tapwire-metrics", move |exposition| {
+                metrics.render(exposition)
+            })
+            .map_err(AgentError::Thread)?;
+    }
     let (tx, rx) = mpsc::channel();
     let listener = bind_api_socket(&config.api_socket, &_instance[0])?;
     let bgp = match config.networking_backend {
@@ -222,6 +248,7 @@ pub fn run(config: NodeConfig) -> Result<(), AgentError> {
         recompute: Mutex::new(tx),
         started: SystemTime::now(),
         bgp,
+        metrics,
     });
     // The first read of the cluster has every change up to the revision it starts from;
     // the watch reports every change after that.
@@ -633,5 +660,28 @@ mod tests {
         register_node(&store, &config, &underlay, false).unwrap();
         let node = store.get_as::<Node>("node-a").unwrap().unwrap();
         assert_eq!(node.underlay(), Some(underlay.address));
+    }
+
+    /// CrossSubnet's "same subnet" is decided on the prefix the node registers: the one
+    /// its underlay interface really has, not a default.
+    #[test]
+    fn the_underlay_is_read_with_its_real_prefix() {
+        use tapwire_sys::testing::{is_root, ScratchNetns};
+        if !is_root() {
+            return;
+        }
+        let ns = ScratchNetns::new("twul").unwrap();
+        ns.ip(&["link", "add", "u0", "type", "veth", "peer", "name", "u1"])
+            .unwrap();
+        ns.ip(&["link", "set", "u0", "mtu", "1400", "up"]).unwrap();
+        ns.ip(&["addr", "add", "10.9.8.200/25", "dev", "u0"])
+            .unwrap();
+        let read = tapwire_sys::netns::run_in_netns(ns.path(), || {
+            Ok(Underlay::read("u0").map_err(|e| e.to_string()))
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(read.address, "10.9.8.200/25".parse::<Ipv4Net>().unwrap());
+        assert_eq!(read.mtu_bytes, 1400);
     }
 }

@@ -9,9 +9,10 @@ use std::net::Ipv4Addr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
+use tapwire_proto::POD_GATEWAY;
 
 use super::Shared;
 use crate::api::{
@@ -20,12 +21,13 @@ use crate::api::{
 };
 use crate::datastore::{check_document_size, Datastore, DatastoreError, DatastoreExt};
 use crate::ipam::{Ipam, IpamError, ReleaseError};
+use crate::metrics::ControlMetrics;
 use crate::model::{
     check_batch, format_rfc3339, parse_documents, to_document_value, BgpConfiguration, BgpPeer,
     Document, IpPool, IpamBlock, Metadata, Node, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
 };
-use crate::podnet::{self, pod_mtu, PodInterfaceSpec, POD_GATEWAY};
-use crate::routes::{encap_name, worst_encap, RouteEntry, RouteKind};
+use crate::podnet::{self, pod_mtu, PodInterfaceSpec};
+use crate::routes::{worst_encap, RouteEntry, RouteKind};
 
 /// How long a CNI ADD waits for the dataplane to attach the new pod's queues.
 const ATTACH_WAIT: Duration = Duration::from_secs(5);
@@ -66,7 +68,20 @@ fn handle_connection(stream: &mut UnixStream, shared: &Shared) {
     let _ = write_response(stream, &response);
 }
 
+/// Answers one request; CNI requests are timed into the metrics.
 fn handle(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
+    let cni = ControlMetrics::cni_command(&request);
+    let started = Instant::now();
+    let result = dispatch(shared, request);
+    if let Some(command) = cni {
+        shared
+            .metrics
+            .cni_request(command, started.elapsed(), result.is_ok());
+    }
+    result
+}
+
+fn dispatch(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
     match request {
         Request::CniAdd(req) => cni_add(shared, &req).map(Reply::CniAdd),
         Request::CniDel(req) => cni_del(shared, &req).map(|()| Reply::Done),
@@ -151,6 +166,13 @@ fn handle(shared: &Shared, request: Request) -> Result<Reply, ApiError> {
                 results: vec![format!("{address} (handle {handle})")],
                 notes: Vec::new(),
             })
+        }
+        Request::Trace {
+            count,
+            pod,
+            timeout_ms,
+        } => {
+            super::packet_trace::trace(shared, count, pod.as_deref(), timeout_ms).map(Reply::Trace)
         }
         Request::Stats => match shared.sync.counters(COUNTERS_WAIT) {
             Some(counters) => Ok(Reply::Stats { counters }),
@@ -249,9 +271,11 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
     let store = shared.store.as_ref();
     let ipam = Ipam::new(store);
     let handle = handle_id(req);
-    let address = ipam.assign(node, &handle).map_err(ipam_error)?;
+    let address = (shared.metrics)
+        .ipam("assign", || ipam.assign(node, &handle))
+        .map_err(ipam_error)?;
     let release = || {
-        if let Err(err) = ipam.release(&handle) {
+        if let Err(err) = shared.metrics.ipam("release", || ipam.release(&handle)) {
             tracing::error!(%handle, %err, "releasing the address of a failed ADD failed");
         }
     };
@@ -284,7 +308,7 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
                     shared.underlay.mtu_bytes,
                     shared.underlay.interface,
                     encap.overhead_bytes(),
-                    encap_name(encap),
+                    encap.name(),
                 ),
             ));
         }
@@ -326,7 +350,7 @@ fn cni_add(shared: &Shared, req: &CniRequest) -> Result<CniAddReply, ApiError> {
             profiles: Vec::new(),
         },
     };
-    let key = endpoint_key(&endpoint);
+    let key = endpoint.dataplane_id().key();
     // Only a report about this interface counts: forget what the dataplane said about an
     // earlier one of the same endpoint (a retried ADD).
     shared.sync.status.forget_endpoint(&key);
@@ -436,16 +460,6 @@ fn endpoint_name(node: &str, req: &CniRequest) -> String {
     }
 }
 
-/// The dataplane's key for an endpoint (`orchestrator/workload/endpoint`).
-fn endpoint_key(endpoint: &WorkloadEndpoint) -> String {
-    format!(
-        "{}/{}/{}",
-        endpoint.spec.orchestrator,
-        endpoint.workload_id(),
-        endpoint.spec.endpoint
-    )
-}
-
 /// This node's endpoint for the CNI call, if recorded: by the name the ADD gave it (one
 /// read), else — a call without the pod's Kubernetes names, such as GC's DELs — by
 /// container id and interface among all endpoints.
@@ -486,7 +500,7 @@ fn cni_del(shared: &Shared, req: &CniRequest) -> Result<(), ApiError> {
             Err(e) => return Err(datastore_error("removing the workload endpoint failed", e)),
         }
         shared.nudge();
-        let key = endpoint_key(ep);
+        let key = ep.dataplane_id().key();
         let detached = shared.sync.status.wait_for(DETACH_WAIT, |s| {
             !s.connected || !s.endpoints.contains_key(&key)
         });
@@ -509,8 +523,9 @@ fn cni_del(shared: &Shared, req: &CniRequest) -> Result<(), ApiError> {
             )
         })?;
     }
-    Ipam::new(store)
-        .release(&handle_id(req))
+    let ipam = Ipam::new(store);
+    (shared.metrics)
+        .ipam("release", || ipam.release(&handle_id(req)))
         .map_err(ipam_error)?;
     shared.nudge();
     Ok(())
@@ -544,7 +559,7 @@ fn cni_check(shared: &Shared, req: &CniRequest) -> Result<(), ApiError> {
         ));
     }
     // An interface nobody reads is a black hole: the dataplane must hold its queues.
-    let key = endpoint_key(&endpoint);
+    let key = endpoint.dataplane_id().key();
     let state = shared.sync.status.read(|s| {
         (s.connected && s.in_sync)
             .then(|| s.endpoints.get(&key).cloned())
@@ -966,7 +981,7 @@ fn routes(shared: &Shared, to: Option<Ipv4Addr>) -> Vec<RouteRow> {
             kind: "remote".into(),
             node: Some(route.node.clone()),
             via: Some(route.node_ip.to_string()),
-            encap: Some(encap_name(route.encap).into()),
+            encap: Some(route.encap.name().into()),
             mtu: Some(podnet::pod_mtu(shared.underlay.mtu_bytes, route.encap)),
         },
     };

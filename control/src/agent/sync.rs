@@ -1,6 +1,7 @@
 //! Streams the desired state to the dataplane: a full snapshot and `InSync` on every
 //! (re)connect, then only diffs. Keeps what the dataplane reports (in sync, endpoint
-//! status, heartbeats) for the API, and relays counter requests.
+//! status, heartbeats) for the API, relays counter requests and packet traces, and times
+//! the sync into [`ControlMetrics`].
 //!
 //! One thread owns the connection; a reader thread per connection decodes the
 //! dataplane's messages. Everything reaches the owner through one channel, so the state
@@ -14,11 +15,13 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use tapwire_proto::frame::{self, StreamEnd};
 use tapwire_proto::{
-    frame, from_dataplane, to_dataplane::Payload, CountersRequest, FrameError, FromDataplane,
-    ToDataplane,
+    from_dataplane, to_dataplane::Payload, CountersRequest, FromDataplane, ToDataplane, TraceDone,
+    TraceRecord, TraceRequest,
 };
 
+use crate::metrics::ControlMetrics;
 use crate::routes::{diff, to_messages, DesiredDataplane};
 
 /// How often a lost dataplane connection is retried.
@@ -94,9 +97,20 @@ impl StatusCell {
     }
 }
 
+/// What the dataplane says about a packet trace.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TraceEvent {
+    Record(Box<TraceRecord>),
+    /// The trace ended; nothing follows.
+    Done(TraceDone),
+}
+
 enum Command {
-    Desired(Arc<DesiredDataplane>),
+    /// A new desired state, and when it was handed over.
+    Desired(Arc<DesiredDataplane>, Instant),
     Counters(Sender<Vec<(String, u64)>>),
+    /// Arm a trace; its records and end go to the sender.
+    Trace(TraceRequest, Sender<TraceEvent>),
     FromDataplane(u64, Box<FromDataplane>),
     Disconnected(u64),
 }
@@ -111,8 +125,9 @@ pub struct Sync {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Command::Desired(_) => "Desired",
+            Command::Desired(..) => "Desired",
             Command::Counters(_) => "Counters",
+            Command::Trace(..) => "Trace",
             Command::FromDataplane(..) => "FromDataplane",
             Command::Disconnected(_) => "Disconnected",
         })
@@ -121,7 +136,7 @@ impl std::fmt::Debug for Command {
 
 impl Sync {
     /// Starts the sync thread for the dataplane socket at `socket`.
-    pub fn start(socket: PathBuf) -> std::io::Result<Sync> {
+    pub fn start(socket: PathBuf, metrics: Arc<ControlMetrics>) -> std::io::Result<Sync> {
         let (tx, rx) = mpsc::channel();
         let status = Arc::new(StatusCell::default());
         let worker = Syncer {
@@ -133,6 +148,10 @@ impl Sync {
             next_conn: 1,
             sequence: 0,
             counter_waiters: Vec::new(),
+            traces: HashMap::new(),
+            next_trace: 0,
+            snapshot_started: None,
+            metrics,
         };
         std::thread::Builder::new()
             .name("tapwire-sync".into())
@@ -145,7 +164,9 @@ impl Sync {
 
     /// Hands over a new desired state; the dataplane gets the difference.
     pub fn set_desired(&self, desired: Arc<DesiredDataplane>) {
-        let _ = self.commands.send(Command::Desired(desired));
+        let _ = self
+            .commands
+            .send(Command::Desired(desired, Instant::now()));
     }
 
     /// Asks the dataplane for its counters; `None` if it does not answer in time.
@@ -153,6 +174,15 @@ impl Sync {
         let (tx, rx) = mpsc::channel();
         self.commands.send(Command::Counters(tx)).ok()?;
         rx.recv_timeout(timeout).ok()
+    }
+
+    /// Arms a packet trace in the dataplane (its `trace_id` is chosen here); its records
+    /// and its end arrive on the receiver, which reports a disconnect when the dataplane
+    /// is not connected or goes away.
+    pub fn trace(&self, request: TraceRequest) -> Receiver<TraceEvent> {
+        let (tx, rx) = mpsc::channel();
+        let _ = self.commands.send(Command::Trace(request, tx));
+        rx
     }
 }
 
@@ -172,6 +202,12 @@ struct Syncer {
     next_conn: u64,
     sequence: u64,
     counter_waiters: Vec<Sender<Vec<(String, u64)>>>,
+    /// Running traces by id.
+    traces: HashMap<u32, Sender<TraceEvent>>,
+    next_trace: u32,
+    /// When the current connection's snapshot began, until the dataplane is in sync.
+    snapshot_started: Option<Instant>,
+    metrics: Arc<ControlMetrics>,
 }
 
 impl Syncer {
@@ -195,7 +231,7 @@ impl Syncer {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Desired(desired) => {
+            Command::Desired(desired, since) => {
                 if let Some(conn) = &mut self.conn {
                     let changes = diff(&conn.sent, &desired);
                     if !changes.is_empty() {
@@ -203,9 +239,14 @@ impl Syncer {
                             messages = changes.len(),
                             "sending changes to the dataplane"
                         );
+                        let messages = changes.len();
                         let ok = send_all(&mut conn.stream, &mut self.sequence, changes);
                         conn.sent = Arc::clone(&desired);
-                        if !ok {
+                        if ok {
+                            self.metrics.messages_sent(messages);
+                            self.metrics.diff_sent(since.elapsed());
+                        } else {
+                            self.metrics.sync_error("write_failed");
                             self.drop_connection("write failed");
                         }
                     }
@@ -220,6 +261,25 @@ impl Syncer {
                 if send_all(&mut conn.stream, &mut self.sequence, request) {
                     self.counter_waiters.push(reply);
                 } else {
+                    self.metrics.sync_error("write_failed");
+                    self.drop_connection("write failed");
+                }
+            }
+            Command::Trace(mut request, events) => {
+                let Some(conn) = &mut self.conn else {
+                    return; // dropping `events` tells the caller there is no dataplane
+                };
+                self.next_trace = self.next_trace.wrapping_add(1).max(1);
+                request.trace_id = self.next_trace;
+                let id = request.trace_id;
+                if send_all(
+                    &mut conn.stream,
+                    &mut self.sequence,
+                    vec![Payload::TraceRequest(request)],
+                ) {
+                    self.traces.insert(id, events);
+                } else {
+                    self.metrics.sync_error("write_failed");
                     self.drop_connection("write failed");
                 }
             }
@@ -247,6 +307,10 @@ impl Syncer {
             }
             Some(P::DataplaneInSync(_)) => {
                 tracing::info!("dataplane in sync");
+                if let Some(started) = self.snapshot_started.take() {
+                    self.metrics.snapshot_in_sync(started.elapsed());
+                }
+                self.metrics.dataplane_state(true, true);
                 self.status.update(|s| {
                     s.in_sync = true;
                     s.since = Some(std::time::SystemTime::now());
@@ -254,10 +318,7 @@ impl Syncer {
             }
             Some(P::WorkloadEndpointStatusUpdate(update)) => {
                 if let Some(id) = update.id {
-                    let key = format!(
-                        "{}/{}/{}",
-                        id.orchestrator_id, id.workload_id, id.endpoint_id
-                    );
+                    let key = id.key();
                     let state = update.status.map(|s| s.status).unwrap_or_default();
                     self.status.update(|s| {
                         s.endpoints.insert(key, state);
@@ -266,10 +327,7 @@ impl Syncer {
             }
             Some(P::WorkloadEndpointStatusRemove(remove)) => {
                 if let Some(id) = remove.id {
-                    let key = format!(
-                        "{}/{}/{}",
-                        id.orchestrator_id, id.workload_id, id.endpoint_id
-                    );
+                    let key = id.key();
                     self.status.update(|s| {
                         s.endpoints.remove(&key);
                     });
@@ -283,6 +341,21 @@ impl Syncer {
                     .collect();
                 for waiter in self.counter_waiters.drain(..) {
                     let _ = waiter.send(counters.clone());
+                }
+            }
+            Some(P::TraceRecord(record)) => {
+                let id = record.trace_id;
+                let delivered = self.traces.get(&id).is_some_and(|events| {
+                    events.send(TraceEvent::Record(Box::new(record))).is_ok()
+                });
+                if !delivered {
+                    // Nobody waits for it any more (or never did).
+                    self.traces.remove(&id);
+                }
+            }
+            Some(P::TraceDone(done)) => {
+                if let Some(events) = self.traces.remove(&done.trace_id) {
+                    let _ = events.send(TraceEvent::Done(done));
                 }
             }
             None => {} // a message this agent does not know: skipped
@@ -320,7 +393,13 @@ impl Syncer {
             s.endpoints.clear();
         });
         tracing::info!(socket = %self.socket.display(), "connected to the dataplane; sending the full state");
-        if send_all(&mut stream, &mut self.sequence, to_messages(&desired)) {
+        self.metrics.dataplane_state(true, false);
+        let started = Instant::now();
+        let snapshot = to_messages(&desired);
+        let messages = snapshot.len();
+        if send_all(&mut stream, &mut self.sequence, snapshot) {
+            self.metrics.messages_sent(messages);
+            self.snapshot_started = Some(started);
             self.conn = Some(Connection {
                 id,
                 stream,
@@ -328,6 +407,8 @@ impl Syncer {
             });
         } else {
             let _ = stream.shutdown(std::net::Shutdown::Both);
+            self.metrics.sync_error("write_failed");
+            self.metrics.dataplane_state(false, false);
             self.status.update(|s| s.connected = false);
         }
     }
@@ -339,8 +420,12 @@ impl Syncer {
                 "lost the dataplane connection; it keeps forwarding, reconnecting"
             );
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+            self.metrics.sync_error("connection_lost");
         }
         self.counter_waiters.clear();
+        self.traces.clear();
+        self.snapshot_started = None;
+        self.metrics.dataplane_state(false, false);
         self.status.update(|s| {
             s.connected = false;
             s.in_sync = false;
@@ -348,7 +433,9 @@ impl Syncer {
     }
 }
 
-/// Writes `payloads` as framed messages; false if the connection failed.
+/// Writes `payloads` as framed messages; false if the connection failed. A message too
+/// large for a frame (the dataplane would close the connection on it) is left out, with
+/// an error.
 fn send_all(stream: &mut UnixStream, sequence: &mut u64, payloads: Vec<Payload>) -> bool {
     let mut wire = Vec::new();
     for payload in payloads {
@@ -357,30 +444,28 @@ fn send_all(stream: &mut UnixStream, sequence: &mut u64, payloads: Vec<Payload>)
             sequence_number: *sequence,
             payload: Some(payload),
         };
-        frame::encode(&msg, &mut wire);
+        if let Err(err) = frame::encode(&msg, &mut wire) {
+            tracing::error!(seq = msg.sequence_number, %err, "not sending a message to the dataplane");
+        }
     }
     stream.write_all(&wire).is_ok()
 }
 
+/// A connection's reader thread: the dataplane's messages to the sync thread, then the
+/// end of the connection.
 fn read_loop(id: u64, stream: UnixStream, events: Sender<Command>) {
-    let mut reader = std::io::BufReader::new(&stream);
-    loop {
-        match frame::read_frame::<_, FromDataplane>(&mut reader) {
-            Ok(Some(msg)) => {
-                if events
-                    .send(Command::FromDataplane(id, Box::new(msg)))
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Ok(None) | Err(FrameError::Io(_)) => break,
-            Err(err) => {
-                tracing::error!(%err, "malformed frame from the dataplane");
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-                break;
-            }
+    let end = frame::read_messages(&stream, |msg: FromDataplane| {
+        events
+            .send(Command::FromDataplane(id, Box::new(msg)))
+            .is_ok()
+    });
+    match end {
+        StreamEnd::Stopped => return, // the sync thread is gone
+        StreamEnd::Failed(err) if err.is_malformed() => {
+            tracing::error!(%err, "malformed frame from the dataplane");
+            let _ = stream.shutdown(std::net::Shutdown::Both);
         }
+        StreamEnd::Closed | StreamEnd::Failed(_) => {}
     }
     let _ = events.send(Command::Disconnected(id));
 }

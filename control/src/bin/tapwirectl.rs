@@ -67,6 +67,24 @@ enum Command {
     },
     /// The versions of tapwirectl, the node's agent and its dataplane.
     Version,
+    /// Trace the next packets through this node's dataplane, as VPP's packet trace does:
+    /// for each, the worker, where it was received, what it parsed as, the route looked
+    /// up, the action and the counters touched. Ends after COUNT packets, or when the
+    /// global --timeout (how long to wait for them, 30 s by default) runs out.
+    Trace {
+        /// Only packets from or to this pod of the node: its name, namespace/name, or
+        /// its endpoint (k8s/default/pod-a/eth0).
+        #[arg(long, value_name = "NAME")]
+        pod: Option<String>,
+        /// How many packets to trace.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 10,
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(tapwire_proto::MAX_TRACE_PACKETS))
+        )]
+        count: u32,
+    },
     /// IP address management: usage, consistency, releasing a leaked address.
     Ipam {
         #[command(subcommand)]
@@ -230,6 +248,7 @@ fn run(agent: &Agent, command: Command, out: &mut Output) -> Result<(), CliError
         Command::Stats { all } => stats(agent, all, out),
         Command::Ipam { command } => ipam(agent, command, out),
         Command::Version => version(agent, out),
+        Command::Trace { pod, count } => trace(agent, pod, count, out),
     }
 }
 
@@ -535,6 +554,29 @@ fn ipam(agent: &Agent, command: IpamCommand, out: &mut Output) -> Result<(), Cli
                 other => Err(unexpected(action, "a change report", &other)),
             }
         }
+    }
+}
+
+/// How much longer than the trace itself tapwirectl waits for the agent's answer.
+const TRACE_ANSWER_GRACE: Duration = Duration::from_secs(5);
+
+fn trace(agent: &Agent, pod: Option<String>, count: u32, out: &mut Output) -> Result<(), CliError> {
+    let action = "trace packets";
+    let request = Request::Trace {
+        count,
+        pod,
+        timeout_ms: u64::try_from(agent.timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    let waiting = Agent {
+        socket: agent.socket.clone(),
+        timeout: agent.timeout + TRACE_ANSWER_GRACE,
+    };
+    match waiting.call(&request, action)? {
+        Reply::Trace(report) => {
+            out.stdout.push_str(&cli::format_trace(&report));
+            Ok(())
+        }
+        other => Err(unexpected(action, "a packet trace", &other)),
     }
 }
 

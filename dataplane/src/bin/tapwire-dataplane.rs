@@ -1,4 +1,4 @@
-//! `tapwire-dataplane --socket PATH [--workers N] [--busy-poll-us N] [--host-interface NAME] [--vxlan-tap-interface NAME]`: the forwarder of one node. Run it in
+//! `tapwire-dataplane --socket PATH [--workers N] [--busy-poll-us N] [--host-interface NAME] [--vxlan-tap-interface NAME] [--metrics-addr ADDR:PORT]`: the forwarder of one node. Run it in
 //! the node's network namespace; control connects to the socket.
 
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ struct Args {
     #[arg(long, default_value = "eth0")]
     underlay_interface: String,
     /// UDP port for VXLAN.
-    #[arg(long, default_value_t = 4789)]
+    #[arg(long, default_value_t = tapwire_proto::VXLAN_PORT)]
     vxlan_port: u16,
     /// After handling packets, a worker keeps polling (yielding the CPU between polls)
     /// this long before it blocks, so a reply arriving soon finds it awake. 0 disables.
@@ -38,6 +38,11 @@ struct Args {
     /// on UDP sockets). An empty name always uses the sockets.
     #[arg(long, default_value = daemon::DEFAULT_VXLAN_TAP_INTERFACE)]
     vxlan_tap_interface: String,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9101): per
+    /// endpoint and per encapsulation packets and bytes, drops by reason, worker busy
+    /// time. Off unless given.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
         busy_poll: std::time::Duration::from_micros(u64::from(args.busy_poll_us)),
         host_interface: Some(args.host_interface).filter(|name| !name.is_empty()),
         vxlan_tap_interface: Some(args.vxlan_tap_interface).filter(|name| !name.is_empty()),
+        metrics_addr: args.metrics_addr,
     };
     match daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,12 +4,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
 use std::time::Duration;
 
-use tapwire_proto::{frame, from_dataplane::Payload, FromDataplane, WorkloadEndpointId};
+use tapwire_proto::{from_dataplane::Payload, FrameReader, FromDataplane, WorkloadEndpointId};
 use tapwire_sys::testing::{is_root, ScratchNetns};
+use tapwire_sys::{netns, tap};
 
 use super::*;
+use crate::counters::WorkerCounters;
+use crate::io::{queue_attached, Poller};
+use crate::state::build_tables;
 
 const KEY: &str = "k8s/default.pa/eth0";
 
@@ -74,9 +79,9 @@ fn create_tap(ns: &ScratchNetns) {
 
 /// The endpoint statuses control was sent since the last call ("up", "down", "removed").
 fn statuses(control: &UnixStream) -> Vec<String> {
-    let mut reader = control;
+    let mut reader = FrameReader::new(control);
     let mut out = Vec::new();
-    while let Ok(Some(msg)) = frame::read_frame::<_, FromDataplane>(&mut reader) {
+    while let Ok(Some(msg)) = reader.next::<FromDataplane>() {
         match msg.payload {
             Some(Payload::WorkloadEndpointStatusUpdate(u)) => {
                 out.push(u.status.map(|s| s.status).unwrap_or_default());

@@ -78,16 +78,40 @@ fn local_delivery_rewrites_macs_and_decrements_ttl() {
 #[test]
 fn ipip_prepends_an_outer_header_between_the_nodes() {
     let frame = pod_a_sends("10.65.2.7", 64, true, 1000);
+    // The peer's MAC is resolved: a frame for the packet socket.
     let (action, buf, _) = from_pod_a(&tables(Encap::Ipip), &frame);
     let Outbound::ToPeerIpip {
         dst,
-        packet,
+        frame: framed,
+        offload: VnetHdr::NONE,
         tso: None,
+        framed: true,
     } = action
     else {
-        panic!("expected IPIP, got {action:?}");
+        panic!("expected framed IPIP, got {action:?}");
     };
     assert_eq!(dst, ip("192.168.0.2"));
+    let eth = EthernetFrame::new_checked(buf.slice(framed.clone())).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (PEER_MAC, NODE_MAC));
+    assert_eq!(eth.ethertype(), ETHERTYPE_IPV4);
+    let outer_bytes = buf
+        .slice(framed.start + ETH_HEADER_LEN..framed.end)
+        .to_vec();
+
+    // Not resolved yet: the outer packet alone, for the raw socket, the same bytes.
+    let mut unresolved = tables(Encap::Ipip);
+    unresolved.peers[0].next_hop_mac = None;
+    let (action, buf, _) = from_pod_a(&unresolved, &frame);
+    let Outbound::ToPeerIpip {
+        frame: packet,
+        tso: None,
+        framed: false,
+        ..
+    } = action
+    else {
+        panic!("expected IPIP for the raw socket, got {action:?}");
+    };
+    assert_eq!(buf.slice(packet.clone()), &outer_bytes[..]);
     let outer = Ipv4Packet::new_checked(buf.slice(packet)).unwrap();
     assert!(outer.checksum_ok());
     assert_eq!(outer.protocol(), IPPROTO_IPIP);
@@ -97,6 +121,11 @@ fn ipip_prepends_an_outer_header_between_the_nodes() {
     );
     assert_eq!(outer.total_len(), 20 + 1040);
     let inner = Ipv4Packet::new_checked(outer.payload()).unwrap();
+    assert_eq!(
+        outer.total_len() - inner.total_len(),
+        Encap::Ipip.overhead_bytes() as usize,
+        "the contract's IPIP overhead (pod MTUs) is what is prepended here"
+    );
     assert_eq!(
         (inner.src(), inner.dst()),
         (ip("10.65.1.2"), ip("10.65.2.7"))
@@ -220,9 +249,34 @@ fn partial_checksums_are_finished_before_a_tunnel() {
         csum_offset: 16,
         ..VnetHdr::NONE
     };
-    let (action, buf) = from_pod_a_offloaded(&tables(Encap::Ipip), &frame, hdr);
+    // Framed for the packet socket, IPIP keeps the checksum partial, its offsets moved
+    // by the headers in front (Ethernet 14 + outer IPv4 20 - the pod's Ethernet 14).
+    let (action, _) = from_pod_a_offloaded(&tables(Encap::Ipip), &frame, hdr);
     let Outbound::ToPeerIpip {
-        packet, tso: None, ..
+        offload,
+        framed: true,
+        ..
+    } = action
+    else {
+        panic!("{action:?}");
+    };
+    assert_eq!(
+        offload,
+        VnetHdr {
+            csum_start: 54,
+            hdr_len: 20,
+            ..hdr
+        }
+    );
+    // Through the raw socket, it is finished here.
+    let mut raw = tables(Encap::Ipip);
+    raw.peers[0].next_hop_mac = None;
+    let (action, buf) = from_pod_a_offloaded(&raw, &frame, hdr);
+    let Outbound::ToPeerIpip {
+        frame: packet,
+        tso: None,
+        framed: false,
+        ..
     } = action
     else {
         panic!("{action:?}");
@@ -238,7 +292,7 @@ fn partial_checksums_are_finished_before_a_tunnel() {
         csum_start: 1000,
         ..hdr
     };
-    let (action, _) = from_pod_a_offloaded(&tables(Encap::Ipip), &frame, bad);
+    let (action, _) = from_pod_a_offloaded(&raw, &frame, bad);
     assert_eq!(action, Outbound::Drop(DropReason::BadOffload));
 }
 
@@ -459,6 +513,11 @@ fn a_vxlan_super_frame_leaves_through_the_underlay_tap_whole() {
     assert_eq!(packet::parse_vxlan(&udp[8..]), Some(4096));
     // Inner IPv4 at 64 and TCP (20 bytes) at 84; the pod's segment size kept.
     assert_eq!(tunnel.inner_nh_offset, 64);
+    assert_eq!(
+        usize::from(tunnel.inner_nh_offset) - ETH_HEADER_LEN,
+        Encap::Vxlan.overhead_bytes() as usize,
+        "the contract's VXLAN overhead (pod MTUs) is what the outer IPv4 packet adds here"
+    );
     assert_eq!(tunnel.outer_th_offset, 34);
     assert_eq!(tunnel.hdr.csum_start, 84);
     assert_eq!(tunnel.hdr.hdr_len, 104);
@@ -534,19 +593,7 @@ fn a_vxlan_super_frame_received_whole_goes_to_the_pod_whole() {
 fn ipip_from_a_known_node_is_delivered_and_transit_is_refused() {
     let t = tables(Encap::Ipip);
     let encapsulated = |inner_dst: &str, outer_src: &str| {
-        let inner = ipv4_packet("10.65.2.7", inner_dst, 63, true, 100);
-        let mut pkt = vec![0u8; 20];
-        Ipv4Repr {
-            src: ip(outer_src),
-            dst: ip("192.168.0.1"),
-            protocol: IPPROTO_IPIP,
-            ttl: 64,
-            dont_fragment: true,
-            payload_len: inner.len(),
-        }
-        .emit(&mut pkt);
-        pkt.extend(inner);
-        received(&pkt)
+        received(&ipip_packet(outer_src, "10.65.2.7", inner_dst))
     };
     let mut buf = encapsulated("10.65.1.3", "192.168.0.2");
     let action = from_ipip(&t, &mut buf);
@@ -578,21 +625,71 @@ fn ipip_from_a_known_node_is_delivered_and_transit_is_refused() {
     );
 }
 
-/// An IPIP packet from `outer_src` to this node carrying `inner_src` → `inner_dst`.
-fn ipip_packet(outer_src: &str, inner_src: &str, inner_dst: &str) -> Vec<u8> {
-    let inner = ipv4_packet(inner_src, inner_dst, 63, true, 100);
-    let mut pkt = vec![0u8; 20];
-    Ipv4Repr {
-        src: ip(outer_src),
-        dst: ip("192.168.0.1"),
-        protocol: IPPROTO_IPIP,
-        ttl: 64,
-        dont_fragment: true,
-        payload_len: inner.len(),
+#[test]
+fn ipip_frames_from_the_packet_socket_keep_a_partial_checksum_and_check_the_outer_header() {
+    let t = tables(Encap::Ipip);
+    let pkt = ipip_packet("192.168.0.2", "10.65.2.7", "10.65.1.3");
+    let frame = eth_frame(NODE_MAC, PEER_MAC, ETHERTYPE_IPV4, &pkt);
+    // As a sender on this host leaves it: the inner TCP checksum partial, offsets from the
+    // outer Ethernet header (14 + 20 + 20 = 54).
+    let partial = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        hdr_len: 74,
+        csum_start: 54,
+        csum_offset: 16,
+        ..VnetHdr::NONE
+    };
+    let mut buf = received(&frame);
+    buf.set_offload(partial);
+    let action = from_ipip_frame(&t, &mut buf);
+    let Inbound::ToPod {
+        endpoint: 1,
+        frame: delivered,
+        offload,
+    } = action
+    else {
+        panic!("expected delivery to pod b, got {action:?}");
+    };
+    // Now counted from the pod's Ethernet header: 20 bytes fewer in front.
+    assert_eq!((offload.csum_start, offload.hdr_len), (34, 54));
+    let eth = EthernetFrame::new_checked(buf.slice(delivered)).unwrap();
+    assert_eq!(eth.dst(), POD_B_MAC);
+
+    // The same without offload metadata: delivered as it is.
+    let mut plain = received(&frame);
+    assert!(matches!(
+        from_ipip_frame(&t, &mut plain),
+        Inbound::ToPod {
+            offload: VnetHdr::NONE,
+            ..
+        }
+    ));
+    // A corrupt outer header, metadata that points in front of the inner packet, and a
+    // super-frame (no sender makes IPIP ones) are refused.
+    let mut corrupt = frame.clone();
+    corrupt[ETH_HEADER_LEN + 8] ^= 1; // TTL
+    assert_eq!(
+        from_ipip_frame(&t, &mut received(&corrupt)),
+        Inbound::Drop(DropReason::BadChecksum)
+    );
+    for bad in [
+        VnetHdr {
+            csum_start: 10,
+            ..partial
+        },
+        VnetHdr {
+            gso_type: VnetHdr::GSO_TCPV4,
+            gso_size: 1000,
+            ..partial
+        },
+    ] {
+        let mut buf = received(&frame);
+        buf.set_offload(bad);
+        assert_eq!(
+            from_ipip_frame(&t, &mut buf),
+            Inbound::Drop(DropReason::BadOffload)
+        );
     }
-    .emit(&mut pkt);
-    pkt.extend(inner);
-    pkt
 }
 
 /// The UDP payload of a VXLAN frame from node-b's VTEP carrying `inner_src` → `inner_dst`.
@@ -745,7 +842,7 @@ proptest! {
 /// The kernel side of the host path TAP in [`host_tables`].
 const HOST_MAC: Mac = [0x02, 0, 0, 0, 0, 0x99];
 
-/// The fixture node with a host path: the routes `state::host_path_routes` adds for pool
+/// The fixture node with a host path: the routes `state::build::host_path_routes` adds for pool
 /// 10.65.0.0/16 and peers node-b (192.168.0.2) and node-c.
 fn host_tables(encap: Encap) -> Tables {
     let mut t = tables(encap);

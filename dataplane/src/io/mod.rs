@@ -9,7 +9,8 @@ mod tap;
 
 pub use poll::{Poller, Token};
 pub use socket::{
-    ArpSocket, IpipReceiver, PacketSocket, RawIpSender, UdpReceiver, VxlanSender, MAX_RECV_BATCH,
+    ArpSocket, IpipSink, PacketSocket, RawIpSender, UdpReceiver, UnderlayFrames, VxlanSender,
+    MAX_RECV_BATCH,
 };
 pub use tap::queue_attached;
 

@@ -1,5 +1,9 @@
 //! A level-triggered epoll set. The state thread adds and removes pod queues while the
 //! owning worker waits on it: `epoll_ctl` is safe to call from another thread.
+//!
+//! Not `mio`: mio registers every source edge-triggered, while a worker reads at most a
+//! batch from each ready descriptor per wake-up (so one busy pod cannot starve the others)
+//! and relies on level-triggered readiness to come back to what it left unread.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -13,12 +17,10 @@ pub enum Token {
     Pod { slot: u32, generation: u32 },
     /// The worker's VXLAN UDP socket.
     Vxlan,
-    /// The IPIP raw socket (worker 0 only).
+    /// The worker's IPIP packet socket.
     Ipip,
     /// The underlay packet socket (unencapsulated traffic).
     Underlay,
-    /// The worker's wake-up eventfd.
-    Wake,
     /// The worker's queue of the host path TAP.
     Host,
 }
@@ -30,8 +32,7 @@ impl Token {
             Token::Vxlan => u64::MAX,
             Token::Ipip => u64::MAX - 1,
             Token::Underlay => u64::MAX - 2,
-            Token::Wake => u64::MAX - 3,
-            Token::Host => u64::MAX - 4,
+            Token::Host => u64::MAX - 3,
         }
     }
 
@@ -40,8 +41,7 @@ impl Token {
             u64::MAX => Token::Vxlan,
             d if d == u64::MAX - 1 => Token::Ipip,
             d if d == u64::MAX - 2 => Token::Underlay,
-            d if d == u64::MAX - 3 => Token::Wake,
-            d if d == u64::MAX - 4 => Token::Host,
+            d if d == u64::MAX - 3 => Token::Host,
             d => Token::Pod {
                 slot: d as u32,
                 generation: (d >> 32) as u32,
@@ -135,7 +135,7 @@ mod tests {
             Token::Vxlan,
             Token::Ipip,
             Token::Underlay,
-            Token::Wake,
+            Token::Host,
         ] {
             assert_eq!(Token::unpack(t.pack()), t);
         }

@@ -4,29 +4,48 @@
 //!   (IPIP and VXLAN alike, see `forward`), so one send-only socket serves both; being
 //!   send-only it receives no copies of inbound traffic.
 //! - [`UdpReceiver`]: the VXLAN port, one `SO_REUSEPORT` socket per worker.
-//! - [`IpipReceiver`]: a raw protocol-4 socket. Every raw socket of a protocol gets a copy
-//!   of each packet, so only one worker opens it.
-//! - [`PacketSocket`]: `AF_PACKET` on the underlay interface for unencapsulated traffic,
-//!   one per worker in a fanout group, with a BPF filter that skips frames for the node
-//!   itself (tunnel traffic, which the sockets above receive).
-//! - [`ArpSocket`]: `AF_PACKET`/ARP for resolving peers' underlay MACs ourselves.
+//! - [`IpipSink`]: a raw protocol-4 socket that takes nothing (a filter refuses every
+//!   packet): while it exists the kernel does not answer IPIP with protocol-unreachable.
+//! - [`PacketSocket`]: `AF_PACKET` on the underlay interface, one per worker in a fanout
+//!   group (flows hashed across workers), each with a BPF filter: one group for
+//!   unencapsulated traffic (every frame but those for the node itself, which the
+//!   sockets above and the kernel handle), one for IPIP to the node. Sending on it skips
+//!   the kernel's per-packet route lookup: the frame is addressed already.
+//! - [`ArpSocket`]: `AF_PACKET`/ARP for resolving next hops' underlay MACs ourselves.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::{size_of, size_of_val, zeroed};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use socket2::{Domain, Protocol, SockAddr, SockFilter, Socket, Type};
 
 use super::{cvt, cvt_size};
 use crate::offload::{Segments, MAX_SEGMENTS, VNET_HDR_LEN};
 
-fn socket(domain: libc::c_int, kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
-    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: socket() has no memory arguments; the result is checked.
-    let fd = cvt(unsafe { libc::socket(domain, kind | flags, protocol) })?;
-    // SAFETY: fd is a freshly created descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// A non-blocking, close-on-exec socket (socket2), with the send or receive buffer of
+/// [`SOCKET_BUFFER_BYTES`] that `buffers` names.
+fn socket(domain: Domain, kind: Type, protocol: i32, buffers: Buffers) -> io::Result<Socket> {
+    let socket = Socket::new(domain, kind.nonblocking(), Some(Protocol::from(protocol)))?;
+    if buffers != Buffers::Receive {
+        socket.set_send_buffer_size(SOCKET_BUFFER_BYTES)?;
+    }
+    if buffers != Buffers::Send {
+        socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES)?;
+    }
+    Ok(socket)
 }
 
+/// Which of a socket's buffers [`socket`] enlarges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Buffers {
+    Send,
+    Receive,
+    Both,
+}
+
+/// `setsockopt` for the options socket2 does not offer (packet fanout, vnet headers, UDP
+/// GRO).
 fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: `value` points to a live T and its size is passed alongside.
     cvt(unsafe {
@@ -42,13 +61,8 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
 }
 
 /// Bytes asked for as a socket's send or receive buffer: room for bursts of 64 KB
-/// super-frames in flight.
-const SOCKET_BUFFER_BYTES: i32 = 4 << 20;
-
-/// Sets `SO_RCVBUF` or `SO_SNDBUF` (`name`) to [`SOCKET_BUFFER_BYTES`].
-fn set_buffer(fd: RawFd, name: libc::c_int) -> io::Result<()> {
-    setsockopt(fd, libc::SOL_SOCKET, name, &SOCKET_BUFFER_BYTES)
-}
+/// super-frames in flight (a full send buffer would drop segments: no socket blocks).
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
 fn sockaddr_in(addr: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
@@ -107,11 +121,8 @@ pub struct RawIpSender {
 
 impl RawIpSender {
     pub fn open() -> io::Result<Self> {
-        let fd = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
-        // Room for several segmented super-frames in flight: a full send buffer would
-        // drop segments (the socket does not block).
-        set_buffer(fd.as_raw_fd(), libc::SO_SNDBUF)?;
-        Ok(Self { fd })
+        let fd = socket(Domain::IPV4, Type::RAW, libc::IPPROTO_RAW, Buffers::Send)?;
+        Ok(Self { fd: fd.into() })
     }
 
     /// Sends `packet` (which starts with its IPv4 header) towards `dst`.
@@ -128,47 +139,68 @@ impl RawIpSender {
         dst: Ipv4Addr,
     ) -> io::Result<usize> {
         let sa = sockaddr_in(dst, 0);
-        let count = segments.len().min(MAX_SEGMENTS);
-        let empty = libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        };
-        let mut iovs = [[empty; 2]; MAX_SEGMENTS];
-        for (i, iov) in iovs.iter_mut().enumerate().take(count) {
-            let (header, payload) = segments.segment(i);
-            *iov = [iovec(header), iovec(&frame[payload])];
-        }
-        // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
-        let mut msgs: [libc::mmsghdr; MAX_SEGMENTS] = unsafe { zeroed() };
-        for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()).take(count) {
-            msg.msg_hdr.msg_name = (&sa as *const libc::sockaddr_in).cast_mut().cast();
-            msg.msg_hdr.msg_namelen = size_of_val(&sa) as libc::socklen_t;
-            msg.msg_hdr.msg_iov = iov.as_mut_ptr();
-            msg.msg_hdr.msg_iovlen = 2;
-        }
-        let mut sent = 0;
-        while sent < count {
-            // SAFETY: every mmsghdr points at `sa` and at iovecs over `segments` and
-            // `frame`, all alive and unchanged for the duration of the call.
-            let n = unsafe {
-                libc::sendmmsg(
-                    self.fd.as_raw_fd(),
-                    msgs[sent..].as_mut_ptr(),
-                    (count - sent) as libc::c_uint,
-                    0,
-                )
-            };
-            if n <= 0 {
-                return if sent > 0 {
-                    Ok(sent)
-                } else {
-                    Err(io::Error::last_os_error())
-                };
-            }
-            sent += n as usize;
-        }
-        Ok(sent)
+        send_segments(self.fd.as_raw_fd(), Some(&sa), None, frame, segments)
     }
+}
+
+/// Sends every segment of `segments` on `fd`, each as one message: `prefix` (a virtio-net
+/// header) if given, the segment's headers, its payload from `frame`; to `to` if given
+/// (else the socket is bound or connected). As few `sendmmsg` calls as the kernel allows;
+/// returns how many segments were sent (an error only if none was).
+fn send_segments(
+    fd: RawFd,
+    to: Option<&libc::sockaddr_in>,
+    prefix: Option<&[u8]>,
+    frame: &[u8],
+    segments: &Segments,
+) -> io::Result<usize> {
+    let count = segments.len().min(MAX_SEGMENTS);
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iovs = [[empty; 3]; MAX_SEGMENTS];
+    let parts = if prefix.is_some() { 3 } else { 2 };
+    for (i, iov) in iovs.iter_mut().enumerate().take(count) {
+        let (header, payload) = segments.segment(i);
+        let body = [iovec(header), iovec(&frame[payload])];
+        match prefix {
+            Some(prefix) => *iov = [iovec(prefix), body[0], body[1]],
+            None => iov[..2].copy_from_slice(&body),
+        }
+    }
+    // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+    let mut msgs: [libc::mmsghdr; MAX_SEGMENTS] = unsafe { zeroed() };
+    for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()).take(count) {
+        if let Some(sa) = to {
+            msg.msg_hdr.msg_name = (sa as *const libc::sockaddr_in).cast_mut().cast();
+            msg.msg_hdr.msg_namelen = size_of_val(sa) as libc::socklen_t;
+        }
+        msg.msg_hdr.msg_iov = iov.as_mut_ptr();
+        msg.msg_hdr.msg_iovlen = parts;
+    }
+    let mut sent = 0;
+    while sent < count {
+        // SAFETY: every mmsghdr points at `to` (if any) and at iovecs over `prefix`,
+        // `segments` and `frame`, all alive and unchanged for the duration of the call.
+        let n = unsafe {
+            libc::sendmmsg(
+                fd,
+                msgs[sent..].as_mut_ptr(),
+                (count - sent) as libc::c_uint,
+                0,
+            )
+        };
+        if n <= 0 {
+            return if sent > 0 {
+                Ok(sent)
+            } else {
+                Err(io::Error::last_os_error())
+            };
+        }
+        sent += n as usize;
+    }
+    Ok(sent)
 }
 
 fn iovec(buf: &[u8]) -> libc::iovec {
@@ -192,18 +224,9 @@ impl VxlanSender {
     pub fn open(sockets: usize) -> io::Result<Self> {
         let fds = (0..sockets.max(1))
             .map(|_| {
-                let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
-                set_buffer(fd.as_raw_fd(), libc::SO_SNDBUF)?;
-                let sa = sockaddr_in(Ipv4Addr::UNSPECIFIED, 0);
-                // SAFETY: sa is a valid sockaddr_in for the length passed.
-                cvt(unsafe {
-                    libc::bind(
-                        fd.as_raw_fd(),
-                        (&sa as *const libc::sockaddr_in).cast(),
-                        size_of_val(&sa) as libc::socklen_t,
-                    )
-                })?;
-                Ok(fd)
+                let socket = socket(Domain::IPV4, Type::DGRAM, 0, Buffers::Send)?;
+                socket.bind(&SockAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))?;
+                Ok(socket.into())
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Self { fds })
@@ -258,20 +281,15 @@ pub struct UdpReceiver {
 
 impl UdpReceiver {
     pub fn bind(port: u16) -> io::Result<Self> {
-        let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
-        setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, &1i32)?;
-        set_buffer(fd.as_raw_fd(), libc::SO_RCVBUF)?;
-        let sa = sockaddr_in(Ipv4Addr::UNSPECIFIED, port);
-        // SAFETY: sa is a valid sockaddr_in for the length passed.
-        cvt(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_in).cast(),
-                size_of_val(&sa) as libc::socklen_t,
-            )
-        })
-        .map_err(|e| io::Error::new(e.kind(), format!("binding UDP port {port}: {e}")))?;
-        Ok(Self { fd })
+        let socket = socket(Domain::IPV4, Type::DGRAM, 0, Buffers::Receive)?;
+        socket.set_reuse_port(true)?;
+        socket
+            .bind(&SockAddr::from(SocketAddrV4::new(
+                Ipv4Addr::UNSPECIFIED,
+                port,
+            )))
+            .map_err(|e| io::Error::new(e.kind(), format!("binding UDP port {port}: {e}")))?;
+        Ok(Self { fd: socket.into() })
     }
 
     /// Receives one datagram (the UDP payload) and its sender.
@@ -331,74 +349,29 @@ impl AsRawFd for UdpReceiver {
     }
 }
 
-/// Receives IPIP packets (outer header included). Its existence also stops the kernel
-/// from answering IPIP with ICMP protocol-unreachable.
+/// A raw IPIP socket that receives nothing: workers take IPIP from the underlay's
+/// packet sockets (on every worker, hashed by flow), but without any raw socket of
+/// protocol 4 the kernel would answer each IPIP packet with ICMP protocol-unreachable. A
+/// filter refusing every packet keeps it from holding copies.
 #[derive(Debug)]
-pub struct IpipReceiver {
-    fd: OwnedFd,
+pub struct IpipSink {
+    _fd: OwnedFd,
 }
 
-impl IpipReceiver {
+impl IpipSink {
     pub fn open() -> io::Result<Self> {
-        let fd = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_IPIP)?;
-        set_buffer(fd.as_raw_fd(), libc::SO_RCVBUF)?;
-        Ok(Self { fd })
-    }
-
-    /// Receives up to `lens.len()` packets with one `recvmmsg`, packet *i* into
-    /// `area[i * slot..(i + 1) * slot]`, its length into `lens[i]` (0 for a packet that
-    /// did not fit its slot). Returns how many arrived.
-    pub fn recv_batch(
-        &self,
-        area: &mut [u8],
-        slot: usize,
-        lens: &mut [usize],
-    ) -> io::Result<usize> {
-        let count = lens.len().min(area.len() / slot.max(1)).min(MAX_RECV_BATCH);
-        let mut iovs = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; MAX_RECV_BATCH];
-        for (i, chunk) in area.chunks_exact_mut(slot.max(1)).take(count).enumerate() {
-            iovs[i] = libc::iovec {
-                iov_base: chunk.as_mut_ptr().cast(),
-                iov_len: chunk.len(),
-            };
-        }
-        // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
-        let mut msgs: [libc::mmsghdr; MAX_RECV_BATCH] = unsafe { zeroed() };
-        for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()).take(count) {
-            msg.msg_hdr.msg_iov = iov;
-            msg.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: the first `count` mmsghdrs point at iovecs over disjoint slots of
-        // `area`, writable and alive for the duration of the call.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.fd.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                count as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        for (len, msg) in lens.iter_mut().zip(&msgs).take(n) {
-            let truncated = msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            *len = if truncated { 0 } else { msg.msg_len as usize };
-        }
-        Ok(n)
+        let socket = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_IPIP)),
+        )?;
+        socket.attach_filter(&[SockFilter::new(BPF_RET_K, 0, 0, 0)])?;
+        Ok(Self { _fd: socket.into() })
     }
 }
 
-/// Most packets one [`IpipReceiver::recv_batch`] takes.
+/// Most frames one [`PacketSocket::recv_batch`] takes.
 pub const MAX_RECV_BATCH: usize = 64;
-
-impl AsRawFd for IpipReceiver {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
 
 fn bind_packet(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
@@ -432,6 +405,16 @@ fn send_frame(fd: RawFd, frame: &[u8]) -> io::Result<usize> {
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
 
+/// Which frames of the underlay a [`PacketSocket`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderlayFrames {
+    /// Every IPv4 frame except those to the node's own address: unencapsulated pod
+    /// traffic (tunnel traffic and the node's own go to the kernel and the other sockets).
+    NotTo(Ipv4Addr),
+    /// IPIP to the node's own address.
+    IpipTo(Ipv4Addr),
+}
+
 /// `AF_PACKET` socket for IPv4 frames on the underlay interface.
 #[derive(Debug)]
 pub struct PacketSocket {
@@ -439,17 +422,16 @@ pub struct PacketSocket {
 }
 
 impl PacketSocket {
-    /// Opens a socket on `ifindex` that joins fanout group `group` (hashing flows across
-    /// the workers' sockets) and ignores frames addressed to `node_ip` (tunnel traffic,
-    /// which the UDP and IPIP sockets handle).
-    pub fn open(ifindex: u32, group: u16, node_ip: Ipv4Addr) -> io::Result<Self> {
-        let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(ETH_P_IP.to_be()))?;
-        attach_skip_dst_filter(fd.as_raw_fd(), node_ip)?;
+    /// Opens a socket on `ifindex` that takes `frames` and joins fanout group `group`
+    /// (hashing flows — the inner flow, for IPIP — across the workers' sockets).
+    pub fn open(ifindex: u32, group: u16, frames: UnderlayFrames) -> io::Result<Self> {
+        let protocol = i32::from(ETH_P_IP.to_be());
+        let fd = socket(Domain::PACKET, Type::RAW, protocol, Buffers::Both)?;
+        fd.attach_filter(&underlay_filter(frames))?;
         bind_packet(fd.as_raw_fd(), ifindex, ETH_P_IP)?;
-        set_buffer(fd.as_raw_fd(), libc::SO_RCVBUF)?;
         // Frames carry a virtio-net header both ways, so GSO super-frames and partial
-        // checksums cross the underlay intact (the kernel segments only if the device
-        // cannot take them).
+        // checksums cross the underlay intact (the kernel segments or checksums only if
+        // the device cannot take them).
         setsockopt(fd.as_raw_fd(), libc::SOL_PACKET, PACKET_VNET_HDR, &1i32)?;
         let fanout = u32::from(group) | (libc::PACKET_FANOUT_HASH << 16);
         setsockopt(
@@ -458,7 +440,75 @@ impl PacketSocket {
             libc::PACKET_FANOUT,
             &fanout,
         )?;
-        Ok(Self { fd })
+        Ok(Self { fd: fd.into() })
+    }
+
+    /// Receives up to `lens.len()` frames with one `recvmmsg`: frame *i*'s virtio-net
+    /// header into `vnets[i]`, the frame into `area[i * slot..(i + 1) * slot]`, its
+    /// length into `lens[i]` (0 for a frame that did not fit its slot). Returns how many
+    /// arrived. For sockets whose filter takes nothing this host sends.
+    pub fn recv_batch(
+        &self,
+        vnets: &mut [[u8; VNET_HDR_LEN]; MAX_RECV_BATCH],
+        area: &mut [u8],
+        slot: usize,
+        lens: &mut [usize; MAX_RECV_BATCH],
+    ) -> io::Result<usize> {
+        let count = (area.len() / slot.max(1)).min(MAX_RECV_BATCH);
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iovs = [[empty; 2]; MAX_RECV_BATCH];
+        let slots = area.chunks_exact_mut(slot.max(1)).zip(vnets.iter_mut());
+        for (iov, (chunk, vnet)) in iovs.iter_mut().zip(slots).take(count) {
+            *iov = [
+                libc::iovec {
+                    iov_base: vnet.as_mut_ptr().cast(),
+                    iov_len: VNET_HDR_LEN,
+                },
+                libc::iovec {
+                    iov_base: chunk.as_mut_ptr().cast(),
+                    iov_len: chunk.len(),
+                },
+            ];
+        }
+        // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+        let mut msgs: [libc::mmsghdr; MAX_RECV_BATCH] = unsafe { zeroed() };
+        for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()).take(count) {
+            msg.msg_hdr.msg_iov = iov.as_mut_ptr();
+            msg.msg_hdr.msg_iovlen = 2;
+        }
+        // SAFETY: the first `count` mmsghdrs point at iovecs over distinct `vnets` entries
+        // and disjoint slots of `area`, writable and alive for the duration of the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        for (len, msg) in lens.iter_mut().zip(&msgs).take(n) {
+            let truncated = msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let received = (msg.msg_len as usize).checked_sub(VNET_HDR_LEN);
+            *len = received.filter(|_| !truncated).unwrap_or(0);
+        }
+        Ok(n)
+    }
+
+    /// Sends every segment of `segments` (each a complete frame: headers built there,
+    /// payload from `frame`), each behind the virtio-net header `vnet`. Returns how many
+    /// were sent.
+    pub fn send_segments(
+        &self,
+        vnet: &[u8; VNET_HDR_LEN],
+        frame: &[u8],
+        segments: &Segments,
+    ) -> io::Result<usize> {
+        send_segments(self.fd.as_raw_fd(), None, Some(vnet), frame, segments)
     }
 
     /// Receives one frame and its virtio-net header; `Ok(None)` for a frame this host
@@ -499,32 +549,50 @@ impl AsRawFd for PacketSocket {
     }
 }
 
-/// Classic BPF: accept a frame unless its IPv4 destination (offset 30) is `node_ip`.
-fn attach_skip_dst_filter(fd: RawFd, node_ip: Ipv4Addr) -> io::Result<()> {
-    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
-    let mut program = [
-        // ldw [30]
-        op(
-            (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            0,
-            0,
-            30,
-        ),
-        // jeq #node_ip, drop, accept
-        op(
+const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+/// The classic BPF program for `frames` (offsets from the Ethernet header: the IPv4
+/// destination at 30, the protocol at 23).
+fn underlay_filter(frames: UnderlayFrames) -> Vec<SockFilter> {
+    let load_dst = SockFilter::new(
+        (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+        0,
+        0,
+        30,
+    );
+    let load_protocol = SockFilter::new(
+        (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16,
+        0,
+        0,
+        23,
+    );
+    let jeq = |k: u32, jt: u8, jf: u8| {
+        SockFilter::new(
             (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            0,
-            1,
-            u32::from(node_ip),
-        ),
-        op((libc::BPF_RET | libc::BPF_K) as u16, 0, 0, 0),
-        op((libc::BPF_RET | libc::BPF_K) as u16, 0, 0, u32::MAX),
-    ];
-    let prog = libc::sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_mut_ptr(),
+            jt,
+            jf,
+            k,
+        )
     };
-    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
+    let (accept, drop) = (
+        SockFilter::new(BPF_RET_K, 0, 0, u32::MAX),
+        SockFilter::new(BPF_RET_K, 0, 0, 0),
+    );
+    match frames {
+        // To the node: drop; else accept.
+        UnderlayFrames::NotTo(node_ip) => {
+            vec![load_dst, jeq(u32::from(node_ip), 0, 1), drop, accept]
+        }
+        // To the node and IPIP: accept; else drop.
+        UnderlayFrames::IpipTo(node_ip) => vec![
+            load_dst,
+            jeq(u32::from(node_ip), 0, 3),
+            load_protocol,
+            jeq(libc::IPPROTO_IPIP as u32, 0, 1),
+            accept,
+            drop,
+        ],
+    }
 }
 
 /// `AF_PACKET` socket for ARP on the underlay interface (peer MAC resolution).
@@ -535,13 +603,10 @@ pub struct ArpSocket {
 
 impl ArpSocket {
     pub fn open(ifindex: u32) -> io::Result<Self> {
-        let fd = socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW,
-            i32::from(ETH_P_ARP.to_be()),
-        )?;
+        let protocol = Some(Protocol::from(i32::from(ETH_P_ARP.to_be())));
+        let fd = Socket::new(Domain::PACKET, Type::RAW.nonblocking(), protocol)?;
         bind_packet(fd.as_raw_fd(), ifindex, ETH_P_ARP)?;
-        Ok(Self { fd })
+        Ok(Self { fd: fd.into() })
     }
 
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {

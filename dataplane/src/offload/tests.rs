@@ -94,7 +94,15 @@ fn segmentation_makes_valid_mss_sized_packets_that_coalesce_back() {
     let mut plain = frame.clone();
     plain[ETH_HEADER_LEN + 20 + 13] = TCP_PSH | TCP_ACK;
     let mut segs = Segments::new();
-    segment_tcpv4(&frame, Outer::Opaque, ETH_HEADER_LEN, 1448, &mut segs).unwrap();
+    segment_tcpv4(
+        &frame,
+        Outer::Opaque,
+        ETH_HEADER_LEN,
+        1448,
+        SegmentChecksum::Full,
+        &mut segs,
+    )
+    .unwrap();
     assert_eq!(segs.len(), 7);
     let packets = assemble(&frame, &segs);
     let mut carried = Vec::new();
@@ -115,13 +123,21 @@ fn segmentation_makes_valid_mss_sized_packets_that_coalesce_back() {
 
     // CWR on the first segment ends the run there, as in Linux's GRO.
     let mut gro = Coalescer::new();
-    assert_eq!(gro.push(3, &packets[0]), Push::Held);
-    assert_eq!(gro.push(3, &packets[1]), Push::FlushFirst);
+    assert_eq!(gro.push(3, &packets[0], false), Push::Held);
+    assert_eq!(gro.push(3, &packets[1], false), Push::FlushFirst);
     gro.clear();
 
-    segment_tcpv4(&plain, Outer::Opaque, ETH_HEADER_LEN, 1448, &mut segs).unwrap();
+    segment_tcpv4(
+        &plain,
+        Outer::Opaque,
+        ETH_HEADER_LEN,
+        1448,
+        SegmentChecksum::Full,
+        &mut segs,
+    )
+    .unwrap();
     for p in &assemble(&plain, &segs) {
-        assert_eq!(gro.push(3, p), Push::Held);
+        assert_eq!(gro.push(3, p, false), Push::Held);
     }
     assert_eq!(gro.pending_segments(), 7);
     let (endpoint, hdr, merged) = gro.pending().unwrap();
@@ -158,7 +174,15 @@ fn ipip_segments_carry_their_own_outer_header() {
     }
     .emit(&mut frame);
     let mut segs = Segments::new();
-    segment_tcpv4(&frame, Outer::Ipv4, 20, 1400, &mut segs).unwrap();
+    segment_tcpv4(
+        &frame,
+        Outer::Ipv4 { at: 0 },
+        20,
+        1400,
+        SegmentChecksum::Full,
+        &mut segs,
+    )
+    .unwrap();
     assert_eq!(segs.len(), 3);
     for p in assemble(&frame, &segs) {
         let outer = Ipv4Packet::new_checked(&p[..]).unwrap();
@@ -175,16 +199,37 @@ fn segmentation_refuses_what_it_cannot_split() {
     let frame = tcp_frame(1, 0x10, &payload(100), true);
     let mut segs = Segments::new();
     assert_eq!(
-        segment_tcpv4(&frame, Outer::Opaque, 14, 0, &mut segs),
+        segment_tcpv4(
+            &frame,
+            Outer::Opaque,
+            14,
+            0,
+            SegmentChecksum::Full,
+            &mut segs
+        ),
         Err(OffloadError::MalformedGso)
     );
     assert_eq!(
-        segment_tcpv4(&frame[..40], Outer::Opaque, 14, 1448, &mut segs),
+        segment_tcpv4(
+            &frame[..40],
+            Outer::Opaque,
+            14,
+            1448,
+            SegmentChecksum::Full,
+            &mut segs
+        ),
         Err(OffloadError::MalformedGso)
     );
     let big = tcp_frame(1, 0x10, &payload(60_000), true);
     assert_eq!(
-        segment_tcpv4(&big, Outer::Opaque, 14, 100, &mut segs),
+        segment_tcpv4(
+            &big,
+            Outer::Opaque,
+            14,
+            100,
+            SegmentChecksum::Full,
+            &mut segs
+        ),
         Err(OffloadError::TooManySegments)
     );
 }
@@ -194,23 +239,27 @@ fn coalescing_stops_at_gaps_other_flows_and_bad_checksums() {
     let a = tcp_frame(1000, 0x10, &payload(100), false);
     let gap = tcp_frame(1200, 0x10, &payload(100), false);
     let mut gro = Coalescer::new();
-    assert_eq!(gro.push(1, &a), Push::Held);
-    assert_eq!(gro.push(1, &gap), Push::FlushFirst, "sequence gap");
+    assert_eq!(gro.push(1, &a, false), Push::Held);
+    assert_eq!(gro.push(1, &gap, false), Push::FlushFirst, "sequence gap");
     let next = tcp_frame(1100, 0x10, &payload(100), false);
-    assert_eq!(gro.push(2, &next), Push::FlushFirst, "another pod");
+    assert_eq!(gro.push(2, &next, false), Push::FlushFirst, "another pod");
     let mut corrupt = next.clone();
     corrupt[100] ^= 0xff;
-    assert_eq!(gro.push(1, &corrupt), Push::FlushFirst, "bad checksum");
-    assert_eq!(gro.push(1, &next), Push::Held);
+    assert_eq!(
+        gro.push(1, &corrupt, false),
+        Push::FlushFirst,
+        "bad checksum"
+    );
+    assert_eq!(gro.push(1, &next, false), Push::Held);
     // A lone segment goes out untouched, with no offload metadata.
     gro.clear();
-    assert_eq!(gro.push(1, &a), Push::Held);
+    assert_eq!(gro.push(1, &a, false), Push::Held);
     let (_, hdr, frame) = gro.pending().unwrap();
     assert_eq!(hdr, VnetHdr::NONE);
     assert_eq!(frame, &a[..]);
     gro.clear();
     assert!(gro.is_empty());
-    assert_eq!(gro.push(1, &a[..30]), Push::Bypass, "not TCP/IPv4");
+    assert_eq!(gro.push(1, &a[..30], false), Push::Bypass, "not TCP/IPv4");
 }
 
 #[test]
@@ -316,16 +365,30 @@ fn malformed_headers_count_as_one_packet_and_are_neither_split_nor_merged() {
     ] {
         assert_eq!(segment_count(frame, gso), 1, "{name}");
         assert_eq!(
-            segment_tcpv4(frame, Outer::Opaque, ETH_HEADER_LEN, 100, &mut segs),
+            segment_tcpv4(
+                frame,
+                Outer::Opaque,
+                ETH_HEADER_LEN,
+                100,
+                SegmentChecksum::Full,
+                &mut segs
+            ),
             Err(OffloadError::MalformedGso),
             "{name}"
         );
         assert_eq!(whole_tcpv4(frame, 100), None, "{name}");
-        assert_eq!(gro.push(1, frame), Push::Bypass, "{name}");
+        assert_eq!(gro.push(1, frame, false), Push::Bypass, "{name}");
     }
     // An IPIP outer header that does not end where the inner packet starts.
     assert_eq!(
-        segment_tcpv4(&good, Outer::Ipv4, ETH_HEADER_LEN, 100, &mut segs),
+        segment_tcpv4(
+            &good,
+            Outer::Ipv4 { at: 0 },
+            ETH_HEADER_LEN,
+            100,
+            SegmentChecksum::Full,
+            &mut segs
+        ),
         Err(OffloadError::MalformedGso)
     );
 }
@@ -394,22 +457,130 @@ fn frames_that_cannot_join_go_out_after_the_held_run_in_order() {
     assert_eq!(written[1], (1, VnetHdr::NONE, gap.clone()));
     assert_eq!(written[2], (2, VnetHdr::NONE, arp_ish.to_vec()));
     assert!(gro.is_empty());
-    // A frame with offload metadata of its own passes as it is, after what was held.
+    // A frame with offload metadata of its own (here a super-frame) passes as it is,
+    // after what was held.
     offer(&mut gro, &mut written, 1, &a, VnetHdr::NONE);
-    let partial = VnetHdr {
+    let gso = VnetHdr {
         flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_TCPV4,
+        gso_size: 50,
         csum_start: 34,
         csum_offset: 16,
         ..VnetHdr::NONE
     };
-    offer(&mut gro, &mut written, 3, &b, partial);
+    offer(&mut gro, &mut written, 3, &b, gso);
     assert_eq!(written.len(), 5);
     assert_eq!(written[3], (1, VnetHdr::NONE, a.clone()));
-    assert_eq!(written[4], (3, partial, b.clone()));
+    assert_eq!(written[4], (3, gso, b.clone()));
     assert!(gro.is_empty());
     // With nothing held, such a frame is simply written.
-    offer(&mut gro, &mut written, 3, &b, partial);
+    offer(&mut gro, &mut written, 3, &b, gso);
     assert_eq!(written.len(), 6);
+}
+
+/// The offload header of one segment with a partial TCP checksum, as a sender on this
+/// host leaves it (IPv4 header without options).
+const PARTIAL: VnetHdr = VnetHdr {
+    flags: VnetHdr::F_NEEDS_CSUM,
+    gso_type: VnetHdr::GSO_NONE,
+    hdr_len: 66,
+    gso_size: 0,
+    csum_start: 34,
+    csum_offset: 16,
+};
+
+#[test]
+fn segments_with_a_partial_checksum_merge_unverified_and_stay_partial_alone() {
+    let data = payload(3 * 1000);
+    let seg = |i: usize| {
+        tcp_frame(
+            1 + 1000 * i as u32,
+            TCP_ACK,
+            &data[i * 1000..(i + 1) * 1000],
+            true,
+        )
+    };
+    let mut gro = Coalescer::new();
+    let mut written = Written::new();
+    // A partial segment, a full one and a partial one again make one run.
+    offer(&mut gro, &mut written, 4, &seg(0), PARTIAL);
+    let mut full = seg(1);
+    complete_checksum(&mut full, PARTIAL).unwrap();
+    offer(&mut gro, &mut written, 4, &full, VnetHdr::NONE);
+    offer(&mut gro, &mut written, 4, &seg(2), PARTIAL);
+    assert!(written.is_empty());
+    flush(&mut gro, &mut written);
+    let (endpoint, hdr, merged) = written.pop().unwrap();
+    assert_eq!(
+        (endpoint, hdr.gso_size, segment_count(&merged, hdr)),
+        (4, 1000, 3)
+    );
+    assert_eq!(&merged[66..], &data[..]);
+
+    // Alone, a partial segment keeps its mark: the pod's kernel finishes nothing else.
+    offer(&mut gro, &mut written, 4, &seg(0), PARTIAL);
+    flush(&mut gro, &mut written);
+    assert_eq!(written, [(4, PARTIAL, seg(0))]);
+
+    // The mark only counts where it names the TCP checksum.
+    written.clear();
+    let elsewhere = VnetHdr {
+        csum_start: 30,
+        ..PARTIAL
+    };
+    offer(&mut gro, &mut written, 4, &seg(0), elsewhere);
+    assert_eq!(written, [(4, elsewhere, seg(0))]);
+    assert!(gro.is_empty());
+}
+
+#[test]
+fn ipip_segments_behind_an_ethernet_header_carry_partial_checksums_that_complete_right() {
+    let data = payload(4000);
+    let inner = tcp_frame(7, TCP_ACK | TCP_PSH, &data, true);
+    // Ethernet, outer IPv4, then the inner IPv4 packet.
+    let mut frame = vec![0u8; ETH_HEADER_LEN + 20];
+    emit_ethernet(
+        &mut frame,
+        [2, 0, 0, 0, 0, 2],
+        [2, 0, 0, 0, 0, 1],
+        ETHERTYPE_IPV4,
+    );
+    frame.extend_from_slice(&inner[ETH_HEADER_LEN..]);
+    Ipv4Repr {
+        src: "192.168.0.1".parse().unwrap(),
+        dst: "192.168.0.2".parse().unwrap(),
+        protocol: IPPROTO_IPIP,
+        ttl: 64,
+        dont_fragment: true,
+        payload_len: frame.len() - ETH_HEADER_LEN - 20,
+    }
+    .emit(&mut frame[ETH_HEADER_LEN..]);
+    let mut segs = Segments::new();
+    let outer = Outer::Ipv4 { at: ETH_HEADER_LEN };
+    segment_tcpv4(&frame, outer, 34, 1400, SegmentChecksum::Partial, &mut segs).unwrap();
+    assert_eq!(segs.len(), 3);
+    let hdr = segs.partial_checksum();
+    assert_eq!((hdr.csum_start, hdr.csum_offset, hdr.hdr_len), (54, 16, 86));
+    let mut carried = Vec::new();
+    for mut p in assemble(&frame, &segs) {
+        assert_eq!(&p[..ETH_HEADER_LEN], &frame[..ETH_HEADER_LEN]);
+        let outer = Ipv4Packet::new_checked(&p[ETH_HEADER_LEN..]).unwrap();
+        assert!(outer.checksum_ok());
+        assert_eq!(outer.total_len(), p.len() - ETH_HEADER_LEN);
+        // What the device (or the receiver, for a virtual link) does with the mark.
+        complete_checksum(&mut p, hdr).unwrap();
+        assert!(
+            tcp_checksum_ok(&p[20..]),
+            "inner TCP checksum once completed"
+        );
+        carried.extend_from_slice(&p[86..]);
+    }
+    assert_eq!(carried, data);
+    // The outer header must end where the inner one starts.
+    assert_eq!(
+        segment_tcpv4(&frame, outer, 30, 1400, SegmentChecksum::Partial, &mut segs),
+        Err(OffloadError::MalformedGso)
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! - [`udp`]: the UDP header tapwire emits in front of VXLAN.
 //! - [`vxlan`]: the VXLAN header.
 //! - [`icmp`]: the ICMP errors the forwarder originates.
-//! - [`checksum`]: the Internet checksum.
+//! - [`checksum`](mod@checksum): the Internet checksum.
 
 pub mod arp;
 pub mod checksum;
@@ -31,16 +31,15 @@ pub use ethernet::{emit_ethernet, EthernetFrame, ETH_HEADER_LEN};
 pub use icmp::{emit_icmp_error, IcmpError};
 pub use ipv4::{Ipv4Packet, Ipv4Repr, IPV4_MIN_HEADER_LEN};
 pub use tcp::{transport_ports, TcpPacket, TCP_CHECKSUM_OFFSET, TCP_MIN_HEADER_LEN};
-pub use udp::{emit_udp, emit_udp_header, UDP_HEADER_LEN};
+pub use udp::{emit_udp_header, UDP_HEADER_LEN};
 pub use vxlan::{emit_vxlan, parse_vxlan, VxlanHeader, VXLAN_HEADER_LEN};
 
 /// A MAC address.
 pub type Mac = [u8; 6];
 
-/// The MAC address the forwarder answers ARP with: Calico's `ee:ee:ee:ee:ee:ee`.
-pub const GATEWAY_MAC: Mac = [0xee; 6];
-/// The link-local gateway every pod routes through.
-pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The gateway every pod routes through and the MAC the forwarder answers its ARP with,
+/// as the contract defines them.
+pub use tapwire_proto::{GATEWAY_MAC, POD_GATEWAY};
 /// The broadcast MAC.
 pub const BROADCAST_MAC: Mac = [0xff; 6];
 

@@ -1,9 +1,6 @@
 //! UDP (RFC 768): the header tapwire emits in front of VXLAN.
 
-use std::net::Ipv4Addr;
-
-use super::checksum::{fold, sum_words};
-use super::{put_be16, IPPROTO_UDP};
+use super::put_be16;
 
 pub const UDP_HEADER_LEN: usize = 8;
 
@@ -23,44 +20,9 @@ pub fn emit_udp_header(buf: &mut [u8], ports: (u16, u16), payload_len: usize) {
     put_be16(buf, field::CHECKSUM, 0);
 }
 
-/// Writes a UDP header over IPv4 at the start of `buf` (followed by `payload_len` bytes
-/// already in place) with its checksum computed over the pseudo-header.
-pub fn emit_udp(
-    buf: &mut [u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    ports: (u16, u16),
-    payload_len: usize,
-) {
-    emit_udp_header(buf, ports, payload_len);
-    let udp_len = UDP_HEADER_LEN + payload_len;
-    let mut pseudo = [0u8; 12];
-    pseudo[..4].copy_from_slice(&src.octets());
-    pseudo[4..8].copy_from_slice(&dst.octets());
-    pseudo[9] = IPPROTO_UDP;
-    put_be16(&mut pseudo, 10, udp_len as u16);
-    let sum = !fold(sum_words(&buf[..udp_len], sum_words(&pseudo, 0)));
-    // A computed 0 is sent as 0xffff: 0 means "no checksum" for UDP over IPv4.
-    put_be16(buf, field::CHECKSUM, if sum == 0 { 0xffff } else { sum });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::checksum;
-
-    #[test]
-    fn udp_checksum_verifies() {
-        let mut buf = [0u8; 8 + 5];
-        buf[8..].copy_from_slice(b"hello");
-        let (src, dst) = (Ipv4Addr::new(192, 168, 0, 1), Ipv4Addr::new(192, 168, 0, 2));
-        emit_udp(&mut buf, src, dst, (40000, 4789), 5);
-        let mut pseudo = Vec::from(&src.octets()[..]);
-        pseudo.extend_from_slice(&dst.octets());
-        pseudo.extend_from_slice(&[0, IPPROTO_UDP, 0, 13]);
-        pseudo.extend_from_slice(&buf);
-        assert_eq!(checksum(&pseudo), 0);
-    }
 
     #[test]
     fn a_header_without_checksum() {

@@ -1,12 +1,18 @@
 //! Route computation tests: messages in, tables out.
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
 use tapwire_proto::{
-    ConfigUpdate, HostMetadataUpdate, IpamPool, IpamPoolUpdate, RouteRemove, RouteUpdate,
-    VxlanTunnelEndpointUpdate, WorkloadEndpoint, WorkloadEndpointId, WorkloadEndpointRemove,
-    WorkloadEndpointUpdate,
+    config, to_dataplane::Payload, ConfigUpdate, HostMetadataUpdate, IpPoolType, IpamPool,
+    IpamPoolUpdate, RouteRemove, RouteType, RouteUpdate, VxlanTunnelEndpointUpdate,
+    WorkloadEndpoint, WorkloadEndpointId, WorkloadEndpointRemove, WorkloadEndpointUpdate,
+    NETNS_ANNOTATION,
 };
 
 use super::*;
+use crate::fib::Prefix;
+use crate::tables::{Encap, RouteTarget, Tables, TunnelsInUse};
 
 fn underlay() -> Underlay {
     Underlay {
@@ -208,7 +214,7 @@ fn local_pods_blackholed_blocks_and_remote_blocks() {
     assert_eq!(peer.name, "node-b");
     assert_eq!(peer.vtep_mac, Some([0x66, 0, 0, 0, 0, 2]));
     assert_eq!(t.local.vni, 4096);
-    assert_eq!(t.local.vtep_mac, derive_vtep_mac("node-a"));
+    assert_eq!(t.local.vtep_mac, tapwire_proto::derive_vtep_mac("node-a"));
     let ep = t.endpoint(0).unwrap();
     assert!(ep.may_send_from("10.65.1.2".parse().unwrap()));
     assert!(!ep.may_send_from("10.65.1.3".parse().unwrap()));
@@ -239,15 +245,46 @@ fn pool_modes_pick_the_encapsulation() {
 }
 
 #[test]
-fn calico_vtep_mac_derivation() {
-    // 0x66 then the first five bytes of SHA-1("node-a") = 0f0b8bbe1b...
-    let digest = sha1_smol::Sha1::from("node-a").digest().bytes();
-    assert_eq!(
-        derive_vtep_mac("node-a"),
-        [0x66, digest[0], digest[1], digest[2], digest[3], digest[4]]
-    );
-    assert_eq!(derive_vtep_mac("node-a")[0], 0x66);
-    assert_ne!(derive_vtep_mac("node-a"), derive_vtep_mac("node-b"));
+fn unknown_modes_and_pool_types_are_refused_naming_the_field_and_the_value() {
+    let mut d = cluster("", "Always", IpPoolType::Vxlan, true);
+    let before = d.clone();
+    let route_of_type = |ip_pool_type| {
+        Payload::RouteUpdate(RouteUpdate {
+            dst: "10.65.9.0/26".into(),
+            dst_node_name: "node-b".into(),
+            dst_node_ip: "192.168.0.2".into(),
+            ip_pool_type,
+            ..Default::default()
+        })
+    };
+    let cases = [
+        (
+            pool("sometimes", ""),
+            r#"IPAMPool.ipip_mode: unknown value "sometimes" (expected "", "always" or "cross-subnet")"#,
+        ),
+        (
+            pool("", "vxlan-please"),
+            r#"IPAMPool.vxlan_mode: unknown value "vxlan-please" (expected "", "always" or "cross-subnet")"#,
+        ),
+        (
+            route_of_type(7),
+            "RouteUpdate.ip_pool_type: unknown value 7 (expected 0 (none), 1 (no encapsulation), 2 (VXLAN) or 3 (IPIP))",
+        ),
+        (
+            route_of_type(-1),
+            "RouteUpdate.ip_pool_type: unknown value -1 (expected 0 (none), 1 (no encapsulation), 2 (VXLAN) or 3 (IPIP))",
+        ),
+    ];
+    for (message, want) in cases {
+        let err = d.apply(message).unwrap_err();
+        assert_eq!(err.to_string(), want);
+        assert_eq!(d, before, "state changed after: {err}");
+    }
+    // Every known value is still read: Felix's spellings and Calico's.
+    for (mode, encap) in [("always", Encap::Vxlan), ("Never", Encap::None)] {
+        let d = cluster("", mode, IpPoolType::Vxlan, true);
+        assert_eq!(remote_encap(&d), Some(encap), "{mode}");
+    }
 }
 
 #[test]
@@ -328,7 +365,7 @@ fn resolved_neighbours_fill_in_peer_macs() {
     let d = cluster("Never", "", IpPoolType::NoEncap, true);
     let neighbors = HashMap::from([("192.168.0.2".parse().unwrap(), [2, 0, 0, 0, 1, 2])]);
     let t = build_tables(&d, &underlay(), &attached_pod_1(), &neighbors);
-    assert_eq!(t.peers[0].underlay_mac, Some([2, 0, 0, 0, 1, 2]));
+    assert_eq!(t.peers[0].next_hop_mac, Some([2, 0, 0, 0, 1, 2]));
 }
 
 /// Every (prefix, target) of a table's FIB.
