@@ -949,7 +949,7 @@ pub fn from_vxlan(tables: &Tables, outer_src: Ipv4Addr, buf: &mut PacketBuf) -> 
     if let Some(hdr) = offload::whole_tcpv4(&buf.data[eth_start..buf.end], inner_mtu as usize) {
         buf.offload = hdr;
     }
-    decapsulated(tables, buf, eth_start, Some(sender))
+    decapsulated(tables, buf, eth_start, sender)
 }
 
 /// An IPIP frame from the underlay's IPIP packet socket: `buf` holds the Ethernet
@@ -1007,7 +1007,7 @@ fn decapsulate_ipip(tables: &Tables, buf: &mut PacketBuf, outer_at: usize) -> In
         };
     }
     emit_ethernet(&mut buf.data[eth_start..], [0; 6], [0; 6], ETHERTYPE_IPV4);
-    decapsulated(tables, buf, eth_start, Some(sender))
+    decapsulated(tables, buf, eth_start, sender)
 }
 
 /// A frame seen on the underlay interface's packet socket: unencapsulated pod traffic
@@ -1018,40 +1018,53 @@ fn decapsulate_ipip(tables: &Tables, buf: &mut PacketBuf, outer_at: usize) -> In
 /// to route (and un-masquerade, and filter) into the host path. Control's nftables rule
 /// keeps the kernel from forwarding a second copy of what is taken here.
 pub fn from_underlay_ethernet(tables: &Tables, buf: &mut PacketBuf) -> Inbound {
-    let (src, dst) = {
+    let ip_start = buf.start + ETH_HEADER_LEN;
+    // Parsed once: what decides whether the frame is ours is also what routes it.
+    let ip = {
         let Ok(eth) = EthernetFrame::new_checked(buf.frame()) else {
             return Inbound::Ignore;
         };
         if eth.ethertype() != ETHERTYPE_IPV4 || eth.dst() != tables.local.underlay_mac {
             return Inbound::Ignore;
         }
-        match Ipv4Packet::new_checked(eth.payload()) {
-            Ok(ip) => (ip.src(), ip.dst()),
-            Err(_) => return Inbound::Ignore,
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            return Inbound::Ignore;
+        };
+        if !matches!(
+            tables.fib.lookup(ip.dst()),
+            Some(RouteTarget::LocalEndpoint(_))
+        ) {
+            return Inbound::Ignore;
+        }
+        if tables.local.host_path.is_some()
+            && !matches!(
+                tables.fib.lookup(ip.src()),
+                Some(RouteTarget::RemoteNode { .. })
+            )
+        {
+            return Inbound::Ignore;
+        }
+        if !ip.checksum_ok() {
+            return Inbound::Drop(DropReason::BadChecksum);
+        }
+        match Ipv4Meta::new(&ip, ip_start, buf.offload) {
+            Ok(meta) => meta,
+            Err(reason) => return Inbound::Drop(reason),
         }
     };
-    if !matches!(tables.fib.lookup(dst), Some(RouteTarget::LocalEndpoint(_))) {
-        return Inbound::Ignore;
-    }
-    if tables.local.host_path.is_some()
-        && !matches!(tables.fib.lookup(src), Some(RouteTarget::RemoteNode { .. }))
-    {
-        return Inbound::Ignore;
-    }
-    let eth_start = buf.start;
-    decapsulated(tables, buf, eth_start, None)
+    route_inbound(tables, buf, ip)
 }
 
-/// Validates the inner IPv4 packet of tunnel or underlay traffic and routes it to a pod.
-/// Tunnel traffic names the node that sent it (`tunnel_from`): its inner source must
-/// route to that node — a block or host address it owns — as Calico's RPF check on
-/// tunnel devices demands. Otherwise any node could inject packets "from" a local pod,
-/// another node's pods or the outside world.
+/// Validates the inner IPv4 packet of tunnel traffic and routes it to a pod. The tunnel
+/// names the node that sent it (`sender`): the inner source must route to that node — a
+/// block or host address it owns — as Calico's RPF check on tunnel devices demands.
+/// Otherwise any node could inject packets "from" a local pod, another node's pods or the
+/// outside world.
 fn decapsulated(
     tables: &Tables,
     buf: &mut PacketBuf,
     eth_start: usize,
-    tunnel_from: Option<PeerIdx>,
+    sender: PeerIdx,
 ) -> Inbound {
     let ip_start = eth_start + ETH_HEADER_LEN;
     let ip = {
@@ -1060,20 +1073,23 @@ fn decapsulated(
             Ok(_) => return Inbound::Drop(DropReason::BadChecksum),
             Err(_) => return Inbound::Drop(DropReason::MalformedIpv4),
         };
-        if let Some(sender) = tunnel_from {
-            let owned_by_sender = matches!(
-                tables.fib.lookup(ip.src()),
-                Some(RouteTarget::RemoteNode { peer, .. }) if *peer == sender
-            );
-            if !owned_by_sender {
-                return Inbound::Drop(DropReason::TunnelSpoofedSource);
-            }
+        let owned_by_sender = matches!(
+            tables.fib.lookup(ip.src()),
+            Some(RouteTarget::RemoteNode { peer, .. }) if *peer == sender
+        );
+        if !owned_by_sender {
+            return Inbound::Drop(DropReason::TunnelSpoofedSource);
         }
         match Ipv4Meta::new(&ip, ip_start, buf.offload) {
             Ok(meta) => meta,
             Err(reason) => return Inbound::Drop(reason),
         }
     };
+    route_inbound(tables, buf, ip)
+}
+
+/// Routes a packet from the underlay, validated into `ip`: to a pod or the host path.
+fn route_inbound(tables: &Tables, buf: &mut PacketBuf, ip: Ipv4Meta) -> Inbound {
     let mut scratch = [0u8; SCRATCH_LEN];
     match route_ipv4(tables, buf, ip, Ingress::Underlay, &mut scratch) {
         Outbound::ToPod {
