@@ -416,7 +416,8 @@ pub fn desired_state(
 ///
 /// With [`RemoteRoutes::Bgp`], a block has one source: this node's own blocks come from
 /// the datastore (BIRD announces them), fixed pod CIDRs of declared hosts too (static
-/// configuration), and every other block from what BGP learned. A learned route is
+/// configuration), VXLAN pools' blocks too (as Felix routes them: Calico's BIRD leaves
+/// VXLAN routes to Felix), and every other block from what BGP learned. A learned route is
 /// matched to the node whose underlay address is its next hop, and gets the encapsulation
 /// of the pool holding it, as a datastore route would; learned routes outside every pool
 /// are left to the node's kernel (the dataplane sends only pods' traffic to nodes), and
@@ -511,7 +512,11 @@ pub fn desired_state_with(
         }
     };
     for (cidr, (owner, source)) in block_owners(cluster, &nodes, &mut skipped) {
-        let from_bgp = matches!(remote, RemoteRoutes::Bgp(_));
+        // With BGP, other nodes' blocks come from what BIRD learned — but VXLAN pools'
+        // from IPAM, as Felix routes them (Calico's BIRD leaves VXLAN routes to Felix, and
+        // a pool with `disableBGPExport` is not announced at all).
+        let from_bgp = matches!(remote, RemoteRoutes::Bgp(_))
+            && !pool_of(&pools, cidr).is_some_and(|p| p.spec.vxlan_mode.is_enabled());
         if from_bgp && source == BlockSource::Ipam && owner != local.name {
             continue;
         }

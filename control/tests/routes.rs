@@ -787,6 +787,29 @@ fn learned(dst: &str, next_hop: &str) -> LearnedRoute {
 }
 
 #[test]
+fn with_bgp_vxlan_pools_are_still_routed_from_ipam_as_felix_does() {
+    use EncapMode::{Always, Never};
+    let state = cluster(Never, Always);
+    // BGP learned nothing (a VXLAN pool with disableBGPExport is not announced at all):
+    // the other nodes' blocks are routed from IPAM all the same, over VXLAN.
+    let desired = desired_state_with(&state, &local(A), RemoteRoutes::Bgp(&[])).unwrap();
+    assert_eq!(desired.routes, compute(&state).routes);
+    let remote: Vec<(String, Encap)> = desired
+        .routes
+        .iter()
+        .filter(|(_, r)| r.kind == RouteKind::RemoteBlock)
+        .map(|(dst, r)| (dst.to_string(), r.encap))
+        .collect();
+    assert_eq!(
+        remote,
+        [
+            ("10.65.0.64/26".into(), Encap::Vxlan),
+            ("10.65.0.128/26".into(), Encap::Vxlan)
+        ]
+    );
+}
+
+#[test]
 fn with_bgp_other_nodes_blocks_come_from_what_bgp_learned_only() {
     use EncapMode::{CrossSubnet, Never};
     let mut state = cluster(CrossSubnet, Never);

@@ -37,6 +37,7 @@ impl Selector {
             text,
             at: 0,
             depth: 0,
+            terms: 0,
         };
         let expr = parser.or()?;
         parser.skip_space();
@@ -110,11 +111,16 @@ impl fmt::Display for Expr {
 
 /// Nesting deeper than this is refused (a selector is a line of text, not a program).
 const MAX_DEPTH: usize = 32;
+/// More operands than this are refused: a chain of `&&`/`||` builds a tree as deep as it
+/// is long, which matching, printing and dropping walk recursively.
+const MAX_TERMS: usize = 256;
 
 struct Parser<'t> {
     text: &'t str,
     at: usize,
     depth: usize,
+    /// Operands read so far (see [`MAX_TERMS`]).
+    terms: usize,
 }
 
 impl Parser<'_> {
@@ -180,6 +186,10 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<Expr, String> {
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return Err(format!("more than {MAX_TERMS} terms"));
+        }
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(format!("nested more than {MAX_DEPTH} levels deep"));
@@ -311,6 +321,17 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_chain_of_too_many_terms_is_refused_not_recursed_into() {
+        let chain = |n: usize| vec!["all()"; n].join(" || ");
+        let ok = Selector::parse(&chain(MAX_TERMS)).expect("at the limit");
+        assert!(ok.matches(&labels(&[])));
+        let err = Selector::parse(&chain(70_000)).expect_err("a 70,000-term chain");
+        assert_eq!(err, format!("more than {MAX_TERMS} terms"));
+        let and_chain = vec!["has(a)"; MAX_TERMS + 1].join(" && ");
+        assert!(Selector::parse(&and_chain).is_err());
     }
 
     #[test]
