@@ -104,6 +104,11 @@ impl PacketBuf {
     pub fn slice(&self, range: Range<usize>) -> &[u8] {
         &self.data[range]
     }
+
+    /// The bytes an action refers to, to finish in place (a checksum).
+    pub fn slice_mut(&mut self, range: Range<usize>) -> &mut [u8] {
+        &mut self.data[range]
+    }
 }
 
 /// Why a packet was dropped. Each has a counter named `drop.<name>`.
@@ -174,10 +179,13 @@ pub enum DropReason {
     HostSpoofedSource,
     /// A frame from the host path whose destination routes back to the host path.
     HostHairpin,
+    /// A fragment of an IPIP packet seen on the underlay's packet socket (before the
+    /// kernel's reassembly): tapwire does not reassemble, and never fragments what it sends.
+    IpipFragment,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 30] = [
+    pub const ALL: [DropReason; 31] = [
         DropReason::MalformedEthernet,
         DropReason::MalformedIpv4,
         DropReason::BadChecksum,
@@ -208,6 +216,7 @@ impl DropReason {
         DropReason::VxlanNotInUse,
         DropReason::HostSpoofedSource,
         DropReason::HostHairpin,
+        DropReason::IpipFragment,
     ];
 
     /// The counter name (snake case).
@@ -243,6 +252,7 @@ impl DropReason {
             DropReason::VxlanNotInUse => "vxlan_not_in_use",
             DropReason::HostSpoofedSource => "host_spoofed_source",
             DropReason::HostHairpin => "host_hairpin",
+            DropReason::IpipFragment => "ipip_fragment",
         }
     }
 }
@@ -960,10 +970,12 @@ pub fn from_ipip_frame(tables: &Tables, buf: &mut PacketBuf) -> Inbound {
         Ok(eth) if eth.ethertype() == ETHERTYPE_IPV4 => {}
         _ => return Inbound::Drop(DropReason::MalformedEthernet),
     }
-    // The kernel checks the outer header only after a packet socket has its copy.
+    // The kernel checks (and reassembles) the outer header only after a packet socket has
+    // its copy: a fragment's payload is no inner header.
     match Ipv4Packet::new_checked(&buf.frame()[ETH_HEADER_LEN..]) {
-        Ok(outer) if outer.checksum_ok() => {}
-        Ok(_) => return Inbound::Drop(DropReason::BadChecksum),
+        Ok(outer) if !outer.checksum_ok() => return Inbound::Drop(DropReason::BadChecksum),
+        Ok(outer) if outer.is_fragment() => return Inbound::Drop(DropReason::IpipFragment),
+        Ok(_) => {}
         Err(_) => return Inbound::Drop(DropReason::MalformedIpv4),
     }
     decapsulate_ipip(tables, buf, buf.start + ETH_HEADER_LEN)

@@ -100,6 +100,10 @@ pub struct WorkerSockets {
     /// This worker's queue of the TAP VXLAN leaves through, when the kernel offers
     /// UDP-tunnel GSO; otherwise VXLAN goes out on `vxlan_tx`.
     pub vxlan_tap: Option<UnderlayTap>,
+    /// Whether IPIP may leave the packet socket with its TCP checksums partial: on a
+    /// virtual underlay (veth), where the peer keeps the mark; on a physical device they
+    /// are finished here.
+    pub ipip_partial_checksums: bool,
 }
 
 /// A queue of the underlay TAP (see `daemon::startup::open_vxlan_tap`): written only, never polled
@@ -619,10 +623,17 @@ impl Worker {
         &mut self,
         dst: Ipv4Addr,
         frame: std::ops::Range<usize>,
-        offload: VnetHdr,
+        mut offload: VnetHdr,
         tso: Option<Tso>,
         framed: bool,
     ) {
+        let partial_ok = self.sockets.ipip_partial_checksums;
+        if framed && !partial_ok && offload.needs_csum() && tso.is_none() {
+            if offload::complete_checksum(self.buf.slice_mut(frame.clone()), offload).is_err() {
+                return self.handle.counters.drop(DropReason::BadOffload);
+            }
+            offload = VnetHdr::NONE;
+        }
         let bytes = self.buf.slice(frame);
         let counters = &self.handle.counters;
         // What the counters count: IP packets, without the Ethernet header.
@@ -640,9 +651,10 @@ impl Worker {
             };
         };
         let mss = usize::from(tso.mss);
-        let (outer, checksum) = match framed {
-            true => (Outer::Ipv4 { at: ETH_HEADER_LEN }, SegmentChecksum::Partial),
-            false => (Outer::Ipv4 { at: 0 }, SegmentChecksum::Full),
+        let (outer, checksum) = match (framed, partial_ok) {
+            (true, true) => (Outer::Ipv4 { at: ETH_HEADER_LEN }, SegmentChecksum::Partial),
+            (true, false) => (Outer::Ipv4 { at: ETH_HEADER_LEN }, SegmentChecksum::Full),
+            (false, _) => (Outer::Ipv4 { at: 0 }, SegmentChecksum::Full),
         };
         let segments = &mut self.segments;
         if offload::segment_tcpv4(bytes, outer, tso.inner_ip, mss, checksum, segments).is_err() {
@@ -650,8 +662,13 @@ impl Worker {
         }
         let sent = match framed {
             true => {
-                let vnet = segments.partial_checksum().to_bytes();
-                self.sockets.underlay.send_segments(&vnet, bytes, segments)
+                let vnet = match checksum {
+                    SegmentChecksum::Partial => segments.partial_checksum(),
+                    SegmentChecksum::Full => VnetHdr::NONE,
+                };
+                self.sockets
+                    .underlay
+                    .send_segments(&vnet.to_bytes(), bytes, segments)
             }
             false => self.sockets.raw.send_segments(bytes, segments, dst),
         };

@@ -68,6 +68,10 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         .map(|addr| ScrapeServer::bind(addr).map_err(|source| StartError::Metrics { addr, source }))
         .transpose()?;
     let ul = &opts.underlay_interface;
+    let ipip_partial_checksums = is_virtual_device(ul);
+    if !ipip_partial_checksums {
+        tracing::info!(interface = %ul, "a physical underlay: IPIP leaves with its checksums complete");
+    }
     let underlay_err = |source| StartError::Underlay {
         name: ul.clone(),
         source,
@@ -168,6 +172,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             },
             host: host_queues.pop(),
             vxlan_tap: vxlan_taps.pop(),
+            ipip_partial_checksums,
         };
         let report_dead = {
             let events = events_tx.clone();
@@ -335,4 +340,16 @@ fn bind_control_socket(path: &Path, held: &InstanceLock) -> Result<UnixListener,
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Whether the network device `name` is virtual (veth, bridge, …: no `device` link in
+/// sysfs). Frames left with a partial checksum are fine on such a device — its peer keeps
+/// the mark or finishes the sum — but a NIC whose driver reads the outer header to find
+/// what to checksum may get an IPIP segment's wrong: IPIP leaves a physical device with its
+/// checksums complete.
+pub(super) fn is_virtual_device(name: &str) -> bool {
+    !Path::new("/sys/class/net")
+        .join(name)
+        .join("device")
+        .exists()
 }

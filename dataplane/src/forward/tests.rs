@@ -672,6 +672,15 @@ fn ipip_frames_from_the_packet_socket_keep_a_partial_checksum_and_check_the_oute
         from_ipip_frame(&t, &mut received(&corrupt)),
         Inbound::Drop(DropReason::BadChecksum)
     );
+    // A fragment (here the first: MF set) is not taken apart as if it held a whole packet.
+    let mut fragment = frame.clone();
+    fragment[ETH_HEADER_LEN + 6] = 0x20; // MF, offset 0 (DF cleared)
+    let mut outer = Ipv4Packet::new_unchecked(&mut fragment[ETH_HEADER_LEN..]);
+    outer.fill_checksum();
+    assert_eq!(
+        from_ipip_frame(&t, &mut received(&fragment)),
+        Inbound::Drop(DropReason::IpipFragment)
+    );
     for bad in [
         VnetHdr {
             csum_start: 10,
