@@ -12,7 +12,8 @@
 //!   dataplane wires them; the node's own namespace reaches the second pod the same way.
 //! - [`kernel_routed`]: two such nodes on one underlay segment, each routing the other's
 //!   block to the other's underlay address, unencapsulated (Calico with BGP and
-//!   `ipipMode`/`vxlanMode: Never`).
+//!   `ipipMode`/`vxlanMode: Never`); a second such pair segments everything it sends on
+//!   the underlay (the reference for IPIP, which cannot cross it any other way).
 //! - [`kernel_vxlan`]: two nodes joined by `vxlan.calico`, as Felix programs it.
 //!
 //! Every pod of every path has the same MTU, [`POD_MTU`]: the tapwire pods get it from
@@ -190,16 +191,33 @@ pub fn kernel_local(lab: &Lab) -> Result<KernelLocal> {
     Ok(KernelLocal { node, pair, host })
 }
 
-/// Two nodes on one underlay segment, one veth pod each (`kr-a` on kr1 → `kr-b` on kr2),
-/// routed without encapsulation as Calico's Linux dataplane does with BGP and
-/// `ipipMode`/`vxlanMode: Never`: each node has a blackhole route for its own block, a
-/// `/32 dev caliX scope link` route per pod (proxy ARP on the host veth) and the peer's
-/// block `via` the peer's underlay address on `eth0` (what BIRD learns from the peer).
-/// The underlay is the lab's, as for [`kernel_vxlan`]: each node's `eth0` is a veth into
-/// one bridge.
-pub fn kernel_routed(lab: &Lab) -> Result<Pair> {
-    let n1 = lab.add_node("kr1")?;
-    let n2 = lab.add_node("kr2")?;
+/// How the kernel-routed nodes hand packets to the underlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underlay {
+    /// As a node does by default: a TCP super-frame crosses the underlay whole.
+    SuperFrames,
+    /// With segmentation offload off on each node's `eth0` (`ethtool -K eth0 tso off gso
+    /// off`): the node segments every super-frame before the underlay, which then carries
+    /// MTU-sized packets only — as it must carry tapwire's IPIP here (no virtio-net GSO
+    /// type describes IPIP, and a veth's GRO merges nothing it is handed one packet at a
+    /// time). The receiving node still coalesces nothing: its `eth0` is a veth.
+    MtuPackets,
+}
+
+/// Two nodes on one underlay segment, one veth pod each (`kr-a` on kr1 → `kr-b` on kr2;
+/// `km-…` for [`Underlay::MtuPackets`]), routed without encapsulation as Calico's Linux
+/// dataplane does with BGP and `ipipMode`/`vxlanMode: Never`: each node has a blackhole
+/// route for its own block, a `/32 dev caliX scope link` route per pod (proxy ARP on the
+/// host veth) and the peer's block `via` the peer's underlay address on `eth0` (what BIRD
+/// learns from the peer). The underlay is the lab's, as for [`kernel_vxlan`]: each node's
+/// `eth0` is a veth into one bridge.
+pub fn kernel_routed(lab: &Lab, underlay: Underlay) -> Result<Pair> {
+    let prefix = match underlay {
+        Underlay::SuperFrames => "kr",
+        Underlay::MtuPackets => "km",
+    };
+    let n1 = lab.add_node(&format!("{prefix}1"))?;
+    let n2 = lab.add_node(&format!("{prefix}2"))?;
     for (node, peer) in [(&n1, &n2), (&n2, &n1)] {
         kernel::enable_forwarding(node)?;
         let ns = node.netns();
@@ -213,9 +231,12 @@ pub fn kernel_routed(lab: &Lab) -> Result<Pair> {
             "dev",
             "eth0",
         ])?;
+        if underlay == Underlay::MtuPackets {
+            kernel::segmentation_offload_off(node, "eth0")?;
+        }
     }
-    let client = kernel::add_veth_pod(lab, &n1, "kr-a", n1.pod_ip(2), POD_MTU)?;
-    let server = kernel::add_veth_pod(lab, &n2, "kr-b", n2.pod_ip(2), POD_MTU)?;
+    let client = kernel::add_veth_pod(lab, &n1, &format!("{prefix}-a"), n1.pod_ip(2), POD_MTU)?;
+    let server = kernel::add_veth_pod(lab, &n2, &format!("{prefix}-b"), n2.pod_ip(2), POD_MTU)?;
     let pair = Pair { client, server };
     pair.wait_reachable()?;
     Ok(pair)

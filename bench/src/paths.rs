@@ -20,6 +20,11 @@ pub enum PathKind {
     /// The kernel, Calico's Linux dataplane without encapsulation across two nodes: pod →
     /// veth → node1's routing → the underlay → node2's routing → veth → pod.
     KernelRouted,
+    /// `KernelRouted` with every packet on the underlay MTU-sized (segmentation offload
+    /// off on both nodes' `eth0`): what the kernel itself does when the underlay cannot
+    /// carry a super-frame whole, as it cannot carry tapwire's IPIP. The base of IPIP's
+    /// floor; no tapwire path is compared with it.
+    KernelRoutedMtu,
     /// The kernel, Calico's Linux dataplane on one node: two veth pods routed by it.
     KernelLocal,
     /// The kernel, Calico's Linux dataplane with VXLAN: two nodes joined by `vxlan.calico`.
@@ -34,7 +39,7 @@ impl PathKind {
     /// that drift during a round hits both sides of a comparison alike). The host and
     /// local paths follow VXLAN, the pool mode they are measured in, so that they cost no
     /// pool switch.
-    pub const ROUND_ORDER: [PathKind; 9] = [
+    pub const ROUND_ORDER: [PathKind; 10] = [
         PathKind::TapwireNone,
         PathKind::KernelRouted,
         PathKind::TapwireVxlan,
@@ -44,10 +49,11 @@ impl PathKind {
         PathKind::TapwireLocal,
         PathKind::KernelLocal,
         PathKind::TapwireIpip,
+        PathKind::KernelRoutedMtu,
     ];
 
     /// Every path in report order: tapwire first, then the kernel.
-    pub const REPORT_ORDER: [PathKind; 9] = [
+    pub const REPORT_ORDER: [PathKind; 10] = [
         PathKind::TapwireNone,
         PathKind::TapwireVxlan,
         PathKind::TapwireIpip,
@@ -57,6 +63,7 @@ impl PathKind {
         PathKind::KernelVxlan,
         PathKind::KernelHost,
         PathKind::KernelLocal,
+        PathKind::KernelRoutedMtu,
     ];
 
     /// The name in `results.json` and the tables.
@@ -68,6 +75,7 @@ impl PathKind {
             PathKind::TapwireHost => "tapwire-host",
             PathKind::TapwireLocal => "tapwire-local",
             PathKind::KernelRouted => "kernel-routed",
+            PathKind::KernelRoutedMtu => "kernel-routed-mtu",
             PathKind::KernelLocal => "kernel-local",
             PathKind::KernelVxlan => "kernel-vxlan",
             PathKind::KernelHost => "kernel-host",
@@ -93,6 +101,7 @@ impl PathKind {
             }
             PathKind::TapwireIpip => Some(Mode::Ipip),
             PathKind::KernelRouted
+            | PathKind::KernelRoutedMtu
             | PathKind::KernelVxlan
             | PathKind::KernelHost
             | PathKind::KernelLocal => None,
@@ -111,9 +120,23 @@ impl PathKind {
             PathKind::TapwireHost => Some(PathKind::KernelHost),
             PathKind::TapwireLocal => Some(PathKind::KernelLocal),
             PathKind::KernelRouted
+            | PathKind::KernelRoutedMtu
             | PathKind::KernelVxlan
             | PathKind::KernelHost
             | PathKind::KernelLocal => None,
+        }
+    }
+
+    /// The kernel path a tapwire path's floor is built on (see [`crate::floor`]): its
+    /// counterpart, except for IPIP. The kernel VXLAN path carries a super-frame whole
+    /// from node to node, which IPIP cannot here (no virtio-net GSO type describes IPIP:
+    /// the forwarder must hand the underlay MTU-sized packets, and a veth coalesces none
+    /// of them), so IPIP's floor is built on the kernel's own cost with MTU-sized packets
+    /// on the underlay, `kernel-routed-mtu`.
+    pub fn floor_base(self) -> Option<PathKind> {
+        match self {
+            PathKind::TapwireIpip => Some(PathKind::KernelRoutedMtu),
+            other => other.counterpart(),
         }
     }
 
@@ -127,6 +150,7 @@ impl PathKind {
             PathKind::TapwireNone | PathKind::TapwireVxlan | PathKind::TapwireIpip => 2,
             PathKind::TapwireHost | PathKind::TapwireLocal => 1,
             PathKind::KernelRouted
+            | PathKind::KernelRoutedMtu
             | PathKind::KernelVxlan
             | PathKind::KernelHost
             | PathKind::KernelLocal => 0,
@@ -153,6 +177,9 @@ impl PathKind {
             }
             PathKind::TapwireIpip => {
                 "tapwire, pod on node1 → pod on node2, IP-in-IP (ipipMode: Always)"
+            }
+            PathKind::KernelRoutedMtu => {
+                "kernel, as kernel-routed with segmentation offload off on both nodes' eth0 (ethtool -K eth0 tso off gso off): every packet crosses the underlay MTU-sized, as tapwire's IPIP must here; the base of IPIP's floor, compared with no tapwire path"
             }
             PathKind::KernelRouted => {
                 "kernel, pod on node1 → veth → node1's routes → underlay → node2's routes → veth → pod on node2, unencapsulated (Calico's Linux dataplane: /32 dev caliX scope link, proxy ARP, the peer's block via its underlay address)"
@@ -191,6 +218,15 @@ mod tests {
             PathKind::TapwireIpip.counterpart(),
             Some(PathKind::KernelVxlan)
         );
+        assert_eq!(
+            PathKind::TapwireIpip.floor_base(),
+            Some(PathKind::KernelRoutedMtu)
+        );
+        assert_eq!(
+            PathKind::TapwireVxlan.floor_base(),
+            Some(PathKind::KernelVxlan)
+        );
+        assert_eq!(PathKind::KernelRoutedMtu.floor_base(), None);
         assert_eq!(PathKind::ROUND_ORDER.len(), PathKind::REPORT_ORDER.len());
         for path in PathKind::ROUND_ORDER {
             assert!(PathKind::REPORT_ORDER.contains(&path), "{path:?}");

@@ -12,7 +12,7 @@ use tapwire_integration::Lab;
 use crate::cni::{self, CniOptions};
 use crate::error::{BenchError, Result};
 use crate::fibbench::{self, FibOptions};
-use crate::labs::{self, Pair, TapwireCluster, POD_MTU};
+use crate::labs::{self, Pair, TapwireCluster, Underlay, POD_MTU};
 use crate::memory;
 use crate::paths::PathKind;
 use crate::procfs::{machine_cpu, mem_total_bytes, process_cpu_ticks, ticks_per_second, CpuTimes};
@@ -457,7 +457,12 @@ fn measure_paths(opts: &RunOptions, progress: &Progress) -> Result<MeasuredPaths
     tap_wire.wait_reachable()?;
     progress.say("labs: kernel routed, unencapsulated (2 nodes, a veth pod each)");
     let routed_lab = Lab::new()?;
-    let routed = labs::kernel_routed(&routed_lab)?;
+    let routed = labs::kernel_routed(&routed_lab, Underlay::SuperFrames)?;
+    progress.say(
+        "labs: kernel routed, MTU-sized packets on the underlay (2 nodes, segmentation offload off)",
+    );
+    let routed_mtu_lab = Lab::new()?;
+    let routed_mtu = labs::kernel_routed(&routed_mtu_lab, Underlay::MtuPackets)?;
     progress.say("labs: kernel VXLAN (2 nodes, vxlan.calico)");
     let vxlan_lab = Lab::new()?;
     let kernel_vxlan = labs::kernel_vxlan(&vxlan_lab)?;
@@ -465,6 +470,7 @@ fn measure_paths(opts: &RunOptions, progress: &Progress) -> Result<MeasuredPaths
         tapwire,
         local,
         routed,
+        routed_mtu,
         kernel_vxlan,
     };
     let mut hop_rounds = Vec::new();
@@ -576,6 +582,7 @@ struct PathLabs<'lab> {
     tapwire: TapwireCluster<'lab>,
     local: labs::KernelLocal,
     routed: Pair,
+    routed_mtu: Pair,
     kernel_vxlan: Pair,
 }
 
@@ -594,6 +601,7 @@ impl PathLabs<'_> {
             PathKind::TapwireHost => &self.tapwire.host,
             PathKind::TapwireLocal => &self.tapwire.local,
             PathKind::KernelRouted => &self.routed,
+            PathKind::KernelRoutedMtu => &self.routed_mtu,
             PathKind::KernelLocal => &self.local.pair,
             PathKind::KernelHost => &self.local.host,
             PathKind::KernelVxlan => &self.kernel_vxlan,

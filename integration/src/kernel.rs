@@ -75,7 +75,7 @@ pub fn setup_vxlan_device(node: &Node, tx_checksum: TxChecksum) -> Result<()> {
         VXLAN_DEVICE,
     ])?;
     if tx_checksum == TxChecksum::Software {
-        ns.run(|| set_tx_checksum_offload(VXLAN_DEVICE, false))?;
+        ns.run(|| set_offload(VXLAN_DEVICE, Offload::TxChecksum, false))?;
     }
     ns.ip(&["link", "set", VXLAN_DEVICE, "up"])?;
     Ok(())
@@ -92,10 +92,48 @@ pub fn setup_vxlan_node(node: &Node, tx_checksum: TxChecksum, peers: &[&Node]) -
     Ok(())
 }
 
-/// `ethtool -K IFNAME tx on|off` in the calling thread's namespace, through the
-/// `SIOCETHTOOL` ioctl (`ETHTOOL_STXCSUM`), so the lab does not need ethtool installed.
-fn set_tx_checksum_offload(ifname: &str, on: bool) -> io::Result<()> {
-    const ETHTOOL_STXCSUM: u32 = 0x17;
+/// Turns TCP segmentation offload and generic segmentation offload off on `ifname` in
+/// `node`'s namespace (`ethtool -K IFNAME tso off gso off`): the kernel then segments a
+/// super-frame before that device sends it, so every packet crossing it is MTU-sized.
+pub fn segmentation_offload_off(node: &Node, ifname: &str) -> Result<()> {
+    let ns = node.netns();
+    ns.run(|| set_offload(ifname, Offload::Tso, false))?;
+    ns.run(|| set_offload(ifname, Offload::Gso, false))?;
+    Ok(())
+}
+
+/// An offload `ethtool -K` switches, by its legacy `SIOCETHTOOL` command.
+#[derive(Debug, Clone, Copy)]
+enum Offload {
+    /// `tx` (`ETHTOOL_STXCSUM`).
+    TxChecksum,
+    /// `tso` (`ETHTOOL_STSO`).
+    Tso,
+    /// `gso` (`ETHTOOL_SGSO`).
+    Gso,
+}
+
+impl Offload {
+    fn command(self) -> u32 {
+        match self {
+            Offload::TxChecksum => 0x17,
+            Offload::Tso => 0x1f,
+            Offload::Gso => 0x24,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Offload::TxChecksum => "tx checksum offload",
+            Offload::Tso => "TCP segmentation offload",
+            Offload::Gso => "generic segmentation offload",
+        }
+    }
+}
+
+/// `ethtool -K IFNAME <offload> on|off` in the calling thread's namespace, through the
+/// `SIOCETHTOOL` ioctl, so the lab does not need ethtool installed.
+fn set_offload(ifname: &str, offload: Offload, on: bool) -> io::Result<()> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
@@ -114,7 +152,7 @@ fn set_tx_checksum_offload(ifname: &str, on: bool) -> io::Result<()> {
         *dst = *src as libc::c_char;
     }
     let mut value = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
+        cmd: offload.command(),
         data: u32::from(on),
     };
     req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
@@ -133,7 +171,8 @@ fn set_tx_checksum_offload(ifname: &str, on: bool) -> io::Result<()> {
         return Err(io::Error::new(
             err.kind(),
             format!(
-                "turning tx checksum offload {} on {ifname}: {err}",
+                "turning {} {} on {ifname}: {err}",
+                offload.name(),
                 if on { "on" } else { "off" }
             ),
         ));

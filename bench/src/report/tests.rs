@@ -74,6 +74,7 @@ fn sample() -> Results {
             path(PathKind::TapwireIpip, 8.0, 600_000.0, 55.0),
             path(PathKind::KernelRouted, 20.0, 1_000_000.0, 20.0),
             path(PathKind::KernelVxlan, 10.0, 800_000.0, 25.0),
+            path(PathKind::KernelRoutedMtu, 4.0, 300_000.0, 22.0),
         ],
         fib: vec![
             fib("tapwire", 100_000, 300e6, 3 << 20),
@@ -142,7 +143,7 @@ fn results_json_has_the_issue_schema_and_round_trips() {
     let Ok(json) = json else { panic!("{json:?}") };
     let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
     let paths = value["paths"].as_array().cloned().unwrap_or_default();
-    assert_eq!(paths.len(), 5);
+    assert_eq!(paths.len(), 6);
     for key in [
         "name",
         "tcp_gbps_1",
@@ -163,7 +164,8 @@ fn results_json_has_the_issue_schema_and_round_trips() {
             "tapwire-vxlan",
             "tapwire-ipip",
             "kernel-routed",
-            "kernel-vxlan"
+            "kernel-vxlan",
+            "kernel-routed-mtu"
         ]
     );
     for key in ["impl", "routes", "lookups_per_s", "memory_bytes"] {
@@ -190,17 +192,18 @@ fn targets_are_judged_on_ratios_from_the_same_run() {
             (
                 "tapwire-none TCP 1 stream / kernel-routed",
                 Some(false),
-                &*format!("0.70 {same}")
+                // Two vCPUs at the floor, 0.1 + 2 × 0.05 s/Gbit, move at most 10 Gbit/s.
+                &*format!("0.70 {same}; at the floor ≤ 0.50")
             ),
             (
                 "tapwire-vxlan TCP 1 stream / kernel-vxlan",
                 Some(true),
-                "1.10 (rounds 1.10–1.10)"
+                "1.10 (rounds 1.10–1.10); at the floor ≤ 1.00"
             ),
             (
                 "tapwire-ipip TCP 1 stream / kernel-vxlan (no kernel IPIP)",
                 Some(true),
-                "0.80 (rounds 0.80–0.80)"
+                "0.80 (rounds 0.80–0.80); at the floor ≤ 1.00"
             ),
             (
                 "tapwire-none TCP 4 streams / kernel-routed",
@@ -296,7 +299,7 @@ fn one_round_shows_no_spread_and_no_round_range() {
     results.targets = evaluate_targets(&results);
     let rows = path_rows(&results);
     assert_eq!(rows[0][1], "14.00");
-    assert_eq!(results.targets[0].shown, "0.70");
+    assert_eq!(results.targets[0].shown, "0.70; at the floor ≤ 0.50");
 }
 
 #[test]
@@ -309,7 +312,10 @@ fn a_ratio_just_under_its_limit_does_not_read_as_the_limit() {
     let none = evaluate_targets(&results).remove(0);
     assert_eq!(
         (none.shown.as_str(), none.pass),
-        ("0.746 (rounds 0.746–0.746)", Some(false))
+        (
+            "0.746 (rounds 0.746–0.746); at the floor ≤ 0.50",
+            Some(false)
+        )
     );
 }
 
@@ -367,8 +373,10 @@ fn loss_and_floor_tables_show_each_path() {
         // loss, 600 failed; no paced trials recorded.
         "| tapwire-vxlan | 3 | 12 | 2000 | 0.49 | 450 | 77.5% | 1000 | 1548990 | 10 | 0 | 500 | 0.20% | 600 | 0 |",
         "## The floor (machine CPU s/Gbit)",
-        "| tapwire-none | kernel-routed | 0.100 | 2 | 0.200 | 0.400 | 2.00x |",
-        "| tapwire-ipip | kernel-vxlan | 0.100 | 2 | 0.200 | 0.400 | 2.00x |",
+        // At the floor two vCPUs move 10 Gbit/s: half kernel-routed's 20, kernel VXLAN's 10.
+        "| tapwire-none | kernel-routed | 0.100 | 2 | 0.200 | 0.400 | 2.00x | 10.00 | 0.50x |",
+        "| tapwire-ipip | kernel-routed-mtu | 0.100 | 2 | 0.200 | 0.400 | 2.00x | 10.00 | 1.00x |",
+        "moved 4.00 Gbit/s in one TCP stream: 0.40x `kernel-vxlan`'s 10.00",
         "One TAP hop, machine CPU s/Gbit (TAP wire minus kernel-local, 3 rounds): 0.050 (0.040–0.060) noisy",
         "| 2 | 12.00 | 0.140 | 0.090 | 0.050 |",
     ] {
@@ -395,7 +403,7 @@ fn markdown_report_has_setup_definitions_targets_and_command() {
         "sent = received is real",
         "TAP hop and modelled floor",
         "is marked *noisy*",
-        "| tapwire-vxlan TCP 1 stream / kernel-vxlan | 1.10 (rounds 1.10–1.10) | ≥ 0.75 | pass |",
+        "| tapwire-vxlan TCP 1 stream / kernel-vxlan | 1.10 (rounds 1.10–1.10); at the floor ≤ 1.00 | ≥ 0.75 | pass |",
         "![TCP throughput, each tapwire path beside its kernel counterpart](chart.svg)",
         "no kernel IPIP path",
         TARGETS_ARE_REPORTED,
@@ -636,7 +644,8 @@ fn same_node_paths_show_in_report_order_with_both_comparisons() {
             "kernel-routed",
             "kernel-vxlan",
             "kernel-host",
-            "kernel-local"
+            "kernel-local",
+            "kernel-routed-mtu"
         ]
     );
     let rows = ratio_rows(&results);
