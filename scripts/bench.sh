@@ -18,7 +18,9 @@
 # pod → pod on one node (tapwire-local, against kernel-local); tapwire-host is also
 # divided by tapwire-local. Each round also measures one TAP hop (a copy-only forwarder
 # between two pod TAPs against kernel-local), from which each path's modelled floor in
-# machine CPU s/Gbit is printed beside its measured figure. Targets are reported, not
+# machine CPU s/Gbit is printed beside its measured figure (IPIP's built on
+# kernel-routed-mtu, the kernel with MTU-sized packets on the underlay), with the highest
+# TCP 1 ratio a forwarder at that floor could show. Targets are reported, not
 # enforced: the exit status is non-zero only when a part of the run failed.
 # nft (nftables) is what tapwire-control programs natOutgoing with on the host path.
 set -euo pipefail
