@@ -130,9 +130,9 @@ impl PathKind {
     /// The kernel path a tapwire path's floor is built on (see [`crate::floor`]): its
     /// counterpart, except for IPIP. The kernel VXLAN path carries a super-frame whole
     /// from node to node, which IPIP cannot here (no virtio-net GSO type describes IPIP:
-    /// the forwarder must hand the underlay MTU-sized packets, and a veth coalesces none
-    /// of them), so IPIP's floor is built on the kernel's own cost with MTU-sized packets
-    /// on the underlay, `kernel-routed-mtu`.
+    /// the forwarder must hand the underlay MTU-sized packets, and a veth handed them one
+    /// send at a time coalesces none), so IPIP's floor is built on the kernel's own cost
+    /// with MTU-sized packets on the underlay, `kernel-routed-mtu`.
     pub fn floor_base(self) -> Option<PathKind> {
         match self {
             PathKind::TapwireIpip => Some(PathKind::KernelRoutedMtu),

@@ -1475,7 +1475,7 @@ pub fn markdown(results: &Results) -> String {
          across two nodes, one on a node. IPIP's is built on `kernel-routed-mtu` instead: \
          kernel VXLAN carries a super-frame whole from node to node, which IPIP cannot here \
          (no virtio-net GSO type describes IPIP, so the forwarder hands the underlay \
-         MTU-sized packets, and a veth coalesces none of them), and the kernel's own cost \
+         MTU-sized packets, and a veth handed them one send at a time coalesces none), and the kernel's own cost \
          with MTU-sized packets on the underlay is what a forwarder cannot go below. \
          Measured/floor is how far a path is from what a TAP forwarder can reach on this \
          machine (1 = the floor). A floor also bounds throughput: a forwarder at it, given \
