@@ -27,8 +27,10 @@
 //! renamed into place or removed, so that a watcher reads the objects that changed rather
 //! than the whole store again. Whatever it cannot vouch for (a lost event, a kind directory
 //! made meanwhile, no inotify at all) is reported as a change it cannot describe.
+//! Listings are kept between calls the same way: each kind listed is kept parsed, and a
+//! later listing reads again only the files touched since (see `ListCache`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
@@ -76,6 +78,8 @@ pub struct FileStore {
     /// What the watcher has seen since its last wait (shared by clones; one watcher at a
     /// time uses it, any other waits the way a store that cannot tell what changed does).
     feed: Arc<Mutex<Option<Feed>>>,
+    /// The documents of the kinds listed so far (shared by clones).
+    listed: Arc<Mutex<ListCache>>,
 }
 
 /// Holds a `flock` until dropped (closing the file releases it); holds nothing for a
@@ -121,6 +125,7 @@ impl FileStore {
             lock_timeout: LOCK_TIMEOUT,
             maintained: Arc::new(AtomicBool::new(false)),
             feed: Arc::new(Mutex::new(None)),
+            listed: Arc::new(Mutex::new(ListCache::default())),
         };
         // Without waiting: a busy store is tidied by this instance's first write instead
         // (waiting behind a stream of writers here would starve the open).
@@ -506,17 +511,11 @@ impl Datastore for FileStore {
     fn list(&self, kind: &str) -> Result<Listing<RawObject>, DatastoreError> {
         let dir = self.kind_dir(kind)?;
         let _lock = self.lock(FlockOperation::LockShared)?;
-        let mut listing = Listing::default();
-        for (path, name) in object_files(&dir)? {
-            match Self::read_object(&path, kind, &name) {
-                Ok(Some(obj)) => listing.items.push(obj),
-                Ok(None) => {}
-                // One file that cannot be read (not JSON, no revision, an I/O error on it)
-                // is that object's problem, not the listing's.
-                Err(e) => listing.damaged.push(Damaged::new(kind, &name, &e)),
-            }
-        }
-        Ok(listing)
+        let mut cache = self
+            .listed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.list(self, kind, &dir)
     }
 
     fn create(&self, kind: &str, name: &str, value: Value) -> Result<RawObject, DatastoreError> {
@@ -705,6 +704,127 @@ impl FileStore {
         }
         Some(changes)
     }
+}
+
+/// The documents of each kind listed so far, parsed, kept current by an inotify watch of
+/// the store's directories ([`Feed`]): a listing reads only the files touched since the
+/// last one, so that listing a kind of a thousand documents after one write costs one
+/// file, not a thousand. Without inotify nothing is kept and every listing reads every
+/// file.
+#[derive(Debug, Default)]
+struct ListCache {
+    /// `None` before the first listing, and when inotify cannot be had.
+    feed: Option<Feed>,
+    /// Whether starting the feed failed (it is not tried again).
+    unavailable: bool,
+    /// Each cached kind's documents.
+    kinds: HashMap<String, KindDocuments>,
+}
+
+/// One kind's documents by name: readable, or why not.
+type KindDocuments = BTreeMap<String, Result<RawObject, Damaged>>;
+
+impl ListCache {
+    /// Every document of `kind` (whose directory is `dir`), as [`Datastore::list`] lists
+    /// them. Called with the store's shared lock held: every mutation before it has its
+    /// events queued, and none happens meanwhile.
+    fn list(
+        &mut self,
+        store: &FileStore,
+        kind: &str,
+        dir: &Path,
+    ) -> Result<Listing<RawObject>, DatastoreError> {
+        if self.feed.is_none() && !self.unavailable {
+            match Feed::start(&store.dir, || Ok(0)) {
+                Ok(feed) => self.feed = Some(feed),
+                Err(err) => {
+                    tracing::debug!(%err, "no inotify watch on the datastore; listings read every file");
+                    self.unavailable = true;
+                }
+            }
+        }
+        let Some(feed) = self.feed.as_mut() else {
+            return Ok(read_listing(kind, dir)?.0);
+        };
+        feed.drain();
+        if std::mem::take(&mut feed.lost) {
+            self.kinds.clear();
+        }
+        for (touched_kind, name) in std::mem::take(&mut feed.touched) {
+            let Some(documents) = self.kinds.get_mut(&touched_kind) else {
+                continue;
+            };
+            let Ok(path) = store.object_path(&touched_kind, &name) else {
+                continue;
+            };
+            match FileStore::read_object(&path, &touched_kind, &name) {
+                Ok(Some(object)) => {
+                    documents.insert(name, Ok(object));
+                }
+                Ok(None) => {
+                    documents.remove(&name);
+                }
+                Err(e) if e.is_damage() => {
+                    documents.insert(name.clone(), Err(Damaged::new(&touched_kind, &name, &e)));
+                }
+                // Not kept: the next listing reads the kind again.
+                Err(_) => {
+                    self.kinds.remove(&touched_kind);
+                }
+            }
+        }
+        if let Some(documents) = self.kinds.get(kind) {
+            let mut listing = Listing::default();
+            for document in documents.values() {
+                match document {
+                    Ok(object) => listing.items.push(object.clone()),
+                    Err(damaged) => listing.damaged.push(damaged.clone()),
+                }
+            }
+            return Ok(listing);
+        }
+        // Watched before it is read, so that no write in between is missed; a kind
+        // directory that is not there yet is not kept (the feed sees it made).
+        let watched = feed.kinds.values().any(|k| k == kind)
+            || (dir.is_dir() && feed.watch_kind(kind).is_ok());
+        let (listing, documents) = read_listing(kind, dir)?;
+        if let Some(documents) = documents.filter(|_| watched) {
+            self.kinds.insert(kind.to_string(), documents);
+        }
+        Ok(listing)
+    }
+}
+
+/// Reads every document of `kind` in `dir`: the listing, and the same by name to keep
+/// (`None` when a file could not be read for another reason than damage).
+fn read_listing(
+    kind: &str,
+    dir: &Path,
+) -> Result<(Listing<RawObject>, Option<KindDocuments>), DatastoreError> {
+    let mut listing = Listing::default();
+    let mut documents = Some(BTreeMap::new());
+    for (path, name) in object_files(dir)? {
+        let document = match FileStore::read_object(&path, kind, &name) {
+            Ok(Some(obj)) => Ok(obj),
+            Ok(None) => continue,
+            // One file that cannot be read (not JSON, no revision, an I/O error on it)
+            // is that object's problem, not the listing's.
+            Err(e) => {
+                if !e.is_damage() {
+                    documents = None;
+                }
+                Err(Damaged::new(kind, &name, &e))
+            }
+        };
+        match &document {
+            Ok(obj) => listing.items.push(obj.clone()),
+            Err(damaged) => listing.damaged.push(damaged.clone()),
+        }
+        if let Some(documents) = documents.as_mut() {
+            documents.insert(name, document);
+        }
+    }
+    Ok((listing, documents))
 }
 
 /// The events of object files the feed watches for, in a kind directory.
@@ -1006,6 +1126,61 @@ mod tests {
         store.create("IPPool", "r", serde_json::json!({})).unwrap();
         let mut behind = seen - 1;
         assert_eq!(next_change(&store, &mut behind), None);
+    }
+
+    #[test]
+    fn listings_kept_between_calls_see_every_write_of_any_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        // Another instance: another process writing to the same directory.
+        let other = FileStore::open(dir.path()).unwrap();
+        let names = |store: &FileStore, kind: &str| -> (Vec<String>, Vec<String>) {
+            let listing = store.list(kind).unwrap();
+            (
+                listing
+                    .items
+                    .iter()
+                    .map(|o| format!("{}@{}", o.name, o.revision))
+                    .collect(),
+                listing.damaged.iter().map(|d| d.name.clone()).collect(),
+            )
+        };
+        assert_eq!(names(&store, "Counter"), (vec![], vec![]));
+        // The kind's directory is made after the first listing.
+        other.create("Counter", "a", serde_json::json!({})).unwrap();
+        other.create("Counter", "b", serde_json::json!({})).unwrap();
+        assert_eq!(
+            names(&store, "Counter"),
+            (vec!["a@1".into(), "b@2".into()], vec![])
+        );
+        let b = other.get("Counter", "b").unwrap().unwrap();
+        other
+            .update("Counter", "b", serde_json::json!({"x": 1}), b.revision)
+            .unwrap();
+        other.delete("Counter", "a", None).unwrap();
+        store.create("Counter", "c", serde_json::json!({})).unwrap();
+        assert_eq!(
+            names(&store, "Counter"),
+            (vec!["b@3".into(), "c@5".into()], vec![])
+        );
+        // Edited in place, by hand: damaged until written anew.
+        fs::write(dir.path().join("Counter/c.json"), "{").unwrap();
+        assert_eq!(
+            names(&store, "Counter"),
+            (vec!["b@3".into()], vec!["c".into()])
+        );
+        assert_eq!(
+            store.list("Counter").unwrap(),
+            other.list("Counter").unwrap()
+        );
+        store.delete("Counter", "c", None).unwrap();
+        assert_eq!(names(&store, "Counter"), (vec!["b@3".into()], vec![]));
+        // What is kept is what a fresh read finds.
+        let fresh = FileStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.list("Counter").unwrap(),
+            fresh.list("Counter").unwrap()
+        );
     }
 
     #[test]
