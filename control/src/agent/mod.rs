@@ -14,9 +14,10 @@
 //! is held only to copy it.
 //!
 //! The watch loop keeps the documents routes are computed from in a
-//! [`datastore::ClusterCache`]: on etcd, whose watch lists what changed, one change costs
-//! one document and a recompute only when it touches what routes read; on the file store,
-//! each change reads the cluster again.
+//! [`datastore::ClusterCache`]: the watch lists what changed (etcd's watch; the file
+//! store's inotify watch of its kind directories), so one change costs one document and a
+//! recompute only when it touches what routes read; a change the store cannot describe
+//! reads the cluster again.
 
 pub mod bird;
 pub mod hostpath;

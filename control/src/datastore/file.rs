@@ -21,13 +21,23 @@
 //! [`DatastoreError::Locked`]. A store that cannot be written (a read-only mount, a copy
 //! owned by someone else) can still be read; writing to it fails with
 //! [`DatastoreError::ReadOnly`].
+//!
+//! Watching ([`Datastore::wait_for_change`]) names the objects that changed: an inotify
+//! watch on every kind directory, kept from one wait to the next, sees each object file
+//! renamed into place or removed, so that a watcher reads the objects that changed rather
+//! than the whole store again. Whatever it cannot vouch for (a lost event, a kind directory
+//! made meanwhile, no inotify at all) is reported as a change it cannot describe.
+//! Listings are kept between calls the same way: each kind listed is kept parsed, and a
+//! later listing reads again only the files touched since (see `ListCache`).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
+use std::mem::MaybeUninit;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -37,7 +47,7 @@ use serde_json::Value;
 
 use super::{
     check_kind, check_name, stamp, stamped_revision, Change, Damaged, Datastore, DatastoreError,
-    Listing, RawObject,
+    Listing, ObjectChange, RawObject,
 };
 
 const LOCK_FILE: &str = ".lock";
@@ -65,6 +75,11 @@ pub struct FileStore {
     lock_timeout: Duration,
     /// Whether [`FileStore::maintain`] has run (shared by clones).
     maintained: Arc<AtomicBool>,
+    /// What the watcher has seen since its last wait (shared by clones; one watcher at a
+    /// time uses it, any other waits the way a store that cannot tell what changed does).
+    feed: Arc<Mutex<Option<Feed>>>,
+    /// The documents of the kinds listed so far (shared by clones).
+    listed: Arc<Mutex<ListCache>>,
 }
 
 /// Holds a `flock` until dropped (closing the file releases it); holds nothing for a
@@ -109,6 +124,8 @@ impl FileStore {
             dir,
             lock_timeout: LOCK_TIMEOUT,
             maintained: Arc::new(AtomicBool::new(false)),
+            feed: Arc::new(Mutex::new(None)),
+            listed: Arc::new(Mutex::new(ListCache::default())),
         };
         // Without waiting: a busy store is tidied by this instance's first write instead
         // (waiting behind a stream of writers here would starve the open).
@@ -494,17 +511,11 @@ impl Datastore for FileStore {
     fn list(&self, kind: &str) -> Result<Listing<RawObject>, DatastoreError> {
         let dir = self.kind_dir(kind)?;
         let _lock = self.lock(FlockOperation::LockShared)?;
-        let mut listing = Listing::default();
-        for (path, name) in object_files(&dir)? {
-            match Self::read_object(&path, kind, &name) {
-                Ok(Some(obj)) => listing.items.push(obj),
-                Ok(None) => {}
-                // One file that cannot be read (not JSON, no revision, an I/O error on it)
-                // is that object's problem, not the listing's.
-                Err(e) => listing.damaged.push(Damaged::new(kind, &name, &e)),
-            }
-        }
-        Ok(listing)
+        let mut cache = self
+            .listed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.list(self, kind, &dir)
     }
 
     fn create(&self, kind: &str, name: &str, value: Value) -> Result<RawObject, DatastoreError> {
@@ -584,15 +595,35 @@ impl Datastore for FileStore {
         Ok(self.revision_file()?.unwrap_or(0))
     }
 
-    /// Every mutation renames a new `.revision` into the directory: an inotify watch on
-    /// the directory wakes the wait at once (the revision is still read again every
-    /// [`NOTIFIED_RECHECK`], should an event be lost). Without inotify (no watches left),
+    /// The store names what changed. Every mutation renames a new `.revision` into the
+    /// directory, and an object file into its kind's directory (or removes it): the watch
+    /// on those directories wakes the wait at once and says which objects changed, and
+    /// those are read — under the shared lock, so every mutation up to the revision
+    /// reported is complete and its event queued. The revision is still read every
+    /// [`NOTIFIED_RECHECK`], should an event be lost. While another thread waits on the
+    /// same store, and without inotify (no watches left), the change is not described and
     /// the revision is polled every [`super::WATCH_POLL_INTERVAL`].
+    fn tells_what_changed(&self) -> bool {
+        true
+    }
+
     fn wait_for_change(
         &self,
         seen: u64,
         timeout: Duration,
     ) -> Result<Option<Change>, DatastoreError> {
+        if let Ok(mut slot) = self.feed.try_lock() {
+            if slot.is_none() {
+                *slot = Feed::start(&self.dir, || self.revision())
+                    .inspect_err(|err| {
+                        tracing::debug!(%err, "no inotify watch on the datastore's kinds; changes are not described");
+                    })
+                    .ok();
+            }
+            if let Some(feed) = slot.as_mut() {
+                return self.wait_described(feed, seen, timeout);
+            }
+        }
         // Watching starts before the revision is read, so no change slips in between.
         let notify = watch_directory(&self.dir)
             .inspect_err(|err| {
@@ -603,6 +634,325 @@ impl Datastore for FileStore {
             Some(fd) => wait_for_events(fd, left.min(NOTIFIED_RECHECK)),
             None => std::thread::sleep(left.min(super::WATCH_POLL_INTERVAL)),
         })
+    }
+}
+
+impl FileStore {
+    /// [`Datastore::wait_for_change`] with the feed's watch: the objects touched since
+    /// revision `seen`, read as they are at the revision reported.
+    fn wait_described(
+        &self,
+        feed: &mut Feed,
+        seen: u64,
+        timeout: Duration,
+    ) -> Result<Option<Change>, DatastoreError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            feed.drain();
+            if self.revision()? != seen {
+                return self.describe(feed, seen).map(Some);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            wait_readable(&feed.fd, left.min(NOTIFIED_RECHECK));
+        }
+    }
+
+    /// The change since `seen`: every object the feed saw touched, as stored now, or
+    /// `objects: None` when the feed cannot vouch for having seen every change since.
+    fn describe(&self, feed: &mut Feed, seen: u64) -> Result<Change, DatastoreError> {
+        let _lock = self.lock(FlockOperation::LockShared)?;
+        // Every mutation before the lock was taken has its events queued by now.
+        feed.drain();
+        let revision = self.revision()?;
+        let objects = if feed.lost || feed.base > seen {
+            None
+        } else {
+            self.read_touched(&feed.touched, revision)
+        };
+        feed.base = revision;
+        feed.touched.clear();
+        feed.lost = false;
+        Ok(Change::Changed { revision, objects })
+    }
+
+    /// The objects `touched`, as stored at `revision` (each once, whatever happened to it
+    /// in between); `None` if one cannot be read for another reason than damage.
+    fn read_touched(
+        &self,
+        touched: &BTreeSet<(String, String)>,
+        revision: u64,
+    ) -> Option<Vec<ObjectChange>> {
+        let mut changes = Vec::with_capacity(touched.len());
+        for (kind, name) in touched {
+            // A file name that is no key is not the store's.
+            let Ok(path) = self.object_path(kind, name) else {
+                continue;
+            };
+            changes.push(match Self::read_object(&path, kind, name) {
+                Ok(Some(object)) => ObjectChange::Put(object),
+                Ok(None) => ObjectChange::Deleted {
+                    kind: kind.clone(),
+                    name: name.clone(),
+                    revision,
+                },
+                Err(e) if e.is_damage() => ObjectChange::Damaged(Damaged::new(kind, name, &e)),
+                Err(_) => return None,
+            });
+        }
+        Some(changes)
+    }
+}
+
+/// The documents of each kind listed so far, parsed, kept current by an inotify watch of
+/// the store's directories ([`Feed`]): a listing reads only the files touched since the
+/// last one, so that listing a kind of a thousand documents after one write costs one
+/// file, not a thousand. Without inotify nothing is kept and every listing reads every
+/// file.
+#[derive(Debug, Default)]
+struct ListCache {
+    /// `None` before the first listing, and when inotify cannot be had.
+    feed: Option<Feed>,
+    /// Whether starting the feed failed (it is not tried again).
+    unavailable: bool,
+    /// Each cached kind's documents.
+    kinds: HashMap<String, KindDocuments>,
+}
+
+/// One kind's documents by name: readable, or why not.
+type KindDocuments = BTreeMap<String, Result<RawObject, Damaged>>;
+
+impl ListCache {
+    /// Every document of `kind` (whose directory is `dir`), as [`Datastore::list`] lists
+    /// them. Called with the store's shared lock held: every mutation before it has its
+    /// events queued, and none happens meanwhile.
+    fn list(
+        &mut self,
+        store: &FileStore,
+        kind: &str,
+        dir: &Path,
+    ) -> Result<Listing<RawObject>, DatastoreError> {
+        if self.feed.is_none() && !self.unavailable {
+            match Feed::start(&store.dir, || Ok(0)) {
+                Ok(feed) => self.feed = Some(feed),
+                Err(err) => {
+                    tracing::debug!(%err, "no inotify watch on the datastore; listings read every file");
+                    self.unavailable = true;
+                }
+            }
+        }
+        let Some(feed) = self.feed.as_mut() else {
+            return Ok(read_listing(kind, dir)?.0);
+        };
+        feed.drain();
+        if std::mem::take(&mut feed.lost) {
+            self.kinds.clear();
+        }
+        for (touched_kind, name) in std::mem::take(&mut feed.touched) {
+            let Some(documents) = self.kinds.get_mut(&touched_kind) else {
+                continue;
+            };
+            let Ok(path) = store.object_path(&touched_kind, &name) else {
+                continue;
+            };
+            match FileStore::read_object(&path, &touched_kind, &name) {
+                Ok(Some(object)) => {
+                    documents.insert(name, Ok(object));
+                }
+                Ok(None) => {
+                    documents.remove(&name);
+                }
+                Err(e) if e.is_damage() => {
+                    documents.insert(name.clone(), Err(Damaged::new(&touched_kind, &name, &e)));
+                }
+                // Not kept: the next listing reads the kind again.
+                Err(_) => {
+                    self.kinds.remove(&touched_kind);
+                }
+            }
+        }
+        if let Some(documents) = self.kinds.get(kind) {
+            let mut listing = Listing::default();
+            for document in documents.values() {
+                match document {
+                    Ok(object) => listing.items.push(object.clone()),
+                    Err(damaged) => listing.damaged.push(damaged.clone()),
+                }
+            }
+            return Ok(listing);
+        }
+        // Watched before it is read, so that no write in between is missed; a kind
+        // directory that is not there yet is not kept (the feed sees it made).
+        let watched = feed.kinds.values().any(|k| k == kind)
+            || (dir.is_dir() && feed.watch_kind(kind).is_ok());
+        let (listing, documents) = read_listing(kind, dir)?;
+        if let Some(documents) = documents.filter(|_| watched) {
+            self.kinds.insert(kind.to_string(), documents);
+        }
+        Ok(listing)
+    }
+}
+
+/// Reads every document of `kind` in `dir`: the listing, and the same by name to keep
+/// (`None` when a file could not be read for another reason than damage).
+fn read_listing(
+    kind: &str,
+    dir: &Path,
+) -> Result<(Listing<RawObject>, Option<KindDocuments>), DatastoreError> {
+    let mut listing = Listing::default();
+    let mut documents = Some(BTreeMap::new());
+    for (path, name) in object_files(dir)? {
+        let document = match FileStore::read_object(&path, kind, &name) {
+            Ok(Some(obj)) => Ok(obj),
+            Ok(None) => continue,
+            // One file that cannot be read (not JSON, no revision, an I/O error on it)
+            // is that object's problem, not the listing's.
+            Err(e) => {
+                if !e.is_damage() {
+                    documents = None;
+                }
+                Err(Damaged::new(kind, &name, &e))
+            }
+        };
+        match &document {
+            Ok(obj) => listing.items.push(obj.clone()),
+            Err(damaged) => listing.damaged.push(damaged.clone()),
+        }
+        if let Some(documents) = documents.as_mut() {
+            documents.insert(name, document);
+        }
+    }
+    Ok((listing, documents))
+}
+
+/// The events of object files the feed watches for, in a kind directory.
+fn object_events() -> inotify::WatchFlags {
+    inotify::WatchFlags::MOVED_TO
+        | inotify::WatchFlags::MOVED_FROM
+        | inotify::WatchFlags::DELETE
+        | inotify::WatchFlags::CLOSE_WRITE
+}
+
+/// The objects touched since a revision, from an inotify watch on the store's directory
+/// (new kind directories, and `.revision` to wake on) and on each kind directory (object
+/// files renamed into place, edited or removed).
+#[derive(Debug)]
+struct Feed {
+    fd: OwnedFd,
+    dir: PathBuf,
+    /// The kind of each kind directory's watch.
+    kinds: HashMap<i32, String>,
+    /// Every change after this revision is in `touched`, unless `lost`.
+    base: u64,
+    /// (kind, name) of the object files touched since `base`.
+    touched: BTreeSet<(String, String)>,
+    /// Some change since `base` cannot be named: events were dropped (a full queue), or a
+    /// kind directory was made and its first files may have come before its watch.
+    lost: bool,
+}
+
+impl Feed {
+    /// Watches `dir` and its kind directories; `revision` reads the store's revision,
+    /// after the watches are in place (every later change is then seen).
+    fn start(
+        dir: &Path,
+        revision: impl FnOnce() -> Result<u64, DatastoreError>,
+    ) -> Result<Feed, DatastoreError> {
+        let failed = io_error("watching", dir);
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+            .map_err(|e| failed(e.into()))?;
+        inotify::add_watch(
+            &fd,
+            dir,
+            inotify::WatchFlags::MOVED_TO
+                | inotify::WatchFlags::CLOSE_WRITE
+                | inotify::WatchFlags::CREATE,
+        )
+        .map_err(|e| io_error("watching", dir)(e.into()))?;
+        let mut feed = Feed {
+            fd,
+            dir: dir.to_path_buf(),
+            kinds: HashMap::new(),
+            base: 0,
+            touched: BTreeSet::new(),
+            lost: false,
+        };
+        let entries = fs::read_dir(dir).map_err(io_error("listing", dir))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error("listing", dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && check_kind(&name).is_ok() {
+                feed.watch_kind(&name)
+                    .map_err(io_error("watching", &entry.path()))?;
+            }
+        }
+        feed.base = revision()?;
+        Ok(feed)
+    }
+
+    fn watch_kind(&mut self, kind: &str) -> io::Result<()> {
+        let wd = inotify::add_watch(&self.fd, self.dir.join(kind), object_events())?;
+        self.kinds.insert(wd, kind.to_string());
+        Ok(())
+    }
+
+    /// Takes the queued events into `touched`, without waiting.
+    fn drain(&mut self) {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
+        let mut new_kinds = Vec::new();
+        let mut reader = inotify::Reader::new(&self.fd, &mut buf);
+        loop {
+            let event = match reader.next() {
+                Ok(event) => event,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => {
+                    self.lost = true;
+                    break;
+                }
+            };
+            let flags = event.events();
+            if flags.contains(inotify::ReadFlags::QUEUE_OVERFLOW) {
+                self.lost = true;
+                continue;
+            }
+            if flags.contains(inotify::ReadFlags::IGNORED) {
+                // A directory is gone (removed, or moved away with whatever it held).
+                self.kinds.remove(&event.wd());
+                self.lost = true;
+                continue;
+            }
+            let Some(name) = event.file_name().and_then(|n| n.to_str().ok()) else {
+                continue;
+            };
+            match self.kinds.get(&event.wd()) {
+                Some(kind) => {
+                    if let Some(object) = name
+                        .strip_suffix(OBJECT_SUFFIX)
+                        .filter(|_| !name.starts_with('.'))
+                    {
+                        self.touched.insert((kind.clone(), object.to_string()));
+                    }
+                }
+                None if flags.contains(inotify::ReadFlags::ISDIR) && check_kind(name).is_ok() => {
+                    new_kinds.push(name.to_string());
+                }
+                // `.revision` and the like: a wake-up only.
+                None => {}
+            }
+        }
+        for kind in new_kinds {
+            if self.kinds.values().any(|k| *k == kind) {
+                continue;
+            }
+            // Its first files may have been renamed into it before the watch.
+            self.lost = true;
+            if self.watch_kind(&kind).is_err() {
+                tracing::debug!(%kind, "no inotify watch on a new kind directory");
+            }
+        }
     }
 }
 
@@ -623,6 +973,16 @@ fn watch_directory(dir: &Path) -> io::Result<OwnedFd> {
 /// Waits up to `timeout` for events on inotify descriptor `fd` and consumes them (which
 /// file changed does not matter: the caller reads the revision).
 fn wait_for_events(fd: &OwnedFd, timeout: Duration) {
+    if !wait_readable(fd, timeout) {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    while matches!(rustix::io::read(fd, &mut buf), Ok(n) if n > 0) {}
+}
+
+/// Waits up to `timeout` for inotify descriptor `fd` to have events, leaving them queued;
+/// `false` when the wait failed (then it has paused a little, not to spin).
+fn wait_readable(fd: &OwnedFd, timeout: Duration) -> bool {
     let timeout = Timespec {
         tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
         tv_nsec: i64::from(timeout.subsec_nanos()),
@@ -632,10 +992,9 @@ fn wait_for_events(fd: &OwnedFd, timeout: Duration) {
         // Interrupted or failing: the caller reads the revision and waits again; not
         // spinning meanwhile.
         std::thread::sleep(Duration::from_millis(10));
-        return;
+        return false;
     }
-    let mut buf = [0u8; 4096];
-    while matches!(rustix::io::read(fd, &mut buf), Ok(n) if n > 0) {}
+    true
 }
 
 #[cfg(test)]
@@ -668,12 +1027,159 @@ mod tests {
                 .wait_for_change(seen, Duration::from_secs(10))
                 .unwrap()
         });
+        let Some(Change::Changed {
+            revision,
+            objects: Some(objects),
+        }) = change
+        else {
+            panic!("not a described change: {change:?}")
+        };
+        assert_eq!(revision, seen + 1);
+        let named: Vec<_> = objects.iter().map(change_name).collect();
+        assert_eq!(named, ["put Counter/d"]);
+    }
+
+    fn change_name(change: &ObjectChange) -> String {
+        match change {
+            ObjectChange::Put(o) => format!("put {}/{}", o.kind, o.name),
+            ObjectChange::Damaged(d) => format!("damaged {}/{}", d.kind, d.name),
+            ObjectChange::Deleted { kind, name, .. } => format!("deleted {kind}/{name}"),
+        }
+    }
+
+    /// The objects a watcher is told of, as `change_name`s, or `None` for a change the
+    /// store could not describe.
+    fn next_change(store: &FileStore, seen: &mut u64) -> Option<Vec<String>> {
+        let change = store
+            .wait_for_change(*seen, Duration::from_secs(5))
+            .unwrap()
+            .expect("a change");
+        *seen = change.revision();
+        match change {
+            Change::Changed { objects, .. } => objects.map(|o| o.iter().map(change_name).collect()),
+            Change::Relist { .. } => None,
+        }
+    }
+
+    #[test]
+    fn a_watcher_is_told_each_object_changed_and_reads_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        for i in 0..50 {
+            store
+                .create("WorkloadEndpoint", &format!("w{i}"), serde_json::json!({}))
+                .unwrap();
+        }
+        let mut seen = store.revision().unwrap();
+        // The first wait starts the watch: a change it did not see is not described.
+        store.create("Counter", "c", serde_json::json!({})).unwrap();
+        assert_eq!(next_change(&store, &mut seen), None);
+        // From then on, each change names its objects, as they are stored now.
+        store
+            .create("WorkloadEndpoint", "w50", serde_json::json!({"spec": 1}))
+            .unwrap();
         assert_eq!(
-            change,
-            Some(Change::Changed {
-                revision: seen + 1,
-                objects: None
-            })
+            next_change(&store, &mut seen),
+            Some(vec!["put WorkloadEndpoint/w50".to_string()])
+        );
+        let w1 = store.get("WorkloadEndpoint", "w1").unwrap().unwrap();
+        store
+            .update(
+                "WorkloadEndpoint",
+                "w1",
+                serde_json::json!({"spec": 2}),
+                w1.revision,
+            )
+            .unwrap();
+        store.delete("WorkloadEndpoint", "w2", None).unwrap();
+        store.delete("Counter", "c", None).unwrap();
+        store.create("Counter", "c", serde_json::json!({})).unwrap();
+        assert_eq!(
+            next_change(&store, &mut seen),
+            Some(vec![
+                "put Counter/c".to_string(),
+                "put WorkloadEndpoint/w1".to_string(),
+                "deleted WorkloadEndpoint/w2".to_string(),
+            ])
+        );
+        // A file that is no document is named damaged (an edit in place, no new revision
+        // of its own: a later write wakes the watcher).
+        fs::write(dir.path().join("WorkloadEndpoint/w3.json"), "not json").unwrap();
+        store.create("Counter", "d", serde_json::json!({})).unwrap();
+        assert_eq!(
+            next_change(&store, &mut seen),
+            Some(vec![
+                "put Counter/d".to_string(),
+                "damaged WorkloadEndpoint/w3".to_string(),
+            ])
+        );
+        // A new kind: its first files may have come before its watch.
+        store.create("IPPool", "p", serde_json::json!({})).unwrap();
+        assert_eq!(next_change(&store, &mut seen), None);
+        store.create("IPPool", "q", serde_json::json!({})).unwrap();
+        assert_eq!(
+            next_change(&store, &mut seen),
+            Some(vec!["put IPPool/q".to_string()])
+        );
+        // A watcher behind the feed (another one, or one that missed a report) is not
+        // told a partial story.
+        store.create("IPPool", "r", serde_json::json!({})).unwrap();
+        let mut behind = seen - 1;
+        assert_eq!(next_change(&store, &mut behind), None);
+    }
+
+    #[test]
+    fn listings_kept_between_calls_see_every_write_of_any_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        // Another instance: another process writing to the same directory.
+        let other = FileStore::open(dir.path()).unwrap();
+        let names = |store: &FileStore, kind: &str| -> (Vec<String>, Vec<String>) {
+            let listing = store.list(kind).unwrap();
+            (
+                listing
+                    .items
+                    .iter()
+                    .map(|o| format!("{}@{}", o.name, o.revision))
+                    .collect(),
+                listing.damaged.iter().map(|d| d.name.clone()).collect(),
+            )
+        };
+        assert_eq!(names(&store, "Counter"), (vec![], vec![]));
+        // The kind's directory is made after the first listing.
+        other.create("Counter", "a", serde_json::json!({})).unwrap();
+        other.create("Counter", "b", serde_json::json!({})).unwrap();
+        assert_eq!(
+            names(&store, "Counter"),
+            (vec!["a@1".into(), "b@2".into()], vec![])
+        );
+        let b = other.get("Counter", "b").unwrap().unwrap();
+        other
+            .update("Counter", "b", serde_json::json!({"x": 1}), b.revision)
+            .unwrap();
+        other.delete("Counter", "a", None).unwrap();
+        store.create("Counter", "c", serde_json::json!({})).unwrap();
+        assert_eq!(
+            names(&store, "Counter"),
+            (vec!["b@3".into(), "c@5".into()], vec![])
+        );
+        // Edited in place, by hand: damaged until written anew.
+        fs::write(dir.path().join("Counter/c.json"), "{").unwrap();
+        assert_eq!(
+            names(&store, "Counter"),
+            (vec!["b@3".into()], vec!["c".into()])
+        );
+        assert_eq!(
+            store.list("Counter").unwrap(),
+            other.list("Counter").unwrap()
+        );
+        store.delete("Counter", "c", None).unwrap();
+        assert_eq!(names(&store, "Counter"), (vec!["b@3".into()], vec![]));
+        // What is kept is what a fresh read finds.
+        let fresh = FileStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.list("Counter").unwrap(),
+            fresh.list("Counter").unwrap()
         );
     }
 

@@ -8,8 +8,9 @@
 //! controls, the CLI, concurrent CNI ADDs) change shared documents without losing each
 //! other's writes. A [`Watcher`] waits for the revision to move
 //! ([`Datastore::wait_for_change`]: etcd watches and says what changed, the file store is
-//! woken by inotify, the memory store polls the cheap [`Datastore::revision`]) and the
-//! caller re-reads what it needs when it does, or applies what etcd said.
+//! woken by inotify and says which object files changed, the memory store polls the cheap
+//! [`Datastore::revision`]) and the caller applies what the store said, or re-reads what
+//! it needs when the store cannot tell.
 //!
 //! A damaged document (a file that is not JSON, a value that is not of its kind's shape)
 //! never stops work on the others: listings return the readable objects in
@@ -230,7 +231,7 @@ pub trait Datastore: Send + Sync + fmt::Debug {
     fn revision(&self) -> Result<u64, DatastoreError>;
 
     /// Whether [`Datastore::wait_for_change`] lists the objects that changed (etcd's
-    /// watch does; a polled revision cannot): then a reader that keeps what it read
+    /// watch and the file store's do; a polled revision cannot): then a reader that keeps what it read
     /// current from those lists has nothing to read after its own writes.
     fn tells_what_changed(&self) -> bool {
         false
