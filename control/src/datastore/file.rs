@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -621,7 +621,11 @@ impl Datastore for FileStore {
                     .ok();
             }
             if let Some(feed) = slot.as_mut() {
-                return self.wait_described(feed, seen, timeout);
+                let change = self.wait_described(feed, seen, timeout);
+                if feed.replaced {
+                    *slot = None;
+                }
+                return change;
             }
         }
         // Watching starts before the revision is read, so no change slips in between.
@@ -747,6 +751,12 @@ impl ListCache {
             return Ok(read_listing(kind, dir)?.0);
         };
         feed.drain();
+        if feed.replaced {
+            // Nothing kept is of this directory; the next listing watches it anew.
+            self.feed = None;
+            self.kinds.clear();
+            return Ok(read_listing(kind, dir)?.0);
+        }
         if std::mem::take(&mut feed.lost) {
             self.kinds.clear();
         }
@@ -848,9 +858,16 @@ struct Feed {
     base: u64,
     /// (kind, name) of the object files touched since `base`.
     touched: BTreeSet<(String, String)>,
-    /// Some change since `base` cannot be named: events were dropped (a full queue), or a
-    /// kind directory was made and its first files may have come before its watch.
+    /// Some change since `base` cannot be named: events were dropped (a full queue), a
+    /// kind directory was made, replaced or moved away (its first files may have come
+    /// before its watch), or the store's directory was replaced.
     lost: bool,
+    /// The store's directory (device, inode) when the watch began.
+    root: (u64, u64),
+    /// The store's directory is no longer the one watched (moved away, replaced by
+    /// another, as when a backup is restored): nothing more will be seen through this
+    /// feed, and its owner starts a new one.
+    replaced: bool,
 }
 
 impl Feed {
@@ -867,10 +884,12 @@ impl Feed {
             &fd,
             dir,
             inotify::WatchFlags::MOVED_TO
+                | inotify::WatchFlags::MOVED_FROM
                 | inotify::WatchFlags::CLOSE_WRITE
                 | inotify::WatchFlags::CREATE,
         )
         .map_err(|e| io_error("watching", dir)(e.into()))?;
+        let root = directory_identity(dir).map_err(io_error("reading", dir))?;
         let mut feed = Feed {
             fd,
             dir: dir.to_path_buf(),
@@ -878,6 +897,8 @@ impl Feed {
             base: 0,
             touched: BTreeSet::new(),
             lost: false,
+            root,
+            replaced: false,
         };
         let entries = fs::read_dir(dir).map_err(io_error("listing", dir))?;
         for entry in entries {
@@ -901,7 +922,7 @@ impl Feed {
     /// Takes the queued events into `touched`, without waiting.
     fn drain(&mut self) {
         let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
-        let mut new_kinds = Vec::new();
+        let (mut new_kinds, mut gone_kinds) = (Vec::new(), Vec::new());
         let mut reader = inotify::Reader::new(&self.fd, &mut buf);
         loop {
             let event = match reader.next() {
@@ -919,9 +940,11 @@ impl Feed {
                 continue;
             }
             if flags.contains(inotify::ReadFlags::IGNORED) {
-                // A directory is gone (removed, or moved away with whatever it held).
-                self.kinds.remove(&event.wd());
-                self.lost = true;
+                // A kind directory is gone (removed, or on a file system unmounted); a
+                // watch this feed removed itself was already accounted for.
+                if self.kinds.remove(&event.wd()).is_some() {
+                    self.lost = true;
+                }
                 continue;
             }
             let Some(name) = event.file_name().and_then(|n| n.to_str().ok()) else {
@@ -937,23 +960,57 @@ impl Feed {
                     }
                 }
                 None if flags.contains(inotify::ReadFlags::ISDIR) && check_kind(name).is_ok() => {
-                    new_kinds.push(name.to_string());
+                    if flags.contains(inotify::ReadFlags::MOVED_FROM) {
+                        gone_kinds.push(name.to_string());
+                    } else {
+                        new_kinds.push(name.to_string());
+                    }
                 }
                 // `.revision` and the like: a wake-up only.
                 None => {}
             }
         }
+        for kind in gone_kinds {
+            // Moved away with what it held: its watch would follow it.
+            self.unwatch_kind(&kind);
+            self.lost = true;
+        }
         for kind in new_kinds {
-            if self.kinds.values().any(|k| *k == kind) {
-                continue;
-            }
-            // Its first files may have been renamed into it before the watch.
+            // Made, or moved in over the one watched: its first files may have been
+            // renamed into it before the watch.
+            self.unwatch_kind(&kind);
             self.lost = true;
             if self.watch_kind(&kind).is_err() {
                 tracing::debug!(%kind, "no inotify watch on a new kind directory");
             }
         }
+        if directory_identity(&self.dir).ok() != Some(self.root) {
+            self.lost = true;
+            self.replaced = true;
+        }
     }
+
+    /// Stops watching the directory of `kind`, if it is watched.
+    fn unwatch_kind(&mut self, kind: &str) {
+        let stale: Vec<i32> = self
+            .kinds
+            .iter()
+            .filter(|(_, k)| *k == kind)
+            .map(|(wd, _)| *wd)
+            .collect();
+        for wd in stale {
+            self.kinds.remove(&wd);
+            // Fails only for a watch the kernel already dropped.
+            let _ = inotify::remove_watch(&self.fd, wd);
+        }
+    }
+}
+
+/// The (device, inode) of directory `dir`: another value under the same path is another
+/// directory.
+fn directory_identity(dir: &Path) -> io::Result<(u64, u64)> {
+    let meta = fs::metadata(dir)?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 /// How often a wait woken by inotify reads the revision anyway.
@@ -1181,6 +1238,64 @@ mod tests {
             store.list("Counter").unwrap(),
             fresh.list("Counter").unwrap()
         );
+    }
+
+    #[test]
+    fn a_store_directory_restored_under_a_running_reader_is_read_anew() {
+        let root = tempfile::tempdir().unwrap();
+        let (live, restored) = (root.path().join("store"), root.path().join("restored"));
+        let store = FileStore::open(&live).unwrap();
+        store.create("Counter", "a", serde_json::json!({})).unwrap();
+        store.create("Counter", "b", serde_json::json!({})).unwrap();
+        let names = |store: &FileStore| -> Vec<String> {
+            let listing = store.list("Counter").unwrap();
+            listing.items.iter().map(|o| o.name.clone()).collect()
+        };
+        assert_eq!(names(&store), ["a", "b"]);
+        let mut seen = store.revision().unwrap();
+        // Starts the watcher's feed (a change before it is not described).
+        store.create("Counter", "c", serde_json::json!({})).unwrap();
+        assert_eq!(next_change(&store, &mut seen), None);
+        assert_eq!(names(&store), ["a", "b", "c"]);
+
+        // A kind's directory replaced by another (moved in over it): its documents.
+        let other = FileStore::open(&restored).unwrap();
+        other.create("Counter", "x", serde_json::json!({})).unwrap();
+        other.create("Counter", "y", serde_json::json!({})).unwrap();
+        other.create("Counter", "z", serde_json::json!({})).unwrap();
+        fs::rename(live.join("Counter"), root.path().join("old-counters")).unwrap();
+        fs::rename(restored.join("Counter"), live.join("Counter")).unwrap();
+        assert_eq!(names(&store), ["x", "y", "z"]);
+        // A write through the store is seen in the new directory.
+        store.create("Counter", "w", serde_json::json!({})).unwrap();
+        assert_eq!(names(&store), ["w", "x", "y", "z"]);
+        assert_eq!(next_change(&store, &mut seen), None, "not described");
+
+        // The whole store replaced (a backup restored): its documents, and the watcher
+        // is told the change cannot be described, then follows the new directory.
+        let backup = root.path().join("backup");
+        let restored = FileStore::open(&backup).unwrap();
+        for name in ["p", "q", "r", "s", "t", "u", "v"] {
+            restored
+                .create("Counter", name, serde_json::json!({}))
+                .unwrap();
+        }
+        fs::rename(&live, root.path().join("replaced")).unwrap();
+        fs::rename(&backup, &live).unwrap();
+        assert_eq!(names(&store), ["p", "q", "r", "s", "t", "u", "v"]);
+        assert_eq!(next_change(&store, &mut seen), None, "not described");
+        store.create("Counter", "o", serde_json::json!({})).unwrap();
+        assert_eq!(
+            next_change(&store, &mut seen),
+            None,
+            "a new feed's first change"
+        );
+        store.delete("Counter", "p", None).unwrap();
+        assert_eq!(
+            next_change(&store, &mut seen),
+            Some(vec!["deleted Counter/p".to_string()])
+        );
+        assert_eq!(names(&store), ["o", "q", "r", "s", "t", "u", "v"]);
     }
 
     #[test]
